@@ -1,0 +1,135 @@
+-- The event store: append-only events, stream heads, handler checkpoints, snapshots and
+-- recorded command outcomes. Applied by cqrs::pg::migrate inside one transaction.
+
+CREATE TABLE cqrs.streams (
+  stream_id      text PRIMARY KEY,
+  stream_version bigint NOT NULL CHECK (stream_version > 0),
+  created_at     timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE cqrs.events (
+  global_position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  -- The writing transaction: $all is read in (transaction_id, global_position) order, and only
+  -- below the oldest transaction still running, so a reader never skips a late committer.
+  transaction_id  xid8 NOT NULL DEFAULT pg_current_xact_id(),
+  stream_id       text NOT NULL,
+  stream_version  bigint NOT NULL CHECK (stream_version > 0),
+  event_id        uuid NOT NULL UNIQUE,
+  event_type      text NOT NULL CHECK (event_type <> ''),
+  event_version   int NOT NULL DEFAULT 1 CHECK (event_version >= 1),
+  data            jsonb NOT NULL,
+  metadata        jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version)
+);
+
+CREATE INDEX events_transaction_order_idx ON cqrs.events (transaction_id, global_position);
+
+-- Events are immutable (promise 9): schema evolution goes through upcasters on read.
+CREATE FUNCTION cqrs.reject_event_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'cqrs.events is append-only: % is not allowed', TG_OP
+    USING ERRCODE = 'restrict_violation',
+          HINT = 'Append a compensating event instead; change old payloads with an upcaster.';
+END;
+$$;
+
+CREATE TRIGGER events_immutable_rows
+  BEFORE UPDATE OR DELETE ON cqrs.events
+  FOR EACH ROW EXECUTE FUNCTION cqrs.reject_event_change();
+
+CREATE TRIGGER events_immutable_truncate
+  BEFORE TRUNCATE ON cqrs.events
+  FOR EACH STATEMENT EXECUTE FUNCTION cqrs.reject_event_change();
+
+-- Appends events to one stream with an expected-version check, in the caller's transaction.
+-- p_expected: -1 any, -2 no_stream, -3 stream_exists, n >= 0 exactly version n.
+-- Returns status 'ok' with the new version and the events' positions, or a conflict status
+-- ('wrong_expected_version', 'stream_exists', 'stream_not_found') with the actual version and
+-- nothing written.
+CREATE FUNCTION cqrs.append_to_stream(
+  p_stream_id text,
+  p_expected  bigint,
+  p_event_ids uuid[],
+  p_types     text[],
+  p_versions  int[],
+  p_data      jsonb[],
+  p_metadata  jsonb[],
+  OUT status text,
+  OUT stream_version bigint,
+  OUT global_positions bigint[])
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_count bigint := cardinality(p_event_ids);
+  v_start bigint;
+BEGIN
+  IF p_expected = -1 THEN
+    INSERT INTO cqrs.streams AS s (stream_id, stream_version) VALUES (p_stream_id, v_count)
+      ON CONFLICT (stream_id) DO UPDATE SET stream_version = s.stream_version + v_count
+      RETURNING s.stream_version - v_count INTO v_start;
+  ELSIF p_expected = -2 OR p_expected = 0 THEN
+    INSERT INTO cqrs.streams (stream_id, stream_version) VALUES (p_stream_id, v_count)
+      ON CONFLICT (stream_id) DO NOTHING;
+    IF FOUND THEN
+      v_start := 0;
+    END IF;
+  ELSIF p_expected = -3 THEN
+    UPDATE cqrs.streams AS s SET stream_version = s.stream_version + v_count
+      WHERE s.stream_id = p_stream_id
+      RETURNING s.stream_version - v_count INTO v_start;
+  ELSE
+    UPDATE cqrs.streams AS s SET stream_version = s.stream_version + v_count
+      WHERE s.stream_id = p_stream_id AND s.stream_version = p_expected
+      RETURNING s.stream_version - v_count INTO v_start;
+  END IF;
+
+  IF v_start IS NULL THEN
+    SELECT s.stream_version INTO stream_version FROM cqrs.streams AS s
+      WHERE s.stream_id = p_stream_id;
+    stream_version := coalesce(stream_version, 0);
+    status := CASE
+      WHEN p_expected = -2 THEN 'stream_exists'
+      WHEN p_expected = -3 THEN 'stream_not_found'
+      ELSE 'wrong_expected_version' END;
+    RETURN;
+  END IF;
+
+  WITH inserted AS (
+    INSERT INTO cqrs.events
+      (stream_id, stream_version, event_id, event_type, event_version, data, metadata)
+    SELECT p_stream_id, v_start + e.ord, e.event_id, e.event_type, e.event_version, e.data,
+           e.metadata
+      FROM unnest(p_event_ids, p_types, p_versions, p_data, p_metadata)
+           WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)
+     ORDER BY e.ord
+    RETURNING cqrs.events.global_position, cqrs.events.stream_version AS version
+  )
+  SELECT array_agg(i.global_position ORDER BY i.version) INTO global_positions FROM inserted AS i;
+
+  status := 'ok';
+  stream_version := v_start + v_count;
+END;
+$$;
+
+CREATE TABLE cqrs.checkpoints (
+  handler_name    text PRIMARY KEY,
+  transaction_id  xid8 NOT NULL,
+  global_position bigint NOT NULL,
+  updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE cqrs.snapshots (
+  stream_id      text PRIMARY KEY,
+  stream_version bigint NOT NULL CHECK (stream_version > 0),
+  state_type     text NOT NULL,
+  state_version  int NOT NULL DEFAULT 1,
+  data           jsonb NOT NULL,
+  created_at     timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE cqrs.command_results (
+  command_id uuid PRIMARY KEY,
+  stream_id  text NOT NULL,
+  result     jsonb NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,29 @@
+// Checks every store applies to an append before touching storage, so both stores reject the
+// same input with the same error.
+#pragma once
+
+#include <span>
+#include <string_view>
+
+#include "cqrs/event.hpp"
+#include "cqrs/result.hpp"
+
+namespace cqrs {
+
+inline constexpr size_t kMaxStreamIdBytes = 1024;
+
+// invalid_argument when the stream id is empty, longer than kMaxStreamIdBytes, not UTF-8 or
+// contains NUL.
+Result<void> validate_stream_id(std::string_view stream_id);
+
+// Everything about an append that does not depend on stored state: the stream id, a non-empty
+// list, event types, type versions, event ids (non-nil, unique within the call), and payloads
+// (data: any JSON value; metadata: a JSON object; neither may contain a NUL character, which
+// Postgres' jsonb cannot store). Errors: invalid_argument, invalid_payload, duplicate_event.
+Result<void> validate_append(std::string_view stream_id, ExpectedVersion expected,
+                             std::span<const EventData> events);
+
+// True when `text` is well-formed UTF-8.
+bool is_valid_utf8(std::string_view text);
+
+}  // namespace cqrs

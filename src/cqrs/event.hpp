@@ -1,0 +1,107 @@
+// The event store's vocabulary: events to append, recorded events, expected versions, positions.
+//
+// Payloads (data, metadata) are JSON text. The stores validate them on append and hand them back
+// unchanged in meaning (Postgres normalizes jsonb formatting), so callers parse with the JSON
+// library of their choice and the store never pays for a parse it does not need.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cqrs/uuid.hpp"
+
+namespace cqrs {
+
+// An event as the writer hands it to the store.
+struct EventData {
+  Uuid event_id = Uuid::random();
+  std::string type;           // e.g. "GiftCardIssued"
+  int32_t type_version = 1;   // payload schema version, for upcasting
+  std::string data = "{}";    // JSON value
+  std::string metadata = "{}";  // JSON object: command_id, correlation_id, causation_id, user keys
+};
+
+// Where a reader of $all stands. The order of $all is (commit_id, global_position): commit_id
+// groups the events of one writing transaction and orders transactions so that a reader never
+// sees a later one before an earlier one has finished (promise 2). `Position{}` is the origin.
+struct Position {
+  uint64_t commit_id = 0;
+  int64_t global_position = 0;
+
+  friend auto operator<=>(const Position&, const Position&) = default;
+  std::string to_string() const;  // "commit_id/global_position"
+  static std::optional<Position> parse(std::string_view text);
+};
+
+// An event as stored.
+struct RecordedEvent {
+  int64_t global_position = 0;
+  uint64_t commit_id = 0;
+  std::string stream_id;
+  int64_t stream_version = 0;  // 1-based
+  Uuid event_id;
+  std::string type;
+  int32_t type_version = 1;
+  std::string data;
+  std::string metadata;
+  int64_t created_at_us = 0;  // microseconds since the Unix epoch
+
+  Position position() const { return {commit_id, global_position}; }
+};
+
+// What an append expects of the stream it writes to (the optimistic-concurrency guard).
+class ExpectedVersion {
+ public:
+  enum class Kind { kAny, kNoStream, kStreamExists, kExact };
+
+  static ExpectedVersion any() { return ExpectedVersion(Kind::kAny, 0); }
+  static ExpectedVersion no_stream() { return ExpectedVersion(Kind::kNoStream, 0); }
+  static ExpectedVersion stream_exists() { return ExpectedVersion(Kind::kStreamExists, 0); }
+  // exact(0) means "the stream has no events", like no_stream but reported as a version mismatch.
+  static ExpectedVersion exact(int64_t version) { return ExpectedVersion(Kind::kExact, version); }
+
+  Kind kind() const { return kind_; }
+  int64_t version() const { return version_; }
+  std::string to_string() const;  // "any", "no_stream", "stream_exists", "version 3"
+
+ private:
+  ExpectedVersion(Kind kind, int64_t version) : kind_(kind), version_(version) {}
+  Kind kind_;
+  int64_t version_;
+};
+
+struct AppendResult {
+  int64_t stream_version = 0;             // the stream's version after the append
+  std::vector<int64_t> global_positions;  // one per appended event, in order
+};
+
+enum class Direction { kForward, kBackward };
+
+// A page of $all. `next` is the checkpoint to pass to the following read (it is the last event's
+// position, or the `after` that was passed when the page is empty).
+struct AllPage {
+  std::vector<RecordedEvent> events;
+  Position next;
+};
+
+// The latest saved state of one aggregate stream.
+struct Snapshot {
+  std::string stream_id;
+  int64_t stream_version = 0;  // the version the state reflects
+  std::string state_type;
+  int32_t state_version = 1;  // schema version of the state payload
+  std::string data;           // JSON
+};
+
+// The outcome of a command, recorded for idempotent dispatch.
+struct CommandRecord {
+  Uuid command_id;
+  std::string stream_id;
+  std::string result;  // JSON, as returned to the first caller
+};
+
+}  // namespace cqrs

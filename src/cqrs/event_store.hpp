@@ -1,0 +1,58 @@
+// The event store interface: append-only streams, a global order ($all), checkpoints, snapshots
+// and recorded command outcomes. Implemented by PostgresEventStore and InMemoryEventStore; one
+// conformance suite (tests/integration/store_conformance_test.cpp) holds both to this contract.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cqrs/event.hpp"
+#include "cqrs/result.hpp"
+
+namespace cqrs {
+
+class EventStore {
+ public:
+  virtual ~EventStore() = default;
+
+  // Appends `events` to the end of `stream_id`, atomically: all are stored or none.
+  // Stream versions continue 1..n without gaps. Errors: wrong_expected_version (with the actual
+  // version), stream_exists, stream_not_found, duplicate_event, invalid_payload, invalid_argument,
+  // store_unavailable.
+  virtual Result<AppendResult> append(std::string_view stream_id, ExpectedVersion expected,
+                                      std::span<const EventData> events) = 0;
+
+  // Up to `max_count` events of one stream. Forward: versions >= from_version ascending.
+  // Backward: versions <= from_version descending (from_version < 0 means "from the end").
+  // A stream that does not exist reads as empty.
+  virtual Result<std::vector<RecordedEvent>> read_stream(std::string_view stream_id,
+                                                         int64_t from_version, size_t max_count,
+                                                         Direction direction) = 0;
+
+  // The stream's current version; 0 when it does not exist.
+  virtual Result<int64_t> stream_version(std::string_view stream_id) = 0;
+
+  // Up to `max_count` events of $all strictly after `after`, in the global order. Never returns an
+  // event while an earlier one (in that order) may still become visible, so a reader that passes
+  // back `page.next` sees every committed event exactly once.
+  virtual Result<AllPage> read_all(Position after, size_t max_count) = 0;
+
+  // Checkpoints of named handlers. load returns nullopt for a handler that never saved one.
+  virtual Result<std::optional<Position>> load_checkpoint(std::string_view handler) = 0;
+  virtual Result<void> save_checkpoint(std::string_view handler, Position position) = 0;
+
+  // The latest snapshot per stream. Saving an older version than the stored one is a no-op.
+  virtual Result<void> save_snapshot(const Snapshot& snapshot) = 0;
+  virtual Result<std::optional<Snapshot>> load_snapshot(std::string_view stream_id) = 0;
+
+  // Command outcomes by command_id. record returns false (and keeps the first record) when the
+  // id is already recorded.
+  virtual Result<bool> record_command(const CommandRecord& record) = 0;
+  virtual Result<std::optional<CommandRecord>> find_command(const Uuid& command_id) = 0;
+};
+
+}  // namespace cqrs

@@ -1,0 +1,173 @@
+// InMemoryEventStore: vectors and maps behind one mutex.
+#include "cqrs/memory_event_store.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include "cqrs/append_validation.hpp"
+
+namespace cqrs {
+namespace {
+
+int64_t now_us() {
+  using namespace std::chrono;
+  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+Result<AppendResult> InMemoryEventStore::append(std::string_view stream_id,
+                                                ExpectedVersion expected,
+                                                std::span<const EventData> events) {
+  if (auto valid = validate_append(stream_id, expected, events); !valid) return valid.error();
+
+  std::lock_guard lock(mutex_);
+  auto stream_it = streams_.find(stream_id);
+  int64_t current = stream_it == streams_.end() ? 0 : std::ssize(stream_it->second);
+  switch (expected.kind()) {
+    case ExpectedVersion::Kind::kAny:
+      break;
+    case ExpectedVersion::Kind::kNoStream:
+      if (current != 0) {
+        return Error::conflict(errc::kStreamExists, "stream '" + std::string(stream_id) +
+                                                        "' already exists at version " +
+                                                        std::to_string(current));
+      }
+      break;
+    case ExpectedVersion::Kind::kStreamExists:
+      if (current == 0) {
+        return Error::conflict(errc::kStreamNotFound,
+                               "stream '" + std::string(stream_id) + "' does not exist");
+      }
+      break;
+    case ExpectedVersion::Kind::kExact:
+      if (current != expected.version()) {
+        return Error::wrong_expected_version(stream_id, expected.to_string(), current);
+      }
+      break;
+  }
+  for (const EventData& event : events) {
+    if (event_ids_.contains(event.event_id)) {
+      return Error::conflict(errc::kDuplicateEvent,
+                             "event id " + event.event_id.to_string() + " is already stored");
+    }
+  }
+
+  if (stream_it == streams_.end()) {
+    stream_it = streams_.emplace(std::string(stream_id), std::vector<size_t>{}).first;
+  }
+  uint64_t commit_id = ++last_commit_id_;
+  int64_t created_at = now_us();
+  AppendResult result;
+  result.global_positions.reserve(events.size());
+  for (const EventData& event : events) {
+    RecordedEvent recorded;
+    recorded.global_position = std::ssize(events_) + 1;
+    recorded.commit_id = commit_id;
+    recorded.stream_id = std::string(stream_id);
+    recorded.stream_version = std::ssize(stream_it->second) + 1;
+    recorded.event_id = event.event_id;
+    recorded.type = event.type;
+    recorded.type_version = event.type_version;
+    recorded.data = event.data;
+    recorded.metadata = event.metadata;
+    recorded.created_at_us = created_at;
+    stream_it->second.push_back(events_.size());
+    event_ids_.insert(event.event_id);
+    result.global_positions.push_back(recorded.global_position);
+    events_.push_back(std::move(recorded));
+  }
+  result.stream_version = std::ssize(stream_it->second);
+  return result;
+}
+
+Result<std::vector<RecordedEvent>> InMemoryEventStore::read_stream(std::string_view stream_id,
+                                                                   int64_t from_version,
+                                                                   size_t max_count,
+                                                                   Direction direction) {
+  if (auto valid = validate_stream_id(stream_id); !valid) return valid.error();
+  std::lock_guard lock(mutex_);
+  std::vector<RecordedEvent> out;
+  auto stream_it = streams_.find(stream_id);
+  if (stream_it == streams_.end() || max_count == 0) return out;
+  const std::vector<size_t>& indexes = stream_it->second;
+  int64_t size = std::ssize(indexes);
+  if (direction == Direction::kForward) {
+    for (int64_t version = std::max<int64_t>(from_version, 1);
+         version <= size && out.size() < max_count; ++version) {
+      out.push_back(events_[indexes[version - 1]]);
+    }
+  } else {
+    int64_t start = from_version < 0 ? size : std::min(from_version, size);
+    for (int64_t version = start; version >= 1 && out.size() < max_count; --version) {
+      out.push_back(events_[indexes[version - 1]]);
+    }
+  }
+  return out;
+}
+
+Result<int64_t> InMemoryEventStore::stream_version(std::string_view stream_id) {
+  if (auto valid = validate_stream_id(stream_id); !valid) return valid.error();
+  std::lock_guard lock(mutex_);
+  auto stream_it = streams_.find(stream_id);
+  return stream_it == streams_.end() ? int64_t{0} : std::ssize(stream_it->second);
+}
+
+Result<AllPage> InMemoryEventStore::read_all(Position after, size_t max_count) {
+  std::lock_guard lock(mutex_);
+  AllPage page;
+  page.next = after;
+  auto first = std::upper_bound(events_.begin(), events_.end(), after,
+                                [](const Position& position, const RecordedEvent& event) {
+                                  return position < event.position();
+                                });
+  for (auto it = first; it != events_.end() && page.events.size() < max_count; ++it) {
+    page.events.push_back(*it);
+  }
+  if (!page.events.empty()) page.next = page.events.back().position();
+  return page;
+}
+
+Result<std::optional<Position>> InMemoryEventStore::load_checkpoint(std::string_view handler) {
+  std::lock_guard lock(mutex_);
+  auto it = checkpoints_.find(handler);
+  if (it == checkpoints_.end()) return std::optional<Position>{};
+  return std::optional<Position>{it->second};
+}
+
+Result<void> InMemoryEventStore::save_checkpoint(std::string_view handler, Position position) {
+  if (handler.empty()) return Error::invalid(errc::kInvalidArgument, "handler name is empty");
+  std::lock_guard lock(mutex_);
+  checkpoints_.insert_or_assign(std::string(handler), position);
+  return {};
+}
+
+Result<void> InMemoryEventStore::save_snapshot(const Snapshot& snapshot) {
+  if (auto valid = validate_stream_id(snapshot.stream_id); !valid) return valid.error();
+  std::lock_guard lock(mutex_);
+  auto it = snapshots_.find(snapshot.stream_id);
+  if (it != snapshots_.end() && it->second.stream_version > snapshot.stream_version) return {};
+  snapshots_.insert_or_assign(snapshot.stream_id, snapshot);
+  return {};
+}
+
+Result<std::optional<Snapshot>> InMemoryEventStore::load_snapshot(std::string_view stream_id) {
+  std::lock_guard lock(mutex_);
+  auto it = snapshots_.find(stream_id);
+  if (it == snapshots_.end()) return std::optional<Snapshot>{};
+  return std::optional<Snapshot>{it->second};
+}
+
+Result<bool> InMemoryEventStore::record_command(const CommandRecord& record) {
+  std::lock_guard lock(mutex_);
+  return commands_.emplace(record.command_id, record).second;
+}
+
+Result<std::optional<CommandRecord>> InMemoryEventStore::find_command(const Uuid& command_id) {
+  std::lock_guard lock(mutex_);
+  auto it = commands_.find(command_id);
+  if (it == commands_.end()) return std::optional<CommandRecord>{};
+  return std::optional<CommandRecord>{it->second};
+}
+
+}  // namespace cqrs

@@ -1,0 +1,217 @@
+// libpq wrapper: statement execution, reconnects and error mapping.
+#include "cqrs/pg/connection.hpp"
+
+#include <libpq-fe.h>
+#include <poll.h>
+
+#include <charconv>
+#include <cstring>
+
+namespace cqrs::pg {
+namespace {
+
+void ignore_notice(void*, const char*) {}
+
+bool starts_with(const char* text, std::string_view prefix) {
+  return text != nullptr && std::string_view(text).substr(0, prefix.size()) == prefix;
+}
+
+std::string trimmed(const char* text) {
+  std::string out = text == nullptr ? "" : text;
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+}  // namespace
+
+Params& Params::add(std::string value) {
+  values_.emplace_back(std::move(value));
+  return *this;
+}
+
+Params& Params::add_null() {
+  values_.emplace_back(std::nullopt);
+  return *this;
+}
+
+std::vector<const char*> Params::pointers() const {
+  std::vector<const char*> out;
+  out.reserve(values_.size());
+  for (const auto& value : values_) out.push_back(value ? value->c_str() : nullptr);
+  return out;
+}
+
+QueryResult& QueryResult::operator=(QueryResult&& other) noexcept {
+  if (this != &other) {
+    if (result_ != nullptr) PQclear(result_);
+    result_ = other.result_;
+    other.result_ = nullptr;
+  }
+  return *this;
+}
+
+QueryResult::~QueryResult() {
+  if (result_ != nullptr) PQclear(result_);
+}
+
+int QueryResult::rows() const { return result_ == nullptr ? 0 : PQntuples(result_); }
+int QueryResult::columns() const { return result_ == nullptr ? 0 : PQnfields(result_); }
+bool QueryResult::is_null(int row, int column) const {
+  return PQgetisnull(result_, row, column) != 0;
+}
+std::string_view QueryResult::text(int row, int column) const {
+  return {PQgetvalue(result_, row, column),
+          static_cast<size_t>(PQgetlength(result_, row, column))};
+}
+int64_t QueryResult::int64(int row, int column) const {
+  std::string_view field = text(row, column);
+  int64_t value = 0;
+  std::from_chars(field.data(), field.data() + field.size(), value);
+  return value;
+}
+int64_t QueryResult::affected_rows() const {
+  const char* count = result_ == nullptr ? "" : PQcmdTuples(result_);
+  int64_t value = 0;
+  std::from_chars(count, count + std::strlen(count), value);
+  return value;
+}
+
+Result<std::unique_ptr<Connection>> Connection::open(const std::string& conninfo) {
+  PGconn* conn = PQconnectdb(conninfo.c_str());
+  if (conn == nullptr) return Error::unavailable("cannot allocate a PostgreSQL connection");
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::string reason = trimmed(PQerrorMessage(conn));
+    PQfinish(conn);
+    return Error::unavailable("cannot connect to PostgreSQL: " + reason);
+  }
+  PQsetNoticeProcessor(conn, ignore_notice, nullptr);
+  return std::unique_ptr<Connection>(new Connection(conn, conninfo));
+}
+
+Connection::~Connection() {
+  if (conn_ != nullptr) PQfinish(conn_);
+}
+
+bool Connection::is_ok() const { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
+
+Result<void> Connection::reconnect() {
+  if (conn_ != nullptr) PQfinish(conn_);
+  conn_ = PQconnectdb(conninfo_.c_str());
+  if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
+    std::string reason = conn_ == nullptr ? "out of memory" : trimmed(PQerrorMessage(conn_));
+    return Error::unavailable("cannot reconnect to PostgreSQL: " + reason);
+  }
+  PQsetNoticeProcessor(conn_, ignore_notice, nullptr);
+  for (const auto& [name, sql] : prepared_) {
+    PGresult* result = PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
+    auto checked = check(result);
+    if (!checked) return checked.error();
+  }
+  return {};
+}
+
+Result<QueryResult> Connection::check(PGresult* result) {
+  ExecStatusType status = result == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(result);
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_EMPTY_QUERY) {
+    return QueryResult(result);
+  }
+  Error error = error_from(conn_, result);
+  if (result != nullptr) PQclear(result);
+  return error;
+}
+
+Result<QueryResult> Connection::exec(std::string_view sql) {
+  std::string text(sql);
+  return check(PQexec(conn_, text.c_str()));
+}
+
+Result<QueryResult> Connection::exec(std::string_view sql, const Params& params) {
+  std::string text(sql);
+  std::vector<const char*> values = params.pointers();
+  return check(PQexecParams(conn_, text.c_str(), params.size(), nullptr, values.data(), nullptr,
+                            nullptr, 0));
+}
+
+Result<void> Connection::prepare(const std::string& name, const std::string& sql) {
+  auto result = check(PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr));
+  if (!result) return result.error();
+  prepared_.emplace_back(name, sql);
+  return {};
+}
+
+Result<QueryResult> Connection::exec_prepared(const std::string& name, const Params& params) {
+  std::vector<const char*> values = params.pointers();
+  return check(
+      PQexecPrepared(conn_, name.c_str(), params.size(), values.data(), nullptr, nullptr, 0));
+}
+
+Result<void> Connection::listen(std::string_view channel) {
+  auto result = exec("LISTEN " + quote_identifier(channel));
+  if (!result) return result.error();
+  return {};
+}
+
+Result<std::vector<std::string>> Connection::wait_notifications(int timeout_ms) {
+  std::vector<std::string> payloads;
+  auto drain = [&]() -> Result<void> {
+    if (PQconsumeInput(conn_) == 0) {
+      return Error::unavailable("lost the PostgreSQL connection while listening: " +
+                                trimmed(PQerrorMessage(conn_)));
+    }
+    while (PGnotify* notify = PQnotifies(conn_)) {
+      payloads.emplace_back(notify->extra == nullptr ? "" : notify->extra);
+      PQfreemem(notify);
+    }
+    return {};
+  };
+  if (auto drained = drain(); !drained) return drained.error();
+  if (!payloads.empty() || timeout_ms <= 0) return payloads;
+  pollfd descriptor{PQsocket(conn_), POLLIN, 0};
+  int ready = poll(&descriptor, 1, timeout_ms);
+  if (ready < 0) return Error::unavailable("poll on the PostgreSQL socket failed");
+  if (ready > 0) {
+    if (auto drained = drain(); !drained) return drained.error();
+  }
+  return payloads;
+}
+
+int Connection::backend_pid() const { return conn_ == nullptr ? 0 : PQbackendPID(conn_); }
+
+Error error_from(PGconn* conn, PGresult* result) {
+  const char* sqlstate = result == nullptr ? nullptr : PQresultErrorField(result, PG_DIAG_SQLSTATE);
+  std::string message = trimmed(result == nullptr ? PQerrorMessage(conn)
+                                                  : PQresultErrorMessage(result));
+  if (message.empty()) message = trimmed(PQerrorMessage(conn));
+  if (conn == nullptr || PQstatus(conn) != CONNECTION_OK || sqlstate == nullptr ||
+      starts_with(sqlstate, "08") || starts_with(sqlstate, "57P")) {
+    return Error::unavailable("PostgreSQL connection failed: " + message);
+  }
+  std::string_view state(sqlstate);
+  if (state == "23505") {
+    const char* constraint = PQresultErrorField(result, PG_DIAG_CONSTRAINT_NAME);
+    std::string_view name = constraint == nullptr ? "" : constraint;
+    if (name == "events_event_id_key") {
+      const char* detail = PQresultErrorField(result, PG_DIAG_MESSAGE_DETAIL);
+      return Error::conflict(errc::kDuplicateEvent,
+                             "an event id is already stored" +
+                                 (detail == nullptr ? std::string() : ": " + trimmed(detail)));
+    }
+    return Error::conflict(errc::kStoreError, message);
+  }
+  if (state == "22P02" || state == "22P05" || state == "22025" || state == "22021") {
+    return Error::invalid(errc::kInvalidPayload, message);
+  }
+  return Error::internal(errc::kStoreError, message + " (SQLSTATE " + std::string(state) + ")");
+}
+
+std::string quote_identifier(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out.push_back('"');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+}  // namespace cqrs::pg

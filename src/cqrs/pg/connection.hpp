@@ -1,0 +1,115 @@
+// A thin RAII layer over one libpq connection: parameterized statements, prepared statements and
+// error mapping into cqrs::Error. All values travel as parameters; no value is spliced into SQL.
+//
+// REQUIRES: external synchronization. One Connection belongs to one thread at a time, and every
+// call blocks on the network: use it only from dedicated (detached) threads, never from a
+// cooperatively scheduled actor.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cqrs/result.hpp"
+
+struct pg_conn;
+struct pg_result;
+
+namespace cqrs::pg {
+
+// Text-format parameter values for one statement. Values are copied, so temporaries are fine.
+class Params {
+ public:
+  Params& add(std::string value);
+  Params& add(std::string_view value) { return add(std::string(value)); }
+  Params& add(const char* value) { return add(std::string(value)); }
+  Params& add(int64_t value) { return add(std::to_string(value)); }
+  Params& add_null();
+
+  int size() const { return static_cast<int>(values_.size()); }
+  // Pointers valid until the next add().
+  std::vector<const char*> pointers() const;
+
+ private:
+  std::vector<std::optional<std::string>> values_;
+};
+
+// An owned query result. Field accessors REQUIRE 0 <= row < rows() and 0 <= column < columns().
+class QueryResult {
+ public:
+  QueryResult() = default;
+  explicit QueryResult(pg_result* result) : result_(result) {}
+  QueryResult(QueryResult&& other) noexcept : result_(other.result_) { other.result_ = nullptr; }
+  QueryResult& operator=(QueryResult&& other) noexcept;
+  QueryResult(const QueryResult&) = delete;
+  QueryResult& operator=(const QueryResult&) = delete;
+  ~QueryResult();
+
+  int rows() const;
+  int columns() const;
+  bool is_null(int row, int column) const;
+  std::string_view text(int row, int column) const;
+  int64_t int64(int row, int column) const;  // REQUIRES: the field is a decimal integer
+  // Number of rows an INSERT/UPDATE/DELETE touched.
+  int64_t affected_rows() const;
+
+ private:
+  pg_result* result_ = nullptr;
+};
+
+class Connection {
+ public:
+  // Opens a connection (conninfo is a libpq keyword string or a postgresql:// URL).
+  // Errors: store_unavailable, with libpq's reason.
+  static Result<std::unique_ptr<Connection>> open(const std::string& conninfo);
+
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // True when the connection is usable. After a failure that broke the connection, the owner
+  // calls reconnect() before the next statement.
+  bool is_ok() const;
+  Result<void> reconnect();
+
+  // Runs one or more statements without parameters (DDL, BEGIN/COMMIT, migration scripts).
+  Result<QueryResult> exec(std::string_view sql);
+  // Runs one statement with text parameters.
+  Result<QueryResult> exec(std::string_view sql, const Params& params);
+
+  // Prepares `sql` under `name` on this connection (again after each reconnect, see
+  // on_reconnect) and runs a prepared statement.
+  Result<void> prepare(const std::string& name, const std::string& sql);
+  Result<QueryResult> exec_prepared(const std::string& name, const Params& params);
+
+  // Starts listening on `channel` and returns the payloads of notifications received so far
+  // (waiting up to `timeout_ms` for the first when none is pending; 0 returns at once).
+  Result<void> listen(std::string_view channel);
+  Result<std::vector<std::string>> wait_notifications(int timeout_ms);
+
+  // The server's process id for this connection (for pg_terminate_backend in tests).
+  int backend_pid() const;
+
+  pg_conn* raw() { return conn_; }
+
+ private:
+  Connection(pg_conn* conn, std::string conninfo) : conn_(conn), conninfo_(std::move(conninfo)) {}
+  Result<QueryResult> check(pg_result* result);
+
+  pg_conn* conn_ = nullptr;
+  std::string conninfo_;
+  std::vector<std::pair<std::string, std::string>> prepared_;  // replayed after reconnect
+};
+
+// Maps a failed libpq call to an Error: connection problems become store_unavailable; unique
+// violations of the event id become duplicate_event; malformed JSON becomes invalid_payload;
+// anything else is store_error with the server's message.
+Error error_from(pg_conn* conn, pg_result* result);
+
+// Quotes an identifier for DDL that cannot take parameters (CREATE DATABASE name).
+std::string quote_identifier(std::string_view name);
+
+}  // namespace cqrs::pg

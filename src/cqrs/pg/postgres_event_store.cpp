@@ -1,0 +1,365 @@
+// PostgresEventStore: prepared statements over one connection.
+#include "cqrs/pg/postgres_event_store.hpp"
+
+#include <charconv>
+#include <limits>
+
+#include "cqrs/append_validation.hpp"
+#include "cqrs/pg/connection.hpp"
+#include "cqrs/pg/migrate.hpp"
+
+namespace cqrs::pg {
+namespace {
+
+constexpr std::string_view kEventColumns =
+    "global_position, transaction_id::text, stream_id, stream_version, event_id::text, "
+    "event_type, event_version, data::text, metadata::text, "
+    "(extract(epoch FROM created_at) * 1000000)::bigint";
+
+struct Statement {
+  const char* name;
+  std::string sql;
+};
+
+std::vector<Statement> statements() {
+  std::string columns(kEventColumns);
+  return {
+      {"append",
+       "SELECT status, stream_version, global_positions::text "
+       "FROM cqrs.append_to_stream($1, $2, $3::uuid[], $4::text[], $5::int[], $6::jsonb[], "
+       "$7::jsonb[])"},
+      {"notify", "SELECT pg_notify('" + std::string(kEventsChannel) + "', $1)"},
+      {"read_forward", "SELECT " + columns +
+                           " FROM cqrs.events WHERE stream_id = $1 AND stream_version >= $2 "
+                           "ORDER BY stream_version LIMIT $3"},
+      {"read_backward", "SELECT " + columns +
+                            " FROM cqrs.events WHERE stream_id = $1 AND stream_version <= $2 "
+                            "ORDER BY stream_version DESC LIMIT $3"},
+      {"stream_version", "SELECT stream_version FROM cqrs.streams WHERE stream_id = $1"},
+      // Only transactions older than every running one: nothing below can still appear.
+      {"read_all", "SELECT " + columns +
+                       " FROM cqrs.events"
+                       " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+                       " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
+                       " ORDER BY transaction_id, global_position LIMIT $3"},
+      {"behind_watermark",
+       "SELECT count(*) FROM cqrs.events"
+       " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"},
+      {"load_checkpoint",
+       "SELECT transaction_id::text, global_position FROM cqrs.checkpoints "
+       "WHERE handler_name = $1"},
+      {"save_checkpoint",
+       "INSERT INTO cqrs.checkpoints (handler_name, transaction_id, global_position) "
+       "VALUES ($1, $2::xid8, $3) ON CONFLICT (handler_name) DO UPDATE "
+       "SET transaction_id = excluded.transaction_id, global_position = excluded.global_position, "
+       "updated_at = now()"},
+      {"save_snapshot",
+       "INSERT INTO cqrs.snapshots (stream_id, stream_version, state_type, state_version, data) "
+       "VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (stream_id) DO UPDATE "
+       "SET stream_version = excluded.stream_version, state_type = excluded.state_type, "
+       "state_version = excluded.state_version, data = excluded.data, created_at = now() "
+       "WHERE cqrs.snapshots.stream_version <= excluded.stream_version"},
+      {"load_snapshot",
+       "SELECT stream_version, state_type, state_version, data::text FROM cqrs.snapshots "
+       "WHERE stream_id = $1"},
+      {"record_command",
+       "INSERT INTO cqrs.command_results (command_id, stream_id, result) "
+       "VALUES ($1::uuid, $2, $3::jsonb) ON CONFLICT (command_id) DO NOTHING"},
+      {"find_command",
+       "SELECT stream_id, result::text FROM cqrs.command_results WHERE command_id = $1::uuid"},
+  };
+}
+
+// Appends `value` as one quoted element of a Postgres array literal.
+void append_array_element(std::string& literal, std::string_view value) {
+  if (literal.size() > 1) literal.push_back(',');
+  literal.push_back('"');
+  for (char c : value) {
+    if (c == '"' || c == '\\') literal.push_back('\\');
+    literal.push_back(c);
+  }
+  literal.push_back('"');
+}
+
+int64_t to_int64(std::string_view text) {
+  int64_t value = 0;
+  std::from_chars(text.data(), text.data() + text.size(), value);
+  return value;
+}
+
+uint64_t to_uint64(std::string_view text) {
+  uint64_t value = 0;
+  std::from_chars(text.data(), text.data() + text.size(), value);
+  return value;
+}
+
+// Parses "{1,2,3}".
+std::vector<int64_t> parse_int_array(std::string_view text) {
+  std::vector<int64_t> values;
+  if (text.size() < 2) return values;
+  text = text.substr(1, text.size() - 2);
+  while (!text.empty()) {
+    size_t comma = text.find(',');
+    values.push_back(to_int64(text.substr(0, comma)));
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return values;
+}
+
+std::vector<RecordedEvent> events_from(const QueryResult& rows) {
+  std::vector<RecordedEvent> events;
+  events.reserve(static_cast<size_t>(rows.rows()));
+  for (int row = 0; row < rows.rows(); ++row) {
+    RecordedEvent& event = events.emplace_back();
+    event.global_position = rows.int64(row, 0);
+    event.commit_id = to_uint64(rows.text(row, 1));
+    event.stream_id = rows.text(row, 2);
+    event.stream_version = rows.int64(row, 3);
+    event.event_id = Uuid::parse(rows.text(row, 4)).value_or(Uuid());
+    event.type = rows.text(row, 5);
+    event.type_version = static_cast<int32_t>(rows.int64(row, 6));
+    event.data = rows.text(row, 7);
+    event.metadata = rows.text(row, 8);
+    event.created_at_us = rows.int64(row, 9);
+  }
+  return events;
+}
+
+int64_t expected_code(ExpectedVersion expected) {
+  switch (expected.kind()) {
+    case ExpectedVersion::Kind::kAny:
+      return -1;
+    case ExpectedVersion::Kind::kNoStream:
+      return -2;
+    case ExpectedVersion::Kind::kStreamExists:
+      return -3;
+    case ExpectedVersion::Kind::kExact:
+      return expected.version();
+  }
+  return -1;
+}
+
+int64_t limit_of(size_t max_count) {
+  return max_count > static_cast<size_t>(std::numeric_limits<int64_t>::max())
+             ? std::numeric_limits<int64_t>::max()
+             : static_cast<int64_t>(max_count);
+}
+
+}  // namespace
+
+PostgresEventStore::PostgresEventStore(std::unique_ptr<Connection> conn,
+                                       PostgresStoreOptions options)
+    : conn_(std::move(conn)), options_(options) {}
+
+PostgresEventStore::~PostgresEventStore() = default;
+
+Result<std::unique_ptr<PostgresEventStore>> PostgresEventStore::open(
+    const std::string& conninfo, PostgresStoreOptions options) {
+  auto conn = Connection::open(conninfo);
+  if (!conn) return conn.error();
+  if (options.require_current_schema) {
+    if (auto checked = check_schema(**conn); !checked) return checked.error();
+  }
+  std::unique_ptr<PostgresEventStore> store(
+      new PostgresEventStore(std::move(conn).value(), options));
+  if (auto prepared = store->prepare_statements(); !prepared) return prepared.error();
+  return store;
+}
+
+Result<void> PostgresEventStore::prepare_statements() {
+  for (const Statement& statement : statements()) {
+    if (auto prepared = conn_->prepare(statement.name, statement.sql); !prepared) return prepared;
+  }
+  return {};
+}
+
+Result<void> PostgresEventStore::ensure_connected() {
+  if (conn_->is_ok()) return {};
+  return conn_->reconnect();
+}
+
+Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
+                                                ExpectedVersion expected,
+                                                std::span<const EventData> events) {
+  if (auto valid = validate_append(stream_id, expected, events); !valid) return valid.error();
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+
+  std::string ids = "{", types = "{", versions = "{", data = "{", metadata = "{";
+  size_t payload_bytes = 0;
+  for (const EventData& event : events) payload_bytes += event.data.size() + 8;
+  data.reserve(payload_bytes + 2);
+  for (const EventData& event : events) {
+    append_array_element(ids, event.event_id.to_string());
+    append_array_element(types, event.type);
+    append_array_element(versions, std::to_string(event.type_version));
+    append_array_element(data, event.data);
+    append_array_element(metadata, event.metadata);
+  }
+  for (std::string* literal : {&ids, &types, &versions, &data, &metadata}) literal->push_back('}');
+
+  Params params;
+  params.add(stream_id).add(expected_code(expected)).add(std::move(ids)).add(std::move(types));
+  params.add(std::move(versions)).add(std::move(data)).add(std::move(metadata));
+  auto rows = conn_->exec_prepared("append", params);
+  if (!rows) return rows.error();
+
+  std::string_view status = rows->text(0, 0);
+  int64_t version = rows->int64(0, 1);
+  if (status == "wrong_expected_version") {
+    return Error::wrong_expected_version(stream_id, expected.to_string(), version);
+  }
+  if (status == "stream_exists") {
+    return Error::conflict(errc::kStreamExists, "stream '" + std::string(stream_id) +
+                                                    "' already exists at version " +
+                                                    std::to_string(version));
+  }
+  if (status == "stream_not_found") {
+    return Error::conflict(errc::kStreamNotFound,
+                           "stream '" + std::string(stream_id) + "' does not exist");
+  }
+  AppendResult result;
+  result.stream_version = version;
+  result.global_positions = parse_int_array(rows->text(0, 2));
+
+  // NOTIFY after the commit, in its own transaction: a NOTIFY inside the append's transaction
+  // would serialize every appender's commit on Postgres' notify-queue lock. A lost notification
+  // only delays readers, which also poll.
+  if (options_.notify && !result.global_positions.empty()) {
+    (void)conn_->exec_prepared("notify",
+                               Params().add(std::to_string(result.global_positions.back())));
+  }
+  return result;
+}
+
+Result<std::vector<RecordedEvent>> PostgresEventStore::read_stream(std::string_view stream_id,
+                                                                   int64_t from_version,
+                                                                   size_t max_count,
+                                                                   Direction direction) {
+  if (auto valid = validate_stream_id(stream_id); !valid) return valid.error();
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  if (direction == Direction::kBackward && from_version < 0) {
+    from_version = std::numeric_limits<int64_t>::max();
+  }
+  Params params;
+  params.add(stream_id).add(from_version).add(limit_of(max_count));
+  auto rows = conn_->exec_prepared(
+      direction == Direction::kForward ? "read_forward" : "read_backward", params);
+  if (!rows) return rows.error();
+  return events_from(*rows);
+}
+
+Result<int64_t> PostgresEventStore::stream_version(std::string_view stream_id) {
+  if (auto valid = validate_stream_id(stream_id); !valid) return valid.error();
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = conn_->exec_prepared("stream_version", Params().add(stream_id));
+  if (!rows) return rows.error();
+  return rows->rows() == 0 ? int64_t{0} : rows->int64(0, 0);
+}
+
+Result<AllPage> PostgresEventStore::read_all(Position after, size_t max_count) {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  Params params;
+  params.add(std::to_string(after.commit_id)).add(after.global_position).add(limit_of(max_count));
+  auto rows = conn_->exec_prepared("read_all", params);
+  if (!rows) return rows.error();
+  AllPage page;
+  page.events = events_from(*rows);
+  page.next = page.events.empty() ? after : page.events.back().position();
+  return page;
+}
+
+Result<int64_t> PostgresEventStore::events_behind_watermark() {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = conn_->exec_prepared("behind_watermark", Params());
+  if (!rows) return rows.error();
+  return rows->int64(0, 0);
+}
+
+Result<std::optional<Position>> PostgresEventStore::load_checkpoint(std::string_view handler) {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = conn_->exec_prepared("load_checkpoint", Params().add(handler));
+  if (!rows) return rows.error();
+  if (rows->rows() == 0) return std::optional<Position>{};
+  return std::optional<Position>{Position{to_uint64(rows->text(0, 0)), rows->int64(0, 1)}};
+}
+
+Result<void> PostgresEventStore::save_checkpoint(std::string_view handler, Position position) {
+  if (handler.empty()) return Error::invalid(errc::kInvalidArgument, "handler name is empty");
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  Params params;
+  params.add(handler).add(std::to_string(position.commit_id)).add(position.global_position);
+  auto rows = conn_->exec_prepared("save_checkpoint", params);
+  if (!rows) return rows.error();
+  return {};
+}
+
+Result<void> PostgresEventStore::commit_with_checkpoint(
+    std::string_view handler, Position position,
+    const std::function<Result<void>(Connection&)>& work) {
+  if (handler.empty()) return Error::invalid(errc::kInvalidArgument, "handler name is empty");
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  if (auto begun = conn_->exec("BEGIN"); !begun) return begun.error();
+  auto rollback = [this](Error error) -> Result<void> {
+    if (conn_->is_ok()) (void)conn_->exec("ROLLBACK");
+    return error;
+  };
+  if (auto done = work(*conn_); !done) return rollback(done.error());
+  Params params;
+  params.add(handler).add(std::to_string(position.commit_id)).add(position.global_position);
+  if (auto saved = conn_->exec_prepared("save_checkpoint", params); !saved) {
+    return rollback(saved.error());
+  }
+  if (auto committed = conn_->exec("COMMIT"); !committed) return rollback(committed.error());
+  return {};
+}
+
+Result<void> PostgresEventStore::save_snapshot(const Snapshot& snapshot) {
+  if (auto valid = validate_stream_id(snapshot.stream_id); !valid) return valid.error();
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  Params params;
+  params.add(snapshot.stream_id).add(snapshot.stream_version).add(snapshot.state_type);
+  params.add(int64_t{snapshot.state_version}).add(snapshot.data);
+  auto rows = conn_->exec_prepared("save_snapshot", params);
+  if (!rows) return rows.error();
+  return {};
+}
+
+Result<std::optional<Snapshot>> PostgresEventStore::load_snapshot(std::string_view stream_id) {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = conn_->exec_prepared("load_snapshot", Params().add(stream_id));
+  if (!rows) return rows.error();
+  if (rows->rows() == 0) return std::optional<Snapshot>{};
+  Snapshot snapshot;
+  snapshot.stream_id = std::string(stream_id);
+  snapshot.stream_version = rows->int64(0, 0);
+  snapshot.state_type = rows->text(0, 1);
+  snapshot.state_version = static_cast<int32_t>(rows->int64(0, 2));
+  snapshot.data = rows->text(0, 3);
+  return std::optional<Snapshot>{std::move(snapshot)};
+}
+
+Result<bool> PostgresEventStore::record_command(const CommandRecord& record) {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  Params params;
+  params.add(record.command_id.to_string()).add(record.stream_id).add(record.result);
+  auto rows = conn_->exec_prepared("record_command", params);
+  if (!rows) return rows.error();
+  return rows->affected_rows() == 1;
+}
+
+Result<std::optional<CommandRecord>> PostgresEventStore::find_command(const Uuid& command_id) {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = conn_->exec_prepared("find_command", Params().add(command_id.to_string()));
+  if (!rows) return rows.error();
+  if (rows->rows() == 0) return std::optional<CommandRecord>{};
+  CommandRecord record;
+  record.command_id = command_id;
+  record.stream_id = rows->text(0, 0);
+  record.result = rows->text(0, 1);
+  return std::optional<CommandRecord>{std::move(record)};
+}
+
+int PostgresEventStore::backend_pid() const { return conn_->backend_pid(); }
+
+}  // namespace cqrs::pg

@@ -1,0 +1,76 @@
+// The event store on PostgreSQL (schema cqrs, see schema/001_event_store.sql).
+//
+// One instance owns one connection. REQUIRES: external synchronization; every call blocks on the
+// network, so use it from dedicated (detached) threads only. Open one instance per thread.
+//
+// Global order ($all) is (transaction_id, global_position): each event records the id of the
+// transaction that wrote it, and read_all returns only events of transactions older than the
+// oldest one still running (pg_snapshot_xmin). A transaction that took a lower position but
+// commits later is therefore never skipped, without a global write lock and without a gap timer.
+// The price: any long-running write transaction in the cluster holds $all readers back until it
+// ends; events_behind_watermark() reports how much is held back.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "cqrs/event_store.hpp"
+
+namespace cqrs::pg {
+
+class Connection;
+
+// NOTIFY channel signalled after each append; the payload is the new head's global position.
+inline constexpr std::string_view kEventsChannel = "cqrs_events";
+
+struct PostgresStoreOptions {
+  // Refuse to open unless the database is migrated to exactly this build's schema version.
+  bool require_current_schema = true;
+  // Send NOTIFY on kEventsChannel after each successful append.
+  bool notify = true;
+};
+
+class PostgresEventStore final : public EventStore {
+ public:
+  // Connects and prepares statements. Errors: store_unavailable, schema_too_new,
+  // migration_failed (database not migrated).
+  static Result<std::unique_ptr<PostgresEventStore>> open(const std::string& conninfo,
+                                                          PostgresStoreOptions options = {});
+  ~PostgresEventStore() override;
+
+  Result<AppendResult> append(std::string_view stream_id, ExpectedVersion expected,
+                              std::span<const EventData> events) override;
+  Result<std::vector<RecordedEvent>> read_stream(std::string_view stream_id, int64_t from_version,
+                                                 size_t max_count, Direction direction) override;
+  Result<int64_t> stream_version(std::string_view stream_id) override;
+  Result<AllPage> read_all(Position after, size_t max_count) override;
+  Result<std::optional<Position>> load_checkpoint(std::string_view handler) override;
+  Result<void> save_checkpoint(std::string_view handler, Position position) override;
+  Result<void> save_snapshot(const Snapshot& snapshot) override;
+  Result<std::optional<Snapshot>> load_snapshot(std::string_view stream_id) override;
+  Result<bool> record_command(const CommandRecord& record) override;
+  Result<std::optional<CommandRecord>> find_command(const Uuid& command_id) override;
+
+  // Runs `work` and saves the handler's checkpoint in ONE transaction: both commit or neither
+  // does (exactly-once effects for projectors). `work` gets the connection inside the open
+  // transaction and must not commit or roll back itself.
+  Result<void> commit_with_checkpoint(std::string_view handler, Position position,
+                                      const std::function<Result<void>(Connection&)>& work);
+
+  // How many stored events $all readers cannot see yet because an older transaction is running.
+  Result<int64_t> events_behind_watermark();
+
+  // The server process behind this store's connection.
+  int backend_pid() const;
+
+ private:
+  explicit PostgresEventStore(std::unique_ptr<Connection> conn, PostgresStoreOptions options);
+  Result<void> prepare_statements();
+  Result<void> ensure_connected();
+
+  std::unique_ptr<Connection> conn_;
+  PostgresStoreOptions options_;
+};
+
+}  // namespace cqrs::pg
