@@ -60,7 +60,9 @@ class PayloadChecker : public nlohmann::json::json_sax_t {
   std::string error_;
 };
 
-Result<void> check_json(std::string_view text, bool must_be_object, std::string_view what) {
+}  // namespace
+
+Result<void> validate_json(std::string_view text, bool must_be_object, std::string_view what) {
   PayloadChecker checker;
   bool ok = nlohmann::json::sax_parse(text.begin(), text.end(), &checker);
   if (!ok) {
@@ -73,8 +75,6 @@ Result<void> check_json(std::string_view text, bool must_be_object, std::string_
   }
   return {};
 }
-
-}  // namespace
 
 bool is_valid_utf8(std::string_view text) {
   size_t idx = 0;
@@ -162,11 +162,11 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
       return Error::conflict(errc::kDuplicateEvent, "event id " + event.event_id.to_string() +
                                                         " appears twice in one append");
     }
-    if (auto checked = check_json(event.data, false, where + " (" + event.type + ") data");
+    if (auto checked = validate_json(event.data, false, where + " (" + event.type + ") data");
         !checked) {
       return checked;
     }
-    if (auto checked = check_json(event.metadata, true, where + " (" + event.type + ") metadata");
+    if (auto checked = validate_json(event.metadata, true, where + " (" + event.type + ") metadata");
         !checked) {
       return checked;
     }

@@ -23,6 +23,10 @@ Result<void> validate_stream_id(std::string_view stream_id);
 Result<void> validate_append(std::string_view stream_id, ExpectedVersion expected,
                              std::span<const EventData> events);
 
+// invalid_payload unless `text` is JSON (an object when `must_be_object`) without NUL characters;
+// the message starts with `what`.
+Result<void> validate_json(std::string_view text, bool must_be_object, std::string_view what);
+
 // True when `text` is well-formed UTF-8.
 bool is_valid_utf8(std::string_view text);
 

@@ -204,6 +204,33 @@ Error error_from(PGconn* conn, PGresult* result) {
   return Error::internal(errc::kStoreError, message + " (SQLSTATE " + std::string(state) + ")");
 }
 
+Result<std::string> with_database(const std::string& conninfo, std::string_view dbname) {
+  char* parse_error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &parse_error);
+  if (options == nullptr) {
+    std::string reason = parse_error == nullptr ? "out of memory" : trimmed(parse_error);
+    if (parse_error != nullptr) PQfreemem(parse_error);
+    return Error::invalid(errc::kInvalidArgument, "cannot parse database URL: " + reason);
+  }
+  auto quote_value = [](std::string_view value) {
+    std::string out = "'";
+    for (char c : value) {
+      if (c == '\\' || c == '\'') out.push_back('\\');
+      out.push_back(c);
+    }
+    out.push_back('\'');
+    return out;
+  };
+  std::string out;
+  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
+    if (std::string_view(option->keyword) == "dbname" || option->val == nullptr) continue;
+    out += std::string(option->keyword) + "=" + quote_value(option->val) + " ";
+  }
+  out += "dbname=" + quote_value(dbname);
+  PQconninfoFree(options);
+  return out;
+}
+
 std::string quote_identifier(std::string_view name) {
   std::string out = "\"";
   for (char c : name) {

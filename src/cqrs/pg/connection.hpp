@@ -109,6 +109,10 @@ class Connection {
 // anything else is store_error with the server's message.
 Error error_from(pg_conn* conn, pg_result* result);
 
+// Returns `conninfo` (keyword string or URL) with its database name replaced by `dbname`, as a
+// keyword string. Errors: invalid_argument when libpq cannot parse `conninfo`.
+Result<std::string> with_database(const std::string& conninfo, std::string_view dbname);
+
 // Quotes an identifier for DDL that cannot take parameters (CREATE DATABASE name).
 std::string quote_identifier(std::string_view name);
 

@@ -1,0 +1,773 @@
+// store_bench: throughput of PostgresEventStore (append, read_all) against raw libpq statements on
+// a bare table, measured in the same run on a fresh database, so the ratio store/raw shows what
+// the store's guarantees cost on this machine. Prints per-workload figures and a markdown table
+// for docs/BENCHMARKS.md.
+//
+// usage: store_bench [--seconds N] [--quick] [--url CONNINFO] [--no-notify] [--keep]
+//
+// The server is DATABASE_URL (or --url; either a postgresql:// URL or a libpq keyword string;
+// when both are absent, libpq's PGHOST/PGPORT/PGUSER defaults). The run creates database
+// cqrs_bench_<pid> there, migrates it, and drops it at the end (also after Ctrl-C).
+#include <libpq-fe.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <latch>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "cqrs/event.hpp"
+#include "cqrs/pg/connection.hpp"
+#include "cqrs/pg/migrate.hpp"
+#include "cqrs/pg/postgres_event_store.hpp"
+#include "cqrs/uuid.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::string_view kEventType = "GiftCardIssued";
+constexpr int kAppendsPerStream = 10;  // a writer starts a new stream (aggregate) after this many
+constexpr double kAppendRatioGoal = 0.8;
+constexpr double kReadRateGoal = 200'000;
+constexpr size_t kReadPageSizes[] = {1000, 5000};
+
+struct AppendWorkload {
+  int events_per_append;
+  int writers;
+};
+constexpr AppendWorkload kAppendWorkloads[] = {{1, 1}, {1, 16}, {100, 1}, {100, 4}};
+
+std::atomic<bool> g_interrupted{false};
+
+void on_signal(int) { g_interrupted = true; }
+
+struct Options {
+  double seconds = 5;
+  double warmup_seconds = 1;
+  std::string base_conninfo;
+  bool notify = true;
+  bool keep_database = false;
+};
+
+double seconds_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+// Sleeps up to `seconds`; returns early on Ctrl-C.
+void interruptible_sleep(double seconds) {
+  auto end = Clock::now() +
+             std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  while (!g_interrupted && Clock::now() < end) {
+    std::this_thread::sleep_for(
+        std::min<Clock::duration>(std::chrono::milliseconds(20), end - Clock::now()));
+  }
+}
+
+// "1234567.8" -> "1,234,568".
+std::string with_commas(double value) {
+  std::string digits = std::to_string(static_cast<int64_t>(value + 0.5));
+  std::string out;
+  for (size_t idx = 0; idx < digits.size(); ++idx) {
+    if (idx > 0 && (digits.size() - idx) % 3 == 0) out.push_back(',');
+    out.push_back(digits[idx]);
+  }
+  return out;
+}
+
+std::string fixed(double value, int decimals) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.*f", decimals, value);
+  return buffer;
+}
+
+// ---- raw libpq -------------------------------------------------------------------------------
+
+struct PgConnCloser {
+  void operator()(PGconn* conn) const { PQfinish(conn); }
+};
+struct PgResultClearer {
+  void operator()(PGresult* result) const { PQclear(result); }
+};
+using PgConnPtr = std::unique_ptr<PGconn, PgConnCloser>;
+using PgResultPtr = std::unique_ptr<PGresult, PgResultClearer>;
+
+std::string trimmed(const char* text) {
+  std::string out = text == nullptr ? "" : text;
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+// Connects; on failure returns nullptr and sets `error`.
+PgConnPtr connect_raw(const std::string& conninfo, std::string& error) {
+  PgConnPtr conn(PQconnectdb(conninfo.c_str()));
+  if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
+    error = "cannot connect: " + (conn ? trimmed(PQerrorMessage(conn.get())) : "out of memory");
+    return nullptr;
+  }
+  return conn;
+}
+
+// Checks a result; on failure returns nullptr and sets `error`.
+PgResultPtr checked(PGconn* conn, PGresult* raw_result, std::string& error) {
+  PgResultPtr result(raw_result);
+  ExecStatusType status = result ? PQresultStatus(result.get()) : PGRES_FATAL_ERROR;
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    error = trimmed(result ? PQresultErrorMessage(result.get()) : PQerrorMessage(conn));
+    return nullptr;
+  }
+  return result;
+}
+
+PgResultPtr exec_sql(PGconn* conn, const std::string& sql, std::string& error) {
+  return checked(conn, PQexec(conn, sql.c_str()), error);
+}
+
+// The first field of a one-row query, or "?" on error.
+std::string query_value(PGconn* conn, const std::string& sql) {
+  std::string error;
+  PgResultPtr result = exec_sql(conn, sql, error);
+  if (!result || PQntuples(result.get()) == 0) return "?";
+  return PQgetvalue(result.get(), 0, 0);
+}
+
+std::string quote_conninfo_value(std::string_view value) {
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\\' || c == '\'') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+// `conninfo` (URL or keyword string) with its dbname replaced, as a keyword string. Parsing with
+// libpq itself keeps every other setting (host, port, user, sslmode, ...) whatever the input form;
+// settings absent from `conninfo` still come from libpq's PG* environment defaults.
+std::optional<std::string> with_dbname(const std::string& conninfo, std::string_view dbname,
+                                       std::string& error) {
+  char* parse_error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &parse_error);
+  if (options == nullptr) {
+    error = "cannot parse the connection string: " +
+            (parse_error == nullptr ? std::string("out of memory") : trimmed(parse_error));
+    PQfreemem(parse_error);
+    return std::nullopt;
+  }
+  std::string out;
+  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
+    if (option->val == nullptr || std::string_view(option->keyword) == "dbname") continue;
+    out += std::string(option->keyword) + "=" + quote_conninfo_value(option->val) + " ";
+  }
+  out += "dbname=" + quote_conninfo_value(dbname);
+  PQconninfoFree(options);
+  return out;
+}
+
+// Appends `value` as one quoted element of a Postgres array literal (as the store does).
+void append_array_element(std::string& literal, std::string_view value) {
+  if (literal.size() > 1) literal.push_back(',');
+  literal.push_back('"');
+  for (char c : value) {
+    if (c == '"' || c == '\\') literal.push_back('\\');
+    literal.push_back(c);
+  }
+  literal.push_back('"');
+}
+
+// ---- the events --------------------------------------------------------------------------------
+
+// One append's worth of events for one stream, as an aggregate would produce it.
+struct Batch {
+  std::string stream_id;
+  int64_t expected_version = 0;
+  std::vector<cqrs::EventData> events;
+};
+
+// Produces a writer's batches: distinct streams per writer, a new stream every kAppendsPerStream
+// appends, versions tracked as an aggregate would (ExpectedVersion::exact).
+class BatchSource {
+ public:
+  BatchSource(std::string stream_prefix, int events_per_append)
+      : stream_prefix_(std::move(stream_prefix)), events_per_append_(events_per_append) {}
+
+  Batch next() {
+    if (appends_in_stream_ == kAppendsPerStream) {
+      ++stream_number_;
+      appends_in_stream_ = 0;
+      version_ = 0;
+    }
+    Batch batch;
+    batch.stream_id = stream_prefix_ + std::to_string(stream_number_);
+    batch.expected_version = version_;
+    // One command produces the batch: its events share the command's metadata.
+    std::string metadata = R"({"command_id":")" + cqrs::Uuid::random().to_string() +
+                           R"(","correlation_id":")" + cqrs::Uuid::random().to_string() +
+                           R"(","causation_id":")" + cqrs::Uuid::random().to_string() + R"("})";
+    batch.events.reserve(static_cast<size_t>(events_per_append_));
+    for (int idx = 0; idx < events_per_append_; ++idx) {
+      cqrs::EventData& event = batch.events.emplace_back();
+      event.type = kEventType;
+      event.data = R"({"card_id":"c)" + std::to_string(++card_number_) +
+                   R"(","amount":5000,"currency":"EUR"})";
+      event.metadata = metadata;
+    }
+    return batch;
+  }
+
+  // Called after the batch from next() was stored.
+  void committed() {
+    version_ += events_per_append_;
+    ++appends_in_stream_;
+  }
+
+ private:
+  std::string stream_prefix_;
+  int events_per_append_;
+  int64_t stream_number_ = 0;
+  int64_t version_ = 0;
+  int appends_in_stream_ = 0;
+  int64_t card_number_ = 100'000'000;
+};
+
+// ---- writers -----------------------------------------------------------------------------------
+
+// One writer thread's connection. connect() runs before the clock starts.
+class Writer {
+ public:
+  virtual ~Writer() = default;
+  virtual bool connect(std::string& error) = 0;
+  virtual bool append(const Batch& batch, std::string& error) = 0;
+};
+
+class StoreWriter final : public Writer {
+ public:
+  StoreWriter(std::string conninfo, bool notify) : conninfo_(std::move(conninfo)) {
+    options_.notify = notify;
+  }
+
+  bool connect(std::string& error) override {
+    auto store = cqrs::pg::PostgresEventStore::open(conninfo_, options_);
+    if (!store) {
+      error = store.error().to_string();
+      return false;
+    }
+    store_ = std::move(store).value();
+    return true;
+  }
+
+  bool append(const Batch& batch, std::string& error) override {
+    auto appended = store_->append(
+        batch.stream_id, cqrs::ExpectedVersion::exact(batch.expected_version), batch.events);
+    if (!appended) error = appended.error().to_string();
+    return appended.ok();
+  }
+
+ private:
+  std::string conninfo_;
+  cqrs::pg::PostgresStoreOptions options_;
+  std::unique_ptr<cqrs::pg::PostgresEventStore> store_;
+};
+
+// Plain INSERT (autocommit) of the same rows into bench_raw: one prepared single-row INSERT, or
+// one prepared INSERT ... SELECT FROM unnest(<arrays>) per batch, built like the store's arrays.
+class RawWriter final : public Writer {
+ public:
+  explicit RawWriter(std::string conninfo) : conninfo_(std::move(conninfo)) {}
+
+  bool connect(std::string& error) override {
+    conn_ = connect_raw(conninfo_, error);
+    if (!conn_) return false;
+    const char* single =
+        "INSERT INTO bench_raw (stream_id, stream_version, event_id, event_type, event_version, "
+        "data, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    const char* batch =
+        "INSERT INTO bench_raw (stream_id, stream_version, event_id, event_type, event_version, "
+        "data, metadata) "
+        "SELECT $1, $2::bigint + e.ord, e.event_id, e.event_type, e.event_version, e.data, "
+        "e.metadata FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[]) "
+        "WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)";
+    return checked(conn_.get(), PQprepare(conn_.get(), "single", single, 0, nullptr), error) &&
+           checked(conn_.get(), PQprepare(conn_.get(), "batch", batch, 0, nullptr), error);
+  }
+
+  bool append(const Batch& batch, std::string& error) override {
+    std::vector<std::string> values;
+    const char* statement;
+    if (batch.events.size() == 1) {
+      const cqrs::EventData& event = batch.events.front();
+      statement = "single";
+      values = {
+          batch.stream_id, std::to_string(batch.expected_version + 1), event.event_id.to_string(),
+          event.type,      std::to_string(event.type_version),         event.data,
+          event.metadata};
+    } else {
+      statement = "batch";
+      std::string ids = "{", types = "{", versions = "{", data = "{", metadata = "{";
+      for (const cqrs::EventData& event : batch.events) {
+        append_array_element(ids, event.event_id.to_string());
+        append_array_element(types, event.type);
+        append_array_element(versions, std::to_string(event.type_version));
+        append_array_element(data, event.data);
+        append_array_element(metadata, event.metadata);
+      }
+      for (std::string* literal : {&ids, &types, &versions, &data, &metadata}) {
+        literal->push_back('}');
+      }
+      values = {batch.stream_id,     std::to_string(batch.expected_version),
+                std::move(ids),      std::move(types),
+                std::move(versions), std::move(data),
+                std::move(metadata)};
+    }
+    std::vector<const char*> pointers;
+    for (const std::string& value : values) pointers.push_back(value.c_str());
+    PGresult* result = PQexecPrepared(conn_.get(), statement, static_cast<int>(pointers.size()),
+                                      pointers.data(), nullptr, nullptr, 0);
+    return checked(conn_.get(), result, error) != nullptr;
+  }
+
+ private:
+  std::string conninfo_;
+  PgConnPtr conn_;
+};
+
+// ---- append measurement ------------------------------------------------------------------------
+
+struct AppendFigures {
+  double appends_per_s = 0;
+  double events_per_s = 0;
+  double p50_ms = 0;
+  double p99_ms = 0;
+};
+
+struct alignas(64) WriterCounter {
+  std::atomic<int64_t> appends{0};
+};
+
+double percentile(std::vector<double>& sorted_values, double fraction) {
+  if (sorted_values.empty()) return 0;
+  size_t idx = static_cast<size_t>(fraction * static_cast<double>(sorted_values.size() - 1));
+  return sorted_values[idx];
+}
+
+// Runs `workload` with one writer per thread from `make_writer`: all connect, warm up, then the
+// appends completed during a fixed window of `options.seconds` are counted.
+template <class MakeWriter>
+std::optional<AppendFigures> measure_appends(const AppendWorkload& workload,
+                                             const std::string& stream_prefix,
+                                             const Options& options, MakeWriter make_writer,
+                                             std::string& error) {
+  const auto writer_count = static_cast<size_t>(workload.writers);
+  std::vector<WriterCounter> counters(writer_count);
+  std::vector<std::vector<double>> latencies_ms(writer_count);
+  std::atomic<bool> measuring{false};
+  std::atomic<bool> stop{false};
+  std::mutex error_mutex;
+  std::latch connected(workload.writers + 1);
+
+  auto fail = [&](const std::string& message) {
+    std::lock_guard lock(error_mutex);
+    if (error.empty()) error = message;
+    stop = true;
+  };
+
+  std::vector<std::thread> threads;
+  for (size_t writer_idx = 0; writer_idx < writer_count; ++writer_idx) {
+    threads.emplace_back([&, writer_idx] {
+      std::unique_ptr<Writer> writer = make_writer();
+      std::string writer_error;
+      bool ok = writer->connect(writer_error);
+      connected.count_down();
+      if (!ok) return fail("writer " + std::to_string(writer_idx) + ": " + writer_error);
+      connected.wait();
+      BatchSource source(stream_prefix + std::to_string(writer_idx) + "-",
+                         workload.events_per_append);
+      latencies_ms[writer_idx].reserve(1 << 16);
+      while (!stop) {
+        Batch batch = source.next();
+        Clock::time_point started = Clock::now();
+        if (!writer->append(batch, writer_error)) {
+          return fail("writer " + std::to_string(writer_idx) + ": " + writer_error);
+        }
+        source.committed();
+        if (measuring) {
+          latencies_ms[writer_idx].push_back(seconds_between(started, Clock::now()) * 1000);
+        }
+        counters[writer_idx].appends.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+
+  auto total_appends = [&] {
+    int64_t sum = 0;
+    for (const WriterCounter& counter : counters) sum += counter.appends.load();
+    return sum;
+  };
+  connected.arrive_and_wait();
+  interruptible_sleep(options.warmup_seconds);
+  measuring = true;
+  int64_t appends_before = total_appends();
+  Clock::time_point window_start = Clock::now();
+  interruptible_sleep(options.seconds);
+  int64_t appends_after = total_appends();
+  Clock::time_point window_end = Clock::now();
+  measuring = false;
+  stop = true;
+  for (std::thread& thread : threads) thread.join();
+  if (!error.empty()) return std::nullopt;
+  if (g_interrupted) {
+    error = "interrupted";
+    return std::nullopt;
+  }
+
+  AppendFigures figures;
+  double elapsed = seconds_between(window_start, window_end);
+  figures.appends_per_s = static_cast<double>(appends_after - appends_before) / elapsed;
+  figures.events_per_s = figures.appends_per_s * workload.events_per_append;
+  std::vector<double> all_latencies;
+  for (const auto& writer_latencies : latencies_ms) {
+    all_latencies.insert(all_latencies.end(), writer_latencies.begin(), writer_latencies.end());
+  }
+  std::sort(all_latencies.begin(), all_latencies.end());
+  figures.p50_ms = percentile(all_latencies, 0.50);
+  figures.p99_ms = percentile(all_latencies, 0.99);
+  return figures;
+}
+
+// ---- read measurement --------------------------------------------------------------------------
+
+// What the raw reader copies out of each row (the store builds RecordedEvent the same way).
+struct RawEvent {
+  int64_t id = 0;
+  std::string stream_id;
+  int64_t stream_version = 0;
+  cqrs::Uuid event_id;
+  std::string type;
+  int32_t type_version = 1;
+  std::string data;
+  std::string metadata;
+  std::string created_at;
+};
+
+struct ReadFigures {
+  double events_per_s = 0;
+  int64_t events_per_pass = 0;
+  int passes = 0;
+};
+
+// Repeats full passes (at least one) until `seconds` have passed. `read_pass` returns the number
+// of events read, or nullopt on error.
+template <class ReadPass>
+std::optional<ReadFigures> measure_reads(double seconds, ReadPass read_pass) {
+  ReadFigures figures;
+  int64_t total = 0;
+  Clock::time_point start = Clock::now();
+  double elapsed = 0;
+  do {
+    std::optional<int64_t> read = read_pass();
+    if (!read) return std::nullopt;
+    figures.events_per_pass = *read;
+    total += *read;
+    ++figures.passes;
+    elapsed = seconds_between(start, Clock::now());
+  } while (elapsed < seconds && !g_interrupted);
+  figures.events_per_s = static_cast<double>(total) / elapsed;
+  return figures;
+}
+
+std::optional<int64_t> read_all_store(cqrs::pg::PostgresEventStore& store, size_t page_size,
+                                      std::string& error) {
+  int64_t count = 0;
+  cqrs::Position after{};
+  while (true) {
+    auto page = store.read_all(after, page_size);
+    if (!page) {
+      error = page.error().to_string();
+      return std::nullopt;
+    }
+    if (page->events.empty()) return count;
+    count += static_cast<int64_t>(page->events.size());
+    after = page->next;
+  }
+}
+
+std::optional<int64_t> read_all_raw(PGconn* conn, size_t page_size, std::string& error) {
+  int64_t count = 0;
+  int64_t after = 0;
+  std::string limit = std::to_string(page_size);
+  while (true) {
+    std::string after_text = std::to_string(after);
+    const char* values[] = {after_text.c_str(), limit.c_str()};
+    PgResultPtr rows =
+        checked(conn, PQexecPrepared(conn, "read_page", 2, values, nullptr, nullptr, 0), error);
+    if (!rows) return std::nullopt;
+    int row_count = PQntuples(rows.get());
+    if (row_count == 0) return count;
+    std::vector<RawEvent> events(static_cast<size_t>(row_count));
+    for (int row = 0; row < row_count; ++row) {
+      RawEvent& event = events[static_cast<size_t>(row)];
+      event.id = std::strtoll(PQgetvalue(rows.get(), row, 0), nullptr, 10);
+      event.stream_id = PQgetvalue(rows.get(), row, 1);
+      event.stream_version = std::strtoll(PQgetvalue(rows.get(), row, 2), nullptr, 10);
+      event.event_id = cqrs::Uuid::parse(PQgetvalue(rows.get(), row, 3)).value_or(cqrs::Uuid());
+      event.type = PQgetvalue(rows.get(), row, 4);
+      event.type_version = static_cast<int32_t>(std::atoi(PQgetvalue(rows.get(), row, 5)));
+      event.data = PQgetvalue(rows.get(), row, 6);
+      event.metadata = PQgetvalue(rows.get(), row, 7);
+      event.created_at = PQgetvalue(rows.get(), row, 8);
+    }
+    count += row_count;
+    after = events.back().id;
+  }
+}
+
+// ---- the run -----------------------------------------------------------------------------------
+
+struct TableRow {
+  std::string workload;
+  std::string store_events;
+  std::string store_appends;
+  std::string raw_events;
+  std::string raw_appends;
+  std::string ratio;
+  std::string goal;
+};
+
+std::string machine_description(PGconn* conn) {
+  utsname names{};
+  uname(&names);
+  std::string cpu = "?";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return std::to_string(std::thread::hardware_concurrency()) + " CPUs (" + cpu + "), " +
+         names.machine + ", " + names.sysname + " " + names.release + "; PostgreSQL " +
+         query_value(conn, "SHOW server_version") +
+         " on the same host, fsync=" + query_value(conn, "SHOW fsync") +
+         ", synchronous_commit=" + query_value(conn, "SHOW synchronous_commit") +
+         ", shared_buffers=" + query_value(conn, "SHOW shared_buffers");
+}
+
+// Everything after the database exists. Returns the process exit code.
+int run(const Options& options, const std::string& conninfo) {
+  std::string error;
+  {
+    auto conn = cqrs::pg::Connection::open(conninfo);
+    if (!conn) {
+      std::fprintf(stderr, "store_bench: %s\n", conn.error().to_string().c_str());
+      return 1;
+    }
+    if (auto migrated = cqrs::pg::migrate(**conn); !migrated) {
+      std::fprintf(stderr, "store_bench: migrate: %s\n", migrated.error().to_string().c_str());
+      return 1;
+    }
+  }
+  PgConnPtr admin = connect_raw(conninfo, error);
+  if (!admin ||
+      !exec_sql(admin.get(),
+                "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, stream_id text NOT NULL, "
+                "stream_version bigint NOT NULL, event_id uuid NOT NULL, event_type text NOT NULL, "
+                "event_version int NOT NULL DEFAULT 1, data jsonb NOT NULL, metadata jsonb NOT "
+                "NULL, created_at timestamptz NOT NULL DEFAULT now())",
+                error)) {
+    std::fprintf(stderr, "store_bench: %s\n", error.c_str());
+    return 1;
+  }
+
+  std::printf("machine: %s\n", machine_description(admin.get()).c_str());
+  std::printf(
+      "settings: %s s per measurement after %s s warmup; a new stream every %d appends; "
+      "store NOTIFY %s\n\n",
+      fixed(options.seconds, 1).c_str(), fixed(options.warmup_seconds, 1).c_str(),
+      kAppendsPerStream, options.notify ? "on" : "off");
+
+  std::vector<TableRow> table;
+  int workload_number = 0;
+  for (const AppendWorkload& workload : kAppendWorkloads) {
+    ++workload_number;
+    std::string label = std::to_string(workload.events_per_append) + " event" +
+                        (workload.events_per_append == 1 ? "" : "s") + "/append, " +
+                        std::to_string(workload.writers) + " writer" +
+                        (workload.writers == 1 ? "" : "s");
+    std::string prefix = "giftcard-" + std::to_string(workload_number) + "-";
+    (void)exec_sql(admin.get(), "CHECKPOINT", error);  // each side starts from a clean slate
+    auto store = measure_appends(
+        workload, prefix, options,
+        [&] { return std::make_unique<StoreWriter>(conninfo, options.notify); }, error);
+    if (!store) {
+      std::fprintf(stderr, "store_bench: store, %s: %s\n", label.c_str(), error.c_str());
+      return 1;
+    }
+    (void)exec_sql(admin.get(), "CHECKPOINT", error);
+    auto raw = measure_appends(
+        workload, prefix, options, [&] { return std::make_unique<RawWriter>(conninfo); }, error);
+    if (!raw) {
+      std::fprintf(stderr, "store_bench: raw, %s: %s\n", label.c_str(), error.c_str());
+      return 1;
+    }
+    double ratio = store->events_per_s / raw->events_per_s;
+    std::printf("append %-27s store %9s ev/s %8s appends/s (p50 %6.2f ms, p99 %6.2f ms)\n",
+                label.c_str(), with_commas(store->events_per_s).c_str(),
+                with_commas(store->appends_per_s).c_str(), store->p50_ms, store->p99_ms);
+    std::printf("       %-27s raw   %9s ev/s %8s appends/s (p50 %6.2f ms, p99 %6.2f ms)\n", "",
+                with_commas(raw->events_per_s).c_str(), with_commas(raw->appends_per_s).c_str(),
+                raw->p50_ms, raw->p99_ms);
+    std::printf("       %-27s store/raw %.2f (goal >= %.1f: %s)\n\n", "", ratio, kAppendRatioGoal,
+                ratio >= kAppendRatioGoal ? "met" : "MISSED");
+    std::fflush(stdout);
+    table.push_back(
+        {"append, " + label, with_commas(store->events_per_s), with_commas(store->appends_per_s),
+         with_commas(raw->events_per_s), with_commas(raw->appends_per_s), fixed(ratio, 2),
+         std::string("ratio ≥ 0.8: ") + (ratio >= kAppendRatioGoal ? "met" : "**missed**")});
+  }
+
+  // Reads see settled tables, as autovacuum would leave them: hint bits set, statistics current.
+  if (!exec_sql(admin.get(), "VACUUM (ANALYZE) cqrs.events, cqrs.streams, bench_raw", error)) {
+    std::fprintf(stderr, "store_bench: vacuum: %s\n", error.c_str());
+    return 1;
+  }
+  std::printf("read_all over %s store events, %s raw rows\n",
+              query_value(admin.get(), "SELECT count(*) FROM cqrs.events").c_str(),
+              query_value(admin.get(), "SELECT count(*) FROM bench_raw").c_str());
+  auto reader = cqrs::pg::PostgresEventStore::open(conninfo);
+  if (!reader) {
+    std::fprintf(stderr, "store_bench: %s\n", reader.error().to_string().c_str());
+    return 1;
+  }
+  if (!checked(admin.get(),
+               PQprepare(admin.get(), "read_page",
+                         "SELECT id, stream_id, stream_version, event_id, event_type, "
+                         "event_version, data, metadata, created_at FROM bench_raw "
+                         "WHERE id > $1 ORDER BY id LIMIT $2",
+                         0, nullptr),
+               error)) {
+    std::fprintf(stderr, "store_bench: %s\n", error.c_str());
+    return 1;
+  }
+  for (size_t page_size : kReadPageSizes) {
+    auto store =
+        measure_reads(options.seconds, [&] { return read_all_store(**reader, page_size, error); });
+    auto raw =
+        measure_reads(options.seconds, [&] { return read_all_raw(admin.get(), page_size, error); });
+    if (!store || !raw) {
+      std::fprintf(stderr, "store_bench: read_all: %s\n", error.c_str());
+      return 1;
+    }
+    double ratio = store->events_per_s / raw->events_per_s;
+    bool met = store->events_per_s >= kReadRateGoal;
+    std::printf(
+        "read_all page %-5zu store %9s ev/s (%d passes)  raw %9s ev/s (%d passes)  "
+        "store/raw %.2f  (goal >= %s ev/s: %s)\n",
+        page_size, with_commas(store->events_per_s).c_str(), store->passes,
+        with_commas(raw->events_per_s).c_str(), raw->passes, ratio,
+        with_commas(kReadRateGoal).c_str(), met ? "met" : "MISSED");
+    table.push_back({"read_all, page " + std::to_string(page_size),
+                     with_commas(store->events_per_s), "–", with_commas(raw->events_per_s), "–",
+                     fixed(ratio, 2),
+                     std::string("≥ 200,000 ev/s: ") + (met ? "met" : "**missed**")});
+  }
+
+  std::printf(
+      "\n| Workload | Store events/s | Store appends/s | Raw events/s | Raw appends/s | "
+      "Store/raw | Goal |\n|---|--:|--:|--:|--:|--:|---|\n");
+  for (const TableRow& row : table) {
+    std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", row.workload.c_str(),
+                row.store_events.c_str(), row.store_appends.c_str(), row.raw_events.c_str(),
+                row.raw_appends.c_str(), row.ratio.c_str(), row.goal.c_str());
+  }
+  return 0;
+}
+
+void print_usage() {
+  std::fprintf(
+      stderr,
+      "usage: store_bench [--seconds N] [--quick] [--url CONNINFO] [--no-notify] [--keep]\n"
+      "  --seconds N   measure each workload for N seconds (default 5)\n"
+      "  --quick       1 second per workload, short warmup (smoke run)\n"
+      "  --url C       server to use (default: $DATABASE_URL, else libpq PG* defaults)\n"
+      "  --no-notify   open the store with PostgresStoreOptions::notify = false\n"
+      "  --keep        keep the benchmark database for inspection (default: drop it)\n");
+}
+
+std::optional<Options> parse_options(int argc, char** argv) {
+  Options options;
+  const char* url = std::getenv("DATABASE_URL");
+  options.base_conninfo = url == nullptr ? "" : url;
+  for (int idx = 1; idx < argc; ++idx) {
+    std::string_view arg = argv[idx];
+    if (arg == "--seconds" && idx + 1 < argc) {
+      options.seconds = std::atof(argv[++idx]);
+      if (options.seconds <= 0) return std::nullopt;
+      options.warmup_seconds = std::min(1.0, options.seconds / 4);
+    } else if (arg == "--quick") {
+      options.seconds = 1;
+      options.warmup_seconds = 0.3;
+    } else if (arg == "--url" && idx + 1 < argc) {
+      options.base_conninfo = argv[++idx];
+    } else if (arg == "--keep") {
+      options.keep_database = true;
+    } else if (arg == "--no-notify") {
+      options.notify = false;
+    } else {
+      return std::nullopt;
+    }
+  }
+  return options;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::optional<Options> options = parse_options(argc, argv);
+  if (!options) {
+    print_usage();
+    return 2;
+  }
+  std::string error;
+  PgConnPtr server = connect_raw(options->base_conninfo, error);
+  if (!server) {
+    std::fprintf(stderr, "store_bench: %s (set DATABASE_URL or pass --url)\n", error.c_str());
+    return 1;
+  }
+  std::string dbname = "cqrs_bench_" + std::to_string(getpid());
+  std::optional<std::string> conninfo = with_dbname(options->base_conninfo, dbname, error);
+  if (!conninfo) {
+    std::fprintf(stderr, "store_bench: %s\n", error.c_str());
+    return 1;
+  }
+  if (!exec_sql(server.get(), "CREATE DATABASE " + cqrs::pg::quote_identifier(dbname), error)) {
+    std::fprintf(stderr, "store_bench: CREATE DATABASE %s: %s\n", dbname.c_str(), error.c_str());
+    return 1;
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  int code = run(*options, *conninfo);
+  if (options->keep_database) {
+    std::fprintf(stderr, "store_bench: kept database %s\n", dbname.c_str());
+    return code;
+  }
+  if (!exec_sql(server.get(),
+                "DROP DATABASE IF EXISTS " + cqrs::pg::quote_identifier(dbname) + " WITH (FORCE)",
+                error)) {
+    std::fprintf(stderr, "store_bench: DROP DATABASE %s: %s\n", dbname.c_str(), error.c_str());
+    code = code == 0 ? 1 : code;
+  }
+  return code;
+}

@@ -1,0 +1,247 @@
+// Promise 2: every $all reader sees every committed event exactly once, in one total order, even
+// when writer transactions commit out of order; without a global write lock and without a timer
+// that skips gaps. Writers here are raw connections that hold their transactions open.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "cqrs/pg/connection.hpp"
+#include "cqrs/pg/postgres_event_store.hpp"
+#include "support/test_database.hpp"
+
+namespace cqrs::pg {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Appends events inside the caller's open transaction through the store's own SQL function.
+Result<QueryResult> raw_append(Connection& conn, std::string_view stream,
+                               const std::vector<Uuid>& ids) {
+  std::string id_array = "{";
+  std::string types = "{";
+  std::string versions = "{";
+  std::string data = "{";
+  std::string metadata = "{";
+  for (size_t idx = 0; idx < ids.size(); ++idx) {
+    const char* sep = idx == 0 ? "" : ",";
+    id_array += sep + ids[idx].to_string();
+    types += std::string(sep) + "Raw";
+    versions += std::string(sep) + "1";
+    data += std::string(sep) + "\"{}\"";
+    metadata += std::string(sep) + "\"{}\"";
+  }
+  for (std::string* literal : {&id_array, &types, &versions, &data, &metadata}) {
+    literal->push_back('}');
+  }
+  return conn.exec(
+      "SELECT status FROM cqrs.append_to_stream($1, -1, $2::uuid[], $3::text[], $4::int[], "
+      "$5::jsonb[], $6::jsonb[])",
+      Params().add(stream).add(id_array).add(types).add(versions).add(data).add(metadata));
+}
+
+class GlobalOrder : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = testing::TestDatabase::create();
+    ASSERT_NE(db_, nullptr);
+    writer_ = open_store();
+    reader_ = open_store();
+    ASSERT_TRUE(writer_ && reader_);
+  }
+
+  std::unique_ptr<PostgresEventStore> open_store() {
+    auto store = PostgresEventStore::open(db_->url());
+    EXPECT_TRUE(store.ok()) << store.error().to_string();
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+
+  Uuid append_committed(std::string_view stream) {
+    EventData event;
+    event.type = "Committed";
+    auto appended = writer_->append(stream, ExpectedVersion::any(), std::span(&event, 1));
+    EXPECT_TRUE(appended.ok()) << appended.error().to_string();
+    return event.event_id;
+  }
+
+  // Reads $all from `position_` until `count` more events arrived or `timeout` passed (another
+  // test's open transaction elsewhere in the cluster may hold the watermark back for a while).
+  std::vector<RecordedEvent> read_until(size_t count, std::chrono::milliseconds timeout = 15s) {
+    std::vector<RecordedEvent> got;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (got.size() < count && std::chrono::steady_clock::now() < deadline) {
+      auto page = reader_->read_all(position_, 100);
+      EXPECT_TRUE(page.ok()) << page.error().to_string();
+      if (!page.ok()) break;
+      got.insert(got.end(), page->events.begin(), page->events.end());
+      position_ = page->next;
+      if (page->events.empty()) std::this_thread::sleep_for(5ms);
+    }
+    return got;
+  }
+
+  std::unique_ptr<testing::TestDatabase> db_;
+  std::unique_ptr<PostgresEventStore> writer_;
+  std::unique_ptr<PostgresEventStore> reader_;
+  Position position_;
+};
+
+TEST_F(GlobalOrder, OpenTransactionHoldsBackLaterCommitsUntilItCommits) {
+  Uuid before = append_committed("before");
+  auto t1 = db_->connect();
+  ASSERT_TRUE(t1->exec("BEGIN").ok());
+  Uuid t1_id = Uuid::random();
+  ASSERT_TRUE(raw_append(*t1, "t1", {t1_id}).ok());
+  Uuid t2_id = append_committed("t2");  // commits while T1 is open
+
+  auto first = read_until(1);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].event_id, before);
+  // Nothing past T1 while it is open, however often the reader asks.
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    auto page = reader_->read_all(position_, 100);
+    ASSERT_TRUE(page.ok());
+    ASSERT_TRUE(page->events.empty()) << "read " << page->events[0].stream_id << " past open T1";
+    std::this_thread::sleep_for(10ms);
+  }
+
+  ASSERT_TRUE(t1->exec("COMMIT").ok());
+  auto rest = read_until(2);
+  ASSERT_EQ(rest.size(), 2u);
+  EXPECT_EQ(rest[0].event_id, t1_id);  // T1 began writing first: it comes first
+  EXPECT_EQ(rest[1].event_id, t2_id);
+  EXPECT_TRUE(read_until(1, 200ms).empty()) << "an event was delivered twice";
+}
+
+TEST_F(GlobalOrder, RolledBackTransactionReleasesLaterCommits) {
+  auto t1 = db_->connect();
+  ASSERT_TRUE(t1->exec("BEGIN").ok());
+  ASSERT_TRUE(raw_append(*t1, "t1", {Uuid::random()}).ok());
+  Uuid t2_id = append_committed("t2");
+  auto held = reader_->read_all(position_, 100);
+  ASSERT_TRUE(held.ok());
+  EXPECT_TRUE(held->events.empty());
+
+  ASSERT_TRUE(t1->exec("ROLLBACK").ok());
+  auto rest = read_until(1);
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0].event_id, t2_id);
+  EXPECT_TRUE(read_until(1, 200ms).empty());
+}
+
+TEST_F(GlobalOrder, AppendsDoNotWaitForOtherStreamsOpenTransactions) {
+  auto t1 = db_->connect();
+  ASSERT_TRUE(t1->exec("BEGIN").ok());
+  ASSERT_TRUE(raw_append(*t1, "t1", {Uuid::random()}).ok());
+  auto pending = std::async(std::launch::async, [&] { return append_committed("t2"); });
+  ASSERT_EQ(pending.wait_for(5s), std::future_status::ready)
+      << "an append to another stream waited for T1: writers are serialized";
+  pending.get();
+  EXPECT_EQ(*writer_->stream_version("t2"), 1);
+  ASSERT_TRUE(t1->exec("COMMIT").ok());
+}
+
+TEST_F(GlobalOrder, WatermarkLagCountsEventsHeldBack) {
+  auto t1 = db_->connect();
+  ASSERT_TRUE(t1->exec("BEGIN").ok());
+  ASSERT_TRUE(raw_append(*t1, "t1", {Uuid::random()}).ok());
+  append_committed("t2");
+  append_committed("t3");
+  auto behind = writer_->events_behind_watermark();
+  ASSERT_TRUE(behind.ok()) << behind.error().to_string();
+  EXPECT_GE(*behind, 2);  // t2 and t3 committed but held back by T1
+  ASSERT_TRUE(t1->exec("COMMIT").ok());
+  auto deadline = std::chrono::steady_clock::now() + 15s;
+  while (*writer_->events_behind_watermark() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(*writer_->events_behind_watermark(), 0);
+}
+
+TEST_F(GlobalOrder, ConcurrentWritersWithRandomCommitDelaysAreSeenExactlyOnce) {
+  constexpr int kWriters = 8;
+  constexpr int kAppendsEach = 2000;
+  std::mutex committed_mutex;
+  std::set<Uuid> committed;
+  std::atomic<int> writers_running{kWriters};
+  std::atomic<int> writer_errors{0};
+
+  std::vector<std::thread> writers;
+  for (int writer_idx = 0; writer_idx < kWriters; ++writer_idx) {
+    writers.emplace_back([&, writer_idx] {
+      auto conn = Connection::open(db_->url());
+      if (!conn) {
+        ++writer_errors;
+        --writers_running;
+        return;
+      }
+      std::mt19937 random(static_cast<unsigned>(writer_idx) * 7919u + 1u);
+      std::uniform_int_distribution<int> delay_us(0, 600);
+      std::uniform_int_distribution<int> percent(0, 99);
+      for (int append_idx = 0; append_idx < kAppendsEach; ++append_idx) {
+        std::vector<Uuid> ids(1 + append_idx % 3);
+        for (Uuid& id : ids) id = Uuid::random();
+        std::string stream = "w" + std::to_string(writer_idx) + "-" + std::to_string(append_idx % 10);
+        bool ok = (*conn)->exec("BEGIN").ok() && raw_append(**conn, stream, ids).ok();
+        std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
+        bool rollback = percent(random) < 5;
+        ok = ok && (*conn)->exec(rollback ? "ROLLBACK" : "COMMIT").ok();
+        if (!ok) {
+          ++writer_errors;
+          continue;
+        }
+        if (!rollback) {
+          std::lock_guard lock(committed_mutex);
+          committed.insert(ids.begin(), ids.end());
+        }
+      }
+      --writers_running;
+    });
+  }
+
+  // The reader saves its checkpoint after every page and resumes from the saved one, as a
+  // subscription that restarts at any moment would.
+  std::vector<RecordedEvent> received;
+  Position last_seen;
+  bool order_ok = true;
+  auto deadline = std::chrono::steady_clock::now() + 120s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto checkpoint = reader_->load_checkpoint("reader");
+    ASSERT_TRUE(checkpoint.ok());
+    auto page = reader_->read_all(checkpoint->value_or(Position{}), 250);
+    ASSERT_TRUE(page.ok()) << page.error().to_string();
+    for (const RecordedEvent& event : page->events) {
+      if (!(last_seen < event.position())) order_ok = false;
+      last_seen = event.position();
+      received.push_back(event);
+    }
+    ASSERT_TRUE(reader_->save_checkpoint("reader", page->next).ok());
+    if (page->events.empty()) {
+      if (writers_running.load() == 0) {
+        std::lock_guard lock(committed_mutex);
+        if (received.size() >= committed.size()) break;
+      }
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+  for (auto& writer : writers) writer.join();
+
+  EXPECT_EQ(writer_errors.load(), 0);
+  EXPECT_TRUE(order_ok) << "positions went backwards";
+  std::set<Uuid> received_ids;
+  for (const RecordedEvent& event : received) {
+    EXPECT_TRUE(received_ids.insert(event.event_id).second)
+        << "delivered twice: " << event.event_id.to_string();
+  }
+  EXPECT_EQ(received_ids.size(), committed.size());
+  EXPECT_TRUE(received_ids == committed) << "received and committed sets differ";
+  EXPECT_GT(committed.size(), size_t{kWriters * kAppendsEach});  // batches of 1-3 events
+}
+
+}  // namespace
+}  // namespace cqrs::pg

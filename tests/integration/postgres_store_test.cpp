@@ -1,0 +1,161 @@
+// PostgresEventStore behaviour that has no in-memory counterpart: immutability enforced by the
+// database, reconnects, notifications, transactional checkpoints, and connection failures.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "cqrs/pg/connection.hpp"
+#include "cqrs/pg/postgres_event_store.hpp"
+#include "support/test_database.hpp"
+
+namespace cqrs::pg {
+namespace {
+
+class PostgresStore : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = testing::TestDatabase::create();
+    ASSERT_NE(db_, nullptr);
+    auto store = PostgresEventStore::open(db_->url());
+    ASSERT_TRUE(store.ok()) << store.error().to_string();
+    store_ = std::move(store).value();
+    raw_ = db_->connect();
+    ASSERT_NE(raw_, nullptr);
+  }
+
+  void append_one(std::string_view stream) {
+    EventData event;
+    event.type = "Happened";
+    event.data = R"({"n":1})";
+    auto appended = store_->append(stream, ExpectedVersion::any(), std::span(&event, 1));
+    ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  }
+
+  std::unique_ptr<testing::TestDatabase> db_;
+  std::unique_ptr<PostgresEventStore> store_;
+  std::unique_ptr<Connection> raw_;
+};
+
+TEST_F(PostgresStore, UpdatingAStoredEventFails) {
+  append_one("s");
+  auto updated = raw_->exec("UPDATE cqrs.events SET data = '{\"n\":2}'");
+  ASSERT_FALSE(updated.ok());
+  EXPECT_NE(updated.error().message().find("append-only"), std::string::npos)
+      << updated.error().message();
+  auto stored = store_->read_stream("s", 1, 10, Direction::kForward);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->at(0).data, R"({"n": 1})");
+}
+
+TEST_F(PostgresStore, DeletingAStoredEventFails) {
+  append_one("s");
+  auto deleted = raw_->exec("DELETE FROM cqrs.events");
+  ASSERT_FALSE(deleted.ok());
+  EXPECT_NE(deleted.error().message().find("append-only"), std::string::npos);
+  EXPECT_EQ(*store_->stream_version("s"), 1);
+}
+
+TEST_F(PostgresStore, TruncatingTheEventsTableFails) {
+  append_one("s");
+  auto truncated = raw_->exec("TRUNCATE cqrs.events");
+  ASSERT_FALSE(truncated.ok());
+  auto count = raw_->exec("SELECT count(*) FROM cqrs.events");
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(count->int64(0, 0), 1);
+}
+
+TEST_F(PostgresStore, ReconnectsAfterTheServerClosesTheConnection) {
+  append_one("s");
+  auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
+                           Params().add(int64_t{store_->backend_pid()}));
+  ASSERT_TRUE(killed.ok()) << killed.error().to_string();
+  ASSERT_EQ(killed->text(0, 0), "t");
+
+  auto during = store_->stream_version("s");
+  ASSERT_FALSE(during.ok());
+  EXPECT_EQ(during.error().code(), errc::kStoreUnavailable);
+  EXPECT_EQ(during.error().kind(), ErrorKind::kUnavailable);
+
+  auto after = store_->stream_version("s");
+  ASSERT_TRUE(after.ok()) << after.error().to_string();
+  EXPECT_EQ(*after, 1);
+  append_one("s");  // prepared statements work again on the new connection
+  EXPECT_EQ(*store_->stream_version("s"), 2);
+}
+
+TEST_F(PostgresStore, AppendDuringAnOutageFailsAndWritesNothing) {
+  auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
+                           Params().add(int64_t{store_->backend_pid()}));
+  ASSERT_TRUE(killed.ok());
+  EventData event;
+  event.type = "Lost";
+  auto appended = store_->append("s", ExpectedVersion::any(), std::span(&event, 1));
+  ASSERT_FALSE(appended.ok());
+  EXPECT_EQ(appended.error().code(), errc::kStoreUnavailable);
+  EXPECT_EQ(*store_->stream_version("s"), 0);
+}
+
+TEST_F(PostgresStore, UnreachableServerIsStoreUnavailable) {
+  auto store = PostgresEventStore::open("host=127.0.0.1 port=1 dbname=x connect_timeout=2");
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.error().code(), errc::kStoreUnavailable);
+  EXPECT_NE(store.error().message().find("cannot connect"), std::string::npos);
+}
+
+TEST_F(PostgresStore, AppendNotifiesListenersWithTheNewHead) {
+  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
+  append_one("s");
+  append_one("t");
+  std::vector<std::string> payloads;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (payloads.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    auto received = raw_->wait_notifications(200);
+    ASSERT_TRUE(received.ok()) << received.error().to_string();
+    payloads.insert(payloads.end(), received->begin(), received->end());
+  }
+  ASSERT_EQ(payloads.size(), 2u);
+  EXPECT_EQ(payloads[0], "1");
+  EXPECT_EQ(payloads[1], "2");
+}
+
+TEST_F(PostgresStore, CommitWithCheckpointCommitsWorkAndCheckpointTogether) {
+  ASSERT_TRUE(raw_->exec("CREATE TABLE read_model (id int PRIMARY KEY)").ok());
+  auto done = store_->commit_with_checkpoint("proj", Position{5, 3}, [](Connection& conn) {
+    auto inserted = conn.exec("INSERT INTO read_model VALUES ($1)", Params().add(int64_t{1}));
+    if (!inserted) return Result<void>(inserted.error());
+    return Result<void>();
+  });
+  ASSERT_TRUE(done.ok()) << done.error().to_string();
+  EXPECT_EQ(raw_->exec("SELECT count(*) FROM read_model")->int64(0, 0), 1);
+  EXPECT_EQ(**store_->load_checkpoint("proj"), (Position{5, 3}));
+}
+
+TEST_F(PostgresStore, CommitWithCheckpointRollsBackBothWhenTheWorkFails) {
+  ASSERT_TRUE(raw_->exec("CREATE TABLE read_model (id int PRIMARY KEY)").ok());
+  ASSERT_TRUE(store_->save_checkpoint("proj", Position{1, 1}).ok());
+  auto done = store_->commit_with_checkpoint("proj", Position{9, 9}, [](Connection& conn) {
+    (void)conn.exec("INSERT INTO read_model VALUES (1)");
+    auto duplicate = conn.exec("INSERT INTO read_model VALUES (1)");  // fails
+    if (!duplicate) return Result<void>(duplicate.error());
+    return Result<void>();
+  });
+  ASSERT_FALSE(done.ok());
+  EXPECT_EQ(raw_->exec("SELECT count(*) FROM read_model")->int64(0, 0), 0);
+  EXPECT_EQ(**store_->load_checkpoint("proj"), (Position{1, 1}));
+  // The store's connection is usable after the rollback.
+  append_one("s");
+}
+
+TEST_F(PostgresStore, OpeningAnUnmigratedDatabaseSaysToMigrate) {
+  auto bare = testing::TestDatabase::create(/*migrated=*/false);
+  ASSERT_NE(bare, nullptr);
+  auto store = PostgresEventStore::open(bare->url());
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.error().code(), errc::kMigrationFailed);
+  EXPECT_NE(store.error().message().find("cqrsd migrate"), std::string::npos)
+      << store.error().message();
+}
+
+}  // namespace
+}  // namespace cqrs::pg

@@ -1,0 +1,691 @@
+// The event store contract, run against every implementation (InMemoryEventStore and
+// PostgresEventStore on a fresh database per test). A store that passes is interchangeable.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <set>
+#include <thread>
+
+#include "cqrs/append_validation.hpp"
+#include "cqrs/event_store.hpp"
+#include "cqrs/memory_event_store.hpp"
+#include "cqrs/pg/postgres_event_store.hpp"
+#include "support/test_database.hpp"
+
+namespace cqrs {
+namespace {
+
+// Opens handles onto one store. Each call may return a different handle (Postgres: one
+// connection each), all backed by the same data.
+class StoreProvider {
+ public:
+  virtual ~StoreProvider() = default;
+  virtual std::shared_ptr<EventStore> open() = 0;
+  // $all shows an event once no older transaction in the cluster is running; tests that read
+  // $all right after appending poll until what they expect has settled.
+  virtual bool settles_later() const = 0;
+};
+
+class MemoryStores final : public StoreProvider {
+ public:
+  std::shared_ptr<EventStore> open() override { return store_; }
+  bool settles_later() const override { return false; }
+
+ private:
+  std::shared_ptr<InMemoryEventStore> store_ = std::make_shared<InMemoryEventStore>();
+};
+
+class PostgresStores final : public StoreProvider {
+ public:
+  std::shared_ptr<EventStore> open() override {
+    if (!db_) return nullptr;
+    auto store = pg::PostgresEventStore::open(db_->url());
+    if (!store) {
+      ADD_FAILURE() << store.error().to_string();
+      return nullptr;
+    }
+    return std::shared_ptr<EventStore>(std::move(store).value());
+  }
+  bool settles_later() const override { return true; }
+
+ private:
+  std::unique_ptr<testing::TestDatabase> db_ = testing::TestDatabase::create();
+};
+
+enum class Backend { kMemory, kPostgres };
+
+void PrintTo(Backend backend, std::ostream* out) {
+  *out << (backend == Backend::kMemory ? "memory" : "postgres");
+}
+
+EventData event(std::string type, std::string data = R"({"n":1})") {
+  EventData out;
+  out.type = std::move(type);
+  out.data = std::move(data);
+  return out;
+}
+
+std::vector<EventData> events(int count, std::string_view prefix = "E") {
+  std::vector<EventData> out;
+  for (int idx = 0; idx < count; ++idx) {
+    out.push_back(event(std::string(prefix) + std::to_string(idx + 1),
+                        R"({"idx":)" + std::to_string(idx + 1) + "}"));
+  }
+  return out;
+}
+
+class StoreConformance : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Backend::kMemory) {
+      stores_ = std::make_unique<MemoryStores>();
+    } else {
+      stores_ = std::make_unique<PostgresStores>();
+    }
+    store_ = stores_->open();
+    ASSERT_NE(store_, nullptr) << "cannot open the store under test";
+  }
+
+  AppendResult append_ok(std::string_view stream, ExpectedVersion expected,
+                         const std::vector<EventData>& batch) {
+    auto result = store_->append(stream, expected, batch);
+    EXPECT_TRUE(result.ok()) << result.error().to_string();
+    return result.ok() ? *result : AppendResult{};
+  }
+
+  Error append_error(std::string_view stream, ExpectedVersion expected,
+                     const std::vector<EventData>& batch) {
+    auto result = store_->append(stream, expected, batch);
+    EXPECT_FALSE(result.ok()) << "append to " << stream << " unexpectedly succeeded";
+    return result.ok() ? Error::internal("none", "append succeeded") : result.error();
+  }
+
+  std::vector<RecordedEvent> read(std::string_view stream, int64_t from = 1, size_t count = 1000,
+                                  Direction direction = Direction::kForward) {
+    auto result = store_->read_stream(stream, from, count, direction);
+    EXPECT_TRUE(result.ok()) << result.error().to_string();
+    return result.ok() ? *result : std::vector<RecordedEvent>{};
+  }
+
+  // All of $all from the origin, once at least `expected` events have settled (or 15 s passed).
+  std::vector<RecordedEvent> read_all_events(size_t expected, size_t page_size = 1000) {
+    std::vector<RecordedEvent> all;
+    Position position;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (true) {
+      auto page = store_->read_all(position, page_size);
+      EXPECT_TRUE(page.ok()) << page.error().to_string();
+      if (!page.ok()) break;
+      all.insert(all.end(), page->events.begin(), page->events.end());
+      position = page->next;
+      if (!page->events.empty()) continue;
+      if (all.size() >= expected || !stores_->settles_later() ||
+          std::chrono::steady_clock::now() > deadline) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return all;
+  }
+
+  // One read_all page after `after`, once it holds `expected` events (or 15 s passed).
+  AllPage settled_page(Position after, size_t max_count, size_t expected) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (true) {
+      auto page = store_->read_all(after, max_count);
+      EXPECT_TRUE(page.ok()) << page.error().to_string();
+      if (!page.ok()) return AllPage{};
+      if (page->events.size() >= expected || std::chrono::steady_clock::now() > deadline) {
+        return *page;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  // Asserts that $all holds nothing but a marker appended now (so earlier failed appends left
+  // nothing behind, also on stores where $all settles later).
+  void expect_all_holds_only_a_new_marker() {
+    EventData marker;
+    marker.type = "Marker";
+    ASSERT_TRUE(store_->append("marker", ExpectedVersion::any(), std::span(&marker, 1)).ok());
+    auto all = read_all_events(1);
+    ASSERT_EQ(all.size(), 1u);
+    EXPECT_EQ(all[0].event_id, marker.event_id);
+  }
+
+  int64_t version_of(std::string_view stream) {
+    auto version = store_->stream_version(stream);
+    EXPECT_TRUE(version.ok()) << version.error().to_string();
+    return version.ok() ? *version : -1;
+  }
+
+  std::unique_ptr<StoreProvider> stores_;
+  std::shared_ptr<EventStore> store_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance,
+                         ::testing::Values(Backend::kMemory, Backend::kPostgres),
+                         [](const ::testing::TestParamInfo<Backend>& param_info) {
+                           return param_info.param == Backend::kMemory ? "Memory" : "Postgres";
+                         });
+
+// --- expected versions -------------------------------------------------------------------------
+
+TEST_P(StoreConformance, AnyOnNewStreamCreatesIt) {
+  auto result = this->append_ok("s-1", ExpectedVersion::any(), events(1));
+  EXPECT_EQ(result.stream_version, 1);
+  EXPECT_EQ(this->version_of("s-1"), 1);
+}
+
+TEST_P(StoreConformance, AnyOnExistingStreamAppendsAtTheEnd) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(2));
+  auto result = this->append_ok("s-1", ExpectedVersion::any(), events(1));
+  EXPECT_EQ(result.stream_version, 3);
+}
+
+TEST_P(StoreConformance, NoStreamOnNewStreamCreatesIt) {
+  EXPECT_EQ(this->append_ok("s-1", ExpectedVersion::no_stream(), events(2)).stream_version, 2);
+}
+
+TEST_P(StoreConformance, NoStreamOnExistingStreamFailsWithStreamExists) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(1));
+  Error error = this->append_error("s-1", ExpectedVersion::no_stream(), events(1));
+  EXPECT_EQ(error.code(), errc::kStreamExists);
+  EXPECT_EQ(error.kind(), ErrorKind::kConflict);
+  EXPECT_EQ(this->version_of("s-1"), 1);
+}
+
+TEST_P(StoreConformance, StreamExistsOnNewStreamFailsWithStreamNotFound) {
+  Error error = this->append_error("s-1", ExpectedVersion::stream_exists(), events(1));
+  EXPECT_EQ(error.code(), errc::kStreamNotFound);
+  EXPECT_EQ(this->version_of("s-1"), 0);
+}
+
+TEST_P(StoreConformance, StreamExistsOnExistingStreamAppends) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(1));
+  EXPECT_EQ(this->append_ok("s-1", ExpectedVersion::stream_exists(), events(1)).stream_version, 2);
+}
+
+TEST_P(StoreConformance, ExactZeroOnNewStreamCreatesIt) {
+  EXPECT_EQ(this->append_ok("s-1", ExpectedVersion::exact(0), events(1)).stream_version, 1);
+}
+
+TEST_P(StoreConformance, ExactZeroOnExistingStreamReportsActualVersion) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(3));
+  Error error = this->append_error("s-1", ExpectedVersion::exact(0), events(1));
+  EXPECT_EQ(error.code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(error.actual_version(), 3);
+}
+
+TEST_P(StoreConformance, ExactMatchingVersionAppends) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(2));
+  auto result = this->append_ok("s-1", ExpectedVersion::exact(2), events(2));
+  EXPECT_EQ(result.stream_version, 4);
+}
+
+TEST_P(StoreConformance, ExactStaleVersionReportsActualVersion) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(3));
+  Error error = this->append_error("s-1", ExpectedVersion::exact(1), events(1));
+  EXPECT_EQ(error.code(), errc::kWrongExpectedVersion);
+  ASSERT_TRUE(error.actual_version().has_value());
+  EXPECT_EQ(*error.actual_version(), 3);
+  EXPECT_NE(error.message().find("s-1"), std::string::npos) << error.message();
+}
+
+TEST_P(StoreConformance, ExactFutureVersionReportsActualVersion) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(1));
+  Error error = this->append_error("s-1", ExpectedVersion::exact(5), events(1));
+  EXPECT_EQ(error.code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(error.actual_version(), 1);
+}
+
+TEST_P(StoreConformance, ExactVersionOnNewStreamReportsVersionZero) {
+  Error error = this->append_error("s-1", ExpectedVersion::exact(2), events(1));
+  EXPECT_EQ(error.code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(error.actual_version(), 0);
+}
+
+TEST_P(StoreConformance, NegativeExactVersionIsInvalidArgument) {
+  Error error = this->append_error("s-1", ExpectedVersion::exact(-4), events(1));
+  EXPECT_EQ(error.code(), errc::kInvalidArgument);
+  EXPECT_EQ(this->version_of("s-1"), 0);
+}
+
+TEST_P(StoreConformance, StreamWhoseOnlyAppendFailedIsStillNew) {
+  this->append_error("s-1", ExpectedVersion::stream_exists(), events(1));
+  this->append_error("s-1", ExpectedVersion::exact(3), events(1));
+  EXPECT_EQ(this->version_of("s-1"), 0);
+  EXPECT_TRUE(this->read("s-1").empty());
+  EXPECT_EQ(this->append_ok("s-1", ExpectedVersion::no_stream(), events(1)).stream_version, 1);
+}
+
+TEST_P(StoreConformance, FailedAppendsWriteNothing) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(2));
+  this->append_error("s-1", ExpectedVersion::no_stream(), events(3));
+  this->append_error("s-1", ExpectedVersion::exact(7), events(3));
+  EXPECT_EQ(this->read("s-1").size(), 2u);
+  EXPECT_EQ(this->read_all_events(2).size(), 2u);
+}
+
+// --- atomicity of multi-event appends ----------------------------------------------------------
+
+TEST_P(StoreConformance, MultiEventAppendGetsConsecutiveVersionsInOrder) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(1, "A"));
+  this->append_ok("s-1", ExpectedVersion::exact(1), events(3, "B"));
+  auto stored = this->read("s-1");
+  ASSERT_EQ(stored.size(), 4u);
+  EXPECT_EQ(stored[0].type, "A1");
+  for (int idx = 0; idx < 4; ++idx) EXPECT_EQ(stored[idx].stream_version, idx + 1);
+  EXPECT_EQ(stored[1].type, "B1");
+  EXPECT_EQ(stored[3].type, "B3");
+}
+
+TEST_P(StoreConformance, MultiEventAppendReturnsIncreasingPositions) {
+  this->append_ok("other", ExpectedVersion::any(), events(2));
+  auto result = this->append_ok("s-1", ExpectedVersion::any(), events(5));
+  ASSERT_EQ(result.global_positions.size(), 5u);
+  EXPECT_TRUE(std::is_sorted(result.global_positions.begin(), result.global_positions.end()));
+  EXPECT_GT(result.global_positions.front(), 0);
+  auto stored = this->read("s-1");
+  for (size_t idx = 0; idx < stored.size(); ++idx) {
+    EXPECT_EQ(stored[idx].global_position, result.global_positions[idx]);
+  }
+}
+
+TEST_P(StoreConformance, InvalidEventInBatchWritesNoneOfIt) {
+  auto batch = events(3);
+  batch[2].data = "{not json";
+  Error error = this->append_error("s-1", ExpectedVersion::any(), batch);
+  EXPECT_EQ(error.code(), errc::kInvalidPayload);
+  EXPECT_EQ(this->version_of("s-1"), 0);
+  this->expect_all_holds_only_a_new_marker();
+}
+
+TEST_P(StoreConformance, StoredDuplicateIdInBatchWritesNoneOfIt) {
+  auto first = this->append_ok("s-1", ExpectedVersion::any(), events(1));
+  auto stored = this->read("s-1");
+  auto batch = events(3);
+  batch[1].event_id = stored[0].event_id;
+  Error error = this->append_error("s-2", ExpectedVersion::any(), batch);
+  EXPECT_EQ(error.code(), errc::kDuplicateEvent);
+  EXPECT_EQ(this->version_of("s-2"), 0);
+  EXPECT_EQ(this->read_all_events(1).size(), 1u);
+  // The stream is not poisoned: a correct append works afterwards.
+  EXPECT_EQ(this->append_ok("s-2", ExpectedVersion::no_stream(), events(1)).stream_version, 1);
+}
+
+TEST_P(StoreConformance, EmptyAppendIsInvalidArgument) {
+  Error error = this->append_error("s-1", ExpectedVersion::any(), {});
+  EXPECT_EQ(error.code(), errc::kInvalidArgument);
+}
+
+// --- reading streams ---------------------------------------------------------------------------
+
+TEST_P(StoreConformance, ReadForwardFromTheStart) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(5));
+  auto stored = this->read("s-1", 1, 100);
+  ASSERT_EQ(stored.size(), 5u);
+  EXPECT_EQ(stored.front().stream_version, 1);
+  EXPECT_EQ(stored.back().stream_version, 5);
+}
+
+TEST_P(StoreConformance, ReadForwardFromTheMiddleWithALimit) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(10));
+  auto stored = this->read("s-1", 4, 3);
+  ASSERT_EQ(stored.size(), 3u);
+  EXPECT_EQ(stored[0].stream_version, 4);
+  EXPECT_EQ(stored[2].stream_version, 6);
+}
+
+TEST_P(StoreConformance, ReadForwardFromZeroStartsAtVersionOne) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(2));
+  auto stored = this->read("s-1", 0, 10);
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[0].stream_version, 1);
+}
+
+TEST_P(StoreConformance, ReadBackwardFromTheEnd) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(5));
+  auto stored = this->read("s-1", -1, 2, Direction::kBackward);
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[0].stream_version, 5);
+  EXPECT_EQ(stored[1].stream_version, 4);
+}
+
+TEST_P(StoreConformance, ReadBackwardFromAVersion) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(5));
+  auto stored = this->read("s-1", 3, 10, Direction::kBackward);
+  ASSERT_EQ(stored.size(), 3u);
+  EXPECT_EQ(stored[0].stream_version, 3);
+  EXPECT_EQ(stored[2].stream_version, 1);
+}
+
+TEST_P(StoreConformance, ReadPastTheEndIsEmpty) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(3));
+  EXPECT_TRUE(this->read("s-1", 4, 10).empty());
+}
+
+TEST_P(StoreConformance, ReadOfMissingStreamIsEmptyAndVersionZero) {
+  EXPECT_TRUE(this->read("nope", 1, 10).empty());
+  EXPECT_TRUE(this->read("nope", -1, 10, Direction::kBackward).empty());
+  EXPECT_EQ(this->version_of("nope"), 0);
+}
+
+TEST_P(StoreConformance, ReadWithZeroCountIsEmpty) {
+  this->append_ok("s-1", ExpectedVersion::any(), events(3));
+  EXPECT_TRUE(this->read("s-1", 1, 0).empty());
+}
+
+TEST_P(StoreConformance, RecordedEventCarriesEverythingAppended) {
+  EventData appended = event("GiftCardIssued", R"({"card_id":"c1","amount":500})");
+  appended.type_version = 3;
+  appended.metadata = R"({"command_id":"abc","correlation_id":"xyz"})";
+  auto before = std::chrono::system_clock::now() - std::chrono::seconds(5);
+  this->append_ok("giftcard-c1", ExpectedVersion::no_stream(), {appended});
+  auto stored = this->read("giftcard-c1");
+  ASSERT_EQ(stored.size(), 1u);
+  const RecordedEvent& got = stored[0];
+  EXPECT_EQ(got.event_id, appended.event_id);
+  EXPECT_EQ(got.stream_id, "giftcard-c1");
+  EXPECT_EQ(got.stream_version, 1);
+  EXPECT_EQ(got.type, "GiftCardIssued");
+  EXPECT_EQ(got.type_version, 3);
+  EXPECT_NE(got.data.find(R"("amount")"), std::string::npos) << got.data;
+  EXPECT_NE(got.data.find("500"), std::string::npos) << got.data;
+  EXPECT_NE(got.metadata.find("xyz"), std::string::npos) << got.metadata;
+  int64_t before_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                          before.time_since_epoch()).count();
+  EXPECT_GT(got.created_at_us, before_us);
+  EXPECT_GT(got.commit_id, 0u);
+}
+
+// --- $all --------------------------------------------------------------------------------------
+
+TEST_P(StoreConformance, ReadAllReturnsEveryStreamInAppendOrder) {
+  this->append_ok("a", ExpectedVersion::any(), events(2, "A"));
+  this->append_ok("b", ExpectedVersion::any(), events(1, "B"));
+  this->append_ok("a", ExpectedVersion::any(), events(1, "C"));
+  auto all = this->read_all_events(4);
+  ASSERT_EQ(all.size(), 4u);
+  EXPECT_EQ(all[0].type, "A1");
+  EXPECT_EQ(all[1].type, "A2");
+  EXPECT_EQ(all[2].type, "B1");
+  EXPECT_EQ(all[3].type, "C1");
+  for (size_t idx = 1; idx < all.size(); ++idx) {
+    EXPECT_LT(all[idx - 1].position(), all[idx].position());
+  }
+}
+
+TEST_P(StoreConformance, ReadAllPagesResumeFromTheCheckpoint) {
+  for (int stream_idx = 0; stream_idx < 7; ++stream_idx) {
+    this->append_ok("s-" + std::to_string(stream_idx), ExpectedVersion::any(), events(3));
+  }
+  auto all = this->read_all_events(21, 4);
+  ASSERT_EQ(all.size(), 21u);
+  std::set<Uuid> ids;
+  for (const auto& recorded : all) ids.insert(recorded.event_id);
+  EXPECT_EQ(ids.size(), 21u);
+}
+
+TEST_P(StoreConformance, ReadAllAfterTheHeadIsEmptyAndKeepsTheCheckpoint) {
+  this->append_ok("a", ExpectedVersion::any(), events(2));
+  auto page = this->settled_page(Position{}, 100, 2);
+  ASSERT_EQ(page.events.size(), 2u);
+  auto after = this->store_->read_all(page.next, 100);
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(after->events.empty());
+  EXPECT_EQ(after->next, page.next);
+}
+
+TEST_P(StoreConformance, ReadAllOnAnEmptyStoreIsEmpty) {
+  auto page = this->store_->read_all(Position{}, 100);
+  ASSERT_TRUE(page.ok()) << page.error().to_string();
+  EXPECT_TRUE(page->events.empty());
+  EXPECT_EQ(page->next, Position{});
+}
+
+// --- concurrency -------------------------------------------------------------------------------
+
+TEST_P(StoreConformance, SixteenWritersRacingExactVersionsLeaveNoGaps) {
+  constexpr int kThreads = 16;
+  constexpr int64_t kTarget = 120;
+  std::vector<std::shared_ptr<EventStore>> handles;
+  for (int idx = 0; idx < kThreads; ++idx) {
+    handles.push_back(this->stores_->open());
+    ASSERT_NE(handles.back(), nullptr);
+  }
+  std::atomic<int> wins{0};
+  std::atomic<int> unexpected_errors{0};
+  std::vector<std::atomic<int>> winners_per_version(kTarget + 1);
+  std::vector<std::thread> threads;
+  for (int thread_idx = 0; thread_idx < kThreads; ++thread_idx) {
+    threads.emplace_back([&, thread_idx] {
+      EventStore& store = *handles[thread_idx];
+      while (true) {
+        auto current = store.stream_version("race");
+        if (!current.ok()) {
+          ++unexpected_errors;
+          return;
+        }
+        if (*current >= kTarget) return;
+        auto result = store.append("race", ExpectedVersion::exact(*current), events(1));
+        if (result.ok()) {
+          ++wins;
+          ++winners_per_version[result->stream_version];
+        } else if (!result.error().is(errc::kWrongExpectedVersion)) {
+          ++unexpected_errors;
+          return;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(unexpected_errors.load(), 0);
+  EXPECT_EQ(wins.load(), kTarget);
+  for (int64_t version = 1; version <= kTarget; ++version) {
+    EXPECT_EQ(winners_per_version[version].load(), 1) << "version " << version;
+  }
+  auto stored = this->read("race", 1, 1000);
+  ASSERT_EQ(std::ssize(stored), kTarget);
+  for (int64_t idx = 0; idx < kTarget; ++idx) EXPECT_EQ(stored[idx].stream_version, idx + 1);
+}
+
+TEST_P(StoreConformance, ConcurrentAnyAppendsAllLandWithoutGaps) {
+  constexpr int kThreads = 8;
+  constexpr int kAppendsEach = 40;
+  std::vector<std::shared_ptr<EventStore>> handles;
+  for (int idx = 0; idx < kThreads; ++idx) handles.push_back(this->stores_->open());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int thread_idx = 0; thread_idx < kThreads; ++thread_idx) {
+    threads.emplace_back([&, thread_idx] {
+      for (int idx = 0; idx < kAppendsEach; ++idx) {
+        if (!handles[thread_idx]->append("shared", ExpectedVersion::any(), events(2)).ok()) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto stored = this->read("shared", 1, 10000);
+  ASSERT_EQ(stored.size(), size_t{kThreads * kAppendsEach * 2});
+  for (size_t idx = 0; idx < stored.size(); ++idx) {
+    EXPECT_EQ(stored[idx].stream_version, static_cast<int64_t>(idx) + 1);
+  }
+}
+
+// --- event ids and payloads --------------------------------------------------------------------
+
+TEST_P(StoreConformance, DuplicateEventIdAcrossStreamsIsRejected) {
+  EventData first = event("E");
+  this->append_ok("a", ExpectedVersion::any(), {first});
+  EventData again = event("E");
+  again.event_id = first.event_id;
+  Error error = this->append_error("b", ExpectedVersion::any(), {again});
+  EXPECT_EQ(error.code(), errc::kDuplicateEvent);
+  EXPECT_NE(error.message().find(first.event_id.to_string()), std::string::npos)
+      << error.message();
+}
+
+TEST_P(StoreConformance, DuplicateEventIdWithinOneAppendIsRejected) {
+  auto batch = events(2);
+  batch[1].event_id = batch[0].event_id;
+  Error error = this->append_error("a", ExpectedVersion::any(), batch);
+  EXPECT_EQ(error.code(), errc::kDuplicateEvent);
+  EXPECT_EQ(this->version_of("a"), 0);
+}
+
+TEST_P(StoreConformance, OneMebibytePayloadRoundTrips) {
+  std::string big(1 << 20, 'x');
+  for (size_t idx = 0; idx < big.size(); idx += 97) big[idx] = static_cast<char>('a' + idx % 26);
+  std::string data = R"({"blob":")" + big + R"("})";
+  this->append_ok("big", ExpectedVersion::any(), {event("Big", data)});
+  auto stored = this->read("big");
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_NE(stored[0].data.find(big), std::string::npos);
+  EXPECT_GE(stored[0].data.size(), big.size());
+}
+
+TEST_P(StoreConformance, NonAsciiStreamIdsRoundTrip) {
+  const std::string stream = "konto-Müller-東京-🎁";
+  this->append_ok(stream, ExpectedVersion::no_stream(), {event("Opened", R"({"name":"Zoë"})")});
+  auto stored = this->read(stream);
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].stream_id, stream);
+  EXPECT_NE(stored[0].data.find("Zoë"), std::string::npos);
+  EXPECT_EQ(this->version_of(stream), 1);
+  EXPECT_EQ(this->version_of("konto-Muller-東京-🎁"), 0);
+}
+
+TEST_P(StoreConformance, InvalidJsonPayloadIsRejectedWithAClearError) {
+  Error error = this->append_error("a", ExpectedVersion::any(), {event("E", R"({"a": 1,})")});
+  EXPECT_EQ(error.code(), errc::kInvalidPayload);
+  EXPECT_EQ(error.kind(), ErrorKind::kInvalidInput);
+  EXPECT_NE(error.message().find("data"), std::string::npos) << error.message();
+  EXPECT_NE(error.message().find("not valid JSON"), std::string::npos) << error.message();
+  EXPECT_NE(error.message().find("E"), std::string::npos) << error.message();
+}
+
+TEST_P(StoreConformance, MetadataMustBeAJsonObject) {
+  EventData bad = event("E");
+  bad.metadata = "[1,2]";
+  Error error = this->append_error("a", ExpectedVersion::any(), {bad});
+  EXPECT_EQ(error.code(), errc::kInvalidPayload);
+  EXPECT_NE(error.message().find("metadata must be a JSON object"), std::string::npos)
+      << error.message();
+}
+
+TEST_P(StoreConformance, NulCharacterInPayloadIsRejected) {
+  Error error = this->append_error("a", ExpectedVersion::any(), {event("E", R"({"a":"x\u0000y"})")});
+  EXPECT_EQ(error.code(), errc::kInvalidPayload);
+  EXPECT_NE(error.message().find("NUL"), std::string::npos) << error.message();
+}
+
+TEST_P(StoreConformance, MalformedStreamIdsAreInvalidArguments) {
+  EXPECT_EQ(this->append_error("", ExpectedVersion::any(), events(1)).code(),
+            errc::kInvalidArgument);
+  EXPECT_EQ(this->append_error("bad-\xC3\x28", ExpectedVersion::any(), events(1)).code(),
+            errc::kInvalidArgument);
+  EXPECT_EQ(this->append_error(std::string(kMaxStreamIdBytes + 1, 's'), ExpectedVersion::any(),
+                               events(1))
+                .code(),
+            errc::kInvalidArgument);
+  this->expect_all_holds_only_a_new_marker();
+}
+
+TEST_P(StoreConformance, ScalarAndArrayPayloadsAreAccepted) {
+  this->append_ok("a", ExpectedVersion::any(),
+                  {event("Num", "42"), event("Arr", R"([1,"two",null])"), event("Str", R"("s")")});
+  auto stored = this->read("a");
+  ASSERT_EQ(stored.size(), 3u);
+  EXPECT_EQ(stored[0].data, "42");
+}
+
+// --- checkpoints, snapshots, command records ---------------------------------------------------
+
+TEST_P(StoreConformance, CheckpointsRoundTripPerHandler) {
+  auto missing = this->store_->load_checkpoint("projector-a");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
+  ASSERT_TRUE(this->store_->save_checkpoint("projector-a", Position{42, 7}).ok());
+  ASSERT_TRUE(this->store_->save_checkpoint("projector-b", Position{1, 1}).ok());
+  ASSERT_TRUE(this->store_->save_checkpoint("projector-a", Position{43, 9}).ok());
+  auto loaded = this->store_->load_checkpoint("projector-a");
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ(**loaded, (Position{43, 9}));
+  EXPECT_EQ(**this->store_->load_checkpoint("projector-b"), (Position{1, 1}));
+}
+
+TEST_P(StoreConformance, CheckpointFromReadAllResumesWithoutRepeats) {
+  this->append_ok("a", ExpectedVersion::any(), events(3));
+  auto page = this->settled_page(Position{}, 2, 2);
+  ASSERT_EQ(page.events.size(), 2u);
+  ASSERT_TRUE(this->store_->save_checkpoint("h", page.next).ok());
+  this->append_ok("a", ExpectedVersion::any(), events(1, "Late"));
+  auto resumed_from = this->store_->load_checkpoint("h");
+  ASSERT_TRUE(resumed_from.ok() && resumed_from->has_value());
+  auto rest = this->settled_page(**resumed_from, 100, 2);
+  ASSERT_EQ(rest.events.size(), 2u);
+  EXPECT_EQ(rest.events[0].stream_version, 3);
+  EXPECT_EQ(rest.events[1].type, "Late1");
+}
+
+TEST_P(StoreConformance, SnapshotsRoundTrip) {
+  auto missing = this->store_->load_snapshot("giftcard-1");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
+  Snapshot snapshot{"giftcard-1", 10, "GiftCard", 2, R"({"remaining":40})"};
+  ASSERT_TRUE(this->store_->save_snapshot(snapshot).ok());
+  auto loaded = this->store_->load_snapshot("giftcard-1");
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->stream_version, 10);
+  EXPECT_EQ((*loaded)->state_type, "GiftCard");
+  EXPECT_EQ((*loaded)->state_version, 2);
+  EXPECT_NE((*loaded)->data.find("40"), std::string::npos);
+}
+
+TEST_P(StoreConformance, NewerSnapshotReplacesOlderButNotTheReverse) {
+  ASSERT_TRUE(this->store_->save_snapshot({"s", 5, "T", 1, R"({"v":5})"}).ok());
+  ASSERT_TRUE(this->store_->save_snapshot({"s", 9, "T", 1, R"({"v":9})"}).ok());
+  ASSERT_TRUE(this->store_->save_snapshot({"s", 7, "T", 1, R"({"v":7})"}).ok());
+  auto loaded = this->store_->load_snapshot("s");
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  EXPECT_EQ((*loaded)->stream_version, 9);
+}
+
+TEST_P(StoreConformance, SnapshotWithInvalidJsonIsRejected) {
+  auto saved = this->store_->save_snapshot({"s", 1, "T", 1, "{oops"});
+  ASSERT_FALSE(saved.ok());
+  EXPECT_EQ(saved.error().code(), errc::kInvalidPayload);
+  EXPECT_NE(saved.error().message().find("snapshot data"), std::string::npos);
+}
+
+TEST_P(StoreConformance, CommandRecordIsKeptFromTheFirstWrite) {
+  Uuid command_id = Uuid::random();
+  auto first = this->store_->record_command({command_id, "s", R"({"version":1})"});
+  ASSERT_TRUE(first.ok());
+  EXPECT_TRUE(*first);
+  auto second = this->store_->record_command({command_id, "s", R"({"version":2})"});
+  ASSERT_TRUE(second.ok());
+  EXPECT_FALSE(*second);
+  auto found = this->store_->find_command(command_id);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->stream_id, "s");
+  EXPECT_NE((*found)->result.find("1"), std::string::npos);
+  EXPECT_EQ((*found)->result.find("2"), std::string::npos);
+}
+
+TEST_P(StoreConformance, UnknownCommandIsNotFound) {
+  auto found = this->store_->find_command(Uuid::random());
+  ASSERT_TRUE(found.ok());
+  EXPECT_FALSE(found->has_value());
+}
+
+}  // namespace
+}  // namespace cqrs
