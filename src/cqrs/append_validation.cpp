@@ -133,9 +133,8 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
                              std::span<const EventData> events) {
   if (auto checked = validate_stream_id(stream_id); !checked) return checked;
   if (expected.kind() == ExpectedVersion::Kind::kExact && expected.version() < 0) {
-    return Error::invalid(errc::kInvalidArgument,
-                          "expected version must be >= 0, got " +
-                              std::to_string(expected.version()));
+    return Error::invalid(errc::kInvalidArgument, "expected version must be >= 0, got " +
+                                                      std::to_string(expected.version()));
   }
   if (events.empty()) {
     return Error::invalid(errc::kInvalidArgument, "an append needs at least one event");
@@ -151,8 +150,8 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
                             where + ": event type must be non-empty UTF-8 text");
     }
     if (event.type_version < 1) {
-      return Error::invalid(errc::kInvalidArgument, where + " (" + event.type +
-                                                        "): type version must be >= 1");
+      return Error::invalid(errc::kInvalidArgument,
+                            where + " (" + event.type + "): type version must be >= 1");
     }
     if (event.event_id.is_nil()) {
       return Error::invalid(errc::kInvalidArgument,
@@ -166,7 +165,8 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
         !checked) {
       return checked;
     }
-    if (auto checked = validate_json(event.metadata, true, where + " (" + event.type + ") metadata");
+    if (auto checked =
+            validate_json(event.metadata, true, where + " (" + event.type + ") metadata");
         !checked) {
       return checked;
     }

@@ -19,9 +19,9 @@ namespace cqrs {
 // An event as the writer hands it to the store.
 struct EventData {
   Uuid event_id = Uuid::random();
-  std::string type;           // e.g. "GiftCardIssued"
-  int32_t type_version = 1;   // payload schema version, for upcasting
-  std::string data = "{}";    // JSON value
+  std::string type;             // e.g. "GiftCardIssued"
+  int32_t type_version = 1;     // payload schema version, for upcasting
+  std::string data = "{}";      // JSON value
   std::string metadata = "{}";  // JSON object: command_id, correlation_id, causation_id, user keys
 };
 

@@ -186,7 +186,8 @@ TEST_F(GlobalOrder, ConcurrentWritersWithRandomCommitDelaysAreSeenExactlyOnce) {
       for (int append_idx = 0; append_idx < kAppendsEach; ++append_idx) {
         std::vector<Uuid> ids(1 + append_idx % 3);
         for (Uuid& id : ids) id = Uuid::random();
-        std::string stream = "w" + std::to_string(writer_idx) + "-" + std::to_string(append_idx % 10);
+        std::string stream =
+            "w" + std::to_string(writer_idx) + "-" + std::to_string(append_idx % 10);
         bool ok = (*conn)->exec("BEGIN").ok() && raw_append(**conn, stream, ids).ok();
         std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
         bool rollback = percent(random) < 5;

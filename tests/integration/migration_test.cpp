@@ -53,8 +53,9 @@ TEST_F(Migrations, RerunningIsANoOp) {
 
 TEST_F(Migrations, DatabaseNewerThanTheCodeIsRefused) {
   ASSERT_TRUE(migrate(*conn_).ok());
-  ASSERT_TRUE(conn_->exec("INSERT INTO cqrs.schema_migrations (version, name) "
-                          "VALUES (999, 'from_the_future')")
+  ASSERT_TRUE(conn_
+                  ->exec("INSERT INTO cqrs.schema_migrations (version, name) "
+                         "VALUES (999, 'from_the_future')")
                   .ok());
   auto report = migrate(*conn_);
   ASSERT_FALSE(report.ok());

@@ -396,8 +396,8 @@ TEST_P(StoreConformance, RecordedEventCarriesEverythingAppended) {
   EXPECT_NE(got.data.find(R"("amount")"), std::string::npos) << got.data;
   EXPECT_NE(got.data.find("500"), std::string::npos) << got.data;
   EXPECT_NE(got.metadata.find("xyz"), std::string::npos) << got.metadata;
-  int64_t before_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                          before.time_since_epoch()).count();
+  int64_t before_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(before.time_since_epoch()).count();
   EXPECT_GT(got.created_at_us, before_us);
   EXPECT_GT(got.commit_id, 0u);
 }
@@ -527,8 +527,7 @@ TEST_P(StoreConformance, DuplicateEventIdAcrossStreamsIsRejected) {
   again.event_id = first.event_id;
   Error error = this->append_error("b", ExpectedVersion::any(), {again});
   EXPECT_EQ(error.code(), errc::kDuplicateEvent);
-  EXPECT_NE(error.message().find(first.event_id.to_string()), std::string::npos)
-      << error.message();
+  EXPECT_NE(error.message().find(first.event_id.to_string()), std::string::npos) << error.message();
 }
 
 TEST_P(StoreConformance, DuplicateEventIdWithinOneAppendIsRejected) {
@@ -580,7 +579,8 @@ TEST_P(StoreConformance, MetadataMustBeAJsonObject) {
 }
 
 TEST_P(StoreConformance, NulCharacterInPayloadIsRejected) {
-  Error error = this->append_error("a", ExpectedVersion::any(), {event("E", R"({"a":"x\u0000y"})")});
+  Error error =
+      this->append_error("a", ExpectedVersion::any(), {event("E", R"({"a":"x\u0000y"})")});
   EXPECT_EQ(error.code(), errc::kInvalidPayload);
   EXPECT_NE(error.message().find("NUL"), std::string::npos) << error.message();
 }
@@ -590,10 +590,10 @@ TEST_P(StoreConformance, MalformedStreamIdsAreInvalidArguments) {
             errc::kInvalidArgument);
   EXPECT_EQ(this->append_error("bad-\xC3\x28", ExpectedVersion::any(), events(1)).code(),
             errc::kInvalidArgument);
-  EXPECT_EQ(this->append_error(std::string(kMaxStreamIdBytes + 1, 's'), ExpectedVersion::any(),
-                               events(1))
-                .code(),
-            errc::kInvalidArgument);
+  EXPECT_EQ(
+      this->append_error(std::string(kMaxStreamIdBytes + 1, 's'), ExpectedVersion::any(), events(1))
+          .code(),
+      errc::kInvalidArgument);
   this->expect_all_holds_only_a_new_marker();
 }
 

@@ -26,8 +26,8 @@ std::unique_ptr<TestDatabase> TestDatabase::create(bool migrated) {
   std::string admin_url = database_url();
   if (admin_url.empty()) return nullptr;
   static std::atomic<int> counter{0};
-  std::string name = "cqrs_test_" + std::to_string(getpid()) + "_" +
-                     std::to_string(counter++) + "_" + Uuid::random().to_string().substr(0, 8);
+  std::string name = "cqrs_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++) +
+                     "_" + Uuid::random().to_string().substr(0, 8);
   auto admin = pg::Connection::open(admin_url);
   if (!admin) {
     ADD_FAILURE() << admin.error().to_string();
@@ -56,8 +56,7 @@ std::unique_ptr<TestDatabase> TestDatabase::create(bool migrated) {
 TestDatabase::~TestDatabase() {
   auto admin = pg::Connection::open(admin_url_);
   if (!admin) return;
-  (void)(*admin)->exec("DROP DATABASE IF EXISTS " + pg::quote_identifier(name_) +
-                       " WITH (FORCE)");
+  (void)(*admin)->exec("DROP DATABASE IF EXISTS " + pg::quote_identifier(name_) + " WITH (FORCE)");
 }
 
 std::unique_ptr<pg::Connection> TestDatabase::connect() const {

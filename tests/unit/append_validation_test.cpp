@@ -49,9 +49,8 @@ TEST(AppendValidation, RejectsEmptyTypeAndBadTypeVersion) {
             errc::kInvalidArgument);
   EventData unversioned = valid_event();
   unversioned.type_version = 0;
-  EXPECT_EQ(
-      validate_append("s", ExpectedVersion::any(), std::span(&unversioned, 1)).error().code(),
-      errc::kInvalidArgument);
+  EXPECT_EQ(validate_append("s", ExpectedVersion::any(), std::span(&unversioned, 1)).error().code(),
+            errc::kInvalidArgument);
 }
 
 TEST(AppendValidation, RejectsNilEventId) {

@@ -60,8 +60,7 @@ bool QueryResult::is_null(int row, int column) const {
   return PQgetisnull(result_, row, column) != 0;
 }
 std::string_view QueryResult::text(int row, int column) const {
-  return {PQgetvalue(result_, row, column),
-          static_cast<size_t>(PQgetlength(result_, row, column))};
+  return {PQgetvalue(result_, row, column), static_cast<size_t>(PQgetlength(result_, row, column))};
 }
 int64_t QueryResult::int64(int row, int column) const {
   std::string_view field = text(row, column);
@@ -179,8 +178,8 @@ int Connection::backend_pid() const { return conn_ == nullptr ? 0 : PQbackendPID
 
 Error error_from(PGconn* conn, PGresult* result) {
   const char* sqlstate = result == nullptr ? nullptr : PQresultErrorField(result, PG_DIAG_SQLSTATE);
-  std::string message = trimmed(result == nullptr ? PQerrorMessage(conn)
-                                                  : PQresultErrorMessage(result));
+  std::string message =
+      trimmed(result == nullptr ? PQerrorMessage(conn) : PQresultErrorMessage(result));
   if (message.empty()) message = trimmed(PQerrorMessage(conn));
   if (conn == nullptr || PQstatus(conn) != CONNECTION_OK || sqlstate == nullptr ||
       starts_with(sqlstate, "08") || starts_with(sqlstate, "57P")) {

@@ -154,8 +154,8 @@ PostgresEventStore::PostgresEventStore(std::unique_ptr<Connection> conn,
 
 PostgresEventStore::~PostgresEventStore() = default;
 
-Result<std::unique_ptr<PostgresEventStore>> PostgresEventStore::open(
-    const std::string& conninfo, PostgresStoreOptions options) {
+Result<std::unique_ptr<PostgresEventStore>> PostgresEventStore::open(const std::string& conninfo,
+                                                                     PostgresStoreOptions options) {
   auto conn = Connection::open(conninfo);
   if (!conn) return conn.error();
   if (options.require_current_schema) {
