@@ -144,6 +144,10 @@ std::string query_value(PGconn* conn, const std::string& sql) {
   return PQgetvalue(result.get(), 0, 0);
 }
 
+int64_t row_count(PGconn* conn, const std::string& table) {
+  return std::strtoll(query_value(conn, "SELECT count(*) FROM " + table).c_str(), nullptr, 10);
+}
+
 std::string quote_conninfo_value(std::string_view value) {
   std::string out = "'";
   for (char c : value) {
@@ -462,60 +466,80 @@ struct RawEvent {
   std::string created_at;
 };
 
-struct ReadFigures {
-  double events_per_s = 0;
-  int64_t events_per_pass = 0;
-  int passes = 0;
+// A reader's progress through $all. The store-only checks catch a read_all that breaks its
+// contract (every committed event exactly once, in order).
+struct ReadTally {
+  int64_t events = 0;
+  int64_t full_passes = 0;
+  int64_t out_of_order = 0;       // store only: a position not after the previous one
+  int64_t miscounted_passes = 0;  // store only: full passes that did not return every event once
 };
 
-// Repeats full passes (at least one) until `seconds` have passed. `read_pass` returns the number
-// of events read, or nullopt on error.
+struct ReadFigures {
+  double events_per_s = 0;
+  ReadTally tally;
+};
+
+// Reads $all from the start over and over for `seconds` of wall time (the last pass stops where
+// the time ends). `read_pass(deadline, tally)` reads one pass and returns false on error.
 template <class ReadPass>
 std::optional<ReadFigures> measure_reads(double seconds, ReadPass read_pass) {
   ReadFigures figures;
-  int64_t total = 0;
   Clock::time_point start = Clock::now();
-  double elapsed = 0;
-  do {
-    std::optional<int64_t> read = read_pass();
-    if (!read) return std::nullopt;
-    figures.events_per_pass = *read;
-    total += *read;
-    ++figures.passes;
-    elapsed = seconds_between(start, Clock::now());
-  } while (elapsed < seconds && !g_interrupted);
-  figures.events_per_s = static_cast<double>(total) / elapsed;
+  Clock::time_point deadline =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  while (Clock::now() < deadline && !g_interrupted) {
+    if (!read_pass(deadline, figures.tally)) return std::nullopt;
+  }
+  figures.events_per_s =
+      static_cast<double>(figures.tally.events) / seconds_between(start, Clock::now());
   return figures;
 }
 
-std::optional<int64_t> read_all_store(cqrs::pg::PostgresEventStore& store, size_t page_size,
-                                      std::string& error) {
+// One pass of $all through the store, checking that positions only increase and that a complete
+// pass returns exactly the `stored` events.
+bool read_all_store(cqrs::pg::PostgresEventStore& store, size_t page_size, int64_t stored,
+                    Clock::time_point deadline, ReadTally& tally, std::string& error) {
   int64_t count = 0;
   cqrs::Position after{};
-  while (true) {
+  while (Clock::now() < deadline && !g_interrupted) {
     auto page = store.read_all(after, page_size);
     if (!page) {
       error = page.error().to_string();
-      return std::nullopt;
+      return false;
     }
-    if (page->events.empty()) return count;
+    if (page->events.empty()) {
+      ++tally.full_passes;
+      if (count != stored) ++tally.miscounted_passes;
+      return true;
+    }
+    for (const cqrs::RecordedEvent& event : page->events) {
+      if (event.position() <= after) ++tally.out_of_order;
+      after = event.position();
+    }
     count += static_cast<int64_t>(page->events.size());
+    tally.events += static_cast<int64_t>(page->events.size());
     after = page->next;
   }
+  return true;
 }
 
-std::optional<int64_t> read_all_raw(PGconn* conn, size_t page_size, std::string& error) {
-  int64_t count = 0;
+// One pass over bench_raw in id order, keyset-paged like $all, copying each row out.
+bool read_all_raw(PGconn* conn, size_t page_size, Clock::time_point deadline, ReadTally& tally,
+                  std::string& error) {
   int64_t after = 0;
   std::string limit = std::to_string(page_size);
-  while (true) {
+  while (Clock::now() < deadline && !g_interrupted) {
     std::string after_text = std::to_string(after);
     const char* values[] = {after_text.c_str(), limit.c_str()};
     PgResultPtr rows =
         checked(conn, PQexecPrepared(conn, "read_page", 2, values, nullptr, nullptr, 0), error);
-    if (!rows) return std::nullopt;
+    if (!rows) return false;
     int row_count = PQntuples(rows.get());
-    if (row_count == 0) return count;
+    if (row_count == 0) {
+      ++tally.full_passes;
+      return true;
+    }
     std::vector<RawEvent> events(static_cast<size_t>(row_count));
     for (int row = 0; row < row_count; ++row) {
       RawEvent& event = events[static_cast<size_t>(row)];
@@ -529,9 +553,10 @@ std::optional<int64_t> read_all_raw(PGconn* conn, size_t page_size, std::string&
       event.metadata = PQgetvalue(rows.get(), row, 7);
       event.created_at = PQgetvalue(rows.get(), row, 8);
     }
-    count += row_count;
+    tally.events += row_count;
     after = events.back().id;
   }
+  return true;
 }
 
 // ---- the run -----------------------------------------------------------------------------------
@@ -643,9 +668,11 @@ int run(const Options& options, const std::string& conninfo) {
     std::fprintf(stderr, "store_bench: vacuum: %s\n", error.c_str());
     return 1;
   }
-  std::printf("read_all over %s store events, %s raw rows\n",
-              query_value(admin.get(), "SELECT count(*) FROM cqrs.events").c_str(),
-              query_value(admin.get(), "SELECT count(*) FROM bench_raw").c_str());
+  int64_t stored = row_count(admin.get(), "cqrs.events");
+  std::printf("read_all over %s store events, %s raw rows (%s s each)\n",
+              with_commas(static_cast<double>(stored)).c_str(),
+              with_commas(static_cast<double>(row_count(admin.get(), "bench_raw"))).c_str(),
+              fixed(options.seconds, 1).c_str());
   auto reader = cqrs::pg::PostgresEventStore::open(conninfo);
   if (!reader) {
     std::fprintf(stderr, "store_bench: %s\n", reader.error().to_string().c_str());
@@ -662,10 +689,12 @@ int run(const Options& options, const std::string& conninfo) {
     return 1;
   }
   for (size_t page_size : kReadPageSizes) {
-    auto store =
-        measure_reads(options.seconds, [&] { return read_all_store(**reader, page_size, error); });
-    auto raw =
-        measure_reads(options.seconds, [&] { return read_all_raw(admin.get(), page_size, error); });
+    auto store = measure_reads(options.seconds, [&](Clock::time_point deadline, ReadTally& tally) {
+      return read_all_store(**reader, page_size, stored, deadline, tally, error);
+    });
+    auto raw = measure_reads(options.seconds, [&](Clock::time_point deadline, ReadTally& tally) {
+      return read_all_raw(admin.get(), page_size, deadline, tally, error);
+    });
     if (!store || !raw) {
       std::fprintf(stderr, "store_bench: read_all: %s\n", error.c_str());
       return 1;
@@ -673,11 +702,20 @@ int run(const Options& options, const std::string& conninfo) {
     double ratio = store->events_per_s / raw->events_per_s;
     bool met = store->events_per_s >= kReadRateGoal;
     std::printf(
-        "read_all page %-5zu store %9s ev/s (%d passes)  raw %9s ev/s (%d passes)  "
-        "store/raw %.2f  (goal >= %s ev/s: %s)\n",
-        page_size, with_commas(store->events_per_s).c_str(), store->passes,
-        with_commas(raw->events_per_s).c_str(), raw->passes, ratio,
-        with_commas(kReadRateGoal).c_str(), met ? "met" : "MISSED");
+        "read_all page %-5zu store %9s ev/s (%lld full passes)  raw %9s ev/s (%lld full passes)"
+        "  store/raw %.2f  (goal >= %s ev/s: %s)\n",
+        page_size, with_commas(store->events_per_s).c_str(),
+        static_cast<long long>(store->tally.full_passes), with_commas(raw->events_per_s).c_str(),
+        static_cast<long long>(raw->tally.full_passes), ratio, with_commas(kReadRateGoal).c_str(),
+        met ? "met" : "MISSED");
+    if (store->tally.out_of_order > 0 || store->tally.miscounted_passes > 0) {
+      std::printf(
+          "  WARNING: read_all broke its contract: %lld events out of order, %lld of "
+          "%lld full passes did not return the %lld stored events\n",
+          static_cast<long long>(store->tally.out_of_order),
+          static_cast<long long>(store->tally.miscounted_passes),
+          static_cast<long long>(store->tally.full_passes), static_cast<long long>(stored));
+    }
     table.push_back({"read_all, page " + std::to_string(page_size),
                      with_commas(store->events_per_s), "–", with_commas(raw->events_per_s), "–",
                      fixed(ratio, 2),

@@ -8,7 +8,8 @@ CREATE TABLE cqrs.streams (
 );
 
 CREATE TABLE cqrs.events (
-  global_position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  -- Unique by construction (an identity sequence); indexed together with transaction_id below.
+  global_position bigint GENERATED ALWAYS AS IDENTITY,
   -- The writing transaction: $all is read in (transaction_id, global_position) order, and only
   -- below the oldest transaction still running, so a reader never skips a late committer.
   transaction_id  xid8 NOT NULL DEFAULT pg_current_xact_id(),
@@ -20,10 +21,12 @@ CREATE TABLE cqrs.events (
   data            jsonb NOT NULL,
   metadata        jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
   created_at      timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version)
+  CONSTRAINT events_pkey PRIMARY KEY (stream_id, stream_version)
 );
 
-CREATE INDEX events_transaction_order_idx ON cqrs.events (transaction_id, global_position);
+-- The $all order. Three indexes in all (this one, the primary key, event_id): each costs every
+-- append, so nothing else is indexed here.
+CREATE UNIQUE INDEX events_transaction_order_idx ON cqrs.events (transaction_id, global_position);
 
 -- Events are immutable (promise 9): schema evolution goes through upcasters on read.
 CREATE FUNCTION cqrs.reject_event_change() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -42,27 +45,57 @@ CREATE TRIGGER events_immutable_truncate
   BEFORE TRUNCATE ON cqrs.events
   FOR EACH STATEMENT EXECUTE FUNCTION cqrs.reject_event_change();
 
--- Appends events to one stream with an expected-version check, in the caller's transaction.
+-- Appends events to one stream with an expected-version check, in the caller's transaction,
+-- and optionally records the command that produced them (idempotent dispatch).
 -- p_expected: -1 any, -2 no_stream, -3 stream_exists, n >= 0 exactly version n.
--- Returns status 'ok' with the new version and the events' positions, or a conflict status
--- ('wrong_expected_version', 'stream_exists', 'stream_not_found') with the actual version and
--- nothing written.
+-- With no events, only the command is recorded.
+-- status:
+--   'ok'                      new stream_version and the events' global_positions
+--   'wrong_expected_version', 'stream_exists', 'stream_not_found'
+--                             stream_version holds the actual version; nothing was written
+--   'duplicate_command'       p_command_id is already recorded; existing_result holds its
+--                             result; nothing was written
 CREATE FUNCTION cqrs.append_to_stream(
-  p_stream_id text,
-  p_expected  bigint,
-  p_event_ids uuid[],
-  p_types     text[],
-  p_versions  int[],
-  p_data      jsonb[],
-  p_metadata  jsonb[],
+  p_stream_id      text,
+  p_expected       bigint,
+  p_event_ids      uuid[],
+  p_types          text[],
+  p_versions       int[],
+  p_data           jsonb[],
+  p_metadata       jsonb[],
+  p_command_id     uuid DEFAULT NULL,
+  p_command_result jsonb DEFAULT NULL,
   OUT status text,
   OUT stream_version bigint,
-  OUT global_positions bigint[])
+  OUT global_positions bigint[],
+  OUT existing_result jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
-  v_count bigint := cardinality(p_event_ids);
+  v_count bigint := coalesce(cardinality(p_event_ids), 0);
   v_start bigint;
 BEGIN
+  IF p_command_id IS NOT NULL THEN
+    SELECT r.result INTO existing_result FROM cqrs.command_results AS r
+      WHERE r.command_id = p_command_id;
+    IF FOUND THEN
+      status := 'duplicate_command';
+      RETURN;
+    END IF;
+  END IF;
+
+  IF v_count = 0 THEN
+    SELECT s.stream_version INTO stream_version FROM cqrs.streams AS s
+      WHERE s.stream_id = p_stream_id;
+    stream_version := coalesce(stream_version, 0);
+    IF p_command_id IS NOT NULL THEN
+      INSERT INTO cqrs.command_results (command_id, stream_id, result)
+        VALUES (p_command_id, p_stream_id, p_command_result);
+    END IF;
+    status := 'ok';
+    global_positions := '{}';
+    RETURN;
+  END IF;
+
   IF p_expected = -1 THEN
     INSERT INTO cqrs.streams AS s (stream_id, stream_version) VALUES (p_stream_id, v_count)
       ON CONFLICT (stream_id) DO UPDATE SET stream_version = s.stream_version + v_count
@@ -105,6 +138,11 @@ BEGIN
     RETURNING cqrs.events.global_position, cqrs.events.stream_version AS version
   )
   SELECT array_agg(i.global_position ORDER BY i.version) INTO global_positions FROM inserted AS i;
+
+  IF p_command_id IS NOT NULL THEN
+    INSERT INTO cqrs.command_results (command_id, stream_id, result)
+      VALUES (p_command_id, p_stream_id, p_command_result);
+  END IF;
 
   status := 'ok';
   stream_version := v_start + v_count;

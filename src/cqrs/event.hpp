@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cqrs/result.hpp"
 #include "cqrs/uuid.hpp"
 
 namespace cqrs {
@@ -102,6 +103,27 @@ struct CommandRecord {
   Uuid command_id;
   std::string stream_id;
   std::string result;  // JSON, as returned to the first caller
+};
+
+// One unit of a group commit: events for one stream and, optionally, the command that produced
+// them. With no events, only the command is recorded (a rejection, or a command that changed
+// nothing).
+struct WriteRequest {
+  std::string stream_id;
+  ExpectedVersion expected = ExpectedVersion::any();
+  std::vector<EventData> events;
+  std::optional<CommandRecord> command;
+};
+
+// The outcome of one WriteRequest: `appended` on success (empty positions for record-only
+// requests), else `error`. For duplicate_command, `existing_result` is the result recorded by the
+// first dispatch of that command id.
+struct WriteResult {
+  std::optional<AppendResult> appended;
+  std::optional<Error> error;
+  std::optional<std::string> existing_result;
+
+  bool ok() const { return appended.has_value(); }
 };
 
 }  // namespace cqrs

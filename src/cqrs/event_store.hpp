@@ -26,6 +26,13 @@ class EventStore {
   virtual Result<AppendResult> append(std::string_view stream_id, ExpectedVersion expected,
                                       std::span<const EventData> events) = 0;
 
+  // Group commit: runs every request in one transaction where possible. Requests are isolated:
+  // each is checked on its own (expected version, duplicate command id, duplicate event ids) and
+  // one request's failure never fails another. The events and command record of one request are
+  // atomic. Returns one WriteResult per request, in order. Errors as for append, plus
+  // duplicate_command (see WriteResult::existing_result).
+  virtual std::vector<WriteResult> write(std::span<const WriteRequest> requests) = 0;
+
   // Up to `max_count` events of one stream. Forward: versions >= from_version ascending.
   // Backward: versions <= from_version descending (from_version < 0 means "from the end").
   // A stream that does not exist reads as empty.

@@ -20,8 +20,62 @@ Result<AppendResult> InMemoryEventStore::append(std::string_view stream_id,
                                                 ExpectedVersion expected,
                                                 std::span<const EventData> events) {
   if (auto valid = validate_append(stream_id, expected, events); !valid) return valid.error();
-
   std::lock_guard lock(mutex_);
+  return append_locked(stream_id, expected, events);
+}
+
+std::vector<WriteResult> InMemoryEventStore::write(std::span<const WriteRequest> requests) {
+  std::vector<WriteResult> results;
+  results.reserve(requests.size());
+  std::lock_guard lock(mutex_);
+  for (const WriteRequest& request : requests) results.push_back(write_locked(request));
+  return results;
+}
+
+WriteResult InMemoryEventStore::write_locked(const WriteRequest& request) {
+  WriteResult result;
+  Result<void> valid = request.events.empty()
+                           ? validate_stream_id(request.stream_id)
+                           : validate_append(request.stream_id, request.expected, request.events);
+  if (valid && request.command) {
+    valid = validate_json(request.command->result, false, "command result");
+  }
+  if (!valid) {
+    result.error = valid.error();
+    return result;
+  }
+  if (request.command) {
+    auto existing = commands_.find(request.command->command_id);
+    if (existing != commands_.end()) {
+      result.error = Error::conflict(
+          errc::kDuplicateCommand,
+          "command " + request.command->command_id.to_string() + " was already dispatched");
+      result.existing_result = existing->second.result;
+      return result;
+    }
+  }
+  if (request.events.empty()) {
+    auto stream_it = streams_.find(request.stream_id);
+    result.appended =
+        AppendResult{stream_it == streams_.end() ? int64_t{0} : std::ssize(stream_it->second), {}};
+  } else {
+    auto appended = append_locked(request.stream_id, request.expected, request.events);
+    if (!appended) {
+      result.error = appended.error();
+      return result;
+    }
+    result.appended = std::move(appended).value();
+  }
+  if (request.command) {
+    commands_.emplace(request.command->command_id, *request.command);
+    commands_[request.command->command_id].stream_id = request.stream_id;
+  }
+  return result;
+}
+
+Result<AppendResult> InMemoryEventStore::append_locked(std::string_view stream_id,
+                                                       ExpectedVersion expected,
+                                                       std::span<const EventData> events) {
   auto stream_it = streams_.find(stream_id);
   int64_t current = stream_it == streams_.end() ? 0 : std::ssize(stream_it->second);
   switch (expected.kind()) {

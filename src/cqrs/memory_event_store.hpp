@@ -22,6 +22,7 @@ class InMemoryEventStore final : public EventStore {
 
   Result<AppendResult> append(std::string_view stream_id, ExpectedVersion expected,
                               std::span<const EventData> events) override;
+  std::vector<WriteResult> write(std::span<const WriteRequest> requests) override;
   Result<std::vector<RecordedEvent>> read_stream(std::string_view stream_id, int64_t from_version,
                                                  size_t max_count, Direction direction) override;
   Result<int64_t> stream_version(std::string_view stream_id) override;
@@ -34,6 +35,11 @@ class InMemoryEventStore final : public EventStore {
   Result<std::optional<CommandRecord>> find_command(const Uuid& command_id) override;
 
  private:
+  // REQUIRES: mutex_ held; the append already passed validate_append.
+  Result<AppendResult> append_locked(std::string_view stream_id, ExpectedVersion expected,
+                                     std::span<const EventData> events);
+  WriteResult write_locked(const WriteRequest& request);
+
   mutable std::mutex mutex_;
   // Invariant: events_[i].global_position == i + 1 and commit ids are non-decreasing, so the
   // global order is the vector order.

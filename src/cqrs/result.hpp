@@ -33,6 +33,7 @@ inline constexpr std::string_view kWrongExpectedVersion = "wrong_expected_versio
 inline constexpr std::string_view kStreamExists = "stream_exists";
 inline constexpr std::string_view kStreamNotFound = "stream_not_found";
 inline constexpr std::string_view kDuplicateEvent = "duplicate_event";
+inline constexpr std::string_view kDuplicateCommand = "duplicate_command";
 inline constexpr std::string_view kStoreUnavailable = "store_unavailable";
 inline constexpr std::string_view kInvalidPayload = "invalid_payload";
 inline constexpr std::string_view kInvalidArgument = "invalid_argument";

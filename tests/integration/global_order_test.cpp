@@ -163,6 +163,32 @@ TEST_F(GlobalOrder, WatermarkLagCountsEventsHeldBack) {
   EXPECT_EQ(*writer_->events_behind_watermark(), 0);
 }
 
+TEST_F(GlobalOrder, TransactionIdsOrderAsNumbersAcrossDigitBoundaries) {
+  // Rows with explicit, long-finished transaction ids: 100 is stored first (lower position), 99
+  // second. Numerically 99 < 100, so 99 must come first; compared as text it would not.
+  auto raw = db_->connect();
+  for (const char* xid : {"100", "99", "1000"}) {
+    auto inserted = raw->exec(
+        "INSERT INTO cqrs.events (transaction_id, stream_id, stream_version, event_id, "
+        "event_type, data) VALUES ($1::xid8, $2, 1, gen_random_uuid(), 'Old', '{}')",
+        Params().add(xid).add(std::string("old-") + xid));
+    ASSERT_TRUE(inserted.ok()) << inserted.error().to_string();
+  }
+  std::vector<uint64_t> order;
+  Position position;
+  for (int page_idx = 0; page_idx < 3; ++page_idx) {  // one event per page: resumes must agree
+    auto page = reader_->read_all(position, 1);
+    ASSERT_TRUE(page.ok()) << page.error().to_string();
+    ASSERT_EQ(page->events.size(), 1u);
+    order.push_back(page->events[0].commit_id);
+    position = page->next;
+  }
+  EXPECT_EQ(order, (std::vector<uint64_t>{99, 100, 1000}));
+  auto rest = reader_->read_all(position, 10);
+  ASSERT_TRUE(rest.ok());
+  EXPECT_TRUE(rest->events.empty()) << "an event came back twice";
+}
+
 TEST_F(GlobalOrder, ConcurrentWritersWithRandomCommitDelaysAreSeenExactlyOnce) {
   constexpr int kWriters = 8;
   constexpr int kAppendsEach = 2000;

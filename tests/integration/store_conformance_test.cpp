@@ -605,6 +605,106 @@ TEST_P(StoreConformance, ScalarAndArrayPayloadsAreAccepted) {
   EXPECT_EQ(stored[0].data, "42");
 }
 
+// --- group commit (write) ----------------------------------------------------------------------
+
+WriteRequest request(std::string stream, ExpectedVersion expected, int count,
+                     std::optional<CommandRecord> command = std::nullopt) {
+  return WriteRequest{std::move(stream), expected, events(count), std::move(command)};
+}
+
+TEST_P(StoreConformance, WriteAppliesEachRequestAndIsolatesConflicts) {
+  this->append_ok("s2", ExpectedVersion::any(), events(2));
+  std::vector<WriteRequest> requests = {request("s1", ExpectedVersion::no_stream(), 2),
+                                        request("s2", ExpectedVersion::exact(1), 1),
+                                        request("s3", ExpectedVersion::exact(0), 1)};
+  auto results = this->store_->write(requests);
+  ASSERT_EQ(results.size(), 3u);
+  ASSERT_TRUE(results[0].ok());
+  EXPECT_EQ(results[0].appended->stream_version, 2);
+  EXPECT_EQ(results[0].appended->global_positions.size(), 2u);
+  ASSERT_FALSE(results[1].ok());
+  EXPECT_EQ(results[1].error->code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(results[1].error->actual_version(), 2);
+  ASSERT_TRUE(results[2].ok());
+  EXPECT_EQ(this->version_of("s1"), 2);
+  EXPECT_EQ(this->version_of("s2"), 2);
+  EXPECT_EQ(this->version_of("s3"), 1);
+}
+
+TEST_P(StoreConformance, WriteWithAStoredEventIdFailsOnlyThatRequest) {
+  this->append_ok("a", ExpectedVersion::any(), events(1));
+  Uuid taken = this->read("a")[0].event_id;
+  std::vector<WriteRequest> requests = {request("b", ExpectedVersion::any(), 1),
+                                        request("c", ExpectedVersion::any(), 2),
+                                        request("d", ExpectedVersion::any(), 1)};
+  requests[1].events[1].event_id = taken;
+  auto results = this->store_->write(requests);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_TRUE(results[0].ok());
+  ASSERT_FALSE(results[1].ok());
+  EXPECT_EQ(results[1].error->code(), errc::kDuplicateEvent);
+  EXPECT_TRUE(results[2].ok());
+  EXPECT_EQ(this->version_of("b"), 1);
+  EXPECT_EQ(this->version_of("c"), 0);
+  EXPECT_EQ(this->version_of("d"), 1);
+}
+
+TEST_P(StoreConformance, WriteRejectsAnInvalidRequestAlone) {
+  std::vector<WriteRequest> requests = {request("a", ExpectedVersion::any(), 1),
+                                        request("b", ExpectedVersion::any(), 1)};
+  requests[0].events[0].data = "{broken";
+  auto results = this->store_->write(requests);
+  ASSERT_FALSE(results[0].ok());
+  EXPECT_EQ(results[0].error->code(), errc::kInvalidPayload);
+  EXPECT_TRUE(results[1].ok());
+}
+
+TEST_P(StoreConformance, WriteRecordsTheCommandAndRefusesItsDuplicate) {
+  Uuid command_id = Uuid::random();
+  CommandRecord record{command_id, "", R"({"status":"ok","version":1})"};
+  auto first = this->store_->write(
+      std::vector<WriteRequest>{request("a", ExpectedVersion::exact(0), 1, record)});
+  ASSERT_TRUE(first[0].ok()) << first[0].error->to_string();
+
+  CommandRecord again{command_id, "", R"({"status":"ok","version":2})"};
+  auto second = this->store_->write(
+      std::vector<WriteRequest>{request("a", ExpectedVersion::exact(1), 1, again)});
+  ASSERT_FALSE(second[0].ok());
+  EXPECT_EQ(second[0].error->code(), errc::kDuplicateCommand);
+  ASSERT_TRUE(second[0].existing_result.has_value());
+  EXPECT_NE(second[0].existing_result->find("1"), std::string::npos);
+  EXPECT_EQ(this->version_of("a"), 1) << "a duplicate command appended events";
+
+  auto found = this->store_->find_command(command_id);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->stream_id, "a");
+}
+
+TEST_P(StoreConformance, WriteWithoutEventsOnlyRecordsTheCommand) {
+  this->append_ok("a", ExpectedVersion::any(), events(3));
+  Uuid command_id = Uuid::random();
+  auto results = this->store_->write(std::vector<WriteRequest>{request(
+      "a", ExpectedVersion::any(), 0, CommandRecord{command_id, "", R"({"status":"rejected"})"})});
+  ASSERT_TRUE(results[0].ok());
+  EXPECT_EQ(results[0].appended->stream_version, 3);
+  EXPECT_TRUE(results[0].appended->global_positions.empty());
+  EXPECT_EQ(this->version_of("a"), 3);
+  auto found = this->store_->find_command(command_id);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_NE((*found)->result.find("rejected"), std::string::npos);
+}
+
+TEST_P(StoreConformance, ConflictingWriteDoesNotRecordItsCommand) {
+  this->append_ok("a", ExpectedVersion::any(), events(1));
+  Uuid command_id = Uuid::random();
+  auto results = this->store_->write(std::vector<WriteRequest>{
+      request("a", ExpectedVersion::exact(0), 1, CommandRecord{command_id, "", "{}"})});
+  ASSERT_FALSE(results[0].ok());
+  auto found = this->store_->find_command(command_id);
+  ASSERT_TRUE(found.ok());
+  EXPECT_FALSE(found->has_value()) << "a failed write recorded its command";
+}
+
 // --- checkpoints, snapshots, command records ---------------------------------------------------
 
 TEST_P(StoreConformance, CheckpointsRoundTripPerHandler) {

@@ -1,6 +1,7 @@
 // PostgresEventStore: prepared statements over one connection.
 #include "cqrs/pg/postgres_event_store.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <limits>
 
@@ -25,10 +26,14 @@ std::vector<Statement> statements() {
   std::string columns(kEventColumns);
   return {
       {"append",
-       "SELECT status, stream_version, global_positions::text "
+       "SELECT status, stream_version, global_positions::text, existing_result::text "
        "FROM cqrs.append_to_stream($1, $2, $3::uuid[], $4::text[], $5::int[], $6::jsonb[], "
-       "$7::jsonb[])"},
-      {"notify", "SELECT pg_notify('" + std::string(kEventsChannel) + "', $1)"},
+       "$7::jsonb[], $8::uuid, $9::jsonb)"},
+      // The wake-up gets its own transaction, committed without waiting for the WAL flush: a
+      // notification lost in a crash only delays readers, and an fsync here would double the
+      // cost of every append.
+      {"notify", "SELECT set_config('synchronous_commit', 'off', true), pg_notify('" +
+                     std::string(kEventsChannel) + "', $1)"},
       {"read_forward", "SELECT " + columns +
                            " FROM cqrs.events WHERE stream_id = $1 AND stream_version >= $2 "
                            "ORDER BY stream_version LIMIT $3"},
@@ -41,7 +46,8 @@ std::vector<Statement> statements() {
                        " FROM cqrs.events"
                        " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
                        " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
-                       " ORDER BY transaction_id, global_position LIMIT $3"},
+                       " ORDER BY cqrs.events.transaction_id, cqrs.events.global_position"
+                       " LIMIT $3"},
       {"behind_watermark",
        "SELECT count(*) FROM cqrs.events"
        " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"},
@@ -179,12 +185,11 @@ Result<void> PostgresEventStore::ensure_connected() {
   return conn_->reconnect();
 }
 
-Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
-                                                ExpectedVersion expected,
-                                                std::span<const EventData> events) {
-  if (auto valid = validate_append(stream_id, expected, events); !valid) return valid.error();
-  if (auto connected = ensure_connected(); !connected) return connected.error();
+namespace {
 
+// Parameters of the "append" statement for one request.
+Params append_params(std::string_view stream_id, ExpectedVersion expected,
+                     std::span<const EventData> events, const CommandRecord* command) {
   std::string ids = "{", types = "{", versions = "{", data = "{", metadata = "{";
   size_t payload_bytes = 0;
   for (const EventData& event : events) payload_bytes += event.data.size() + 8;
@@ -201,35 +206,147 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   Params params;
   params.add(stream_id).add(expected_code(expected)).add(std::move(ids)).add(std::move(types));
   params.add(std::move(versions)).add(std::move(data)).add(std::move(metadata));
-  auto rows = conn_->exec_prepared("append", params);
+  if (command != nullptr) {
+    params.add(command->command_id.to_string()).add(command->result);
+  } else {
+    params.add_null().add_null();
+  }
+  return params;
+}
+
+// Turns the "append" statement's row into a WriteResult.
+WriteResult interpret_append(const QueryResult& rows, std::string_view stream_id,
+                             ExpectedVersion expected, const CommandRecord* command) {
+  WriteResult result;
+  std::string_view status = rows.text(0, 0);
+  int64_t version = rows.is_null(0, 1) ? 0 : rows.int64(0, 1);
+  if (status == "ok") {
+    result.appended = AppendResult{version, parse_int_array(rows.text(0, 2))};
+  } else if (status == "wrong_expected_version") {
+    result.error = Error::wrong_expected_version(stream_id, expected.to_string(), version);
+  } else if (status == "stream_exists") {
+    result.error = Error::conflict(errc::kStreamExists, "stream '" + std::string(stream_id) +
+                                                            "' already exists at version " +
+                                                            std::to_string(version));
+  } else if (status == "stream_not_found") {
+    result.error = Error::conflict(errc::kStreamNotFound,
+                                   "stream '" + std::string(stream_id) + "' does not exist");
+  } else if (status == "duplicate_command") {
+    result.error = Error::conflict(
+        errc::kDuplicateCommand,
+        "command " + (command ? command->command_id.to_string() : "") + " was already dispatched");
+    result.existing_result = std::string(rows.text(0, 3));
+  } else {
+    result.error = Error::internal(errc::kStoreError,
+                                   "unexpected append status '" + std::string(status) + "'");
+  }
+  return result;
+}
+
+Result<void> validate_request(const WriteRequest& request) {
+  Result<void> valid = request.events.empty()
+                           ? validate_stream_id(request.stream_id)
+                           : validate_append(request.stream_id, request.expected, request.events);
+  if (valid && request.command) {
+    valid = validate_json(request.command->result, false, "command result");
+  }
+  return valid;
+}
+
+}  // namespace
+
+Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
+                                                ExpectedVersion expected,
+                                                std::span<const EventData> events) {
+  if (auto valid = validate_append(stream_id, expected, events); !valid) return valid.error();
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = conn_->exec_prepared("append", append_params(stream_id, expected, events, nullptr));
   if (!rows) return rows.error();
+  WriteResult result = interpret_append(*rows, stream_id, expected, nullptr);
+  if (!result.ok()) return *result.error;
+  notify_head(result.appended->global_positions.back());
+  return std::move(*result.appended);
+}
 
-  std::string_view status = rows->text(0, 0);
-  int64_t version = rows->int64(0, 1);
-  if (status == "wrong_expected_version") {
-    return Error::wrong_expected_version(stream_id, expected.to_string(), version);
+std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest> requests) {
+  std::vector<WriteResult> results(requests.size());
+  std::vector<size_t> pending;
+  for (size_t idx = 0; idx < requests.size(); ++idx) {
+    if (auto valid = validate_request(requests[idx]); !valid) {
+      results[idx].error = valid.error();
+    } else {
+      pending.push_back(idx);
+    }
   }
-  if (status == "stream_exists") {
-    return Error::conflict(errc::kStreamExists, "stream '" + std::string(stream_id) +
-                                                    "' already exists at version " +
-                                                    std::to_string(version));
+  if (pending.empty()) return results;
+  if (auto connected = ensure_connected(); !connected) {
+    for (size_t idx : pending) results[idx].error = connected.error();
+    return results;
   }
-  if (status == "stream_not_found") {
-    return Error::conflict(errc::kStreamNotFound,
-                           "stream '" + std::string(stream_id) + "' does not exist");
-  }
-  AppendResult result;
-  result.stream_version = version;
-  result.global_positions = parse_int_array(rows->text(0, 2));
 
+  auto run_one = [&](size_t idx) -> Result<WriteResult> {
+    const WriteRequest& request = requests[idx];
+    const CommandRecord* command = request.command ? &*request.command : nullptr;
+    auto rows = conn_->exec_prepared(
+        "append", append_params(request.stream_id, request.expected, request.events, command));
+    if (!rows) return rows.error();
+    return interpret_append(*rows, request.stream_id, request.expected, command);
+  };
+
+  // One transaction for the whole group. A statement that raises (a duplicate event id, say)
+  // aborts it; then each request runs on its own so the others still succeed.
+  bool grouped = pending.size() > 1;
+  if (grouped) {
+    bool failed = false;
+    auto begun = conn_->exec("BEGIN");
+    if (!begun) failed = true;
+    for (size_t idx : pending) {
+      if (failed) break;
+      auto one = run_one(idx);
+      if (!one) {
+        failed = true;
+        if (one.error().kind() == ErrorKind::kUnavailable) {
+          for (size_t each : pending) results[each] = WriteResult{{}, one.error(), {}};
+          return results;
+        }
+        break;
+      }
+      results[idx] = std::move(one).value();
+    }
+    if (!failed) {
+      auto committed = conn_->exec("COMMIT");
+      if (!committed) {
+        for (size_t idx : pending) results[idx] = WriteResult{{}, committed.error(), {}};
+        return results;
+      }
+    } else {
+      if (conn_->is_ok()) (void)conn_->exec("ROLLBACK");
+      grouped = false;
+    }
+  }
+  if (!grouped) {
+    for (size_t idx : pending) {
+      auto one = run_one(idx);
+      results[idx] = one ? std::move(one).value() : WriteResult{{}, one.error(), {}};
+    }
+  }
+
+  int64_t head = 0;
+  for (size_t idx : pending) {
+    if (results[idx].ok() && !results[idx].appended->global_positions.empty()) {
+      head = std::max(head, results[idx].appended->global_positions.back());
+    }
+  }
+  if (head > 0) notify_head(head);
+  return results;
+}
+
+void PostgresEventStore::notify_head(int64_t head) {
   // NOTIFY after the commit, in its own transaction: a NOTIFY inside the append's transaction
   // would serialize every appender's commit on Postgres' notify-queue lock. A lost notification
   // only delays readers, which also poll.
-  if (options_.notify && !result.global_positions.empty()) {
-    (void)conn_->exec_prepared("notify",
-                               Params().add(std::to_string(result.global_positions.back())));
-  }
-  return result;
+  if (!options_.notify) return;
+  (void)conn_->exec_prepared("notify", Params().add(std::to_string(head)));
 }
 
 Result<std::vector<RecordedEvent>> PostgresEventStore::read_stream(std::string_view stream_id,

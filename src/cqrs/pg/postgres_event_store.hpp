@@ -41,6 +41,7 @@ class PostgresEventStore final : public EventStore {
 
   Result<AppendResult> append(std::string_view stream_id, ExpectedVersion expected,
                               std::span<const EventData> events) override;
+  std::vector<WriteResult> write(std::span<const WriteRequest> requests) override;
   Result<std::vector<RecordedEvent>> read_stream(std::string_view stream_id, int64_t from_version,
                                                  size_t max_count, Direction direction) override;
   Result<int64_t> stream_version(std::string_view stream_id) override;
@@ -68,6 +69,7 @@ class PostgresEventStore final : public EventStore {
   explicit PostgresEventStore(std::unique_ptr<Connection> conn, PostgresStoreOptions options);
   Result<void> prepare_statements();
   Result<void> ensure_connected();
+  void notify_head(int64_t head);
 
   std::unique_ptr<Connection> conn_;
   PostgresStoreOptions options_;
