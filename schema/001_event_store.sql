@@ -1,12 +1,6 @@
 -- The event store: append-only events, stream heads, handler checkpoints, snapshots and
 -- recorded command outcomes. Applied by cqrs::pg::migrate inside one transaction.
 
-CREATE TABLE cqrs.streams (
-  stream_id      text PRIMARY KEY,
-  stream_version bigint NOT NULL CHECK (stream_version > 0),
-  created_at     timestamptz NOT NULL DEFAULT now()
-);
-
 CREATE TABLE cqrs.events (
   -- Unique by construction (an identity sequence); indexed together with transaction_id below.
   global_position bigint GENERATED ALWAYS AS IDENTITY,
@@ -55,6 +49,11 @@ CREATE TRIGGER events_immutable_truncate
 --                             stream_version holds the actual version; nothing was written
 --   'duplicate_command'       p_command_id is already recorded; existing_result holds its
 --                             result; nothing was written
+-- Appends to one stream serialize on a transaction-scoped advisory lock keyed by the stream (a
+-- lock in memory, no row written), so the version read under it is the committed end of the
+-- stream. Appends to other streams never wait. The primary key (stream_id, stream_version)
+-- stays the last guard against writers that bypass this function: their race raises a unique
+-- violation.
 CREATE FUNCTION cqrs.append_to_stream(
   p_stream_id      text,
   p_expected       bigint,
@@ -71,8 +70,8 @@ CREATE FUNCTION cqrs.append_to_stream(
   OUT existing_result jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
-  v_count bigint := coalesce(cardinality(p_event_ids), 0);
-  v_start bigint;
+  v_count    int := coalesce(cardinality(p_event_ids), 0);
+  v_current  bigint;
 BEGIN
   IF p_command_id IS NOT NULL THEN
     SELECT r.result INTO existing_result FROM cqrs.command_results AS r
@@ -83,10 +82,16 @@ BEGIN
     END IF;
   END IF;
 
+  IF v_count > 0 THEN
+    PERFORM pg_advisory_xact_lock(1668379251, hashtext(p_stream_id));  -- 1668379251 = 'cqrs'
+  END IF;
+
+  SELECT e.stream_version INTO v_current FROM cqrs.events AS e
+    WHERE e.stream_id = p_stream_id ORDER BY e.stream_version DESC LIMIT 1;
+  v_current := coalesce(v_current, 0);
+  stream_version := v_current;
+
   IF v_count = 0 THEN
-    SELECT s.stream_version INTO stream_version FROM cqrs.streams AS s
-      WHERE s.stream_id = p_stream_id;
-    stream_version := coalesce(stream_version, 0);
     IF p_command_id IS NOT NULL THEN
       INSERT INTO cqrs.command_results (command_id, stream_id, result)
         VALUES (p_command_id, p_stream_id, p_command_result);
@@ -96,48 +101,30 @@ BEGIN
     RETURN;
   END IF;
 
-  IF p_expected = -1 THEN
-    INSERT INTO cqrs.streams AS s (stream_id, stream_version) VALUES (p_stream_id, v_count)
-      ON CONFLICT (stream_id) DO UPDATE SET stream_version = s.stream_version + v_count
-      RETURNING s.stream_version - v_count INTO v_start;
-  ELSIF p_expected = -2 OR p_expected = 0 THEN
-    INSERT INTO cqrs.streams (stream_id, stream_version) VALUES (p_stream_id, v_count)
-      ON CONFLICT (stream_id) DO NOTHING;
-    IF FOUND THEN
-      v_start := 0;
-    END IF;
-  ELSIF p_expected = -3 THEN
-    UPDATE cqrs.streams AS s SET stream_version = s.stream_version + v_count
-      WHERE s.stream_id = p_stream_id
-      RETURNING s.stream_version - v_count INTO v_start;
-  ELSE
-    UPDATE cqrs.streams AS s SET stream_version = s.stream_version + v_count
-      WHERE s.stream_id = p_stream_id AND s.stream_version = p_expected
-      RETURNING s.stream_version - v_count INTO v_start;
-  END IF;
-
-  IF v_start IS NULL THEN
-    SELECT s.stream_version INTO stream_version FROM cqrs.streams AS s
-      WHERE s.stream_id = p_stream_id;
-    stream_version := coalesce(stream_version, 0);
-    status := CASE
-      WHEN p_expected = -2 THEN 'stream_exists'
-      WHEN p_expected = -3 THEN 'stream_not_found'
-      ELSE 'wrong_expected_version' END;
+  IF p_expected = -2 AND v_current > 0 THEN
+    status := 'stream_exists';
+    RETURN;
+  ELSIF p_expected = -3 AND v_current = 0 THEN
+    status := 'stream_not_found';
+    RETURN;
+  ELSIF p_expected >= 0 AND v_current <> p_expected THEN
+    status := 'wrong_expected_version';
     RETURN;
   END IF;
 
   WITH inserted AS (
     INSERT INTO cqrs.events
       (stream_id, stream_version, event_id, event_type, event_version, data, metadata)
-    SELECT p_stream_id, v_start + e.ord, e.event_id, e.event_type, e.event_version, e.data,
+    SELECT p_stream_id, v_current + e.ord, e.event_id, e.event_type, e.event_version, e.data,
            e.metadata
       FROM unnest(p_event_ids, p_types, p_versions, p_data, p_metadata)
            WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)
      ORDER BY e.ord
     RETURNING cqrs.events.global_position, cqrs.events.stream_version AS version
   )
-  SELECT array_agg(i.global_position ORDER BY i.version) INTO global_positions FROM inserted AS i;
+  SELECT array_agg(i.global_position ORDER BY i.version) INTO global_positions
+    FROM inserted AS i;
+
 
   IF p_command_id IS NOT NULL THEN
     INSERT INTO cqrs.command_results (command_id, stream_id, result)
@@ -145,7 +132,7 @@ BEGIN
   END IF;
 
   status := 'ok';
-  stream_version := v_start + v_count;
+  stream_version := v_current + v_count;
 END;
 $$;
 

@@ -19,7 +19,7 @@ namespace cqrs {
 
 // An event as the writer hands it to the store.
 struct EventData {
-  Uuid event_id = Uuid::random();
+  Uuid event_id = Uuid::time_ordered();
   std::string type;             // e.g. "GiftCardIssued"
   int32_t type_version = 1;     // payload schema version, for upcasting
   std::string data = "{}";      // JSON value

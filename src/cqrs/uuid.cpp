@@ -1,6 +1,7 @@
 // UUID generation, parsing and formatting.
 #include "cqrs/uuid.hpp"
 
+#include <chrono>
 #include <cstring>
 #include <random>
 
@@ -35,6 +36,18 @@ Uuid Uuid::random() {
   bytes[6] = static_cast<uint8_t>((bytes[6] & 0x0F) | 0x40);  // version 4
   bytes[8] = static_cast<uint8_t>((bytes[8] & 0x3F) | 0x80);  // RFC 4122 variant
   return Uuid(bytes);
+}
+
+Uuid Uuid::time_ordered() {
+  Uuid id = random();
+  auto millis = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+  for (int byte_idx = 0; byte_idx < 6; ++byte_idx) {
+    id.bytes_[byte_idx] = static_cast<uint8_t>(millis >> (8 * (5 - byte_idx)));
+  }
+  id.bytes_[6] = static_cast<uint8_t>((id.bytes_[6] & 0x0F) | 0x70);  // version 7
+  return id;
 }
 
 std::optional<Uuid> Uuid::parse(std::string_view text) {

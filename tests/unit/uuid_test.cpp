@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <set>
+#include <thread>
 
 namespace cqrs {
 namespace {
@@ -16,6 +18,16 @@ TEST(Uuid, RandomIdsAreVersionFourAndDistinct) {
     EXPECT_EQ(id.bytes()[8] & 0xC0, 0x80);
     EXPECT_TRUE(seen.insert(id).second);
   }
+}
+
+TEST(Uuid, TimeOrderedIdsAreVersionSevenAndSortByCreationTime) {
+  Uuid first = Uuid::time_ordered();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  Uuid second = Uuid::time_ordered();
+  EXPECT_EQ(first.bytes()[6] >> 4, 7);
+  EXPECT_EQ(first.bytes()[8] & 0xC0, 0x80);
+  EXPECT_LT(first, second);
+  EXPECT_LT(first.to_string(), second.to_string());
 }
 
 TEST(Uuid, FormatsAndParsesTheCanonicalForm) {

@@ -195,6 +195,10 @@ Error error_from(PGconn* conn, PGresult* result) {
                              "an event id is already stored" +
                                  (detail == nullptr ? std::string() : ": " + trimmed(detail)));
     }
+    if (name == "events_pkey") {
+      return Error::conflict(errc::kWrongExpectedVersion,
+                             "another writer appended to the stream at the same time: " + message);
+    }
     return Error::conflict(errc::kStoreError, message);
   }
   if (state == "22P02" || state == "22P05" || state == "22025" || state == "22021") {

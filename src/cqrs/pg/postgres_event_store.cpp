@@ -40,7 +40,9 @@ std::vector<Statement> statements() {
       {"read_backward", "SELECT " + columns +
                             " FROM cqrs.events WHERE stream_id = $1 AND stream_version <= $2 "
                             "ORDER BY stream_version DESC LIMIT $3"},
-      {"stream_version", "SELECT stream_version FROM cqrs.streams WHERE stream_id = $1"},
+      {"stream_version",
+       "SELECT stream_version FROM cqrs.events WHERE stream_id = $1 "
+       "ORDER BY stream_version DESC LIMIT 1"},
       // Only transactions older than every running one: nothing below can still appear.
       {"read_all", "SELECT " + columns +
                        " FROM cqrs.events"
