@@ -164,10 +164,11 @@ TEST_F(GlobalOrder, WatermarkLagCountsEventsHeldBack) {
 }
 
 TEST_F(GlobalOrder, TransactionIdsOrderAsNumbersAcrossDigitBoundaries) {
-  // Rows with explicit, long-finished transaction ids: 100 is stored first (lower position), 99
-  // second. Numerically 99 < 100, so 99 must come first; compared as text it would not.
+  // Rows with explicit, long-finished transaction ids (every cluster is past xid 100 after
+  // initdb): 10 is stored first (lower position), 9 second. Numerically 9 < 10, so 9 must come
+  // first; compared as text it would not.
   auto raw = db_->connect();
-  for (const char* xid : {"100", "99", "1000"}) {
+  for (const char* xid : {"10", "9", "100"}) {
     auto inserted = raw->exec(
         "INSERT INTO cqrs.events (transaction_id, stream_id, stream_version, event_id, "
         "event_type, data) VALUES ($1::xid8, $2, 1, gen_random_uuid(), 'Old', '{}')",
@@ -183,7 +184,7 @@ TEST_F(GlobalOrder, TransactionIdsOrderAsNumbersAcrossDigitBoundaries) {
     order.push_back(page->events[0].commit_id);
     position = page->next;
   }
-  EXPECT_EQ(order, (std::vector<uint64_t>{99, 100, 1000}));
+  EXPECT_EQ(order, (std::vector<uint64_t>{9, 10, 100}));
   auto rest = reader_->read_all(position, 10);
   ASSERT_TRUE(rest.ok());
   EXPECT_TRUE(rest->events.empty()) << "an event came back twice";
