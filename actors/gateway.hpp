@@ -1,0 +1,39 @@
+// The gateway: the actor published on cqrsd's port. It decodes and validates dispatch envelopes,
+// runs the middleware pipeline and hands commands to the router; it also answers admin requests.
+//
+// Remote protocol (only atoms and strings cross the network):
+//   (dispatch_atom, envelope JSON) -> reply JSON (replies.hpp). The envelope:
+//     {"type":"RedeemGiftCard",                    required
+//      "payload":"{\"card_id\":\"c1\",...}"        the command as JSON text, or
+//      "data":{"card_id":"c1",...},                the command as a JSON object
+//      "command_id":"<uuid>",                      optional; generated when absent
+//      "correlation_id":"...",                     optional; defaults to the command id
+//      "metadata":{...},                           optional JSON object, copied to events
+//      "consistency":"eventual"|"strong",          optional
+//      "timeout_ms":5000}                          optional, 1..300000
+//   (state_atom, aggregate type or prefix, id) -> {"version":n,"state":{...}} or an error reply
+//   (drain_atom) -> true once every accepted command is answered; new ones get shutting_down
+#pragma once
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "cqrs/domain/domain.hpp"
+#include "cqrs/middleware.hpp"
+
+namespace cqrs::actors {
+
+struct GatewayConfig {
+  size_t max_command_bytes = 1 << 20;
+  std::chrono::milliseconds default_timeout{5000};
+};
+
+// `domain` must outlive the gateway.
+caf::actor spawn_gateway(caf::actor_system& system, const Domain& domain, caf::actor router,
+                         GatewayConfig config,
+                         std::vector<std::shared_ptr<Middleware>> middlewares);
+
+}  // namespace cqrs::actors

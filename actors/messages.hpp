@@ -1,0 +1,80 @@
+// Every message type exchanged between cqrsd's actors, and the atoms of the remote protocol.
+//
+// The remote protocol (client <-> gateway) uses only atoms and std::string, which CAF serializes
+// without registration: requests and replies are JSON documents (see docs/protocol.md).
+//   (dispatch_atom, envelope JSON)      -> reply JSON
+//   (state_atom, aggregate, id)         -> reply JSON
+// Everything else is local to one cqrsd process and never crosses the network.
+#pragma once
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cqrs/domain/domain.hpp"
+#include "cqrs/event.hpp"
+#include "cqrs/result.hpp"
+
+namespace cqrs::actors {
+
+// Remote protocol.
+using dispatch_atom = caf::atom_constant<caf::atom("dispatch")>;
+using state_atom = caf::atom_constant<caf::atom("state")>;
+
+// Local protocol.
+using execute_atom = caf::atom_constant<caf::atom("execute")>;
+using write_atom = caf::atom_constant<caf::atom("write")>;
+using load_atom = caf::atom_constant<caf::atom("load")>;
+using snapshot_atom = caf::atom_constant<caf::atom("snapshot")>;
+using idle_atom = caf::atom_constant<caf::atom("idle")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+
+enum class Consistency { kEventual, kStrong };
+
+// A decoded, addressed command with its envelope fields. Travels gateway -> router -> aggregate.
+struct CommandEnvelope {
+  DecodedCommand command;
+  Uuid command_id;
+  std::string correlation_id;
+  std::string causation_id;
+  nlohmann::json metadata = nlohmann::json::object();  // user metadata
+  Consistency consistency = Consistency::kEventual;
+};
+
+// A request for the state of one aggregate (admin). Travels gateway -> router -> aggregate.
+struct StateQuery {
+  const AggregateType* type = nullptr;
+  std::string aggregate_id;
+  std::string stream_id;
+};
+
+// Loading an aggregate: the latest snapshot (when `with_snapshot`) plus events after it, or the
+// events after `from_version` for a reload.
+struct LoadJob {
+  std::string stream_id;
+  int64_t after_version = 0;
+  bool with_snapshot = true;
+};
+
+struct LoadOutcome {
+  std::optional<Snapshot> snapshot;
+  std::vector<RecordedEvent> events;
+  std::optional<Error> error;
+};
+
+}  // namespace cqrs::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::actors::CommandEnvelope)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::actors::StateQuery)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::WriteRequest)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<cqrs::WriteRequest>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::WriteResult)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<cqrs::WriteResult>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::actors::LoadJob)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::actors::LoadOutcome)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::Snapshot)

@@ -1,0 +1,200 @@
+// Store pool: batching dispatcher plus detached workers.
+#include "actors/store_pool.hpp"
+
+#include <caf/all.hpp>
+#include <deque>
+
+namespace cqrs::actors {
+namespace {
+
+struct PendingWrite {
+  WriteRequest request;
+  caf::typed_response_promise<WriteResult> promise;
+};
+
+struct PendingLoad {
+  LoadJob job;
+  caf::typed_response_promise<LoadOutcome> promise;
+};
+
+struct PoolState {
+  std::vector<caf::actor> workers;
+  std::vector<caf::actor> idle;
+  std::deque<PendingWrite> writes;
+  std::deque<PendingLoad> loads;
+  size_t max_batch = 256;
+  bool prefer_loads = false;  // alternate, so neither kind starves the other
+  static inline const char* name = "cqrs.store_pool";
+};
+
+using PoolActor = caf::stateful_actor<PoolState>;
+
+void pump(PoolActor* self);
+
+void dispatch_writes(PoolActor* self, caf::actor worker) {
+  auto& st = self->state;
+  size_t count = std::min(st.writes.size(), st.max_batch);
+  std::vector<WriteRequest> batch;
+  std::vector<caf::typed_response_promise<WriteResult>> promises;
+  batch.reserve(count);
+  promises.reserve(count);
+  for (size_t idx = 0; idx < count; ++idx) {
+    batch.push_back(std::move(st.writes.front().request));
+    promises.push_back(std::move(st.writes.front().promise));
+    st.writes.pop_front();
+  }
+  self->request(worker, caf::infinite, write_atom::value, std::move(batch))
+      .then(
+          [self, worker, promises](std::vector<WriteResult>& results) mutable {
+            for (size_t idx = 0; idx < promises.size(); ++idx) {
+              promises[idx].deliver(
+                  idx < results.size()
+                      ? std::move(results[idx])
+                      : WriteResult{{}, Error::internal(errc::kStoreError, "missing result"), {}});
+            }
+            self->state.idle.push_back(worker);
+            pump(self);
+          },
+          [self, worker, promises](caf::error& err) mutable {
+            Error error = Error::unavailable("store worker failed: " + self->system().render(err));
+            for (auto& promise : promises) promise.deliver(WriteResult{{}, error, {}});
+            self->state.idle.push_back(worker);
+            pump(self);
+          });
+}
+
+void dispatch_load(PoolActor* self, caf::actor worker) {
+  auto& st = self->state;
+  PendingLoad pending = std::move(st.loads.front());
+  st.loads.pop_front();
+  auto promise = pending.promise;
+  self->request(worker, caf::infinite, load_atom::value, std::move(pending.job))
+      .then(
+          [self, worker, promise](LoadOutcome& outcome) mutable {
+            promise.deliver(std::move(outcome));
+            self->state.idle.push_back(worker);
+            pump(self);
+          },
+          [self, worker, promise](caf::error& err) mutable {
+            LoadOutcome outcome;
+            outcome.error =
+                Error::unavailable("store worker failed: " + self->system().render(err));
+            promise.deliver(std::move(outcome));
+            self->state.idle.push_back(worker);
+            pump(self);
+          });
+}
+
+void pump(PoolActor* self) {
+  auto& st = self->state;
+  while (!st.idle.empty() && (!st.writes.empty() || !st.loads.empty())) {
+    caf::actor worker = st.idle.back();
+    st.idle.pop_back();
+    bool take_load = !st.loads.empty() && (st.writes.empty() || st.prefer_loads);
+    st.prefer_loads = !st.prefer_loads;
+    if (take_load) {
+      dispatch_load(self, worker);
+    } else {
+      dispatch_writes(self, worker);
+    }
+  }
+}
+
+caf::behavior store_pool(PoolActor* self, std::vector<caf::actor> workers, size_t max_batch) {
+  self->state.workers = workers;
+  self->state.idle = workers;
+  self->state.max_batch = std::max<size_t>(1, max_batch);
+  for (auto& worker : workers) self->link_to(worker);
+  return {
+      [self](write_atom, WriteRequest& request) -> caf::result<WriteResult> {
+        auto promise = self->make_response_promise<WriteResult>();
+        self->state.writes.push_back(PendingWrite{std::move(request), promise});
+        pump(self);
+        return promise;
+      },
+      [self](load_atom, LoadJob& job) -> caf::result<LoadOutcome> {
+        auto promise = self->make_response_promise<LoadOutcome>();
+        self->state.loads.push_back(PendingLoad{std::move(job), promise});
+        pump(self);
+        return promise;
+      },
+      [self](snapshot_atom, Snapshot& snapshot) {
+        auto& pool_workers = self->state.workers;
+        if (pool_workers.empty()) return;
+        // Any worker; it queues behind its current job. Snapshots are an optimization only.
+        size_t pick = std::hash<std::string>{}(snapshot.stream_id) % pool_workers.size();
+        self->send(pool_workers[pick], snapshot_atom::value, std::move(snapshot));
+      },
+  };
+}
+
+// Opens the worker's store on demand; returns nullptr with `error` set when it cannot.
+std::shared_ptr<EventStore> ensure_store(std::shared_ptr<EventStore>& store,
+                                         const StoreFactory& factory, std::optional<Error>& error) {
+  if (store) return store;
+  auto opened = factory();
+  if (!opened) {
+    error = opened.error();
+    return nullptr;
+  }
+  store = std::move(opened).value();
+  return store;
+}
+
+}  // namespace
+
+caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
+  auto store = std::make_shared<std::shared_ptr<EventStore>>();
+  return {
+      [self, store, factory](write_atom, std::vector<WriteRequest>& batch) {
+        std::optional<Error> error;
+        auto handle = ensure_store(*store, factory, error);
+        if (!handle) return std::vector<WriteResult>(batch.size(), WriteResult{{}, error, {}});
+        (void)self;
+        return handle->write(batch);
+      },
+      [store, factory](load_atom, LoadJob& job) {
+        LoadOutcome outcome;
+        auto handle = ensure_store(*store, factory, outcome.error);
+        if (!handle) return outcome;
+        int64_t after = job.after_version;
+        if (job.with_snapshot) {
+          auto snapshot = handle->load_snapshot(job.stream_id);
+          if (!snapshot) {
+            outcome.error = snapshot.error();
+            return outcome;
+          }
+          if (snapshot->has_value() && (*snapshot)->stream_version > after) {
+            outcome.snapshot = std::move(**snapshot);
+            after = outcome.snapshot->stream_version;
+          }
+        }
+        auto events = handle->read_stream(job.stream_id, after + 1,
+                                          std::numeric_limits<size_t>::max(), Direction::kForward);
+        if (!events) {
+          outcome.error = events.error();
+          outcome.snapshot.reset();
+          return outcome;
+        }
+        outcome.events = std::move(events).value();
+        return outcome;
+      },
+      [store, factory](snapshot_atom, Snapshot& snapshot) {
+        std::optional<Error> error;
+        if (auto handle = ensure_store(*store, factory, error)) {
+          (void)handle->save_snapshot(snapshot);
+        }
+      },
+  };
+}
+
+caf::actor spawn_store_pool(caf::actor_system& system, StoreFactory factory,
+                            StorePoolConfig config) {
+  std::vector<caf::actor> workers;
+  for (size_t idx = 0; idx < std::max<size_t>(1, config.workers); ++idx) {
+    workers.push_back(system.spawn<caf::detached>(store_worker, factory));
+  }
+  return system.spawn(store_pool, std::move(workers), config.max_batch);
+}
+
+}  // namespace cqrs::actors

@@ -1,0 +1,38 @@
+// The store writers: a fixed pool of detached workers, each with its own store connection, and a
+// cooperative dispatcher in front of them that batches waiting writes into one transaction
+// (group commit). Every libpq call happens on a worker's own thread, never on the scheduler.
+//
+// Protocol of the pool actor:
+//   (write_atom, WriteRequest)  -> WriteResult   one request, batched with whatever else waits
+//   (load_atom, LoadJob)        -> LoadOutcome   snapshot + events of one stream
+//   (snapshot_atom, Snapshot)   -> (no reply)    saved in the background, best effort
+#pragma once
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <functional>
+#include <memory>
+
+#include "actors/messages.hpp"
+#include "cqrs/event_store.hpp"
+
+namespace cqrs::actors {
+
+// Opens one store handle per worker (a new connection for Postgres; the same shared store for
+// the in-memory one). Called on the worker's own thread, again after a failure.
+using StoreFactory = std::function<Result<std::shared_ptr<EventStore>>()>;
+
+struct StorePoolConfig {
+  size_t workers = 4;
+  size_t max_batch = 256;  // WriteRequests per transaction at most
+};
+
+// Spawns the workers (detached) and the dispatcher (cooperative); returns the dispatcher.
+// The workers stop when the dispatcher stops.
+caf::actor spawn_store_pool(caf::actor_system& system, StoreFactory factory,
+                            StorePoolConfig config);
+
+// The body of one worker; spawn it detached. Exposed for tests.
+caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory);
+
+}  // namespace cqrs::actors

@@ -1,0 +1,174 @@
+// cqrsctl: dispatch commands to cqrsd and read aggregate state from the command line.
+//
+//   cqrsctl [--host H] [--port P] dispatch <CommandType> '<json>' [--command-id ID]
+//           [--correlation-id ID] [--metadata '<json>'] [--consistency eventual|strong]
+//           [--timeout-ms N]
+//   cqrsctl dispatch -        JSON lines {"type":..,"data":{..},"command_id":..} from stdin,
+//                             many in flight, one result line per input line, in input order
+//   cqrsctl state <AggregateType> <id>
+//
+// Prints one JSON object per result on stdout. Exit code: 0 ok, 1 rejected, 2 usage,
+// transport, timeout or server error (details on stderr).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <mutex>
+
+#include "actors/client.hpp"
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitRejected = 1;
+constexpr int kExitError = 2;
+
+int exit_code_for(const cqrs::DispatchReply& reply) {
+  if (reply.ok()) return kExitOk;
+  return reply.status == "rejected" ? kExitRejected : kExitError;
+}
+
+std::string transport_reply(const cqrs::Error& error) {
+  return nlohmann::json{{"status", "error"}, {"error", error.code()}, {"message", error.message()}}
+      .dump();
+}
+
+// The reply with its keys in a fixed, readable order: status first.
+std::string canonical(const nlohmann::json& reply) {
+  static const char* kOrder[] = {"status", "aggregate_id", "stream_id", "version", "command_id",
+                                 "events", "error",        "message",   "state"};
+  nlohmann::ordered_json out;
+  for (const char* key : kOrder) {
+    if (reply.contains(key)) out[key] = reply[key];
+  }
+  for (const auto& [key, value] : reply.items()) {
+    if (!out.contains(key)) out[key] = value;
+  }
+  return out.dump();
+}
+
+int print_reply(const cqrs::Result<cqrs::DispatchReply>& reply) {
+  if (!reply) {
+    std::printf("%s\n", transport_reply(reply.error()).c_str());
+    std::fprintf(stderr, "cqrsctl: %s\n", reply.error().to_string().c_str());
+    return kExitError;
+  }
+  std::printf("%s\n", canonical(reply->json).c_str());
+  if (reply->status == "error") {
+    std::fprintf(stderr, "cqrsctl: %s: %s\n", reply->error.c_str(), reply->message.c_str());
+  }
+  return exit_code_for(*reply);
+}
+
+// Reads JSON lines from stdin and dispatches them with a window of requests in flight.
+int dispatch_stdin(cqrs::Client& client, size_t window, std::chrono::milliseconds timeout) {
+  std::vector<std::string> envelopes;
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json input = nlohmann::json::parse(line, nullptr, false);
+    if (input.is_object() && !input.contains("timeout_ms")) {
+      input["timeout_ms"] = timeout.count();
+      envelopes.push_back(input.dump());
+    } else {
+      envelopes.push_back(line);  // the server explains what is wrong with it
+    }
+  }
+  std::vector<std::optional<std::string>> results(envelopes.size());
+  size_t printed = 0;
+  int worst = kExitOk;
+  std::mutex mutex;
+  client.dispatch_many(envelopes, window, timeout,
+                       [&](size_t index, cqrs::Result<std::string> reply) {
+                         std::lock_guard lock(mutex);
+                         std::string text = reply ? *reply : transport_reply(reply.error());
+                         auto parsed = cqrs::DispatchReply::parse(text);
+                         worst = std::max(worst, exit_code_for(parsed));
+                         results[index] = canonical(parsed.json);
+                         while (printed < results.size() && results[printed]) {
+                           std::printf("%s\n", results[printed]->c_str());
+                           ++printed;
+                         }
+                       });
+  std::fflush(stdout);
+  return worst;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cqrsctl: send commands to cqrsd and read aggregate state"};
+  app.require_subcommand(1);
+  std::string host = "127.0.0.1";
+  uint16_t port = 4242;
+  int64_t timeout_ms = 5000;
+  app.add_option("--host", host, "cqrsd host")->capture_default_str();
+  app.add_option("--port", port, "cqrsd port")->capture_default_str();
+  app.add_option("--timeout-ms", timeout_ms, "reply timeout in milliseconds")
+      ->check(CLI::Range(int64_t{1}, int64_t{300000}))
+      ->capture_default_str();
+
+  auto* dispatch = app.add_subcommand("dispatch", "dispatch a command ('-' reads JSON lines)");
+  std::string type;
+  std::string payload;
+  std::optional<std::string> command_id;
+  std::optional<std::string> correlation_id;
+  std::string metadata = "{}";
+  std::string consistency = "eventual";
+  size_t window = 64;
+  dispatch->add_option("type", type, "command type, e.g. IssueGiftCard, or - for stdin")
+      ->required();
+  dispatch->add_option("payload", payload, "the command as JSON");
+  dispatch->add_option("--command-id", command_id, "UUID for idempotent dispatch");
+  dispatch->add_option("--correlation-id", correlation_id, "correlation id");
+  dispatch->add_option("--metadata", metadata, "JSON object copied into the events' metadata");
+  dispatch->add_option("--consistency", consistency, "eventual or strong")
+      ->check(CLI::IsMember({"eventual", "strong"}));
+  dispatch->add_option("--window", window, "commands in flight with '-'")->capture_default_str();
+  dispatch->fallthrough();
+
+  auto* state = app.add_subcommand("state", "print an aggregate's version and state");
+  std::string aggregate;
+  std::string id;
+  state->add_option("aggregate", aggregate, "aggregate type (GiftCard) or prefix (giftcard)")
+      ->required();
+  state->add_option("id", id, "aggregate id")->required();
+  state->fallthrough();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    int code = app.exit(error);
+    return code == 0 ? 0 : kExitError;
+  }
+
+  nlohmann::json metadata_json = nlohmann::json::parse(metadata, nullptr, false);
+  if (!metadata_json.is_object()) {
+    std::fprintf(stderr, "cqrsctl: --metadata must be a JSON object\n");
+    return kExitError;
+  }
+  if (dispatch->parsed() && type != "-" && payload.empty()) {
+    std::fprintf(stderr,
+                 "cqrsctl: dispatch needs the command as JSON, e.g. '{\"card_id\":\"c1\"}'\n");
+    return kExitError;
+  }
+
+  auto client = cqrs::Client::connect(host, port);
+  if (!client) {
+    std::printf("%s\n", transport_reply(client.error()).c_str());
+    std::fprintf(stderr, "cqrsctl: %s\n", client.error().to_string().c_str());
+    return kExitError;
+  }
+  auto timeout = std::chrono::milliseconds(timeout_ms);
+
+  if (state->parsed()) return print_reply((*client)->state(aggregate, id, timeout));
+  if (type == "-") return dispatch_stdin(**client, window, timeout);
+
+  cqrs::DispatchOptions options;
+  options.command_id = command_id;
+  options.correlation_id = correlation_id;
+  options.metadata = metadata_json;
+  options.strong = consistency == "strong";
+  options.timeout = timeout;
+  return print_reply((*client)->dispatch(type, payload, options));
+}

@@ -1,0 +1,215 @@
+// cqrsd: the daemon. Applies migrations, starts the store pool, router and gateway, publishes
+// the gateway on the configured port and serves until SIGINT/SIGTERM, then drains in-flight
+// commands and exits 0.
+//
+//   cqrsd [--config-file=config/cqrsd.conf] [--db.url=URL] [--server.port=4242] ...
+//   cqrsd migrate [--db.url=URL]      apply the schema migrations and exit
+//   cqrsd --help                      every option with its default
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include "actors/gateway.hpp"
+#include "actors/log.hpp"
+#include "actors/middlewares.hpp"
+#include "actors/router.hpp"
+#include "actors/store_pool.hpp"
+#include "cqrs/pg/connection.hpp"
+#include "cqrs/pg/migrate.hpp"
+#include "cqrs/pg/postgres_event_store.hpp"
+#include "giftcard/giftcard.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+class DaemonConfig : public caf::actor_system_config {
+ public:
+  std::string db_url;
+  size_t pool_size = 4;
+  size_t max_batch = 256;
+  caf::timespan connect_timeout = std::chrono::seconds(30);
+  std::string bind = "127.0.0.1";
+  uint16_t port = 4242;
+  caf::timespan idle_timeout = std::chrono::minutes(5);
+  int snapshot_every = 0;
+  int retry_attempts = 10;
+  size_t max_command_bytes = 1 << 20;
+  caf::timespan default_timeout = std::chrono::seconds(5);
+  caf::timespan drain_timeout = std::chrono::seconds(30);
+  std::string log_level = "info";
+  std::string log_format = "text";
+
+  DaemonConfig() {
+    load<caf::io::middleman>();
+    set("logger.verbosity", caf::atom("quiet"));
+    opt_group{custom_options_, "db"}
+        .add(db_url, "url", "PostgreSQL URL (default: DATABASE_URL, else libpq's PG* variables)")
+        .add(pool_size, "pool_size", "store connections (detached writer/loader workers)")
+        .add(max_batch, "max_batch", "appends committed in one transaction at most")
+        .add(connect_timeout, "connect_timeout", "how long to retry reaching PostgreSQL at start");
+    opt_group{custom_options_, "server"}
+        .add(bind, "bind", "address the gateway listens on")
+        .add(port, "port", "port the gateway listens on (0: any free port)");
+    opt_group{custom_options_, "aggregates"}
+        .add(idle_timeout, "idle_timeout",
+             "stop an aggregate actor after this idle time (0s: never)")
+        .add(snapshot_every, "snapshot_every", "snapshot every N events (0: never)")
+        .add(retry_attempts, "retry_attempts", "reload-and-retry attempts on concurrent writes");
+    opt_group{custom_options_, "limits"}
+        .add(max_command_bytes, "max_command_bytes", "largest accepted command payload")
+        .add(default_timeout, "default_timeout", "dispatch timeout when the client sets none")
+        .add(drain_timeout, "drain_timeout", "how long shutdown waits for in-flight commands");
+    opt_group{custom_options_, "log"}
+        .add(log_level, "level", "debug, info, warn or error")
+        .add(log_format, "format", "text or json");
+  }
+};
+
+int fail(const std::string& message) {
+  cqrs::log::error(message);
+  std::fprintf(stderr, "cqrsd: %s\n", message.c_str());
+  return 1;
+}
+
+// Connects and migrates, retrying while PostgreSQL is unreachable for up to `timeout`.
+cqrs::Result<cqrs::pg::MigrationReport> connect_and_migrate(const std::string& url,
+                                                            caf::timespan timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    auto conn = cqrs::pg::Connection::open(url);
+    if (conn) return cqrs::pg::migrate(**conn);
+    if (std::chrono::steady_clock::now() >= deadline) return conn.error();
+    cqrs::log::warn("PostgreSQL not reachable yet; retrying", {{"error", conn.error().message()}});
+    std::this_thread::sleep_for(500ms);
+  }
+}
+
+int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
+  auto migrated = connect_and_migrate(cfg.db_url, cfg.connect_timeout);
+  if (!migrated) {
+    return fail("cannot start: " + migrated.error().to_string() +
+                " (check --db.url / DATABASE_URL; waited " +
+                std::to_string(
+                    std::chrono::duration_cast<std::chrono::seconds>(cfg.connect_timeout).count()) +
+                " s)");
+  }
+  cqrs::log::info("schema ready", {{"version", std::to_string(migrated->version_after)}});
+
+  cqrs::Domain domain;
+  giftcard::register_domain(domain);
+
+  std::string url = cfg.db_url;
+  cqrs::actors::StoreFactory factory = [url]() -> cqrs::Result<std::shared_ptr<cqrs::EventStore>> {
+    auto store = cqrs::pg::PostgresEventStore::open(url);
+    if (!store) return store.error();
+    return std::shared_ptr<cqrs::EventStore>(std::move(store).value());
+  };
+  auto pool = cqrs::actors::spawn_store_pool(system, factory, {cfg.pool_size, cfg.max_batch});
+  cqrs::actors::AggregateConfig aggregate_config;
+  aggregate_config.retry_attempts = cfg.retry_attempts;
+  aggregate_config.idle_timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(cfg.idle_timeout);
+  aggregate_config.snapshot_every = cfg.snapshot_every;
+  auto router = cqrs::actors::spawn_router(system, pool, aggregate_config);
+  cqrs::actors::GatewayConfig gateway_config;
+  gateway_config.max_command_bytes = cfg.max_command_bytes;
+  gateway_config.default_timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(cfg.default_timeout);
+  std::vector<std::shared_ptr<cqrs::Middleware>> middlewares = {
+      std::make_shared<cqrs::actors::LoggingMiddleware>(),
+      std::make_shared<cqrs::actors::TimingMiddleware>()};
+  auto gateway = cqrs::actors::spawn_gateway(system, domain, router, gateway_config, middlewares);
+
+  auto stop_all = [&] {
+    for (auto& actor : {gateway, router, pool}) {
+      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+    }
+  };
+  auto port = system.middleman().publish(gateway, cfg.port, cfg.bind.c_str(), true);
+  if (!port) {
+    stop_all();
+    return fail("cannot listen on " + cfg.bind + ":" + std::to_string(cfg.port) + ": " +
+                system.render(port.error()));
+  }
+  if (cfg.bind != "127.0.0.1" && cfg.bind != "localhost" && cfg.bind != "::1") {
+    cqrs::log::warn(
+        "listening on a non-loopback address without TLS: anyone who can reach it "
+        "can send commands",
+        {{"bind", cfg.bind}});
+  }
+  std::printf("cqrsd: listening on %s:%u\n", cfg.bind.c_str(), static_cast<unsigned>(*port));
+  std::printf(
+      "cqrsd: try  cqrsctl --port %u dispatch IssueGiftCard "
+      "'{\"card_id\":\"c1\",\"amount\":5000}'\n",
+      static_cast<unsigned>(*port));
+  std::fflush(stdout);
+  cqrs::log::info("listening", {{"bind", cfg.bind}, {"port", std::to_string(*port)}});
+
+  // Signals were blocked before the actor system started its threads; wait for one here.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  int received = 0;
+  sigwait(&signals, &received);
+  cqrs::log::info("shutting down", {{"signal", received == SIGINT ? "SIGINT" : "SIGTERM"}});
+
+  (void)system.middleman().unpublish(gateway, *port);
+  {
+    caf::scoped_actor self{system};
+    self->request(gateway, cfg.drain_timeout, cqrs::actors::drain_atom::value)
+        .receive([](bool) { cqrs::log::info("in-flight commands answered"); },
+                 [&](caf::error& err) {
+                   cqrs::log::warn("stopped waiting for in-flight commands",
+                                   {{"error", system.render(err)}});
+                 });
+  }
+  stop_all();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block SIGINT/SIGTERM in every thread; the main thread takes them with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  bool migrate_only = argc > 1 && std::string_view(argv[1]) == "migrate";
+  std::vector<char*> args(argv, argv + argc);
+  if (migrate_only) args.erase(args.begin() + 1);
+
+  DaemonConfig cfg;
+  const char* default_config = "config/cqrsd.conf";
+  if (auto err = cfg.parse(static_cast<int>(args.size()), args.data(), default_config)) {
+    std::fprintf(stderr, "cqrsd: %s (see cqrsd --help)\n", caf::to_string(err).c_str());
+    return 2;
+  }
+  if (cfg.cli_helptext_printed) return 0;
+  if (!cqrs::log::configure(cfg.log_level, cfg.log_format)) {
+    std::fprintf(stderr,
+                 "cqrsd: log.level must be debug|info|warn|error and log.format "
+                 "text|json\n");
+    return 2;
+  }
+  if (cfg.db_url.empty()) {
+    if (const char* env = std::getenv("DATABASE_URL")) cfg.db_url = env;
+  }
+
+  if (migrate_only) {
+    auto migrated = connect_and_migrate(cfg.db_url, cfg.connect_timeout);
+    if (!migrated) return fail("migration failed: " + migrated.error().to_string());
+    std::printf("schema at version %d (%zu migrations applied)\n", migrated->version_after,
+                migrated->applied.size());
+    return 0;
+  }
+  caf::actor_system system{cfg};
+  return run_daemon(cfg, system);
+}
