@@ -157,27 +157,7 @@ caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
         LoadOutcome outcome;
         auto handle = ensure_store(*store, factory, outcome.error);
         if (!handle) return outcome;
-        int64_t after = job.after_version;
-        if (job.with_snapshot) {
-          auto snapshot = handle->load_snapshot(job.stream_id);
-          if (!snapshot) {
-            outcome.error = snapshot.error();
-            return outcome;
-          }
-          if (snapshot->has_value() && (*snapshot)->stream_version > after) {
-            outcome.snapshot = std::move(**snapshot);
-            after = outcome.snapshot->stream_version;
-          }
-        }
-        auto events = handle->read_stream(job.stream_id, after + 1,
-                                          std::numeric_limits<size_t>::max(), Direction::kForward);
-        if (!events) {
-          outcome.error = events.error();
-          outcome.snapshot.reset();
-          return outcome;
-        }
-        outcome.events = std::move(events).value();
-        return outcome;
+        return load_stream(*handle, job);
       },
       [store, factory](snapshot_atom, Snapshot& snapshot) {
         std::optional<Error> error;
@@ -186,6 +166,31 @@ caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
         }
       },
   };
+}
+
+LoadOutcome load_stream(EventStore& store, const LoadJob& job) {
+  LoadOutcome outcome;
+  int64_t after = job.after_version;
+  if (job.with_snapshot) {
+    auto snapshot = store.load_snapshot(job.stream_id);
+    if (!snapshot) {
+      outcome.error = snapshot.error();
+      return outcome;
+    }
+    if (snapshot->has_value() && (*snapshot)->stream_version > after) {
+      outcome.snapshot = std::move(**snapshot);
+      after = outcome.snapshot->stream_version;
+    }
+  }
+  auto events = store.read_stream(job.stream_id, after + 1, std::numeric_limits<size_t>::max(),
+                                  Direction::kForward);
+  if (!events) {
+    outcome.error = events.error();
+    outcome.snapshot.reset();
+    return outcome;
+  }
+  outcome.events = std::move(events).value();
+  return outcome;
 }
 
 caf::actor spawn_store_pool(caf::actor_system& system, StoreFactory factory,

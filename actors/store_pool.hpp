@@ -32,6 +32,10 @@ struct StorePoolConfig {
 caf::actor spawn_store_pool(caf::actor_system& system, StoreFactory factory,
                             StorePoolConfig config);
 
+// What a worker does for a LoadJob: the latest snapshot newer than job.after_version (when
+// asked for) and every event after it. Blocking: call it on a worker's thread.
+LoadOutcome load_stream(EventStore& store, const LoadJob& job);
+
 // The body of one worker; spawn it detached. Exposed for tests.
 caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory);
 
