@@ -1,7 +1,7 @@
 // Every message type exchanged between cqrsd's actors, and the atoms of the remote protocol.
 //
 // The remote protocol (client <-> gateway) uses only atoms and std::string, which CAF serializes
-// without registration: requests and replies are JSON documents (see docs/protocol.md).
+// without registration: requests and replies are JSON documents (see docs/commands.md).
 //   (dispatch_atom, envelope JSON)      -> reply JSON
 //   (state_atom, aggregate, id)         -> reply JSON
 // Everything else is local to one cqrsd process and never crosses the network.
