@@ -144,6 +144,55 @@ Result<QueryResult> Connection::exec_prepared(const std::string& name, const Par
       PQexecPrepared(conn_, name.c_str(), params.size(), values.data(), nullptr, nullptr, 0));
 }
 
+Result<std::vector<Result<QueryResult>>> Connection::exec_prepared_pipelined(
+    const std::string& name, const std::vector<Params>& runs, bool one_transaction) {
+  auto broken = [this](const std::string& what) -> Error {
+    std::string reason = trimmed(PQerrorMessage(conn_));
+    if (PQpipelineStatus(conn_) != PQ_PIPELINE_OFF) {
+      // Leave the connection in a clean state for the next caller: reconnect.
+      PQfinish(conn_);
+      conn_ = nullptr;
+      (void)reconnect();
+    }
+    return Error::unavailable("PostgreSQL pipeline " + what + " failed: " + reason);
+  };
+  if (PQenterPipelineMode(conn_) != 1) return broken("start");
+  for (const Params& params : runs) {
+    std::vector<const char*> values = params.pointers();
+    if (PQsendQueryPrepared(conn_, name.c_str(), params.size(), values.data(), nullptr, nullptr,
+                            0) != 1) {
+      return broken("send");
+    }
+    if (!one_transaction && PQpipelineSync(conn_) != 1) return broken("sync");
+  }
+  if (one_transaction && PQpipelineSync(conn_) != 1) return broken("sync");
+  if (PQflush(conn_) != 0) return broken("flush");
+
+  std::vector<Result<QueryResult>> results;
+  results.reserve(runs.size());
+  for (size_t run_idx = 0; run_idx < runs.size(); ++run_idx) {
+    PGresult* result = PQgetResult(conn_);
+    if (result == nullptr) return broken("read");
+    if (PQresultStatus(result) == PGRES_PIPELINE_ABORTED) {
+      PQclear(result);
+      results.emplace_back(Error::conflict(
+          errc::kStoreError, "not executed: another statement in the same transaction failed"));
+    } else {
+      results.push_back(check(result));
+    }
+    // Each query's results end with a null.
+    while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
+    if (!one_transaction || run_idx + 1 == runs.size()) {
+      PGresult* sync = PQgetResult(conn_);
+      bool synced = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+      if (sync != nullptr) PQclear(sync);
+      if (!synced) return broken("sync read");
+    }
+  }
+  if (PQexitPipelineMode(conn_) != 1) return broken("end");
+  return results;
+}
+
 Result<void> Connection::listen(std::string_view channel) {
   auto result = exec("LISTEN " + quote_identifier(channel));
   if (!result) return result.error();

@@ -85,6 +85,14 @@ class Connection {
   Result<void> prepare(const std::string& name, const std::string& sql);
   Result<QueryResult> exec_prepared(const std::string& name, const Params& params);
 
+  // Runs the prepared statement once per parameter set in ONE round trip (libpq pipeline mode).
+  // With `one_transaction`, all runs form one implicit transaction: if any fails, none commits
+  // and the others report pipeline_aborted. Otherwise each run commits on its own. The outer
+  // Result fails only when the connection broke; per-run failures are in the vector.
+  Result<std::vector<Result<QueryResult>>> exec_prepared_pipelined(const std::string& name,
+                                                                   const std::vector<Params>& runs,
+                                                                   bool one_transaction);
+
   // Starts listening on `channel` and returns the payloads of notifications received so far
   // (waiting up to `timeout_ms` for the first when none is pending; 0 returns at once).
   Result<void> listen(std::string_view channel);

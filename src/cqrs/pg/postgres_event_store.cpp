@@ -286,50 +286,43 @@ std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest>
     return results;
   }
 
-  auto run_one = [&](size_t idx) -> Result<WriteResult> {
+  std::vector<Params> runs;
+  runs.reserve(pending.size());
+  for (size_t idx : pending) {
     const WriteRequest& request = requests[idx];
     const CommandRecord* command = request.command ? &*request.command : nullptr;
-    auto rows = conn_->exec_prepared(
-        "append", append_params(request.stream_id, request.expected, request.events, command));
-    if (!rows) return rows.error();
-    return interpret_append(*rows, request.stream_id, request.expected, command);
+    runs.push_back(append_params(request.stream_id, request.expected, request.events, command));
+  }
+  auto interpret = [&](size_t pending_idx, Result<QueryResult>& rows) {
+    size_t idx = pending[pending_idx];
+    const WriteRequest& request = requests[idx];
+    const CommandRecord* command = request.command ? &*request.command : nullptr;
+    results[idx] = rows ? interpret_append(*rows, request.stream_id, request.expected, command)
+                        : WriteResult{{}, rows.error(), {}};
   };
 
-  // One transaction for the whole group. A statement that raises (a duplicate event id, say)
-  // aborts it; then each request runs on its own so the others still succeed.
-  bool grouped = pending.size() > 1;
-  if (grouped) {
-    bool failed = false;
-    auto begun = conn_->exec("BEGIN");
-    if (!begun) failed = true;
-    for (size_t idx : pending) {
-      if (failed) break;
-      auto one = run_one(idx);
-      if (!one) {
-        failed = true;
-        if (one.error().kind() == ErrorKind::kUnavailable) {
-          for (size_t each : pending) results[each] = WriteResult{{}, one.error(), {}};
-          return results;
-        }
-        break;
-      }
-      results[idx] = std::move(one).value();
-    }
-    if (!failed) {
-      auto committed = conn_->exec("COMMIT");
-      if (!committed) {
-        for (size_t idx : pending) results[idx] = WriteResult{{}, committed.error(), {}};
-        return results;
-      }
-    } else {
-      if (conn_->is_ok()) (void)conn_->exec("ROLLBACK");
-      grouped = false;
-    }
-  }
+  // The whole group in one round trip and one transaction. A statement that raises (a duplicate
+  // event id, say) aborts all of it; then each request runs in its own transaction, still in one
+  // round trip, so the others succeed.
+  auto grouped = conn_->exec_prepared_pipelined("append", runs, /*one_transaction=*/true);
   if (!grouped) {
-    for (size_t idx : pending) {
-      auto one = run_one(idx);
-      results[idx] = one ? std::move(one).value() : WriteResult{{}, one.error(), {}};
+    for (size_t idx : pending) results[idx] = WriteResult{{}, grouped.error(), {}};
+    return results;
+  }
+  bool all_ran = true;
+  for (const auto& rows : *grouped) all_ran = all_ran && rows.ok();
+  if (all_ran || pending.size() == 1) {
+    for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
+      interpret(pending_idx, (*grouped)[pending_idx]);
+    }
+  } else {
+    auto separate = conn_->exec_prepared_pipelined("append", runs, /*one_transaction=*/false);
+    if (!separate) {
+      for (size_t idx : pending) results[idx] = WriteResult{{}, separate.error(), {}};
+      return results;
+    }
+    for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
+      interpret(pending_idx, (*separate)[pending_idx]);
     }
   }
 
