@@ -144,33 +144,31 @@ Result<QueryResult> Connection::exec_prepared(const std::string& name, const Par
       PQexecPrepared(conn_, name.c_str(), params.size(), values.data(), nullptr, nullptr, 0));
 }
 
-Result<std::vector<Result<QueryResult>>> Connection::exec_prepared_pipelined(
-    const std::string& name, const std::vector<Params>& runs, bool one_transaction) {
+Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
+    const std::vector<PipelineStep>& steps) {
   auto broken = [this](const std::string& what) -> Error {
     std::string reason = trimmed(PQerrorMessage(conn_));
-    if (PQpipelineStatus(conn_) != PQ_PIPELINE_OFF) {
-      // Leave the connection in a clean state for the next caller: reconnect.
-      PQfinish(conn_);
-      conn_ = nullptr;
-      (void)reconnect();
-    }
+    // Leave no half-read pipeline behind: the next call starts on a fresh connection.
+    PQfinish(conn_);
+    conn_ = nullptr;
+    (void)reconnect();
     return Error::unavailable("PostgreSQL pipeline " + what + " failed: " + reason);
   };
+  if (steps.empty()) return std::vector<Result<QueryResult>>{};
   if (PQenterPipelineMode(conn_) != 1) return broken("start");
-  for (const Params& params : runs) {
-    std::vector<const char*> values = params.pointers();
-    if (PQsendQueryPrepared(conn_, name.c_str(), params.size(), values.data(), nullptr, nullptr,
-                            0) != 1) {
+  for (const PipelineStep& step : steps) {
+    std::vector<const char*> values = step.params.pointers();
+    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), values.data(), nullptr,
+                            nullptr, 0) != 1) {
       return broken("send");
     }
-    if (!one_transaction && PQpipelineSync(conn_) != 1) return broken("sync");
+    if (step.sync_after && PQpipelineSync(conn_) != 1) return broken("sync");
   }
-  if (one_transaction && PQpipelineSync(conn_) != 1) return broken("sync");
   if (PQflush(conn_) != 0) return broken("flush");
 
   std::vector<Result<QueryResult>> results;
-  results.reserve(runs.size());
-  for (size_t run_idx = 0; run_idx < runs.size(); ++run_idx) {
+  results.reserve(steps.size());
+  for (const PipelineStep& step : steps) {
     PGresult* result = PQgetResult(conn_);
     if (result == nullptr) return broken("read");
     if (PQresultStatus(result) == PGRES_PIPELINE_ABORTED) {
@@ -180,9 +178,8 @@ Result<std::vector<Result<QueryResult>>> Connection::exec_prepared_pipelined(
     } else {
       results.push_back(check(result));
     }
-    // Each query's results end with a null.
-    while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
-    if (!one_transaction || run_idx + 1 == runs.size()) {
+    while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);  // a query's results end in null
+    if (step.sync_after) {
       PGresult* sync = PQgetResult(conn_);
       bool synced = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
       if (sync != nullptr) PQclear(sync);

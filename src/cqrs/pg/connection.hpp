@@ -85,13 +85,17 @@ class Connection {
   Result<void> prepare(const std::string& name, const std::string& sql);
   Result<QueryResult> exec_prepared(const std::string& name, const Params& params);
 
-  // Runs the prepared statement once per parameter set in ONE round trip (libpq pipeline mode).
-  // With `one_transaction`, all runs form one implicit transaction: if any fails, none commits
-  // and the others report pipeline_aborted. Otherwise each run commits on its own. The outer
-  // Result fails only when the connection broke; per-run failures are in the vector.
-  Result<std::vector<Result<QueryResult>>> exec_prepared_pipelined(const std::string& name,
-                                                                   const std::vector<Params>& runs,
-                                                                   bool one_transaction);
+  // One prepared statement of a pipeline. Statements up to and including one with
+  // `sync_after` form one implicit transaction: if any of them fails, none of them commits and
+  // the rest report "not executed".
+  struct PipelineStep {
+    std::string name;
+    Params params;
+    bool sync_after = true;
+  };
+  // Sends every step in ONE round trip (libpq pipeline mode) and returns one result per step.
+  // The outer Result fails only when the connection broke. REQUIRES: the last step syncs.
+  Result<std::vector<Result<QueryResult>>> exec_pipeline(const std::vector<PipelineStep>& steps);
 
   // Starts listening on `channel` and returns the payloads of notifications received so far
   // (waiting up to `timeout_ms` for the first when none is pending; 0 returns at once).

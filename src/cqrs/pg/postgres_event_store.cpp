@@ -33,7 +33,8 @@ std::vector<Statement> statements() {
       // notification lost in a crash only delays readers, and an fsync here would double the
       // cost of every append.
       {"notify", "SELECT set_config('synchronous_commit', 'off', true), pg_notify('" +
-                     std::string(kEventsChannel) + "', $1)"},
+                     std::string(kEventsChannel) +
+                     "', pg_sequence_last_value('cqrs.events_global_position_seq')::text)"},
       {"read_forward", "SELECT " + columns +
                            " FROM cqrs.events WHERE stream_id = $1 AND stream_version >= $2 "
                            "ORDER BY stream_version LIMIT $3"},
@@ -262,11 +263,15 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
                                                 std::span<const EventData> events) {
   if (auto valid = validate_append(stream_id, expected, events); !valid) return valid.error();
   if (auto connected = ensure_connected(); !connected) return connected.error();
-  auto rows = conn_->exec_prepared("append", append_params(stream_id, expected, events, nullptr));
+  std::vector<Connection::PipelineStep> steps;
+  steps.push_back({"append", append_params(stream_id, expected, events, nullptr), true});
+  add_notify(steps);
+  auto results = conn_->exec_pipeline(steps);
+  if (!results) return results.error();
+  auto& rows = (*results)[0];
   if (!rows) return rows.error();
   WriteResult result = interpret_append(*rows, stream_id, expected, nullptr);
   if (!result.ok()) return *result.error;
-  notify_head(result.appended->global_positions.back());
   return std::move(*result.appended);
 }
 
@@ -301,47 +306,53 @@ std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest>
                         : WriteResult{{}, rows.error(), {}};
   };
 
-  // The whole group in one round trip and one transaction. A statement that raises (a duplicate
-  // event id, say) aborts all of it; then each request runs in its own transaction, still in one
-  // round trip, so the others succeed.
-  auto grouped = conn_->exec_prepared_pipelined("append", runs, /*one_transaction=*/true);
+  // The whole group in one round trip and one transaction, then the wake-up. A statement that
+  // raises (a duplicate event id, say) aborts all of it; then each request runs in its own
+  // transaction, again in one round trip, so the others succeed.
+  auto run = [&](bool one_transaction) -> Result<std::vector<Result<QueryResult>>> {
+    std::vector<Connection::PipelineStep> steps;
+    for (size_t run_idx = 0; run_idx < runs.size(); ++run_idx) {
+      bool last = run_idx + 1 == runs.size();
+      steps.push_back({"append", std::move(runs[run_idx]), !one_transaction || last});
+    }
+    add_notify(steps);
+    auto done = conn_->exec_pipeline(steps);
+    for (size_t run_idx = 0; run_idx < runs.size(); ++run_idx) {
+      runs[run_idx] = std::move(steps[run_idx].params);  // kept for a second attempt
+    }
+    return done;
+  };
+  auto grouped = run(/*one_transaction=*/true);
   if (!grouped) {
     for (size_t idx : pending) results[idx] = WriteResult{{}, grouped.error(), {}};
     return results;
   }
   bool all_ran = true;
-  for (const auto& rows : *grouped) all_ran = all_ran && rows.ok();
-  if (all_ran || pending.size() == 1) {
-    for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
-      interpret(pending_idx, (*grouped)[pending_idx]);
-    }
-  } else {
-    auto separate = conn_->exec_prepared_pipelined("append", runs, /*one_transaction=*/false);
+  for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
+    all_ran = all_ran && (*grouped)[pending_idx].ok();
+  }
+  auto* outcome = &*grouped;
+  Result<std::vector<Result<QueryResult>>> separate = std::vector<Result<QueryResult>>{};
+  if (!all_ran && pending.size() > 1) {
+    separate = run(/*one_transaction=*/false);
     if (!separate) {
       for (size_t idx : pending) results[idx] = WriteResult{{}, separate.error(), {}};
       return results;
     }
-    for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
-      interpret(pending_idx, (*separate)[pending_idx]);
-    }
+    outcome = &*separate;
   }
-
-  int64_t head = 0;
-  for (size_t idx : pending) {
-    if (results[idx].ok() && !results[idx].appended->global_positions.empty()) {
-      head = std::max(head, results[idx].appended->global_positions.back());
-    }
+  for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
+    interpret(pending_idx, (*outcome)[pending_idx]);
   }
-  if (head > 0) notify_head(head);
   return results;
 }
 
-void PostgresEventStore::notify_head(int64_t head) {
-  // NOTIFY after the commit, in its own transaction: a NOTIFY inside the append's transaction
-  // would serialize every appender's commit on Postgres' notify-queue lock. A lost notification
-  // only delays readers, which also poll.
-  if (!options_.notify) return;
-  (void)conn_->exec_prepared("notify", Params().add(std::to_string(head)));
+void PostgresEventStore::add_notify(std::vector<Connection::PipelineStep>& steps) const {
+  // The wake-up rides in the same round trip, in its own transaction committed without waiting
+  // for the WAL flush: inside the appends' transaction it would serialize every writer's commit
+  // on PostgreSQL's notification lock, and a lost notification only delays readers (they also
+  // poll). A failed append makes it a spurious wake-up, which readers tolerate.
+  if (options_.notify) steps.push_back({"notify", Params(), true});
 }
 
 Result<std::vector<RecordedEvent>> PostgresEventStore::read_stream(std::string_view stream_id,

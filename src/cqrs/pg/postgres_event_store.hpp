@@ -16,10 +16,9 @@
 #include <string>
 
 #include "cqrs/event_store.hpp"
+#include "cqrs/pg/connection.hpp"
 
 namespace cqrs::pg {
-
-class Connection;
 
 // NOTIFY channel signalled after each append; the payload is the new head's global position.
 inline constexpr std::string_view kEventsChannel = "cqrs_events";
@@ -69,7 +68,7 @@ class PostgresEventStore final : public EventStore {
   explicit PostgresEventStore(std::unique_ptr<Connection> conn, PostgresStoreOptions options);
   Result<void> prepare_statements();
   Result<void> ensure_connected();
-  void notify_head(int64_t head);
+  void add_notify(std::vector<Connection::PipelineStep>& steps) const;
 
   std::unique_ptr<Connection> conn_;
   PostgresStoreOptions options_;
