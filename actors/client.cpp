@@ -25,10 +25,22 @@ class ClientConfig : public caf::actor_system_config {
   ClientConfig() {
     load<caf::io::middleman>();
     set("logger.verbosity", caf::atom("quiet"));
+    // CAF 0.17's BASP worker hub loses replies under many concurrent connections.
+    set("middleman.workers", size_t{0});
   }
 };
 
 using done_atom = caf::atom_constant<caf::atom("done")>;
+
+// Sends one request and hands its reply (or a transport error) to `done`.
+template <class... Ts>
+void request_reply(caf::event_based_actor* self, const caf::actor& gateway,
+                   std::chrono::milliseconds timeout, std::function<void(Result<std::string>)> done,
+                   Ts&&... xs) {
+  self->request(gateway, timeout, std::forward<Ts>(xs)...)
+      .then([done](std::string& reply) { done(std::move(reply)); },
+            [self, done](caf::error& err) { done(transport_error(self->system(), err)); });
+}
 
 }  // namespace
 
@@ -82,12 +94,15 @@ std::string Client::envelope(std::string_view type, std::string_view payload,
 
 Result<std::string> Client::send_envelope(const std::string& envelope,
                                           std::chrono::milliseconds timeout) {
-  caf::scoped_actor self{impl_->system};
   std::optional<Result<std::string>> out;
-  // A little longer than the server's own timeout, so the server's answer wins.
-  self->request(impl_->gateway, timeout + std::chrono::seconds(1), dispatch_atom::value, envelope)
-      .receive([&](std::string& reply) { out = std::move(reply); },
-               [&](caf::error& err) { out = transport_error(impl_->system, err); });
+  run_requests(
+      1, 1,
+      [&](caf::event_based_actor* self, const caf::actor& gateway, size_t, ReplyHandler done) {
+        // A little longer than the server's own timeout, so the server's answer wins.
+        request_reply(self, gateway, timeout + std::chrono::seconds(1), std::move(done),
+                      dispatch_atom::value, envelope);
+      },
+      [&](size_t, Result<std::string> reply) { out = std::move(reply); });
   return std::move(*out);
 }
 
@@ -100,54 +115,88 @@ Result<DispatchReply> Client::dispatch(std::string_view type, std::string_view p
 
 Result<DispatchReply> Client::state(std::string_view aggregate, std::string_view id,
                                     std::chrono::milliseconds timeout) {
-  caf::scoped_actor self{impl_->system};
-  std::optional<Result<DispatchReply>> out;
-  self->request(impl_->gateway, timeout, state_atom::value, std::string(aggregate), std::string(id))
-      .receive([&](std::string& reply) { out = DispatchReply::parse(reply); },
-               [&](caf::error& err) { out = transport_error(impl_->system, err); });
-  return std::move(*out);
+  std::optional<Result<std::string>> out;
+  std::string aggregate_name(aggregate);
+  std::string aggregate_id(id);
+  run_requests(
+      1, 1,
+      [&](caf::event_based_actor* self, const caf::actor& gateway, size_t, ReplyHandler done) {
+        request_reply(self, gateway, timeout, std::move(done), state_atom::value, aggregate_name,
+                      aggregate_id);
+      },
+      [&](size_t, Result<std::string> reply) { out = std::move(reply); });
+  if (!*out) return out->error();
+  return DispatchReply::parse(**out);
 }
 
 void Client::dispatch_many(const std::vector<std::string>& envelopes, size_t window,
                            std::chrono::milliseconds timeout,
                            const std::function<void(size_t, Result<std::string>)>& on_reply) {
-  if (envelopes.empty()) return;
+  run_requests(
+      envelopes.size(), window,
+      [&](caf::event_based_actor* self, const caf::actor& gateway, size_t index,
+          ReplyHandler done) {
+        request_reply(self, gateway, timeout + std::chrono::seconds(1), std::move(done),
+                      dispatch_atom::value, envelopes[index]);
+      },
+      on_reply);
+}
+
+void Client::run_requests(size_t count, size_t window, const Issue& issue,
+                          const std::function<void(size_t, Result<std::string>)>& on_reply) {
+  if (count == 0) return;
   caf::scoped_actor waiter{impl_->system};
   caf::actor waiter_handle = caf::actor_cast<caf::actor>(waiter);
   caf::actor gateway = impl_->gateway;
-  caf::actor_system* system = &impl_->system;
-  auto sender = impl_->system.spawn([&envelopes, window, timeout, &on_reply, waiter_handle, gateway,
-                                     system](caf::event_based_actor* self) {
-    auto next_index = std::make_shared<size_t>(0);
-    auto answered = std::make_shared<size_t>(0);
-    auto send_next = std::make_shared<std::function<void()>>();
-    *send_next = [=, &envelopes, &on_reply]() {
-      if (*next_index >= envelopes.size()) return;
-      size_t index = (*next_index)++;
-      self->request(gateway, timeout + std::chrono::seconds(1), dispatch_atom::value,
-                    envelopes[index])
-          .then(
-              [=, &envelopes, &on_reply](std::string& reply) {
-                on_reply(index, std::move(reply));
-                if (++*answered == envelopes.size()) {
-                  self->send(waiter_handle, done_atom::value);
-                  self->quit();
-                  return;
-                }
-                (*send_next)();
-              },
-              [=, &envelopes, &on_reply](caf::error& err) {
-                on_reply(index, transport_error(*system, err));
-                if (++*answered == envelopes.size()) {
-                  self->send(waiter_handle, done_atom::value);
-                  self->quit();
-                  return;
-                }
-                (*send_next)();
-              });
-    };
-    for (size_t idx = 0; idx < std::max<size_t>(1, window); ++idx) (*send_next)();
-  });
+  impl_->system.spawn(
+      [&issue, &on_reply, count, window, waiter_handle, gateway](caf::event_based_actor* self) {
+        struct Progress {
+          size_t next = 0;
+          size_t answered = 0;
+          std::vector<bool> done;
+          bool finished = false;
+        };
+        auto progress = std::make_shared<Progress>();
+        progress->done.assign(count, false);
+        auto finish_one = [self, progress, count, &on_reply, waiter_handle](
+                              size_t index, Result<std::string> reply) {
+          if (progress->finished || progress->done[index]) return false;
+          progress->done[index] = true;
+          on_reply(index, std::move(reply));
+          if (++progress->answered == count) {
+            progress->finished = true;
+            self->send(waiter_handle, done_atom::value);
+            self->quit();
+            return false;
+          }
+          return true;
+        };
+        // When the connection to cqrsd is lost, outstanding and unsent requests fail at once
+        // instead of each waiting out its timeout.
+        self->monitor(gateway);
+        self->set_down_handler([self, progress, count, finish_one](caf::down_msg& down) {
+          Error lost(ErrorKind::kUnavailable, "transport_error",
+                     "lost the connection to cqrsd: " + self->system().render(down.reason));
+          for (size_t index = 0; index < count && !progress->finished; ++index) {
+            finish_one(index, lost);
+          }
+        });
+        auto send_next = std::make_shared<std::function<void()>>();
+        *send_next = [self, progress, count, &issue, gateway, finish_one, send_next]() {
+          if (progress->finished || progress->next >= count) return;
+          size_t index = progress->next++;
+          std::weak_ptr<std::function<void()>> weak_next = send_next;
+          issue(self, gateway, index,
+                [index, finish_one, weak_next](Result<std::string> reply) mutable {
+                  if (finish_one(index, std::move(reply))) {
+                    if (auto next = weak_next.lock()) (*next)();
+                  }
+                });
+        };
+        for (size_t idx = 0; idx < std::max<size_t>(1, window); ++idx) (*send_next)();
+        // The behavior keeps send_next alive for the actor's lifetime; nothing else holds it.
+        return caf::behavior{[send_next](done_atom) {}};
+      });
   waiter->receive([](done_atom) {});
 }
 

@@ -19,6 +19,11 @@
 #include <vector>
 
 #include "cqrs/domain/json_mapping.hpp"
+
+namespace caf {
+class actor;
+class event_based_actor;
+}  // namespace caf
 #include "cqrs/result.hpp"
 
 namespace cqrs {
@@ -78,6 +83,14 @@ class Client {
 
  private:
   struct Impl;
+  using ReplyHandler = std::function<void(Result<std::string>)>;
+  // Starts the request for `index` on the helper actor; `done` takes its reply.
+  using Issue = std::function<void(caf::event_based_actor*, const caf::actor&, size_t index,
+                                   ReplyHandler done)>;
+  // Runs `count` requests with at most `window` in flight and returns when all are answered;
+  // when the connection to cqrsd drops, the rest fail at once with transport_error.
+  void run_requests(size_t count, size_t window, const Issue& issue,
+                    const std::function<void(size_t, Result<std::string>)>& on_reply);
   explicit Client(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -46,6 +46,9 @@ class DaemonConfig : public caf::actor_system_config {
   DaemonConfig() {
     load<caf::io::middleman>();
     set("logger.verbosity", caf::atom("quiet"));
+    // CAF 0.17.6's BASP worker hub (middleman.workers) loses replies when many clients connect
+    // at once (tests/system/transport_test.cpp); deserialize on the multiplexer thread instead.
+    set("middleman.workers", size_t{0});
     opt_group{custom_options_, "db"}
         .add(db_url, "url", "PostgreSQL URL (default: DATABASE_URL, else libpq's PG* variables)")
         .add(pool_size, "pool_size", "store connections (detached writer/loader workers)")

@@ -1,0 +1,142 @@
+// Malformed commands through real processes: each gets a clear error reply with exit code 2,
+// nothing is stored, and the daemon keeps serving valid commands afterwards.
+#include <gtest/gtest.h>
+
+#include "system/system_support.hpp"
+
+namespace cqrs::system_test {
+namespace {
+
+using nlohmann::json;
+
+constexpr int kExitError = 2;
+constexpr size_t kTwoMebibytes = 2 * 1024 * 1024;
+
+class MalformedInputTest : public SystemTest {
+ protected:
+  void SetUp() override {
+    SystemTest::SetUp();
+    if (HasFatalFailure()) return;
+    daemon_ = start_daemon();
+    ASSERT_NE(daemon_, nullptr);
+  }
+
+  // The reply is an error with `code` whose message contains `mentions`, exit code 2, and
+  // cqrsctl explained it on stderr.
+  void expect_error(const CtlReply& reply, const std::string& code, const std::string& mentions) {
+    EXPECT_EQ(reply.exit_code(), kExitError) << reply.describe();
+    EXPECT_EQ(reply.status(), "error") << reply.describe();
+    EXPECT_EQ(reply.error(), code) << reply.describe();
+    std::string message = reply.json.is_object() ? reply.json.value("message", "") : "";
+    EXPECT_NE(message.find(mentions), std::string::npos)
+        << "message should mention '" << mentions << "': " << reply.describe();
+    EXPECT_NE(reply.process.stderr_text.find(code), std::string::npos) << reply.describe();
+  }
+
+  // The daemon is still up, answers a valid command, and stored nothing but that command.
+  void expect_still_serving() {
+    ASSERT_TRUE(daemon_->running()) << daemon_->stderr_text();
+    CtlReply ok = dispatch(daemon_->port(), "IssueGiftCard", {{"card_id", "fine"}, {"amount", 5}});
+    EXPECT_EQ(ok.exit_code(), 0) << ok.describe();
+    EXPECT_EQ(ok.status(), "ok") << ok.describe();
+    auto stored = events();
+    ASSERT_EQ(stored.size(), 1u) << "only the valid command stores events";
+    EXPECT_EQ(stored[0].stream_id, "giftcard-fine");
+    daemon_->stop();
+  }
+
+  std::unique_ptr<Daemon> daemon_;
+};
+
+TEST_F(MalformedInputTest, GarbageJsonPayloadIsAnInvalidCommand) {
+  expect_error(dispatch_text(daemon_->port(), "IssueGiftCard", R"({"card_id": "g1", amount: })"),
+               "invalid_command", "not valid JSON");
+  expect_error(dispatch_text(daemon_->port(), "IssueGiftCard", "[1,2,3]"), "invalid_command",
+               "IssueGiftCard");
+  expect_still_serving();
+}
+
+TEST_F(MalformedInputTest, UnknownCommandTypeIsUnregisteredAndListsTheKnownTypes) {
+  CtlReply reply = dispatch(daemon_->port(), "TopUpGiftCard", {{"card_id", "u1"}, {"amount", 1}});
+  expect_error(reply, "unregistered_command", "TopUpGiftCard");
+  EXPECT_NE(reply.json.value("message", "").find("RedeemGiftCard"), std::string::npos)
+      << reply.describe();
+  expect_still_serving();
+}
+
+TEST_F(MalformedInputTest, MissingFieldIsNamed) {
+  expect_error(dispatch(daemon_->port(), "IssueGiftCard", {{"card_id", "m1"}}), "invalid_command",
+               "'amount'");
+  expect_error(dispatch(daemon_->port(), "CancelGiftCard", json::object()), "invalid_command",
+               "'card_id'");
+  expect_still_serving();
+}
+
+TEST_F(MalformedInputTest, MistypedFieldIsNamedWithItsType) {
+  expect_error(dispatch(daemon_->port(), "IssueGiftCard", {{"card_id", "t1"}, {"amount", "lots"}}),
+               "invalid_command", "'amount' must be an integer");
+  expect_error(dispatch(daemon_->port(), "RedeemGiftCard", {{"card_id", 17}, {"amount", 1}}),
+               "invalid_command", "'card_id'");
+  expect_still_serving();
+}
+
+TEST_F(MalformedInputTest, TwoMebibytePayloadIsCommandTooLarge) {
+  // Through stdin: one argv string may not exceed MAX_ARG_STRLEN (128 KiB).
+  std::string padding(kTwoMebibytes, 'x');
+  json data = {{"card_id", "big"}, {"amount", 1}, {"note", padding}};
+  std::vector<std::string> lines = {
+      envelope_line("IssueGiftCard", data, new_command_id()),
+      json{{"type", "IssueGiftCard"}, {"payload", data.dump()}}.dump(),
+  };
+  BatchReply batch = dispatch_batch(daemon_->port(), lines, 2);
+  EXPECT_EQ(batch.process.exit_code, kExitError) << batch.process.describe();
+  ASSERT_EQ(batch.replies.size(), 2u) << batch.process.describe();
+  for (const auto& reply : batch.replies) {
+    EXPECT_EQ(reply.value("status", ""), "error") << reply;
+    EXPECT_EQ(reply.value("error", ""), "command_too_large") << reply;
+    EXPECT_NE(reply.value("message", "").find("1048576"), std::string::npos)
+        << "the message names the limit: " << reply;
+  }
+  expect_still_serving();
+}
+
+TEST_F(MalformedInputTest, NonObjectEnvelopeLinesGetErrorsInInputOrderAndValidLinesStillRun) {
+  std::string valid_id = new_command_id();
+  std::vector<std::string> lines = {
+      "[1,2,3]",
+      "\"IssueGiftCard\"",
+      "42",
+      "this is not json",
+      R"({"data":{"card_id":"n1","amount":5}})",  // no type
+      R"({"type":"IssueGiftCard","data":{"card_id":"n1","amount":5},"command_id":"not-a-uuid"})",
+      R"({"type":"IssueGiftCard","data":{"card_id":"n1","amount":5},"metadata":[1]})",
+      envelope_line("IssueGiftCard", {{"card_id", "ok-in-batch"}, {"amount", 5}}, valid_id),
+  };
+  BatchReply batch = dispatch_batch(daemon_->port(), lines, 4);
+  EXPECT_EQ(batch.process.exit_code, kExitError) << batch.process.describe();
+  ASSERT_EQ(batch.replies.size(), lines.size()) << batch.process.describe();
+  const char* mentions[] = {
+      "not a JSON object", "not a JSON object", "not a JSON object", "not a JSON object", "'type'",
+      "'command_id'",      "'metadata'"};
+  for (size_t idx = 0; idx + 1 < lines.size(); ++idx) {
+    const json& reply = batch.replies[idx];
+    SCOPED_TRACE("line " + std::to_string(idx + 1) + ": " + lines[idx]);
+    EXPECT_EQ(reply.value("status", ""), "error") << reply;
+    EXPECT_EQ(reply.value("error", ""), "invalid_command") << reply;
+    EXPECT_NE(reply.value("message", "").find(mentions[idx]), std::string::npos) << reply;
+  }
+  EXPECT_EQ(batch.replies.back().value("status", ""), "ok") << batch.replies.back();
+  EXPECT_EQ(batch.replies.back().value("command_id", ""), valid_id);
+
+  auto stored = events();
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].stream_id, "giftcard-ok-in-batch");
+  ASSERT_TRUE(daemon_->running()) << daemon_->stderr_text();
+  CtlReply after =
+      dispatch(daemon_->port(), "IssueGiftCard", {{"card_id", "after"}, {"amount", 1}});
+  EXPECT_EQ(after.status(), "ok") << after.describe();
+  daemon_->stop();
+}
+
+}  // namespace
+}  // namespace cqrs::system_test
