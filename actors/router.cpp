@@ -1,7 +1,10 @@
 // Router: one aggregate actor per stream id.
 #include "actors/router.hpp"
 
+#include <malloc.h>
+
 #include <caf/all.hpp>
+#include <chrono>
 #include <unordered_map>
 
 namespace cqrs::actors {
@@ -16,6 +19,8 @@ struct RouterState {
   caf::actor pool;
   AggregateConfig config;
   std::unordered_map<std::string, LiveAggregate> live;
+  uint64_t stops_since_trim = 0;
+  std::chrono::steady_clock::time_point last_trim{};
   static inline const char* name = "cqrs.router";
 };
 
@@ -30,6 +35,20 @@ LiveAggregate& find_or_spawn(RouterActor* self, const AggregateType* type,
                                          caf::actor_cast<caf::actor>(self), type, stream_id);
   self->monitor(aggregate);
   return live.emplace(stream_id, LiveAggregate{aggregate, 0}).first->second;
+}
+
+// glibc keeps the memory of stopped aggregates for reuse instead of returning it to the system,
+// so an idle daemon would stay at its peak size. After many stops (or when none is left), hand
+// it back, at most every 10 s: malloc_trim takes milliseconds on a large heap.
+void return_memory_after_stops(RouterState& state) {
+  constexpr uint64_t kStopsPerTrim = 10000;
+  ++state.stops_since_trim;
+  if (state.stops_since_trim < kStopsPerTrim && !state.live.empty()) return;
+  auto now = std::chrono::steady_clock::now();
+  if (now - state.last_trim < std::chrono::seconds(10)) return;
+  state.last_trim = now;
+  state.stops_since_trim = 0;
+  malloc_trim(0);
 }
 
 caf::behavior router(RouterActor* self, caf::actor pool, AggregateConfig config) {
@@ -73,6 +92,7 @@ caf::behavior router(RouterActor* self, caf::actor pool, AggregateConfig config)
         self->demonitor(it->second.actor);
         self->send(it->second.actor, stop_atom::value);
         self->state.live.erase(it);
+        return_memory_after_stops(self->state);
       },
       [self](status_atom) { return static_cast<uint64_t>(self->state.live.size()); },
   };

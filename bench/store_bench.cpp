@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_support.hpp"
 #include "cqrs/event.hpp"
 #include "cqrs/pg/connection.hpp"
 #include "cqrs/pg/migrate.hpp"
@@ -36,6 +37,8 @@
 #include "cqrs/uuid.hpp"
 
 namespace {
+
+using namespace cqrs::bench;
 
 using Clock = std::chrono::steady_clock;
 
@@ -88,97 +91,10 @@ std::string with_commas(double value) {
   return out;
 }
 
-std::string fixed(double value, int decimals) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%.*f", decimals, value);
-  return buffer;
-}
-
 // ---- raw libpq -------------------------------------------------------------------------------
-
-struct PgConnCloser {
-  void operator()(PGconn* conn) const { PQfinish(conn); }
-};
-struct PgResultClearer {
-  void operator()(PGresult* result) const { PQclear(result); }
-};
-using PgConnPtr = std::unique_ptr<PGconn, PgConnCloser>;
-using PgResultPtr = std::unique_ptr<PGresult, PgResultClearer>;
-
-std::string trimmed(const char* text) {
-  std::string out = text == nullptr ? "" : text;
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
-}
-
-// Connects; on failure returns nullptr and sets `error`.
-PgConnPtr connect_raw(const std::string& conninfo, std::string& error) {
-  PgConnPtr conn(PQconnectdb(conninfo.c_str()));
-  if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
-    error = "cannot connect: " + (conn ? trimmed(PQerrorMessage(conn.get())) : "out of memory");
-    return nullptr;
-  }
-  return conn;
-}
-
-// Checks a result; on failure returns nullptr and sets `error`.
-PgResultPtr checked(PGconn* conn, PGresult* raw_result, std::string& error) {
-  PgResultPtr result(raw_result);
-  ExecStatusType status = result ? PQresultStatus(result.get()) : PGRES_FATAL_ERROR;
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    error = trimmed(result ? PQresultErrorMessage(result.get()) : PQerrorMessage(conn));
-    return nullptr;
-  }
-  return result;
-}
-
-PgResultPtr exec_sql(PGconn* conn, const std::string& sql, std::string& error) {
-  return checked(conn, PQexec(conn, sql.c_str()), error);
-}
-
-// The first field of a one-row query, or "?" on error.
-std::string query_value(PGconn* conn, const std::string& sql) {
-  std::string error;
-  PgResultPtr result = exec_sql(conn, sql, error);
-  if (!result || PQntuples(result.get()) == 0) return "?";
-  return PQgetvalue(result.get(), 0, 0);
-}
 
 int64_t row_count(PGconn* conn, const std::string& table) {
   return std::strtoll(query_value(conn, "SELECT count(*) FROM " + table).c_str(), nullptr, 10);
-}
-
-std::string quote_conninfo_value(std::string_view value) {
-  std::string out = "'";
-  for (char c : value) {
-    if (c == '\\' || c == '\'') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back('\'');
-  return out;
-}
-
-// `conninfo` (URL or keyword string) with its dbname replaced, as a keyword string. Parsing with
-// libpq itself keeps every other setting (host, port, user, sslmode, ...) whatever the input form;
-// settings absent from `conninfo` still come from libpq's PG* environment defaults.
-std::optional<std::string> with_dbname(const std::string& conninfo, std::string_view dbname,
-                                       std::string& error) {
-  char* parse_error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &parse_error);
-  if (options == nullptr) {
-    error = "cannot parse the connection string: " +
-            (parse_error == nullptr ? std::string("out of memory") : trimmed(parse_error));
-    PQfreemem(parse_error);
-    return std::nullopt;
-  }
-  std::string out;
-  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
-    if (option->val == nullptr || std::string_view(option->keyword) == "dbname") continue;
-    out += std::string(option->keyword) + "=" + quote_conninfo_value(option->val) + " ";
-  }
-  out += "dbname=" + quote_conninfo_value(dbname);
-  PQconninfoFree(options);
-  return out;
 }
 
 // Appends `value` as one quoted element of a Postgres array literal (as the store does).
@@ -778,22 +694,10 @@ int main(int argc, char** argv) {
     print_usage();
     return 2;
   }
-  std::string error;
-  PgConnPtr server = connect_raw(options->base_conninfo, error);
-  if (!server) {
-    std::fprintf(stderr, "store_bench: %s (set DATABASE_URL or pass --url)\n", error.c_str());
-    return 1;
-  }
-  std::string dbname = "cqrs_bench_" + std::to_string(getpid());
-  std::optional<std::string> conninfo = with_dbname(options->base_conninfo, dbname, error);
-  if (!conninfo) {
-    std::fprintf(stderr, "store_bench: %s\n", error.c_str());
-    return 1;
-  }
-  if (!exec_sql(server.get(), "CREATE DATABASE " + cqrs::pg::quote_identifier(dbname), error)) {
-    std::fprintf(stderr, "store_bench: CREATE DATABASE %s: %s\n", dbname.c_str(), error.c_str());
-    return 1;
-  }
+  std::string dbname;
+  std::optional<std::string> conninfo =
+      create_bench_database(options->base_conninfo, "store_bench", dbname);
+  if (!conninfo) return 1;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   int code = run(*options, *conninfo);
@@ -801,10 +705,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "store_bench: kept database %s\n", dbname.c_str());
     return code;
   }
-  if (!exec_sql(server.get(),
-                "DROP DATABASE IF EXISTS " + cqrs::pg::quote_identifier(dbname) + " WITH (FORCE)",
-                error)) {
-    std::fprintf(stderr, "store_bench: DROP DATABASE %s: %s\n", dbname.c_str(), error.c_str());
+  if (!drop_bench_database(options->base_conninfo, dbname, "store_bench")) {
     code = code == 0 ? 1 : code;
   }
   return code;

@@ -4,7 +4,7 @@
 //
 //   cqrsd [--config-file=config/cqrsd.conf] [--db.url=URL] [--server.port=4242] ...
 //   cqrsd migrate [--db.url=URL]      apply the schema migrations and exit
-//   cqrsd --help                      every option with its default
+//   cqrsd --long-help                 every option with its default (--help: CAF's own)
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <csignal>
