@@ -39,6 +39,7 @@
 namespace {
 
 using namespace cqrs::bench;
+using cqrs::pg::append_array_element;
 
 using Clock = std::chrono::steady_clock;
 
@@ -95,17 +96,6 @@ std::string with_commas(double value) {
 
 int64_t row_count(PGconn* conn, const std::string& table) {
   return std::strtoll(query_value(conn, "SELECT count(*) FROM " + table).c_str(), nullptr, 10);
-}
-
-// Appends `value` as one quoted element of a Postgres array literal (as the store does).
-void append_array_element(std::string& literal, std::string_view value) {
-  if (literal.size() > 1) literal.push_back(',');
-  literal.push_back('"');
-  for (char c : value) {
-    if (c == '"' || c == '\\') literal.push_back('\\');
-    literal.push_back(c);
-  }
-  literal.push_back('"');
 }
 
 // ---- the events --------------------------------------------------------------------------------

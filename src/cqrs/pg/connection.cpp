@@ -280,6 +280,16 @@ Result<std::string> with_database(const std::string& conninfo, std::string_view 
   return out;
 }
 
+void append_array_element(std::string& literal, std::string_view value) {
+  if (literal.size() > 1) literal.push_back(',');
+  literal.push_back('"');
+  for (char c : value) {
+    if (c == '"' || c == '\\') literal.push_back('\\');
+    literal.push_back(c);
+  }
+  literal.push_back('"');
+}
+
 std::string quote_identifier(std::string_view name) {
   std::string out = "\"";
   for (char c : name) {

@@ -125,6 +125,10 @@ Error error_from(pg_conn* conn, pg_result* result);
 // keyword string. Errors: invalid_argument when libpq cannot parse `conninfo`.
 Result<std::string> with_database(const std::string& conninfo, std::string_view dbname);
 
+// Appends `value` as one quoted element to a Postgres array literal being built ("{" first,
+// "}" last), escaping quotes and backslashes. Arrays travel as one text parameter.
+void append_array_element(std::string& literal, std::string_view value);
+
 // Quotes an identifier for DDL that cannot take parameters (CREATE DATABASE name).
 std::string quote_identifier(std::string_view name);
 

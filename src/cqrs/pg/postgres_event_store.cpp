@@ -79,17 +79,6 @@ std::vector<Statement> statements() {
   };
 }
 
-// Appends `value` as one quoted element of a Postgres array literal.
-void append_array_element(std::string& literal, std::string_view value) {
-  if (literal.size() > 1) literal.push_back(',');
-  literal.push_back('"');
-  for (char c : value) {
-    if (c == '"' || c == '\\') literal.push_back('\\');
-    literal.push_back(c);
-  }
-  literal.push_back('"');
-}
-
 int64_t to_int64(std::string_view text) {
   int64_t value = 0;
   std::from_chars(text.data(), text.data() + text.size(), value);
