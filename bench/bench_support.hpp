@@ -45,6 +45,13 @@ std::optional<std::string> create_bench_database(const std::string& base_conninf
 bool drop_bench_database(const std::string& base_conninfo, const std::string& dbname,
                          const char* program);
 
+// The raw baselines' bare table: the event's columns, one index (the primary key).
+inline constexpr const char* kRawEventTableDdl =
+    "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, stream_id text NOT NULL, "
+    "stream_version bigint NOT NULL, event_id uuid NOT NULL, event_type text NOT NULL, "
+    "event_version int NOT NULL DEFAULT 1, data jsonb NOT NULL, metadata jsonb NOT NULL, "
+    "created_at timestamptz NOT NULL DEFAULT now())";
+
 // `value` with `decimals` digits after the point.
 std::string fixed(double value, int decimals);
 

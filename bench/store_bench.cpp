@@ -511,13 +511,7 @@ int run(const Options& options, const std::string& conninfo) {
     }
   }
   PgConnPtr admin = connect_raw(conninfo, error);
-  if (!admin ||
-      !exec_sql(admin.get(),
-                "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, stream_id text NOT NULL, "
-                "stream_version bigint NOT NULL, event_id uuid NOT NULL, event_type text NOT NULL, "
-                "event_version int NOT NULL DEFAULT 1, data jsonb NOT NULL, metadata jsonb NOT "
-                "NULL, created_at timestamptz NOT NULL DEFAULT now())",
-                error)) {
+  if (!admin || !exec_sql(admin.get(), kRawEventTableDdl, error)) {
     std::fprintf(stderr, "store_bench: %s\n", error.c_str());
     return 1;
   }

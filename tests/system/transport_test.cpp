@@ -58,19 +58,6 @@ TEST_F(TransportTest, FiftyClientsConnectingAtOnceEachReceiveTheirReply) {
   daemon->stop();
 }
 
-// The same load with CAF's BASP deserialization workers turned off (the suggested fix).
-TEST_F(TransportTest, FiftyClientsConnectingAtOnceEachReceiveTheirReplyWithoutBaspWorkers) {
-  auto daemon = start_daemon({"--middleman.workers=0"});
-  ASSERT_NE(daemon, nullptr);
-  ASSERT_EQ(dispatch(daemon->port(), "IssueGiftCard", {{"card_id", "t"}, {"amount", 1}}).status(),
-            "ok");
-  auto failures = run_rounds(daemon->port());
-  EXPECT_TRUE(failures.empty()) << failures.size() << " of " << kClients * kRounds
-                                << " replies lost; first:\n"
-                                << failures.front();
-  daemon->stop();
-}
-
 TEST_F(TransportTest, BatchClientGivesUpPromptlyOnceTheDaemonIsKilled) {
   using namespace std::chrono_literals;
   auto daemon = start_daemon();
