@@ -54,18 +54,9 @@ struct StateQuery {
 };
 
 // Loading an aggregate: the latest snapshot (when `with_snapshot`) plus events after it, or the
-// events after `from_version` for a reload.
-struct LoadJob {
-  std::string stream_id;
-  int64_t after_version = 0;
-  bool with_snapshot = true;
-};
-
-struct LoadOutcome {
-  std::optional<Snapshot> snapshot;
-  std::vector<RecordedEvent> events;
-  std::optional<Error> error;
-};
+// events after `after_version` for a reload.
+using LoadJob = StreamLoad;
+using LoadOutcome = LoadedStream;
 
 }  // namespace cqrs::actors
 
@@ -75,6 +66,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::WriteRequest)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<cqrs::WriteRequest>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::WriteResult)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<cqrs::WriteResult>)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::actors::LoadJob)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::actors::LoadOutcome)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::StreamLoad)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<cqrs::StreamLoad>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::LoadedStream)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<cqrs::LoadedStream>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::Snapshot)

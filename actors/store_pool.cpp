@@ -63,23 +63,40 @@ void dispatch_writes(PoolActor* self, caf::actor worker) {
           });
 }
 
-void dispatch_load(PoolActor* self, caf::actor worker) {
+void dispatch_loads(PoolActor* self, caf::actor worker) {
   auto& st = self->state;
-  PendingLoad pending = std::move(st.loads.front());
-  st.loads.pop_front();
-  auto promise = pending.promise;
-  self->request(worker, caf::infinite, load_atom::value, std::move(pending.job))
+  size_t count = std::min(st.loads.size(), st.max_batch);
+  std::vector<LoadJob> jobs;
+  std::vector<caf::typed_response_promise<LoadOutcome>> promises;
+  jobs.reserve(count);
+  promises.reserve(count);
+  for (size_t idx = 0; idx < count; ++idx) {
+    jobs.push_back(std::move(st.loads.front().job));
+    promises.push_back(std::move(st.loads.front().promise));
+    st.loads.pop_front();
+  }
+  self->request(worker, caf::infinite, load_atom::value, std::move(jobs))
       .then(
-          [self, worker, promise](LoadOutcome& outcome) mutable {
-            promise.deliver(std::move(outcome));
+          [self, worker, promises](std::vector<LoadOutcome>& outcomes) mutable {
+            for (size_t idx = 0; idx < promises.size(); ++idx) {
+              LoadOutcome outcome;
+              if (idx < outcomes.size()) {
+                outcome = std::move(outcomes[idx]);
+              } else {
+                outcome.error = Error::internal(errc::kStoreError, "missing load result");
+              }
+              promises[idx].deliver(std::move(outcome));
+            }
             self->state.idle.push_back(worker);
             pump(self);
           },
-          [self, worker, promise](caf::error& err) mutable {
-            LoadOutcome outcome;
-            outcome.error =
-                Error::unavailable("store worker failed: " + self->system().render(err));
-            promise.deliver(std::move(outcome));
+          [self, worker, promises](caf::error& err) mutable {
+            Error error = Error::unavailable("store worker failed: " + self->system().render(err));
+            for (auto& promise : promises) {
+              LoadOutcome outcome;
+              outcome.error = error;
+              promise.deliver(std::move(outcome));
+            }
             self->state.idle.push_back(worker);
             pump(self);
           });
@@ -93,7 +110,7 @@ void pump(PoolActor* self) {
     bool take_load = !st.loads.empty() && (st.writes.empty() || st.prefer_loads);
     st.prefer_loads = !st.prefer_loads;
     if (take_load) {
-      dispatch_load(self, worker);
+      dispatch_loads(self, worker);
     } else {
       dispatch_writes(self, worker);
     }
@@ -153,11 +170,15 @@ caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
         (void)self;
         return handle->write(batch);
       },
-      [store, factory](load_atom, LoadJob& job) {
-        LoadOutcome outcome;
-        auto handle = ensure_store(*store, factory, outcome.error);
-        if (!handle) return outcome;
-        return load_stream(*handle, job);
+      [store, factory](load_atom, std::vector<LoadJob>& jobs) {
+        std::optional<Error> error;
+        auto handle = ensure_store(*store, factory, error);
+        if (!handle) {
+          LoadOutcome failed;
+          failed.error = error;
+          return std::vector<LoadOutcome>(jobs.size(), failed);
+        }
+        return handle->load_streams(jobs);
       },
       [store, factory](snapshot_atom, Snapshot& snapshot) {
         std::optional<Error> error;
@@ -166,31 +187,6 @@ caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
         }
       },
   };
-}
-
-LoadOutcome load_stream(EventStore& store, const LoadJob& job) {
-  LoadOutcome outcome;
-  int64_t after = job.after_version;
-  if (job.with_snapshot) {
-    auto snapshot = store.load_snapshot(job.stream_id);
-    if (!snapshot) {
-      outcome.error = snapshot.error();
-      return outcome;
-    }
-    if (snapshot->has_value() && (*snapshot)->stream_version > after) {
-      outcome.snapshot = std::move(**snapshot);
-      after = outcome.snapshot->stream_version;
-    }
-  }
-  auto events = store.read_stream(job.stream_id, after + 1, std::numeric_limits<size_t>::max(),
-                                  Direction::kForward);
-  if (!events) {
-    outcome.error = events.error();
-    outcome.snapshot.reset();
-    return outcome;
-  }
-  outcome.events = std::move(events).value();
-  return outcome;
 }
 
 caf::actor spawn_store_pool(caf::actor_system& system, StoreFactory factory,

@@ -4,7 +4,8 @@
 //
 // Protocol of the pool actor:
 //   (write_atom, WriteRequest)  -> WriteResult   one request, batched with whatever else waits
-//   (load_atom, LoadJob)        -> LoadOutcome   snapshot + events of one stream
+//   (load_atom, LoadJob)        -> LoadOutcome   snapshot + events of one stream, batched with
+//                                                other waiting loads into one query
 //   (snapshot_atom, Snapshot)   -> (no reply)    saved in the background, best effort
 #pragma once
 
@@ -24,17 +25,13 @@ using StoreFactory = std::function<Result<std::shared_ptr<EventStore>>()>;
 
 struct StorePoolConfig {
   size_t workers = 4;
-  size_t max_batch = 256;  // WriteRequests per transaction at most
+  size_t max_batch = 256;  // WriteRequests per transaction (and LoadJobs per query) at most
 };
 
 // Spawns the workers (detached) and the dispatcher (cooperative); returns the dispatcher.
 // The workers stop when the dispatcher stops.
 caf::actor spawn_store_pool(caf::actor_system& system, StoreFactory factory,
                             StorePoolConfig config);
-
-// What a worker does for a LoadJob: the latest snapshot newer than job.after_version (when
-// asked for) and every event after it. Blocking: call it on a worker's thread.
-LoadOutcome load_stream(EventStore& store, const LoadJob& job);
 
 // The body of one worker; spawn it detached. Exposed for tests.
 caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory);

@@ -126,4 +126,19 @@ struct WriteResult {
   bool ok() const { return appended.has_value(); }
 };
 
+// Loading an aggregate: the latest snapshot newer than `after_version` (when `with_snapshot`)
+// plus every event after it (or after `after_version` when there is no newer snapshot).
+struct StreamLoad {
+  std::string stream_id;
+  int64_t after_version = 0;
+  bool with_snapshot = true;
+};
+
+// The answer to a StreamLoad: `error` set, or the snapshot (if one was used) and the events.
+struct LoadedStream {
+  std::optional<Snapshot> snapshot;
+  std::vector<RecordedEvent> events;
+  std::optional<Error> error;
+};
+
 }  // namespace cqrs

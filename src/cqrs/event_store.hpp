@@ -56,6 +56,10 @@ class EventStore {
   virtual Result<void> save_snapshot(const Snapshot& snapshot) = 0;
   virtual Result<std::optional<Snapshot>> load_snapshot(std::string_view stream_id) = 0;
 
+  // Many StreamLoads at once (aggregates loading); one LoadedStream per load, in order. The
+  // default runs load_snapshot and read_stream per load; a store may do them together.
+  virtual std::vector<LoadedStream> load_streams(std::span<const StreamLoad> loads);
+
   // Command outcomes by command_id. record returns false (and keeps the first record) when the
   // id is already recorded.
   virtual Result<bool> record_command(const CommandRecord& record) = 0;

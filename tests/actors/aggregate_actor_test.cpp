@@ -86,7 +86,7 @@ caf::behavior fake_pool(caf::event_based_actor* self, std::shared_ptr<PoolProbe>
       },
       [probe](load_atom, LoadJob& job) {
         ++probe->loads;
-        return load_stream(*probe->store, job);
+        return probe->store->load_streams(std::span(&job, 1))[0];
       },
       [probe](snapshot_atom, Snapshot& snapshot) {
         ++probe->snapshots;

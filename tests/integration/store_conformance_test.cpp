@@ -1,6 +1,7 @@
 // The event store contract, run against every implementation (InMemoryEventStore and
 // PostgresEventStore on a fresh database per test). A store that passes is interchangeable.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -699,6 +700,44 @@ TEST_P(StoreConformance, WriteWithoutEventsOnlyRecordsTheCommand) {
   EXPECT_NE((*found)->result.find("rejected"), std::string::npos);
 }
 
+TEST_P(StoreConformance, WriteAppliesRequestsOfOneStreamInOrder) {
+  std::vector<WriteRequest> requests = {request("a", ExpectedVersion::no_stream(), 1),
+                                        request("b", ExpectedVersion::no_stream(), 1),
+                                        request("a", ExpectedVersion::exact(1), 2),
+                                        request("a", ExpectedVersion::exact(1), 1),
+                                        request("a", ExpectedVersion::exact(3), 1)};
+  auto results = this->store_->write(requests);
+  ASSERT_EQ(results.size(), 5u);
+  ASSERT_TRUE(results[0].ok());
+  ASSERT_TRUE(results[1].ok());
+  ASSERT_TRUE(results[2].ok()) << results[2].error->to_string();
+  EXPECT_EQ(results[2].appended->stream_version, 3);
+  ASSERT_FALSE(results[3].ok()) << "the second exact(1) must see the first one's events";
+  EXPECT_EQ(results[3].error->code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(results[3].error->actual_version(), 3);
+  ASSERT_TRUE(results[4].ok());
+  EXPECT_EQ(results[4].appended->stream_version, 4);
+  auto stored = this->read("a");
+  ASSERT_EQ(stored.size(), 4u);
+  for (size_t idx = 0; idx < stored.size(); ++idx) {
+    EXPECT_EQ(stored[idx].stream_version, static_cast<int64_t>(idx + 1));
+  }
+}
+
+TEST_P(StoreConformance, WriteAnswersARepeatedCommandIdFromTheFirst) {
+  Uuid command_id = Uuid::random();
+  std::vector<WriteRequest> requests = {
+      request("a", ExpectedVersion::any(), 1, CommandRecord{command_id, "", R"({"first":true})"}),
+      request("b", ExpectedVersion::any(), 1, CommandRecord{command_id, "", R"({"first":false})"})};
+  auto results = this->store_->write(requests);
+  ASSERT_TRUE(results[0].ok());
+  ASSERT_FALSE(results[1].ok());
+  EXPECT_EQ(results[1].error->code(), errc::kDuplicateCommand);
+  ASSERT_TRUE(results[1].existing_result.has_value());
+  EXPECT_NE(results[1].existing_result->find("true"), std::string::npos);
+  EXPECT_EQ(this->version_of("b"), 0) << "a repeated command id appended events";
+}
+
 TEST_P(StoreConformance, ConflictingWriteDoesNotRecordItsCommand) {
   this->append_ok("a", ExpectedVersion::any(), events(1));
   Uuid command_id = Uuid::random();
@@ -762,6 +801,50 @@ TEST_P(StoreConformance, NewerSnapshotReplacesOlderButNotTheReverse) {
   auto loaded = this->store_->load_snapshot("s");
   ASSERT_TRUE(loaded.ok() && loaded->has_value());
   EXPECT_EQ((*loaded)->stream_version, 9);
+}
+
+TEST_P(StoreConformance, LoadStreamsAnswersEachLoadInOrder) {
+  this->append_ok("snap", ExpectedVersion::any(), events(5));
+  this->append_ok("plain", ExpectedVersion::any(), events(3));
+  ASSERT_TRUE(this->store_->save_snapshot({"snap", 3, "T", 2, R"({"v":3})"}).ok());
+  std::vector<StreamLoad> loads = {{"snap", 0, true},  {"plain", 0, true}, {"missing", 0, true},
+                                   {"snap", 4, true},  {"snap", 1, false}, {"", 0, true},
+                                   {"plain", 2, true}};
+  auto loaded = this->store_->load_streams(loads);
+  ASSERT_EQ(loaded.size(), loads.size());
+
+  ASSERT_FALSE(loaded[0].error);
+  ASSERT_TRUE(loaded[0].snapshot.has_value());
+  EXPECT_EQ(loaded[0].snapshot->stream_version, 3);
+  EXPECT_EQ(loaded[0].snapshot->state_type, "T");
+  EXPECT_EQ(loaded[0].snapshot->state_version, 2);
+  EXPECT_EQ(nlohmann::json::parse(loaded[0].snapshot->data), nlohmann::json({{"v", 3}}));
+  ASSERT_EQ(loaded[0].events.size(), 2u);
+  EXPECT_EQ(loaded[0].events[0].stream_version, 4);
+  EXPECT_EQ(loaded[0].events[1].stream_version, 5);
+  EXPECT_EQ(loaded[0].events[0].stream_id, "snap");
+
+  EXPECT_FALSE(loaded[1].snapshot.has_value());
+  ASSERT_EQ(loaded[1].events.size(), 3u);
+  EXPECT_EQ(loaded[1].events[2].stream_version, 3);
+
+  EXPECT_FALSE(loaded[2].error);
+  EXPECT_FALSE(loaded[2].snapshot.has_value());
+  EXPECT_TRUE(loaded[2].events.empty());
+
+  EXPECT_FALSE(loaded[3].snapshot.has_value()) << "a snapshot not newer than after is skipped";
+  ASSERT_EQ(loaded[3].events.size(), 1u);
+  EXPECT_EQ(loaded[3].events[0].stream_version, 5);
+
+  EXPECT_FALSE(loaded[4].snapshot.has_value()) << "with_snapshot=false must ignore snapshots";
+  ASSERT_EQ(loaded[4].events.size(), 4u);
+  EXPECT_EQ(loaded[4].events[0].stream_version, 2);
+
+  ASSERT_TRUE(loaded[5].error.has_value());
+  EXPECT_EQ(loaded[5].error->code(), errc::kInvalidArgument);
+
+  ASSERT_EQ(loaded[6].events.size(), 1u);
+  EXPECT_EQ(loaded[6].events[0].stream_version, 3);
 }
 
 TEST_P(StoreConformance, SnapshotWithInvalidJsonIsRejected) {

@@ -290,6 +290,11 @@ void append_array_element(std::string& literal, std::string_view value) {
   literal.push_back('"');
 }
 
+void append_array_null(std::string& literal) {
+  if (literal.size() > 1) literal.push_back(',');
+  literal.append("NULL");
+}
+
 std::string quote_identifier(std::string_view name) {
   std::string out = "\"";
   for (char c : name) {

@@ -128,6 +128,8 @@ Result<std::string> with_database(const std::string& conninfo, std::string_view 
 // Appends `value` as one quoted element to a Postgres array literal being built ("{" first,
 // "}" last), escaping quotes and backslashes. Arrays travel as one text parameter.
 void append_array_element(std::string& literal, std::string_view value);
+// Appends an SQL NULL element to such a literal.
+void append_array_null(std::string& literal);
 
 // Quotes an identifier for DDL that cannot take parameters (CREATE DATABASE name).
 std::string quote_identifier(std::string_view name);

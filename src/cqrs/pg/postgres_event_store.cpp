@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <limits>
+#include <unordered_map>
 
 #include "cqrs/append_validation.hpp"
 #include "cqrs/pg/connection.hpp"
@@ -29,6 +30,11 @@ std::vector<Statement> statements() {
        "SELECT status, stream_version, global_positions::text, existing_result::text "
        "FROM cqrs.append_to_stream($1, $2, $3::uuid[], $4::text[], $5::int[], $6::jsonb[], "
        "$7::jsonb[], $8::uuid, $9::jsonb)"},
+      // Group commit: many requests in one statement; see schema/002_append_batch.sql.
+      {"append_batch",
+       "SELECT status, stream_version, global_positions::text, existing_result::text "
+       "FROM cqrs.append_batch($1::text[], $2::bigint[], $3::int[], $4::uuid[], $5::jsonb[], "
+       "$6::int[], $7::int[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[])"},
       // The wake-up gets its own transaction, committed without waiting for the WAL flush: a
       // notification lost in a crash only delays readers, and an fsync here would double the
       // cost of every append.
@@ -41,6 +47,31 @@ std::vector<Statement> statements() {
       {"read_backward", "SELECT " + columns +
                             " FROM cqrs.events WHERE stream_id = $1 AND stream_version <= $2 "
                             "ORDER BY stream_version DESC LIMIT $3"},
+      // Aggregates loading: per load (stream, after, with_snapshot), the newest snapshot above
+      // `after` (kind 0) and the events after it (kind 1), in one statement so that both come
+      // from one database snapshot. Snapshot rows reuse the event columns: stream_version,
+      // event_type = state type, event_version = state version, data.
+      {"load_streams",
+       "WITH loads AS ("
+       " SELECT l.idx, l.stream_id, l.after, s.stream_version AS snapshot_version,"
+       "  s.state_type, s.state_version, s.data"
+       " FROM unnest($1::text[], $2::bigint[], $3::bool[])"
+       "  WITH ORDINALITY AS l(stream_id, after, with_snapshot, idx)"
+       // LIMIT keeps the lookup a per-load index probe (the plan is generic: a few loads or
+       // many, against however many snapshots).
+       " LEFT JOIN LATERAL (SELECT * FROM cqrs.snapshots AS x"
+       "  WHERE l.with_snapshot AND x.stream_id = l.stream_id AND x.stream_version > l.after"
+       "  LIMIT 1) AS s ON true) "
+       "SELECT idx, 0 AS kind, NULL::bigint, NULL::text, stream_id, snapshot_version, NULL::text,"
+       " state_type, state_version, data::text, NULL::text, NULL::bigint"
+       " FROM loads WHERE snapshot_version IS NOT NULL "
+       "UNION ALL "
+       "SELECT l.idx, 1, e.global_position, e.transaction_id::text, e.stream_id, e.stream_version,"
+       " e.event_id::text, e.event_type, e.event_version, e.data::text, e.metadata::text,"
+       " (extract(epoch FROM e.created_at) * 1000000)::bigint"
+       " FROM loads AS l JOIN cqrs.events AS e ON e.stream_id = l.stream_id"
+       "  AND e.stream_version > coalesce(l.snapshot_version, l.after) "
+       "ORDER BY 1, 2, 6"},
       {"stream_version",
        "SELECT stream_version FROM cqrs.events WHERE stream_id = $1 "
        "ORDER BY stream_version DESC LIMIT 1"},
@@ -105,22 +136,26 @@ std::vector<int64_t> parse_int_array(std::string_view text) {
   return values;
 }
 
+// The event in `row`, whose kEventColumns start at `first`.
+RecordedEvent event_at(const QueryResult& rows, int row, int first = 0) {
+  RecordedEvent event;
+  event.global_position = rows.int64(row, first);
+  event.commit_id = to_uint64(rows.text(row, first + 1));
+  event.stream_id = rows.text(row, first + 2);
+  event.stream_version = rows.int64(row, first + 3);
+  event.event_id = Uuid::parse(rows.text(row, first + 4)).value_or(Uuid());
+  event.type = rows.text(row, first + 5);
+  event.type_version = static_cast<int32_t>(rows.int64(row, first + 6));
+  event.data = rows.text(row, first + 7);
+  event.metadata = rows.text(row, first + 8);
+  event.created_at_us = rows.int64(row, first + 9);
+  return event;
+}
+
 std::vector<RecordedEvent> events_from(const QueryResult& rows) {
   std::vector<RecordedEvent> events;
   events.reserve(static_cast<size_t>(rows.rows()));
-  for (int row = 0; row < rows.rows(); ++row) {
-    RecordedEvent& event = events.emplace_back();
-    event.global_position = rows.int64(row, 0);
-    event.commit_id = to_uint64(rows.text(row, 1));
-    event.stream_id = rows.text(row, 2);
-    event.stream_version = rows.int64(row, 3);
-    event.event_id = Uuid::parse(rows.text(row, 4)).value_or(Uuid());
-    event.type = rows.text(row, 5);
-    event.type_version = static_cast<int32_t>(rows.int64(row, 6));
-    event.data = rows.text(row, 7);
-    event.metadata = rows.text(row, 8);
-    event.created_at_us = rows.int64(row, 9);
-  }
+  for (int row = 0; row < rows.rows(); ++row) events.push_back(event_at(rows, row));
   return events;
 }
 
@@ -207,13 +242,18 @@ Params append_params(std::string_view stream_id, ExpectedVersion expected,
 }
 
 // Turns the "append" statement's row into a WriteResult.
-WriteResult interpret_append(const QueryResult& rows, std::string_view stream_id,
+WriteResult interpret_append(const QueryResult& rows, int row, std::string_view stream_id,
                              ExpectedVersion expected, const CommandRecord* command) {
   WriteResult result;
-  std::string_view status = rows.text(0, 0);
-  int64_t version = rows.is_null(0, 1) ? 0 : rows.int64(0, 1);
+  if (row >= rows.rows()) {
+    result.error = Error::internal(errc::kStoreError, "append returned no row for stream '" +
+                                                          std::string(stream_id) + "'");
+    return result;
+  }
+  std::string_view status = rows.text(row, 0);
+  int64_t version = rows.is_null(row, 1) ? 0 : rows.int64(row, 1);
   if (status == "ok") {
-    result.appended = AppendResult{version, parse_int_array(rows.text(0, 2))};
+    result.appended = AppendResult{version, parse_int_array(rows.text(row, 2))};
   } else if (status == "wrong_expected_version") {
     result.error = Error::wrong_expected_version(stream_id, expected.to_string(), version);
   } else if (status == "stream_exists") {
@@ -227,12 +267,70 @@ WriteResult interpret_append(const QueryResult& rows, std::string_view stream_id
     result.error = Error::conflict(
         errc::kDuplicateCommand,
         "command " + (command ? command->command_id.to_string() : "") + " was already dispatched");
-    result.existing_result = std::string(rows.text(0, 3));
+    result.existing_result = std::string(rows.text(row, 3));
   } else {
     result.error = Error::internal(errc::kStoreError,
                                    "unexpected append status '" + std::string(status) + "'");
   }
   return result;
+}
+
+// Parameters of the "append_batch" statement for the requests `round` (indexes into requests).
+Params batch_params(std::span<const WriteRequest> requests, const std::vector<size_t>& round) {
+  std::string streams = "{", expected = "{", counts = "{", command_ids = "{", command_results = "{";
+  std::string owners = "{", seqs = "{", ids = "{", types = "{", versions = "{", data = "{",
+              metadata = "{";
+  for (size_t request_no = 0; request_no < round.size(); ++request_no) {
+    const WriteRequest& request = requests[round[request_no]];
+    append_array_element(streams, request.stream_id);
+    append_array_element(expected, std::to_string(expected_code(request.expected)));
+    append_array_element(counts, std::to_string(request.events.size()));
+    if (request.command) {
+      append_array_element(command_ids, request.command->command_id.to_string());
+      append_array_element(command_results, request.command->result);
+    } else {
+      append_array_null(command_ids);
+      append_array_null(command_results);
+    }
+    std::string owner = std::to_string(request_no + 1);
+    for (size_t seq = 0; seq < request.events.size(); ++seq) {
+      const EventData& event = request.events[seq];
+      append_array_element(owners, owner);
+      append_array_element(seqs, std::to_string(seq + 1));
+      append_array_element(ids, event.event_id.to_string());
+      append_array_element(types, event.type);
+      append_array_element(versions, std::to_string(event.type_version));
+      append_array_element(data, event.data);
+      append_array_element(metadata, event.metadata);
+    }
+  }
+  Params params;
+  for (std::string* literal : {&streams, &expected, &counts, &command_ids, &command_results,
+                               &owners, &seqs, &ids, &types, &versions, &data, &metadata}) {
+    literal->push_back('}');
+    params.add(std::move(*literal));
+  }
+  return params;
+}
+
+// Splits the requests into rounds in which no stream id and no command id occurs twice, keeping
+// each stream's requests in order: the batch statement checks a request against stored state
+// only, so a repeat must run in a later statement, which sees the earlier one's rows.
+std::vector<std::vector<size_t>> rounds_of(std::span<const WriteRequest> requests,
+                                           const std::vector<size_t>& pending) {
+  std::vector<std::vector<size_t>> rounds;
+  std::unordered_map<std::string_view, size_t> next_round_of_stream;
+  std::unordered_map<Uuid, size_t> next_round_of_command;
+  for (size_t idx : pending) {
+    const WriteRequest& request = requests[idx];
+    size_t round = next_round_of_stream[request.stream_id];
+    if (request.command) round = std::max(round, next_round_of_command[request.command->command_id]);
+    if (round == rounds.size()) rounds.emplace_back();
+    rounds[round].push_back(idx);
+    next_round_of_stream[request.stream_id] = round + 1;
+    if (request.command) next_round_of_command[request.command->command_id] = round + 1;
+  }
+  return rounds;
 }
 
 Result<void> validate_request(const WriteRequest& request) {
@@ -259,7 +357,7 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   if (!results) return results.error();
   auto& rows = (*results)[0];
   if (!rows) return rows.error();
-  WriteResult result = interpret_append(*rows, stream_id, expected, nullptr);
+  WriteResult result = interpret_append(*rows, 0, stream_id, expected, nullptr);
   if (!result.ok()) return *result.error;
   return std::move(*result.appended);
 }
@@ -280,58 +378,57 @@ std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest>
     return results;
   }
 
-  std::vector<Params> runs;
-  runs.reserve(pending.size());
-  for (size_t idx : pending) {
-    const WriteRequest& request = requests[idx];
-    const CommandRecord* command = request.command ? &*request.command : nullptr;
-    runs.push_back(append_params(request.stream_id, request.expected, request.events, command));
+  // The whole group in one transaction and one round trip: one batch statement per round, then
+  // the wake-up.
+  auto rounds = rounds_of(requests, pending);
+  std::vector<Connection::PipelineStep> steps;
+  for (const auto& round : rounds) {
+    steps.push_back({"append_batch", batch_params(requests, round), false});
   }
-  auto interpret = [&](size_t pending_idx, Result<QueryResult>& rows) {
-    size_t idx = pending[pending_idx];
-    const WriteRequest& request = requests[idx];
-    const CommandRecord* command = request.command ? &*request.command : nullptr;
-    results[idx] = rows ? interpret_append(*rows, request.stream_id, request.expected, command)
-                        : WriteResult{{}, rows.error(), {}};
-  };
-
-  // The whole group in one round trip and one transaction, then the wake-up. A statement that
-  // raises (a duplicate event id, say) aborts all of it; then each request runs in its own
-  // transaction, again in one round trip, so the others succeed.
-  auto run = [&](bool one_transaction) -> Result<std::vector<Result<QueryResult>>> {
-    std::vector<Connection::PipelineStep> steps;
-    for (size_t run_idx = 0; run_idx < runs.size(); ++run_idx) {
-      bool last = run_idx + 1 == runs.size();
-      steps.push_back({"append", std::move(runs[run_idx]), !one_transaction || last});
-    }
-    add_notify(steps);
-    auto done = conn_->exec_pipeline(steps);
-    for (size_t run_idx = 0; run_idx < runs.size(); ++run_idx) {
-      runs[run_idx] = std::move(steps[run_idx].params);  // kept for a second attempt
-    }
-    return done;
-  };
-  auto grouped = run(/*one_transaction=*/true);
+  steps.back().sync_after = true;
+  add_notify(steps);
+  auto grouped = conn_->exec_pipeline(steps);
   if (!grouped) {
     for (size_t idx : pending) results[idx] = WriteResult{{}, grouped.error(), {}};
     return results;
   }
+  auto interpret = [&](size_t idx, const Result<QueryResult>& rows, int row) {
+    const WriteRequest& request = requests[idx];
+    const CommandRecord* command = request.command ? &*request.command : nullptr;
+    results[idx] = rows ? interpret_append(*rows, row, request.stream_id, request.expected, command)
+                        : WriteResult{{}, rows.error(), {}};
+  };
   bool all_ran = true;
-  for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
-    all_ran = all_ran && (*grouped)[pending_idx].ok();
+  for (size_t round_no = 0; round_no < rounds.size(); ++round_no) {
+    all_ran = all_ran && (*grouped)[round_no].ok();
   }
-  auto* outcome = &*grouped;
-  Result<std::vector<Result<QueryResult>>> separate = std::vector<Result<QueryResult>>{};
-  if (!all_ran && pending.size() > 1) {
-    separate = run(/*one_transaction=*/false);
-    if (!separate) {
-      for (size_t idx : pending) results[idx] = WriteResult{{}, separate.error(), {}};
-      return results;
+  if (all_ran || pending.size() == 1) {
+    for (size_t round_no = 0; round_no < rounds.size(); ++round_no) {
+      for (size_t row = 0; row < rounds[round_no].size(); ++row) {
+        interpret(rounds[round_no][row], (*grouped)[round_no], static_cast<int>(row));
+      }
     }
-    outcome = &*separate;
+    return results;
   }
+
+  // A statement raised (a duplicate event id, say), which aborted the whole group. Run each
+  // request in its own transaction, again in one round trip, so the others succeed.
+  steps.clear();
+  for (size_t idx : pending) {
+    const WriteRequest& request = requests[idx];
+    const CommandRecord* command = request.command ? &*request.command : nullptr;
+    steps.push_back(
+        {"append", append_params(request.stream_id, request.expected, request.events, command),
+         true});
+  }
+  add_notify(steps);
+  auto separate = conn_->exec_pipeline(steps);
   for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
-    interpret(pending_idx, (*outcome)[pending_idx]);
+    if (!separate) {
+      results[pending[pending_idx]] = WriteResult{{}, separate.error(), {}};
+    } else {
+      interpret(pending[pending_idx], (*separate)[pending_idx], 0);
+    }
   }
   return results;
 }
@@ -359,6 +456,46 @@ Result<std::vector<RecordedEvent>> PostgresEventStore::read_stream(std::string_v
       direction == Direction::kForward ? "read_forward" : "read_backward", params);
   if (!rows) return rows.error();
   return events_from(*rows);
+}
+
+std::vector<LoadedStream> PostgresEventStore::load_streams(std::span<const StreamLoad> loads) {
+  std::vector<LoadedStream> loaded(loads.size());
+  auto fail_all = [&](const Error& error) {
+    for (LoadedStream& out : loaded) out.error = error;
+    return loaded;
+  };
+  for (size_t idx = 0; idx < loads.size(); ++idx) {
+    if (auto valid = validate_stream_id(loads[idx].stream_id); !valid) {
+      loaded[idx].error = valid.error();
+    }
+  }
+  if (auto connected = ensure_connected(); !connected) return fail_all(connected.error());
+  std::string streams = "{", afters = "{", with_snapshots = "{";
+  for (size_t idx = 0; idx < loads.size(); ++idx) {
+    // An invalid stream id is sent as an empty one, which matches nothing; its error stays.
+    append_array_element(streams, loaded[idx].error ? "" : loads[idx].stream_id);
+    append_array_element(afters, std::to_string(loads[idx].after_version));
+    append_array_element(with_snapshots, loads[idx].with_snapshot ? "t" : "f");
+  }
+  for (std::string* literal : {&streams, &afters, &with_snapshots}) literal->push_back('}');
+  Params params;
+  params.add(std::move(streams)).add(std::move(afters)).add(std::move(with_snapshots));
+  auto rows = conn_->exec_prepared("load_streams", params);
+  if (!rows) return fail_all(rows.error());
+  for (int row = 0; row < rows->rows(); ++row) {
+    size_t idx = static_cast<size_t>(rows->int64(row, 0)) - 1;
+    if (idx >= loaded.size()) continue;
+    LoadedStream& out = loaded[idx];
+    if (rows->int64(row, 1) == 0) {
+      out.snapshot = Snapshot{loads[idx].stream_id, rows->int64(row, 5),
+                              std::string(rows->text(row, 7)),
+                              static_cast<int32_t>(rows->int64(row, 8)),
+                              std::string(rows->text(row, 9))};
+    } else {
+      out.events.push_back(event_at(*rows, row, 2));
+    }
+  }
+  return loaded;
 }
 
 Result<int64_t> PostgresEventStore::stream_version(std::string_view stream_id) {

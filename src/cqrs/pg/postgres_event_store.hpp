@@ -43,6 +43,7 @@ class PostgresEventStore final : public EventStore {
   std::vector<WriteResult> write(std::span<const WriteRequest> requests) override;
   Result<std::vector<RecordedEvent>> read_stream(std::string_view stream_id, int64_t from_version,
                                                  size_t max_count, Direction direction) override;
+  std::vector<LoadedStream> load_streams(std::span<const StreamLoad> loads) override;
   Result<int64_t> stream_version(std::string_view stream_id) override;
   Result<AllPage> read_all(Position after, size_t max_count) override;
   Result<std::optional<Position>> load_checkpoint(std::string_view handler) override;

@@ -1,0 +1,101 @@
+-- Group commit as one statement: the appends of many streams, each checked on its own.
+--
+-- cqrs.append_to_stream does one request per call, so a batch of n costs n function calls, each
+-- with its own lookups. This function takes the whole batch as parallel arrays and does the
+-- lookups, the expected-version checks and the inserts set-based.
+--
+-- Requests (one element each): stream id, expected version (-1 any, -2 no_stream,
+-- -3 stream_exists, n exact), number of events, command id (NULL when none) and command result.
+-- Events (one element each, in request order): the request they belong to (1-based), their
+-- position within it (1-based), id, type, type version, data and metadata.
+--
+-- The caller guarantees that no stream id and no command id occurs twice in one call (it sends
+-- repeats in a later call of the same transaction). A statement error, such as a duplicate event
+-- id, aborts the whole call; the caller then retries each request on its own.
+--
+-- Returns one row per request, in request order, with the same columns as append_to_stream.
+CREATE FUNCTION cqrs.append_batch(
+  p_stream_ids       text[],
+  p_expected         bigint[],
+  p_event_counts     int[],
+  p_command_ids      uuid[],
+  p_command_results  jsonb[],
+  p_event_requests   int[],
+  p_event_seqs       int[],
+  p_event_ids        uuid[],
+  p_types            text[],
+  p_versions         int[],
+  p_data             jsonb[],
+  p_metadata         jsonb[])
+RETURNS TABLE (status text, stream_version bigint, global_positions bigint[],
+               existing_result jsonb)
+LANGUAGE plpgsql AS $$
+BEGIN
+  -- The same per-stream lock as append_to_stream, taken in one fixed order (by lock key) so two
+  -- batches with overlapping streams wait for each other instead of deadlocking. It is its own
+  -- statement so that the version lookups below see what the previous holder committed.
+  PERFORM pg_advisory_xact_lock(1668379251, l.key)  -- 1668379251 = 'cqrs'
+     FROM (SELECT DISTINCT hashtext(r.stream_id) AS key
+             FROM unnest(p_stream_ids, p_event_counts) AS r(stream_id, event_count)
+            WHERE r.event_count > 0
+            ORDER BY 1) AS l;
+
+  RETURN QUERY
+  WITH requests AS (
+    SELECT r.idx, r.stream_id, r.expected, r.event_count, r.command_id, r.command_result,
+           coalesce((SELECT e.stream_version FROM cqrs.events AS e
+                      WHERE e.stream_id = r.stream_id
+                      ORDER BY e.stream_version DESC LIMIT 1), 0) AS current_version,
+           (SELECT c.result FROM cqrs.command_results AS c
+             WHERE c.command_id = r.command_id) AS existing
+      FROM unnest(p_stream_ids, p_expected, p_event_counts, p_command_ids, p_command_results)
+           WITH ORDINALITY AS r(stream_id, expected, event_count, command_id, command_result, idx)
+  ),
+  checked AS (
+    SELECT q.*,
+           CASE
+             WHEN q.existing IS NOT NULL THEN 'duplicate_command'
+             WHEN q.event_count = 0 THEN 'ok'
+             WHEN q.expected = -2 AND q.current_version > 0 THEN 'stream_exists'
+             WHEN q.expected = -3 AND q.current_version = 0 THEN 'stream_not_found'
+             WHEN q.expected >= 0 AND q.current_version <> q.expected
+               THEN 'wrong_expected_version'
+             ELSE 'ok'
+           END AS outcome
+      FROM requests AS q
+  ),
+  inserted AS (
+    INSERT INTO cqrs.events
+      (stream_id, stream_version, event_id, event_type, event_version, data, metadata)
+    SELECT c.stream_id, c.current_version + e.seq, e.event_id, e.event_type, e.event_version,
+           e.data, e.metadata
+      FROM unnest(p_event_requests, p_event_seqs, p_event_ids, p_types, p_versions, p_data,
+                  p_metadata)
+           WITH ORDINALITY AS e(request, seq, event_id, event_type, event_version, data,
+                                metadata, ord)
+      JOIN checked AS c ON c.idx = e.request AND c.outcome = 'ok'
+     ORDER BY e.ord
+    RETURNING cqrs.events.stream_id AS stream_id, cqrs.events.stream_version AS version,
+              cqrs.events.global_position AS position
+  ),
+  recorded AS (
+    INSERT INTO cqrs.command_results (command_id, stream_id, result)
+    SELECT c.command_id, c.stream_id, c.command_result
+      FROM checked AS c
+     WHERE c.outcome = 'ok' AND c.command_id IS NOT NULL
+  ),
+  positions AS (
+    SELECT i.stream_id, array_agg(i.position ORDER BY i.version) AS list
+      FROM inserted AS i
+     GROUP BY i.stream_id
+  )
+  SELECT c.outcome,
+         CASE WHEN c.outcome = 'ok' THEN c.current_version + c.event_count
+              ELSE c.current_version END,
+         CASE WHEN c.outcome = 'ok' THEN coalesce(p.list, '{}') END,
+         c.existing
+    FROM checked AS c
+    LEFT JOIN positions AS p ON p.stream_id = c.stream_id AND c.outcome = 'ok'
+   ORDER BY c.idx;
+END;
+$$;
