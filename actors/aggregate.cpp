@@ -292,13 +292,15 @@ static caf::behavior aggregate_behavior(AggregateActor* self, AggregateConfig co
     return promise;
   };
   auto on_stop = [self](stop_atom) { self->quit(); };
-  if (config.idle_timeout.count() <= 0) return {on_execute, on_state, on_stop};
-  return {on_execute, on_state, on_stop, caf::after(config.idle_timeout) >> [self] {
-            auto& st = self->state;
-            if (!st.busy && st.queue.empty()) {
-              self->send(st.router, idle_atom::value, st.stream_id, st.received);
-            }
-          }};
+  // The router's sweep asks; the answer carries how many messages this actor has received, so
+  // the router can tell whether another is already on its way.
+  auto on_idle_check = [self](idle_atom) {
+    auto& st = self->state;
+    if (!st.busy && st.queue.empty()) {
+      self->send(st.router, idle_atom::value, st.stream_id, st.received);
+    }
+  };
+  return {on_execute, on_state, on_stop, on_idle_check};
 }
 
 caf::actor spawn_aggregate(caf::local_actor* parent, AggregateConfig config, caf::actor store_pool,

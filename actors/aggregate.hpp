@@ -8,9 +8,11 @@
 // Protocol:
 //   (execute_atom, CommandEnvelope)  -> reply JSON (see replies.hpp)
 //   (state_atom, StateQuery)         -> {"version":n,"state":{...}}
+//   (idle_atom)                      -> when nothing is queued or running, reports
+//                                       (idle_atom, stream_id, messages received) to the router
 //   (stop_atom)                      -> quits (sent by the router after an idle report)
-// After `idle_timeout` without messages it reports (idle_atom, stream_id, messages received) to
-// its router, which stops it unless more messages are on their way.
+// The router asks after `idle_timeout` without commands for it, and stops it unless more
+// messages are on their way.
 #pragma once
 
 #include <caf/actor.hpp>

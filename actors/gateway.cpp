@@ -2,6 +2,8 @@
 #include "actors/gateway.hpp"
 
 #include <caf/all.hpp>
+#include <map>
+#include <unordered_map>
 
 #include "actors/messages.hpp"
 #include "actors/replies.hpp"
@@ -13,11 +15,31 @@ constexpr int64_t kMaxTimeoutMs = 300000;
 // Room for the envelope's own fields around a payload of the maximum size.
 constexpr size_t kEnvelopeOverhead = 64 * 1024;
 
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+using Clock = caf::actor_clock::clock_type;
+
+// How often the deadlines of commands in flight are checked: the resolution of timeouts.
+constexpr auto kSweepInterval = std::chrono::milliseconds(10);
+
+struct InFlight {
+  caf::typed_response_promise<std::string> promise;
+  std::shared_ptr<DispatchContext> context;
+  std::chrono::milliseconds timeout;
+  std::multimap<Clock::time_point, uint64_t>::iterator deadline;
+};
+
+// Commands in flight wait for the router's answer without a CAF request timeout (one timer per
+// request costs a clock entry and a clock-thread wake-up); a periodic sweep answers the ones past
+// their deadline instead, and a late answer is dropped.
 struct GatewayState {
   const Domain* domain = nullptr;
   caf::actor router;
   GatewayConfig config;
   std::vector<std::shared_ptr<Middleware>> middlewares;
+  std::unordered_map<uint64_t, InFlight> waiting;
+  std::multimap<Clock::time_point, uint64_t> deadlines;
+  uint64_t next_id = 0;
+  bool sweep_armed = false;
   uint64_t in_flight = 0;
   bool draining = false;
   std::vector<caf::typed_response_promise<bool>> drain_waiters;
@@ -114,16 +136,89 @@ Result<Decoded> decode_envelope(const GatewayState& st, const std::string& text)
   return decoded;
 }
 
+// Reads the top-level "status" and "error" strings of a reply without building a document.
+class SummaryReader : public nlohmann::json::json_sax_t {
+ public:
+  explicit SummaryReader(DispatchSummary& summary) : summary_(summary) {}
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t& value) override {
+    if (depth_ == 1 && key_ == "status") summary_.status = value;
+    if (depth_ == 1 && key_ == "error") summary_.error = value;
+    return true;
+  }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return ++depth_, true; }
+  bool end_object() override { return --depth_, true; }
+  bool start_array(std::size_t) override { return ++depth_, true; }
+  bool end_array() override { return --depth_, true; }
+  bool key(string_t& value) override {
+    if (depth_ == 1) key_ = value;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception&) override {
+    return false;
+  }
+
+ private:
+  DispatchSummary& summary_;
+  int depth_ = 0;
+  std::string key_;
+};
+
 DispatchSummary summarize(const std::string& reply, std::chrono::steady_clock::time_point started) {
   DispatchSummary summary;
   summary.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - started);
-  nlohmann::json parsed = nlohmann::json::parse(reply, nullptr, false);
-  if (parsed.is_object()) {
-    summary.status = parsed.value("status", "error");
-    summary.error = parsed.value("error", "");
-  }
+  summary.status = "error";
+  SummaryReader reader(summary);
+  nlohmann::json::sax_parse(reply, &reader);
   return summary;
+}
+
+void arm_sweep(GatewayActor* self) {
+  auto& st = self->state;
+  if (st.sweep_armed || st.deadlines.empty()) return;
+  st.sweep_armed = true;
+  self->delayed_send(self, kSweepInterval, sweep_atom::value);
+}
+
+void finish_one(GatewayActor* self);
+
+// Answers the command `id` with `reply` (or, without one, a timeout) unless it was answered.
+void complete(GatewayActor* self, uint64_t id, std::string* reply) {
+  auto& st = self->state;
+  auto it = st.waiting.find(id);
+  if (it == st.waiting.end()) return;  // timed out before; this is the late answer
+  InFlight done = std::move(it->second);
+  st.waiting.erase(it);
+  st.deadlines.erase(done.deadline);
+  auto& mws = st.middlewares;
+  if (reply != nullptr) {
+    DispatchSummary summary = summarize(*reply, done.context->started);
+    for (auto mw = mws.rbegin(); mw != mws.rend(); ++mw) (*mw)->after(*done.context, summary);
+    done.promise.deliver(std::move(*reply));
+  } else {
+    Error error(ErrorKind::kUnavailable, "timeout",
+                "no answer within " + std::to_string(done.timeout.count()) +
+                    " ms; the command may still complete");
+    for (auto mw = mws.rbegin(); mw != mws.rend(); ++mw) (*mw)->on_failure(*done.context, error);
+    done.promise.deliver(error_reply(error, done.context->command_id));
+  }
+  finish_one(self);
+}
+
+void sweep(GatewayActor* self) {
+  auto& st = self->state;
+  st.sweep_armed = false;
+  auto now = self->clock().now();
+  while (!st.deadlines.empty() && st.deadlines.begin()->first <= now) {
+    complete(self, st.deadlines.begin()->second, nullptr);
+  }
+  arm_sweep(self);
 }
 
 void finish_one(GatewayActor* self) {
@@ -159,32 +254,16 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
 
         ++st.in_flight;
         auto promise = self->make_response_promise<std::string>();
-        auto timeout = decoded->timeout;
-        self->request(st.router, timeout, execute_atom::value, std::move(decoded->envelope))
-            .then(
-                [self, promise, context](std::string& reply) mutable {
-                  DispatchSummary summary = summarize(reply, context->started);
-                  auto& mws = self->state.middlewares;
-                  for (auto it = mws.rbegin(); it != mws.rend(); ++it) {
-                    (*it)->after(*context, summary);
-                  }
-                  promise.deliver(std::move(reply));
-                  finish_one(self);
-                },
-                [self, promise, context, timeout](caf::error& err) mutable {
-                  Error error = err == caf::sec::request_timeout
-                                    ? Error(ErrorKind::kUnavailable, "timeout",
-                                            "no answer within " + std::to_string(timeout.count()) +
-                                                " ms; the command may still complete")
-                                    : Error(ErrorKind::kInternal, "dispatch_failed",
-                                            self->system().render(err));
-                  auto& mws = self->state.middlewares;
-                  for (auto it = mws.rbegin(); it != mws.rend(); ++it) {
-                    (*it)->on_failure(*context, error);
-                  }
-                  promise.deliver(error_reply(error, context->command_id));
-                  finish_one(self);
-                });
+        uint64_t id = ++st.next_id;
+        auto deadline = st.deadlines.emplace(self->clock().now() + decoded->timeout, id);
+        st.waiting.emplace(id, InFlight{promise, context, decoded->timeout, deadline});
+        arm_sweep(self);
+        self->request(st.router, caf::infinite, execute_atom::value, std::move(decoded->envelope))
+            .then([self, id](std::string& reply) { complete(self, id, &reply); },
+                  [self, id](caf::error& err) {
+                    std::string reply = error_reply("dispatch_failed", self->system().render(err));
+                    complete(self, id, &reply);
+                  });
         return promise;
       },
       [self](state_atom, const std::string& aggregate,
@@ -209,6 +288,7 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
                   });
         return promise;
       },
+      [self](sweep_atom) { sweep(self); },
       [self](drain_atom) -> caf::result<bool> {
         auto& st = self->state;
         st.draining = true;

@@ -3,22 +3,33 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <caf/all.hpp>
 #include <chrono>
+#include <list>
 #include <unordered_map>
 
 namespace cqrs::actors {
 namespace {
 
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+using Clock = caf::actor_clock::clock_type;
+
 struct LiveAggregate {
   caf::actor actor;
   uint64_t forwarded = 0;  // messages sent to it; compared with its idle report
+  Clock::time_point last_used;
+  std::list<std::string>::iterator lru;  // its place in RouterState::by_last_use
 };
 
+// Idle aggregates are found by a periodic sweep over the aggregates in order of last use, so a
+// busy daemon pays no timer per message (CAF's after() re-arms a clock entry on every message).
 struct RouterState {
   caf::actor pool;
   AggregateConfig config;
   std::unordered_map<std::string, LiveAggregate> live;
+  std::list<std::string> by_last_use;  // least recently used first
+  bool sweep_armed = false;
   uint64_t stops_since_trim = 0;
   std::chrono::steady_clock::time_point last_trim{};
   static inline const char* name = "cqrs.router";
@@ -26,15 +37,70 @@ struct RouterState {
 
 using RouterActor = caf::stateful_actor<RouterState>;
 
+Clock::duration sweep_interval(const AggregateConfig& config) {
+  auto quarter = std::chrono::duration_cast<Clock::duration>(config.idle_timeout) / 4;
+  return std::clamp<Clock::duration>(quarter, std::chrono::milliseconds(10),
+                                     std::chrono::seconds(1));
+}
+
+void arm_sweep(RouterActor* self) {
+  auto& st = self->state;
+  if (st.sweep_armed || st.live.empty() || st.config.idle_timeout.count() <= 0) return;
+  st.sweep_armed = true;
+  self->delayed_send(self, sweep_interval(st.config), sweep_atom::value);
+}
+
+// Marks the aggregate used now: it moves to the back of the sweep order.
+void touch(RouterActor* self, LiveAggregate& aggregate) {
+  auto& st = self->state;
+  aggregate.last_used = self->clock().now();
+  st.by_last_use.splice(st.by_last_use.end(), st.by_last_use, aggregate.lru);
+}
+
+void forget(RouterState& state, std::unordered_map<std::string, LiveAggregate>::iterator it) {
+  state.by_last_use.erase(it->second.lru);
+  state.live.erase(it);
+}
+
 LiveAggregate& find_or_spawn(RouterActor* self, const AggregateType* type,
                              const std::string& stream_id) {
-  auto& live = self->state.live;
-  auto it = live.find(stream_id);
-  if (it != live.end()) return it->second;
-  caf::actor aggregate = spawn_aggregate(self, self->state.config, self->state.pool,
+  auto& st = self->state;
+  auto it = st.live.find(stream_id);
+  if (it != st.live.end()) {
+    touch(self, it->second);
+    return it->second;
+  }
+  caf::actor aggregate = spawn_aggregate(self, st.config, st.pool,
                                          caf::actor_cast<caf::actor>(self), type, stream_id);
   self->monitor(aggregate);
-  return live.emplace(stream_id, LiveAggregate{aggregate, 0}).first->second;
+  auto lru = st.by_last_use.insert(st.by_last_use.end(), stream_id);
+  LiveAggregate& added =
+      st.live.emplace(stream_id, LiveAggregate{aggregate, 0, self->clock().now(), lru})
+          .first->second;
+  arm_sweep(self);
+  return added;
+}
+
+// Asks every aggregate unused for idle_timeout whether it is idle; each answers with an idle
+// report only when it has nothing queued or running. Asked ones go to the back of the order, so
+// a busy one is asked again after another idle_timeout.
+void sweep(RouterActor* self) {
+  auto& st = self->state;
+  st.sweep_armed = false;
+  auto now = self->clock().now();
+  auto idle_since = now - std::chrono::duration_cast<Clock::duration>(st.config.idle_timeout);
+  while (!st.by_last_use.empty()) {
+    auto it = st.live.find(st.by_last_use.front());
+    if (it == st.live.end()) {  // cannot happen: both are updated together
+      st.by_last_use.pop_front();
+      continue;
+    }
+    if (it->second.last_used > idle_since) break;
+    self->send(it->second.actor, idle_atom::value);
+    it->second.last_used = now;
+    st.by_last_use.splice(st.by_last_use.end(), st.by_last_use, it->second.lru);
+  }
+  arm_sweep(self);
 }
 
 // glibc keeps the memory of stopped aggregates for reuse instead of returning it to the system,
@@ -61,13 +127,14 @@ caf::behavior router(RouterActor* self, caf::actor pool, AggregateConfig config)
       self->send_exit(aggregate.actor, exit.reason);
     }
     self->state.live.clear();
+    self->state.by_last_use.clear();
     self->quit(exit.reason);
   });
   self->set_down_handler([self](caf::down_msg& down) {
     auto& live = self->state.live;
     for (auto it = live.begin(); it != live.end(); ++it) {
       if (it->second.actor.address() == down.source) {
-        live.erase(it);
+        forget(self->state, it);
         return;
       }
     }
@@ -91,9 +158,10 @@ caf::behavior router(RouterActor* self, caf::actor pool, AggregateConfig config)
         // Nothing is on its way to it: it can go, and the next command spawns a fresh one.
         self->demonitor(it->second.actor);
         self->send(it->second.actor, stop_atom::value);
-        self->state.live.erase(it);
+        forget(self->state, it);
         return_memory_after_stops(self->state);
       },
+      [self](sweep_atom) { sweep(self); },
       [self](status_atom) { return static_cast<uint64_t>(self->state.live.size()); },
   };
 }

@@ -242,7 +242,10 @@ TEST_F(ActorTest, IdleAggregateStopsAndReloadsOnTheNextCommand) {
   start(config);
   dispatch("IssueGiftCard", {{"card_id", "c1"}, {"amount", 100}});
   EXPECT_EQ(live_aggregates(), 1u);
-  sched.trigger_timeouts();
+  sched.advance_time(500ms);
+  sched.run();
+  EXPECT_EQ(live_aggregates(), 1u) << "stopped before its idle timeout";
+  sched.advance_time(600ms);
   sched.run();
   EXPECT_EQ(live_aggregates(), 0u) << "the idle aggregate was not stopped";
   auto reply = dispatch("RedeemGiftCard", {{"card_id", "c1"}, {"amount", 30}});
@@ -322,7 +325,7 @@ TEST_F(ActorTest, SnapshotsEveryNEventsAndLoadsFromTheSnapshot) {
   auto snapshot = probe_->store->load_snapshot("giftcard-c1");
   ASSERT_TRUE(snapshot.ok() && snapshot->has_value());
   EXPECT_EQ((*snapshot)->stream_version, 4);
-  sched.trigger_timeouts();
+  sched.advance_time(2s);
   sched.run();
   ASSERT_EQ(live_aggregates(), 0u);
   auto reply = dispatch("RedeemGiftCard", {{"card_id", "c1"}, {"amount", 1}});
@@ -377,7 +380,7 @@ TEST_F(ActorTest, GatewayAnswersTimeoutWhenTheAggregateIsSlow) {
       {"type", "RedeemGiftCard"}, {"data", {{"card_id", "c1"}, {"amount", 1}}}, {"timeout_ms", 50}};
   auto handle = self->request(gateway_, caf::infinite, dispatch_atom::value, envelope.dump());
   sched.run();
-  sched.trigger_timeouts();
+  sched.advance_time(100ms);
   sched.run();
   std::string text;
   handle.receive([&](std::string& reply) { text = reply; },
