@@ -31,6 +31,10 @@ class ClientConfig : public caf::actor_system_config {
 };
 
 using done_atom = caf::atom_constant<caf::atom("done")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+
+// How often an open-loop sender checks for due requests.
+constexpr auto kPaceTick = std::chrono::milliseconds(1);
 
 // Sends one request and hands its reply (or a transport error) to `done`.
 template <class... Ts>
@@ -96,7 +100,7 @@ Result<std::string> Client::send_envelope(const std::string& envelope,
                                           std::chrono::milliseconds timeout) {
   std::optional<Result<std::string>> out;
   run_requests(
-      1, 1,
+      1, Pace{},
       [&](caf::event_based_actor* self, const caf::actor& gateway, size_t, ReplyHandler done) {
         // A little longer than the server's own timeout, so the server's answer wins.
         request_reply(self, gateway, timeout + std::chrono::seconds(1), std::move(done),
@@ -119,7 +123,7 @@ Result<DispatchReply> Client::state(std::string_view aggregate, std::string_view
   std::string aggregate_name(aggregate);
   std::string aggregate_id(id);
   run_requests(
-      1, 1,
+      1, Pace{},
       [&](caf::event_based_actor* self, const caf::actor& gateway, size_t, ReplyHandler done) {
         request_reply(self, gateway, timeout, std::move(done), state_atom::value, aggregate_name,
                       aggregate_id);
@@ -133,7 +137,7 @@ void Client::dispatch_many(const std::vector<std::string>& envelopes, size_t win
                            std::chrono::milliseconds timeout,
                            const std::function<void(size_t, Result<std::string>)>& on_reply) {
   run_requests(
-      envelopes.size(), window,
+      envelopes.size(), Pace{window},
       [&](caf::event_based_actor* self, const caf::actor& gateway, size_t index,
           ReplyHandler done) {
         request_reply(self, gateway, timeout + std::chrono::seconds(1), std::move(done),
@@ -142,14 +146,28 @@ void Client::dispatch_many(const std::vector<std::string>& envelopes, size_t win
       on_reply);
 }
 
-void Client::run_requests(size_t count, size_t window, const Issue& issue,
+void Client::dispatch_at_rate(const std::vector<std::string>& envelopes,
+                              std::chrono::steady_clock::time_point start, double rate,
+                              std::chrono::milliseconds timeout,
+                              const std::function<void(size_t, Result<std::string>)>& on_reply) {
+  run_requests(
+      envelopes.size(), Pace{0, rate, start},
+      [&](caf::event_based_actor* self, const caf::actor& gateway, size_t index,
+          ReplyHandler done) {
+        request_reply(self, gateway, timeout + std::chrono::seconds(1), std::move(done),
+                      dispatch_atom::value, envelopes[index]);
+      },
+      on_reply);
+}
+
+void Client::run_requests(size_t count, Pace pace, const Issue& issue,
                           const std::function<void(size_t, Result<std::string>)>& on_reply) {
   if (count == 0) return;
   caf::scoped_actor waiter{impl_->system};
   caf::actor waiter_handle = caf::actor_cast<caf::actor>(waiter);
   caf::actor gateway = impl_->gateway;
   impl_->system.spawn(
-      [&issue, &on_reply, count, window, waiter_handle, gateway](caf::event_based_actor* self) {
+      [&issue, &on_reply, count, pace, waiter_handle, gateway](caf::event_based_actor* self) {
         struct Progress {
           size_t next = 0;
           size_t answered = 0;
@@ -181,21 +199,35 @@ void Client::run_requests(size_t count, size_t window, const Issue& issue,
             finish_one(index, lost);
           }
         });
+        bool windowed = pace.rate <= 0;
         auto send_next = std::make_shared<std::function<void()>>();
-        *send_next = [self, progress, count, &issue, gateway, finish_one, send_next]() {
+        *send_next = [self, progress, count, &issue, gateway, finish_one, send_next, windowed]() {
           if (progress->finished || progress->next >= count) return;
           size_t index = progress->next++;
           std::weak_ptr<std::function<void()>> weak_next = send_next;
           issue(self, gateway, index,
-                [index, finish_one, weak_next](Result<std::string> reply) mutable {
-                  if (finish_one(index, std::move(reply))) {
+                [index, finish_one, weak_next, windowed](Result<std::string> reply) mutable {
+                  if (finish_one(index, std::move(reply)) && windowed) {
                     if (auto next = weak_next.lock()) (*next)();
                   }
                 });
         };
-        for (size_t idx = 0; idx < std::max<size_t>(1, window); ++idx) (*send_next)();
+        // Open loop: on each tick, send everything that is due.
+        auto send_due = [self, progress, count, pace, send_next] {
+          std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - pace.start;
+          double due = elapsed.count() < 0 ? 0 : elapsed.count() * pace.rate + 1;
+          while (progress->next < count && static_cast<double>(progress->next) < due) {
+            (*send_next)();
+          }
+          if (progress->next < count) self->delayed_send(self, kPaceTick, tick_atom::value);
+        };
+        if (windowed) {
+          for (size_t idx = 0; idx < std::max<size_t>(1, pace.window); ++idx) (*send_next)();
+        } else {
+          send_due();
+        }
         // The behavior keeps send_next alive for the actor's lifetime; nothing else holds it.
-        return caf::behavior{[send_next](done_atom) {}};
+        return caf::behavior{[send_next](done_atom) {}, [send_due](tick_atom) { send_due(); }};
       });
   waiter->receive([](done_atom) {});
 }

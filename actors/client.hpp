@@ -77,6 +77,13 @@ class Client {
                      std::chrono::milliseconds timeout,
                      const std::function<void(size_t, Result<std::string>)>& on_reply);
 
+  // Open loop: sends envelope k at `start + k / rate` (per second) whatever earlier replies did,
+  // and calls `on_reply(index, reply)` as replies arrive. Returns when all are answered.
+  void dispatch_at_rate(const std::vector<std::string>& envelopes,
+                        std::chrono::steady_clock::time_point start, double rate,
+                        std::chrono::milliseconds timeout,
+                        const std::function<void(size_t, Result<std::string>)>& on_reply);
+
   // {"version":n,"state":{...}} of one aggregate, by type name or stream prefix.
   Result<DispatchReply> state(std::string_view aggregate, std::string_view id,
                               std::chrono::milliseconds timeout = std::chrono::seconds(5));
@@ -87,9 +94,16 @@ class Client {
   // Starts the request for `index` on the helper actor; `done` takes its reply.
   using Issue = std::function<void(caf::event_based_actor*, const caf::actor&, size_t index,
                                    ReplyHandler done)>;
-  // Runs `count` requests with at most `window` in flight and returns when all are answered;
-  // when the connection to cqrsd drops, the rest fail at once with transport_error.
-  void run_requests(size_t count, size_t window, const Issue& issue,
+  // When to send the requests: at most `window` in flight, or, with a `rate` above 0, request k
+  // at `start + k / rate` regardless of replies.
+  struct Pace {
+    size_t window = 1;
+    double rate = 0;
+    std::chrono::steady_clock::time_point start{};
+  };
+  // Runs `count` requests paced by `pace` and returns when all are answered; when the
+  // connection to cqrsd drops, the rest fail at once with transport_error.
+  void run_requests(size_t count, Pace pace, const Issue& issue,
                     const std::function<void(size_t, Result<std::string>)>& on_reply);
   explicit Client(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

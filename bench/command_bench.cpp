@@ -67,7 +67,6 @@ constexpr int64_t kCardAmount = 1'000'000'000;  // redeems of 1..99 cents never 
 constexpr size_t kSeedCards = 10'000;           // issued before the measurements (also warmup)
 constexpr size_t kSetupWindow = 256;            // window for seeding and for --cards
 constexpr size_t kMemoryChunk = 20'000;         // --cards envelopes built and sent per call
-constexpr size_t kOpenLoopThreads = 64;         // senders of the open-loop phase
 constexpr size_t kConnectionMargin = 10;        // connections left free for others
 constexpr auto kCommandTimeout = std::chrono::milliseconds(3'000);  // see settle()
 constexpr auto kStartTimeout = 90s;         // cqrsd retries Postgres for 30 s by default
@@ -611,52 +610,44 @@ std::vector<Command> make_commands(CommandMix& mix, const std::vector<std::strin
 }
 
 // Open loop at a fixed rate: command k is due at start + k / rate, whatever happened to earlier
-// ones; kOpenLoopThreads senders take the next due command, wait for its time, and send it with
-// Client::send_envelope (blocking). Latency runs from the due time, so a server (or sender) that
-// falls behind shows up as latency instead of a lower send rate (no coordinated omission). The
-// first `warmup_seconds` run at the same rate but are not counted.
+// ones; Client::dispatch_at_rate sends each when due from one asynchronous sender. Latency runs
+// from the due time, so a server (or sender) that falls behind shows up as latency instead of a
+// lower send rate (no coordinated omission). The first `warmup_seconds` run at the same rate but
+// are not counted.
 Figures run_open_loop(cqrs::Client& client, const std::vector<std::string>& known_cards,
                       double issue_share, double rate, double warmup_seconds, double seconds,
                       const std::string& prefix, pid_t daemon_pid) {
   const auto total = static_cast<size_t>(rate * (warmup_seconds + seconds));
-  std::atomic<size_t> next_index{0};
-  std::vector<Figures> per_thread(kOpenLoopThreads);
-  std::vector<Clock::time_point> last_reply(kOpenLoopThreads);
+  CommandMix mix(prefix, 7919, issue_share);
+  std::vector<Command> commands = make_commands(mix, known_cards, total);
+  std::vector<std::string> envelopes;
+  envelopes.reserve(total);
+  for (Command& command : commands) envelopes.push_back(std::move(command.envelope));
   Clock::time_point start = Clock::now() + 50ms;
   Clock::time_point measured_from = start + from_seconds(warmup_seconds);
-  std::vector<std::thread> threads;
-  for (size_t thread_idx = 0; thread_idx < kOpenLoopThreads; ++thread_idx) {
-    threads.emplace_back([&, thread_idx] {
-      CommandMix mix(prefix + std::to_string(thread_idx) + "-", 7919 + thread_idx, issue_share);
-      Figures& mine = per_thread[thread_idx];
-      while (!g_interrupted) {
-        size_t index = next_index.fetch_add(1);
-        if (index >= total) break;
-        Clock::time_point due = start + from_seconds(static_cast<double>(index) / rate);
-        Command command = mix.next(known_cards);
-        std::this_thread::sleep_until(due);
-        auto reply = client.send_envelope(command.envelope, kCommandTimeout);
-        Clock::time_point now = Clock::now();
-        ReplyStatus status = status_of(reply);
-        if (status == ReplyStatus::kOk && command.issue) mine.issued.push_back(command.card_id);
-        if (due < measured_from) continue;
-        last_reply[thread_idx] = std::max(last_reply[thread_idx], now);
-        mine.latencies_ms.push_back(ms_between(due, now));
-        (command.issue ? mine.issue_latencies_ms : mine.redeem_latencies_ms)
-            .push_back(mine.latencies_ms.back());
-        mine.count(status, reply);
-      }
-    });
-  }
-  std::this_thread::sleep_until(measured_from);
-  CpuSample cpu_before = sample_cpu(daemon_pid);
-  for (std::thread& thread : threads) thread.join();
+  Clock::time_point last_reply = measured_from;
   Figures figures;
-  figures.cpu = cpu_between(cpu_before, sample_cpu(daemon_pid));
-  for (Figures& each : per_thread) figures.merge(std::move(each));
+  std::optional<CpuSample> cpu_before;
+  client.dispatch_at_rate(
+      envelopes, start, rate, kCommandTimeout,
+      [&](size_t index, cqrs::Result<std::string> reply) {
+        Clock::time_point now = Clock::now();
+        Clock::time_point due = start + from_seconds(static_cast<double>(index) / rate);
+        ReplyStatus status = status_of(reply);
+        if (status == ReplyStatus::kOk && commands[index].issue) {
+          figures.issued.push_back(commands[index].card_id);
+        }
+        if (due < measured_from) return;
+        if (!cpu_before) cpu_before = sample_cpu(daemon_pid);
+        last_reply = std::max(last_reply, now);
+        figures.latencies_ms.push_back(ms_between(due, now));
+        (commands[index].issue ? figures.issue_latencies_ms : figures.redeem_latencies_ms)
+            .push_back(figures.latencies_ms.back());
+        figures.count(status, reply);
+      });
+  if (cpu_before) figures.cpu = cpu_between(*cpu_before, sample_cpu(daemon_pid));
   figures.commands = figures.latencies_ms.size();
-  figures.seconds =
-      seconds_between(measured_from, *std::max_element(last_reply.begin(), last_reply.end()));
+  figures.seconds = seconds_between(measured_from, last_reply);
   figures.rate = static_cast<double>(figures.commands) / figures.seconds;
   figures.sort_latencies();
   return figures;
