@@ -23,6 +23,7 @@
 
 #include "cqrs/domain/json_mapping.hpp"
 #include "cqrs/domain/outcome.hpp"
+#include "cqrs/domain/upcasters.hpp"
 #include "cqrs/result.hpp"
 
 namespace cqrs {
@@ -122,6 +123,10 @@ class Domain {
   Domain(const Domain&) = delete;
   Domain& operator=(const Domain&) = delete;
 
+  // Upcasters of stored events, applied on every read (aggregates and handlers).
+  Upcasters& upcasters() { return upcasters_; }
+  const Upcasters& upcasters() const { return upcasters_; }
+
   // Registers aggregate A. Throws std::logic_error when the name or prefix is taken (a
   // programming error, found at start-up).
   template <class A>
@@ -153,6 +158,7 @@ class Domain {
 
   std::vector<std::unique_ptr<AggregateType>> aggregates_;
   std::map<std::string, std::unique_ptr<CommandType>, std::less<>> commands_;
+  Upcasters upcasters_;
 };
 
 namespace detail {

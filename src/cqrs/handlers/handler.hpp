@@ -1,0 +1,164 @@
+// Event handlers: what runs behind the store, each from its own checkpoint in the global order.
+//
+// Three kinds, after Commanded:
+//   Projector       writes read-model tables; its SQL and its checkpoint commit in one transaction,
+//                   so every event's effect lands exactly once.
+//   ProcessManager  coordinates aggregates: instances keyed by a correlation value react to
+//                   events by dispatching commands; instance state and checkpoint commit together.
+//   EventHandler    plain side effects, at least once; dedupe by the event id.
+//
+// Handlers are written against this header only: events arrive decoded (and upcast to their
+// current version), and the runtime takes care of reading, checkpoints, retries, dead letters and
+// of running each handler in exactly one cqrsd process at a time.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cqrs/domain/json_mapping.hpp"
+#include "cqrs/event.hpp"
+#include "cqrs/result.hpp"
+
+namespace cqrs {
+
+namespace pg {
+class Connection;
+}
+
+// A stored event as handlers see it: the record plus its data and metadata parsed, data already
+// upcast to the current version of its type.
+struct Event {
+  RecordedEvent record;
+  nlohmann::json data;
+  nlohmann::json metadata;
+
+  const std::string& type() const { return record.type; }
+  const std::string& stream_id() const { return record.stream_id; }
+  // The typed payload; throws nlohmann::json::exception when the data does not fit E.
+  template <Message E>
+  E as() const {
+    return data.get<E>();
+  }
+  // metadata fields set by the command side ("" when absent).
+  std::string correlation_id() const { return metadata.value("correlation_id", ""); }
+  std::string command_id() const { return metadata.value("command_id", ""); }
+};
+
+enum class HandlerKind { kProjector, kProcessManager, kEventHandler };
+std::string_view to_string(HandlerKind kind);
+
+// What happens to an event that still fails after `max_attempts`.
+enum class FailurePolicy {
+  kStop,        // the handler stops with the error; everything else keeps running
+  kDeadLetter,  // the event goes to cqrs.dead_letters and the handler moves on
+};
+
+// Where a handler without a checkpoint begins.
+struct StartFrom {
+  enum class Kind { kOrigin, kCurrent, kPosition };
+  Kind kind = Kind::kOrigin;
+  Position position;
+
+  static StartFrom origin() { return {}; }
+  static StartFrom current() { return {Kind::kCurrent, {}}; }
+  static StartFrom at(Position after) { return {Kind::kPosition, after}; }
+};
+
+struct HandlerOptions {
+  StartFrom start_from;
+  size_t batch_size = 500;                            // events read per query
+  int max_attempts = 5;                               // tries of one event before the policy
+  std::chrono::milliseconds backoff_base{100};        // first retry delay, doubled each time
+  std::chrono::milliseconds backoff_max{10000};       // cap of the retry delay
+  FailurePolicy on_failure = FailurePolicy::kStop;
+  // Strong consistency waits for this handler (projectors are strong by default).
+  std::optional<bool> strong;
+};
+
+// Common base; use one of the three kinds below.
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  virtual HandlerKind kind() const = 0;
+  // Unique, stable: it names the checkpoint. Renaming a handler starts it over.
+  virtual std::string name() const = 0;
+  // The event types it reacts to; events of other types only advance the checkpoint. Empty
+  // means every type.
+  virtual std::vector<std::string> event_types() const { return {}; }
+  virtual HandlerOptions options() const { return {}; }
+  bool strong() const {
+    auto opts = options();
+    return opts.strong.value_or(kind() == HandlerKind::kProjector);
+  }
+};
+
+// Writes read models. project() runs inside an open transaction on `sql`; the runtime saves the
+// checkpoint in the same transaction and commits. Throw (or return an Error) to fail the event:
+// the transaction is rolled back and the event retried.
+class Projector : public Handler {
+ public:
+  HandlerKind kind() const final { return HandlerKind::kProjector; }
+  virtual Result<void> project(const Event& event, pg::Connection& sql) = 0;
+  // Empties the read model for a rebuild (TRUNCATE or DELETE statements); run in the same
+  // transaction that resets the checkpoint.
+  virtual std::string reset_sql() const = 0;
+};
+
+// A command a process manager wants dispatched.
+struct CommandRequest {
+  std::string type;
+  nlohmann::json data;
+
+  template <Message C>
+  static CommandRequest of(const C& command) {
+    return CommandRequest{std::string(type_name_of<C>()), nlohmann::json(command)};
+  }
+};
+
+// How a process manager relates to an event.
+struct Interest {
+  enum class Kind { kIgnore, kStart, kContinue, kStop };
+  Kind kind = Kind::kIgnore;
+  std::string instance;  // the correlation value, e.g. a transfer id
+
+  static Interest ignore() { return {}; }
+  static Interest start(std::string id) { return {Kind::kStart, std::move(id)}; }
+  static Interest continue_with(std::string id) { return {Kind::kContinue, std::move(id)}; }
+  static Interest stop(std::string id) { return {Kind::kStop, std::move(id)}; }
+};
+
+// Coordinates aggregates. For each event, interested() names the instance:
+//   start     creates the instance (or continues it if it exists), then handles the event;
+//   continue  handles the event if the instance exists (ignored otherwise);
+//   stop      handles the event, then deletes the instance;
+//   ignore    skips it.
+// Handling: handle(state, event) returns commands, which are dispatched in order, each with
+// causation_id = the event id, the event's correlation_id, and a command id derived from
+// (handler name, event id, index) so that redelivery after a crash is answered from the
+// recorded outcome. Then apply(state, event) gives the new state, saved with the checkpoint.
+// A rejected command is a normal outcome (the aggregate records what it means); a transport or
+// store failure fails the event, which is retried.
+class ProcessManager : public Handler {
+ public:
+  HandlerKind kind() const final { return HandlerKind::kProcessManager; }
+  virtual Interest interested(const Event& event) const = 0;
+  virtual std::vector<CommandRequest> handle(const nlohmann::json& state,
+                                             const Event& event) const = 0;
+  virtual nlohmann::json apply(nlohmann::json state, const Event& event) const = 0;
+};
+
+// Side effects (e-mail, a message queue). At least once: after a crash, events since the last
+// checkpoint are handled again; use event.record.event_id to dedupe.
+class EventHandler : public Handler {
+ public:
+  HandlerKind kind() const final { return HandlerKind::kEventHandler; }
+  virtual Result<void> handle(const Event& event) = 0;
+};
+
+}  // namespace cqrs
