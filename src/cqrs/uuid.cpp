@@ -38,6 +38,36 @@ Uuid Uuid::random() {
   return Uuid(bytes);
 }
 
+namespace {
+
+// FNV-1a over `text` from `seed`, then a splitmix64 finalizer to spread the bits.
+uint64_t hash64(std::string_view text, uint64_t seed) {
+  uint64_t h = seed;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  h += 0x9e3779b97f4a7c15ULL;
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+  return h ^ (h >> 31);
+}
+
+}  // namespace
+
+Uuid Uuid::derived(std::string_view name) {
+  uint64_t high = hash64(name, 0xcbf29ce484222325ULL);
+  uint64_t low = hash64(name, 0x84222325cbf29ce4ULL);
+  std::array<uint8_t, 16> bytes{};
+  for (int idx = 0; idx < 8; ++idx) {
+    bytes[idx] = static_cast<uint8_t>(high >> (56 - 8 * idx));
+    bytes[8 + idx] = static_cast<uint8_t>(low >> (56 - 8 * idx));
+  }
+  bytes[6] = static_cast<uint8_t>((bytes[6] & 0x0f) | 0x80);  // version 8 (custom)
+  bytes[8] = static_cast<uint8_t>((bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  return Uuid(bytes);
+}
+
 Uuid Uuid::time_ordered() {
   Uuid id = random();
   auto millis = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -22,6 +22,11 @@ class Uuid {
   // the right edge instead of touching random pages. Thread-safe.
   static Uuid time_ordered();
 
+  // A name-based UUID (version 8 layout): the same name always gives the same id, different
+  // names practically never collide (128 bits from two independently seeded 64-bit hashes).
+  // Used for ids that must be reproducible, such as a process manager's command ids.
+  static Uuid derived(std::string_view name);
+
   // Parses the canonical 8-4-4-4-12 hex form, either case. Returns nullopt on anything else.
   static std::optional<Uuid> parse(std::string_view text);
 

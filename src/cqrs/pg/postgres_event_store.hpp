@@ -65,6 +65,12 @@ class PostgresEventStore final : public EventStore {
   // The server process behind this store's connection.
   int backend_pid() const;
 
+  // The connection itself, for callers that run their own SQL between store calls (handler
+  // runtime: locks, transactions). Do not leave a transaction open across store calls.
+  Connection& connection() { return *conn_; }
+  // Reconnects when the connection broke. Errors: store_unavailable.
+  Result<void> reconnect_if_needed() { return ensure_connected(); }
+
  private:
   explicit PostgresEventStore(std::unique_ptr<Connection> conn, PostgresStoreOptions options);
   Result<void> prepare_statements();

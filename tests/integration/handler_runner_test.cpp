@@ -1,0 +1,309 @@
+// HandlerRunner against Postgres: exactly-once projections, out-of-order commits, retries with
+// backoff, dead letters and stops, upcasting, start positions, one runner per handler across
+// processes (advisory lock) and process managers' deterministic command ids.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "cqrs/handlers/runner.hpp"
+#include "cqrs/pg/connection.hpp"
+#include "cqrs/pg/postgres_event_store.hpp"
+#include "support/test_database.hpp"
+
+namespace cqrs {
+namespace {
+
+using Next = HandlerRunner::Step::Next;
+using namespace std::chrono_literals;
+
+// Projects every "Item" event into seen(event_id, stream_id, version, label); throws on the
+// events whose data is {"poison": true}.
+class ItemProjector : public Projector {
+ public:
+  explicit ItemProjector(HandlerOptions options = {}) : options_(options) {}
+  std::string name() const override { return "items"; }
+  std::vector<std::string> event_types() const override { return {"Item"}; }
+  HandlerOptions options() const override { return options_; }
+  Result<void> project(const Event& event, pg::Connection& sql) override {
+    if (event.data.value("poison", false)) throw std::runtime_error("poisoned item");
+    auto done = sql.exec(
+        "INSERT INTO seen (event_id, stream_id, version, label) VALUES ($1::uuid, $2, $3, $4)",
+        pg::Params()
+            .add(event.record.event_id.to_string())
+            .add(event.stream_id())
+            .add(event.record.stream_version)
+            .add(event.data.value("label", "")));
+    if (!done) return done.error();
+    return {};
+  }
+  std::string reset_sql() const override { return "TRUNCATE seen"; }
+
+ private:
+  HandlerOptions options_;
+};
+
+class HandlerRunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = testing::TestDatabase::create();
+    ASSERT_NE(db_, nullptr);
+    sql_ = db_->connect();
+    ASSERT_TRUE(sql_->exec("CREATE TABLE seen (event_id uuid PRIMARY KEY, stream_id text, "
+                           "version bigint, label text)"));
+    auto store = pg::PostgresEventStore::open(db_->url());
+    ASSERT_TRUE(store.ok()) << store.error().to_string();
+    store_ = std::move(store).value();
+  }
+
+  void append(const std::string& stream, std::vector<std::string> datas,
+              const std::string& type = "Item", int version = 1) {
+    std::vector<EventData> events;
+    for (auto& data : datas) {
+      EventData event;
+      event.event_id = Uuid::time_ordered();
+      event.type = type;
+      event.type_version = version;
+      event.data = data;
+      event.metadata = R"({"correlation_id":"corr-1"})";
+      events.push_back(std::move(event));
+    }
+    auto done = store_->append(stream, ExpectedVersion::any(), events);
+    ASSERT_TRUE(done.ok()) << done.error().to_string();
+  }
+
+  int64_t count(const std::string& query) {
+    auto rows = sql_->exec(query);
+    EXPECT_TRUE(rows.ok()) << (rows ? "" : rows.error().to_string());
+    return rows ? rows->int64(0, 0) : -1;
+  }
+
+  // Steps until the runner waits (or stops, or asks for a retry); returns the last step.
+  HandlerRunner::Step drain(HandlerRunner& runner, int max_steps = 50) {
+    HandlerRunner::Step step;
+    for (int idx = 0; idx < max_steps; ++idx) {
+      step = runner.step();
+      if (step.next != Next::kContinue) break;
+    }
+    return step;
+  }
+
+  std::unique_ptr<testing::TestDatabase> db_;
+  std::unique_ptr<pg::Connection> sql_;
+  std::unique_ptr<pg::PostgresEventStore> store_;
+};
+
+TEST_F(HandlerRunnerTest, ProjectsEveryEventOnceAndSkipsOtherTypes) {
+  append("a", {R"({"label":"a1"})", R"({"label":"a2"})"});
+  append("b", {R"({"label":"b1"})"}, "Other");
+  append("c", {R"({"label":"c1"})"});
+  HandlerOptions options;
+  options.batch_size = 2;  // several pages
+  auto runner = std::make_unique<HandlerRunner>(std::make_shared<ItemProjector>(options),
+                                                db_->url());
+  auto step = drain(*runner);
+  EXPECT_EQ(step.next, Next::kWait);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 3);
+  EXPECT_EQ(runner->status().state, HandlerState::kRunning);
+  ASSERT_TRUE(runner->status().position.has_value());
+  // The checkpoint is committed: a new runner (a restart) projects nothing twice.
+  append("a", {R"({"label":"a3"})"});
+  runner = std::make_unique<HandlerRunner>(std::make_shared<ItemProjector>(options), db_->url());
+  drain(*runner);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 4);
+}
+
+TEST_F(HandlerRunnerTest, NeverSkipsAnEventCommittedOutOfOrder) {
+  HandlerRunner runner(std::make_shared<ItemProjector>(), db_->url());
+  auto held = db_->connect();
+  ASSERT_TRUE(held->exec("BEGIN"));
+  // T1 takes a position and stays open; T2 appends later and commits first.
+  ASSERT_TRUE(held->exec("SELECT cqrs.append_to_stream('t1', -1, ARRAY[gen_random_uuid()],"
+                         " ARRAY['Item'], ARRAY[1], ARRAY['{\"label\":\"t1\"}'::jsonb],"
+                         " ARRAY['{}'::jsonb])"));
+  append("t2", {R"({"label":"t2"})"});
+  drain(runner);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 0) << "read past a running transaction";
+  ASSERT_TRUE(held->exec("COMMIT"));
+  drain(runner);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 2);
+  EXPECT_EQ(count("SELECT count(*) FROM seen WHERE label IN ('t1','t2')"), 2);
+}
+
+TEST_F(HandlerRunnerTest, RetriesWithBackoffThenDeadLettersAndMovesOn) {
+  append("a", {R"({"label":"ok1"})", R"({"poison":true})", R"({"label":"ok2"})"});
+  HandlerOptions options;
+  options.max_attempts = 3;
+  options.backoff_base = 100ms;
+  options.backoff_max = 150ms;
+  options.on_failure = FailurePolicy::kDeadLetter;
+  HandlerRunner runner(std::make_shared<ItemProjector>(options), db_->url());
+  auto first = runner.step();
+  EXPECT_EQ(first.next, Next::kRetryAfter);
+  EXPECT_EQ(first.delay, 100ms);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 1) << "the event before the poison is kept";
+  EXPECT_EQ(runner.status().state, HandlerState::kRetrying);
+  EXPECT_NE(runner.status().last_error.find("poisoned item"), std::string::npos);
+  auto second = runner.step();
+  EXPECT_EQ(second.next, Next::kRetryAfter);
+  EXPECT_EQ(second.delay, 150ms) << "doubled, then capped";
+  auto third = runner.step();
+  EXPECT_EQ(third.next, Next::kContinue) << "dead-lettered after max_attempts";
+  drain(runner);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 2);
+  EXPECT_EQ(count("SELECT count(*) FROM cqrs.dead_letters WHERE handler_name = 'items' AND "
+                  "attempts = 3 AND error LIKE '%poisoned item%' AND stream_id = 'a' AND "
+                  "stream_version = 2"),
+            1);
+  EXPECT_EQ(runner.status().state, HandlerState::kRunning);
+}
+
+TEST_F(HandlerRunnerTest, StopPolicyStopsAcrossRestartsUntilRestarted) {
+  append("a", {R"({"label":"ok1"})", R"({"poison":true})"});
+  HandlerOptions options;
+  options.max_attempts = 1;
+  options.on_failure = FailurePolicy::kStop;
+  auto projector = std::make_shared<ItemProjector>(options);
+  {
+    HandlerRunner runner(projector, db_->url());
+    EXPECT_EQ(runner.step().next, Next::kStopped);
+    EXPECT_EQ(runner.status().state, HandlerState::kStopped);
+    EXPECT_EQ(runner.step().next, Next::kStopped) << "a stopped handler does not hot-loop";
+  }
+  HandlerRunner restarted(projector, db_->url());
+  EXPECT_EQ(restarted.step().next, Next::kStopped) << "the stop was not kept";
+  EXPECT_NE(restarted.status().last_error.find("poisoned item"), std::string::npos);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 1);
+  ASSERT_TRUE(restarted.restart().ok());
+  EXPECT_EQ(restarted.step().next, Next::kStopped) << "still poisoned: stops again";
+  EXPECT_EQ(count("SELECT count(*) FROM cqrs.checkpoints WHERE stopped_error IS NOT NULL"), 1);
+}
+
+TEST_F(HandlerRunnerTest, UpcastsStoredVersionsBeforeHandling) {
+  append("a", {R"({"name":"old"})"}, "Item", 1);
+  Upcasters upcasters;
+  upcasters.add("Item", 1, [](nlohmann::json data) {
+    data["label"] = "upcast-" + data.value("name", "");
+    return data;
+  });
+  HandlerRunner runner(std::make_shared<ItemProjector>(), db_->url(), &upcasters);
+  drain(runner);
+  EXPECT_EQ(count("SELECT count(*) FROM seen WHERE label = 'upcast-old'"), 1);
+}
+
+TEST_F(HandlerRunnerTest, StartFromCurrentSkipsThePast) {
+  append("a", {R"({"label":"past"})"});
+  HandlerOptions options;
+  options.start_from = StartFrom::current();
+  HandlerRunner runner(std::make_shared<ItemProjector>(options), db_->url());
+  drain(runner);
+  append("a", {R"({"label":"future"})"});
+  drain(runner);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 1);
+  EXPECT_EQ(count("SELECT count(*) FROM seen WHERE label = 'future'"), 1);
+}
+
+TEST_F(HandlerRunnerTest, OneRunnerPerHandlerAndTakeoverWhenItGoes) {
+  append("a", {R"({"label":"1"})"});
+  auto first = std::make_unique<HandlerRunner>(std::make_shared<ItemProjector>(), db_->url());
+  HandlerRunner second(std::make_shared<ItemProjector>(), db_->url());
+  EXPECT_EQ(first->step().next, Next::kWait);
+  EXPECT_EQ(second.step().next, Next::kStandby);
+  EXPECT_EQ(second.status().state, HandlerState::kStandby);
+  EXPECT_FALSE(second.reset().ok()) << "reset must run where the handler runs";
+  first.reset();  // its connection closes, and with it the lock
+  append("a", {R"({"label":"2"})"});
+  drain(second);
+  EXPECT_EQ(second.status().state, HandlerState::kRunning);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 2);
+}
+
+TEST_F(HandlerRunnerTest, ResetRebuildsTheSameRows) {
+  append("a", {R"({"label":"x"})", R"({"label":"y"})"});
+  HandlerRunner runner(std::make_shared<ItemProjector>(), db_->url());
+  drain(runner);
+  auto before = sql_->exec("SELECT string_agg(event_id || label, ',' ORDER BY event_id) FROM seen");
+  ASSERT_TRUE(before.ok());
+  ASSERT_TRUE(runner.reset().ok());
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 0);
+  drain(runner);
+  auto after = sql_->exec("SELECT string_agg(event_id || label, ',' ORDER BY event_id) FROM seen");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(before->text(0, 0), after->text(0, 0));
+}
+
+// Starts an instance per "Opened" event (key = data.id), sends one command per event, and stops
+// on "Closed".
+class EchoProcess : public ProcessManager {
+ public:
+  std::string name() const override { return "echo"; }
+  std::vector<std::string> event_types() const override { return {"Opened", "Poked", "Closed"}; }
+  Interest interested(const Event& event) const override {
+    std::string id = event.data.value("id", "");
+    if (event.type() == "Opened") return Interest::start(id);
+    if (event.type() == "Closed") return Interest::stop(id);
+    return Interest::continue_with(id);
+  }
+  std::vector<CommandRequest> handle(const nlohmann::json& state,
+                                     const Event& event) const override {
+    return {CommandRequest{"Echo", {{"id", event.data.value("id", "")},
+                                    {"seen", state.value("seen", 0)}}}};
+  }
+  nlohmann::json apply(nlohmann::json state, const Event&) const override {
+    state["seen"] = state.value("seen", 0) + 1;
+    return state;
+  }
+};
+
+TEST_F(HandlerRunnerTest, ProcessManagerDispatchesWithDerivedIdsAndKeepsState) {
+  append("p-1", {R"({"id":"1"})"}, "Opened");
+  append("p-1", {R"({"id":"1"})"}, "Poked");
+  append("p-2", {R"({"id":"2"})"}, "Poked");  // no instance 2: ignored
+  append("p-1", {R"({"id":"1"})"}, "Closed");
+  std::vector<DispatchRequest> sent;
+  Dispatcher dispatcher = [&](const DispatchRequest& request) -> Result<std::string> {
+    sent.push_back(request);
+    return std::string(R"({"status":"ok"})");
+  };
+  auto runner =
+      std::make_unique<HandlerRunner>(std::make_shared<EchoProcess>(), db_->url(), nullptr,
+                                      dispatcher);
+  drain(*runner);
+  ASSERT_EQ(sent.size(), 3u);
+  EXPECT_EQ(sent[0].data["seen"], 0);
+  EXPECT_EQ(sent[1].data["seen"], 1) << "state from the previous event";
+  EXPECT_EQ(sent[2].data["seen"], 2);
+  EXPECT_EQ(sent[0].correlation_id, "corr-1");
+  EXPECT_EQ(count("SELECT count(*) FROM cqrs.process_instances"), 0) << "stop deletes";
+
+  // Redelivery (checkpoint removed) derives the same command ids: dispatch is idempotent.
+  ASSERT_TRUE(sql_->exec("DELETE FROM cqrs.checkpoints"));
+  std::vector<DispatchRequest> first = sent;
+  sent.clear();
+  runner = std::make_unique<HandlerRunner>(std::make_shared<EchoProcess>(), db_->url(), nullptr,
+                                           dispatcher);
+  drain(*runner);
+  ASSERT_EQ(sent.size(), 3u);
+  for (size_t idx = 0; idx < sent.size(); ++idx) {
+    EXPECT_EQ(sent[idx].command_id, first[idx].command_id);
+    EXPECT_EQ(sent[idx].causation_id, first[idx].causation_id);
+  }
+}
+
+TEST_F(HandlerRunnerTest, ProcessManagerRetriesWhenDispatchFails) {
+  append("p-1", {R"({"id":"1"})"}, "Opened");
+  int calls = 0;
+  Dispatcher flaky = [&](const DispatchRequest&) -> Result<std::string> {
+    if (++calls == 1) return Error::unavailable("cqrsd is busy");
+    return std::string(R"({"status":"ok"})");
+  };
+  HandlerRunner runner(std::make_shared<EchoProcess>(), db_->url(), nullptr, flaky);
+  EXPECT_EQ(runner.step().next, Next::kRetryAfter);
+  EXPECT_EQ(count("SELECT count(*) FROM cqrs.process_instances"), 0);
+  drain(runner);
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(count("SELECT count(*) FROM cqrs.process_instances"), 1);
+}
+
+}  // namespace
+}  // namespace cqrs
