@@ -133,6 +133,20 @@ Result<DispatchReply> Client::state(std::string_view aggregate, std::string_view
   return DispatchReply::parse(**out);
 }
 
+Result<DispatchReply> Client::admin(const nlohmann::json& request,
+                                    std::chrono::milliseconds timeout) {
+  std::optional<Result<std::string>> out;
+  std::string text = request.dump();
+  run_requests(
+      1, Pace{},
+      [&](caf::event_based_actor* self, const caf::actor& gateway, size_t, ReplyHandler done) {
+        request_reply(self, gateway, timeout, std::move(done), actors::admin_atom::value, text);
+      },
+      [&](size_t, Result<std::string> reply) { out = std::move(reply); });
+  if (!*out) return out->error();
+  return DispatchReply::parse(**out);
+}
+
 void Client::dispatch_many(const std::vector<std::string>& envelopes, size_t window,
                            std::chrono::milliseconds timeout,
                            const std::function<void(size_t, Result<std::string>)>& on_reply) {

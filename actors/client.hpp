@@ -84,6 +84,10 @@ class Client {
                         std::chrono::milliseconds timeout,
                         const std::function<void(size_t, Result<std::string>)>& on_reply);
 
+  // An admin request ({"op":"status"}, {"op":"reset","handler":name}, ...; see gateway.hpp).
+  Result<DispatchReply> admin(const nlohmann::json& request,
+                              std::chrono::milliseconds timeout = std::chrono::seconds(15));
+
   // {"version":n,"state":{...}} of one aggregate, by type name or stream prefix.
   Result<DispatchReply> state(std::string_view aggregate, std::string_view id,
                               std::chrono::milliseconds timeout = std::chrono::seconds(5));

@@ -7,6 +7,7 @@
 
 #include "actors/messages.hpp"
 #include "actors/replies.hpp"
+#include "actors/router.hpp"
 
 namespace cqrs::actors {
 namespace {
@@ -26,6 +27,9 @@ struct InFlight {
   std::shared_ptr<DispatchContext> context;
   std::chrono::milliseconds timeout;
   std::multimap<Clock::time_point, uint64_t>::iterator deadline;
+  bool strong = false;
+  std::optional<std::string> reply;  // held while strong consistency waits for the handlers
+  Position wait_for;
 };
 
 // Commands in flight wait for the router's answer without a CAF request timeout (one timer per
@@ -40,6 +44,9 @@ struct GatewayState {
   std::multimap<Clock::time_point, uint64_t> deadlines;
   uint64_t next_id = 0;
   bool sweep_armed = false;
+  std::vector<HandlerRef> handlers;
+  std::map<std::string, Position, std::less<>> handler_positions;  // strong handlers' checkpoints
+  std::vector<uint64_t> strong_waiting;  // ids whose ok reply waits for the handlers
   uint64_t in_flight = 0;
   bool draining = false;
   std::vector<caf::typed_response_promise<bool>> drain_waiters;
@@ -110,6 +117,13 @@ Result<Decoded> decode_envelope(const GatewayState& st, const std::string& text)
       return invalid("envelope field 'correlation_id' must be a non-empty string");
     }
     decoded.envelope.correlation_id = correlation->get<std::string>();
+  }
+  if (auto causation = envelope.find("causation_id");
+      causation != envelope.end() && !causation->is_null()) {
+    if (!causation->is_string() || causation->get_ref<const std::string&>().empty()) {
+      return invalid("envelope field 'causation_id' must be a non-empty string");
+    }
+    decoded.envelope.causation_id = causation->get<std::string>();
   }
   if (auto metadata = envelope.find("metadata");
       metadata != envelope.end() && !metadata->is_null()) {
@@ -188,16 +202,51 @@ void arm_sweep(GatewayActor* self) {
 
 void finish_one(GatewayActor* self);
 
+// The strong handlers that have not yet processed `position`.
+std::vector<std::string> behind(const GatewayState& st, const Position& position) {
+  std::vector<std::string> names;
+  for (const HandlerRef& handler : st.handlers) {
+    if (!handler.strong) continue;
+    auto it = st.handler_positions.find(handler.name);
+    if (it == st.handler_positions.end() || it->second < position) names.push_back(handler.name);
+  }
+  return names;
+}
+
 // Answers the command `id` with `reply` (or, without one, a timeout) unless it was answered.
 void complete(GatewayActor* self, uint64_t id, std::string* reply) {
   auto& st = self->state;
   auto it = st.waiting.find(id);
   if (it == st.waiting.end()) return;  // timed out before; this is the late answer
+  if (reply != nullptr && it->second.strong && !st.handlers.empty()) {
+    // Strong consistency: hold an ok reply until every strong handler has processed its events.
+    nlohmann::json parsed = nlohmann::json::parse(*reply, nullptr, false);
+    auto position = parsed.is_object() ? position_of(parsed) : std::nullopt;
+    it->second.strong = false;
+    if (position && !behind(st, *position).empty()) {
+      it->second.reply = std::move(*reply);
+      it->second.wait_for = *position;
+      st.strong_waiting.push_back(id);
+      return;
+    }
+  }
   InFlight done = std::move(it->second);
   st.waiting.erase(it);
   st.deadlines.erase(done.deadline);
   auto& mws = st.middlewares;
-  if (reply != nullptr) {
+  if (reply == nullptr && done.reply) {
+    std::vector<std::string> late = behind(st, done.wait_for);
+    std::string names;
+    for (const auto& name : late) names += (names.empty() ? "" : ", ") + name;
+    std::string held = error_reply("consistency_timeout",
+                                   "the command succeeded and its events are stored, but " +
+                                       names + " had not processed them within " +
+                                       std::to_string(done.timeout.count()) + " ms",
+                                   done.context->command_id);
+    DispatchSummary summary = summarize(held, done.context->started);
+    for (auto mw = mws.rbegin(); mw != mws.rend(); ++mw) (*mw)->after(*done.context, summary);
+    done.promise.deliver(std::move(held));
+  } else if (reply != nullptr) {
     DispatchSummary summary = summarize(*reply, done.context->started);
     for (auto mw = mws.rbegin(); mw != mws.rend(); ++mw) (*mw)->after(*done.context, summary);
     done.promise.deliver(std::move(*reply));
@@ -209,6 +258,24 @@ void complete(GatewayActor* self, uint64_t id, std::string* reply) {
     done.promise.deliver(error_reply(error, done.context->command_id));
   }
   finish_one(self);
+}
+
+// Delivers held strong replies whose events every strong handler has processed.
+void release_strong(GatewayActor* self) {
+  auto& st = self->state;
+  std::vector<uint64_t> still;
+  for (uint64_t id : st.strong_waiting) {
+    auto it = st.waiting.find(id);
+    if (it == st.waiting.end()) continue;
+    if (!behind(st, it->second.wait_for).empty()) {
+      still.push_back(id);
+      continue;
+    }
+    std::string reply = std::move(*it->second.reply);
+    it->second.strong = false;
+    complete(self, id, &reply);
+  }
+  st.strong_waiting = std::move(still);
 }
 
 void sweep(GatewayActor* self) {
@@ -228,6 +295,110 @@ void finish_one(GatewayActor* self) {
     for (auto& waiter : st.drain_waiters) waiter.deliver(true);
     st.drain_waiters.clear();
   }
+}
+
+constexpr auto kAdminTimeout = std::chrono::seconds(10);
+
+// Asks every handler actor `request` and hands the parsed replies, in handler order, to `done`.
+void ask_handlers(GatewayActor* self, const std::string& request,
+                  std::function<void(std::vector<nlohmann::json>&)> done) {
+  auto& handlers = self->state.handlers;
+  struct Gather {
+    std::vector<nlohmann::json> replies;
+    size_t pending = 0;
+  };
+  auto gather = std::make_shared<Gather>();
+  gather->replies.resize(handlers.size());
+  gather->pending = handlers.size();
+  if (handlers.empty()) {
+    done(gather->replies);
+    return;
+  }
+  for (size_t idx = 0; idx < handlers.size(); ++idx) {
+    auto answer = [gather, idx, done](nlohmann::json reply) {
+      gather->replies[idx] = std::move(reply);
+      if (--gather->pending == 0) done(gather->replies);
+    };
+    std::string name = handlers[idx].name;
+    self->request(handlers[idx].actor, kAdminTimeout, admin_atom::value, request)
+        .then([answer](std::string& reply) { answer(nlohmann::json::parse(reply, nullptr, false)); },
+              [self, answer, name](caf::error& err) {
+                answer({{"name", name},
+                        {"state", "unreachable"},
+                        {"last_error", self->system().render(err)}});
+              });
+  }
+}
+
+caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
+  auto& st = self->state;
+  nlohmann::json request = nlohmann::json::parse(text, nullptr, false);
+  if (!request.is_object() || !request.contains("op") || !request["op"].is_string()) {
+    return error_reply(errc::kInvalidArgument,
+                       "admin request must be a JSON object with a string field 'op'");
+  }
+  std::string op = request["op"];
+  std::string name = request.value("handler", "");
+  if (op == "status") {
+    auto promise = self->make_response_promise<std::string>();
+    self->request(st.router, kAdminTimeout, status_atom::value)
+        .then(
+            [self, promise](uint64_t live) mutable {
+              ask_handlers(self, R"({"op":"status"})",
+                           [promise, live](std::vector<nlohmann::json>& handlers) mutable {
+                             std::optional<Position> head;
+                             for (auto& handler : handlers) {
+                               if (!handler.is_object() || !handler.contains("head")) continue;
+                               auto at = Position::parse(handler["head"].get<std::string>());
+                               if (at && (!head || *head < *at)) head = at;
+                               handler.erase("head");
+                             }
+                             nlohmann::json reply = {
+                                 {"status", "ok"},
+                                 {"head", head ? nlohmann::json(head->to_string()) : nullptr},
+                                 {"aggregates_live", live},
+                                 {"handlers", handlers}};
+                             promise.deliver(reply.dump());
+                           });
+            },
+            [self, promise](caf::error& err) mutable {
+              promise.deliver(error_reply("dispatch_failed", self->system().render(err)));
+            });
+    return promise;
+  }
+  if (op == "dead_letters" && name.empty()) {
+    auto promise = self->make_response_promise<std::string>();
+    ask_handlers(self, text, [promise](std::vector<nlohmann::json>& replies) mutable {
+      nlohmann::json all = nlohmann::json::array();
+      for (auto& reply : replies) {
+        if (!reply.is_object() || !reply.contains("dead_letters")) continue;
+        for (auto& letter : reply["dead_letters"]) all.push_back(std::move(letter));
+      }
+      promise.deliver(nlohmann::json{{"status", "ok"}, {"dead_letters", std::move(all)}}.dump());
+    });
+    return promise;
+  }
+  if (op == "reset" || op == "restart" || op == "dead_letters") {
+    std::string known;
+    for (const HandlerRef& handler : st.handlers) {
+      if (handler.name == name) {
+        auto promise = self->make_response_promise<std::string>();
+        // A reset replays; its answer comes after the reset, not after the replay.
+        self->request(handler.actor, kAdminTimeout, admin_atom::value, text)
+            .then([promise](std::string& reply) mutable { promise.deliver(std::move(reply)); },
+                  [self, promise](caf::error& err) mutable {
+                    promise.deliver(error_reply("dispatch_failed", self->system().render(err)));
+                  });
+        return promise;
+      }
+      known += (known.empty() ? "" : ", ") + handler.name;
+    }
+    return error_reply("unknown_handler", "no handler named '" + name + "'; known: " +
+                                              (known.empty() ? "(none)" : known));
+  }
+  return error_reply(errc::kInvalidArgument,
+                     "unknown admin operation '" + op +
+                         "'; known: status, reset, restart, dead_letters");
 }
 
 caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor router,
@@ -256,7 +427,9 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
         auto promise = self->make_response_promise<std::string>();
         uint64_t id = ++st.next_id;
         auto deadline = st.deadlines.emplace(self->clock().now() + decoded->timeout, id);
-        st.waiting.emplace(id, InFlight{promise, context, decoded->timeout, deadline});
+        st.waiting.emplace(id, InFlight{promise, context, decoded->timeout, deadline,
+                                        decoded->envelope.consistency == Consistency::kStrong,
+                                        std::nullopt, Position{}});
         arm_sweep(self);
         self->request(st.router, caf::infinite, execute_atom::value, std::move(decoded->envelope))
             .then([self, id](std::string& reply) { complete(self, id, &reply); },
@@ -289,6 +462,16 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
         return promise;
       },
       [self](sweep_atom) { sweep(self); },
+      [self](handlers_atom, std::vector<HandlerRef>& handlers) {
+        self->state.handlers = std::move(handlers);
+      },
+      [self](progress_atom, const std::string& name, uint64_t commit_id, int64_t global_position) {
+        self->state.handler_positions[name] = Position{commit_id, global_position};
+        if (!self->state.strong_waiting.empty()) release_strong(self);
+      },
+      [self](admin_atom, const std::string& text) -> caf::result<std::string> {
+        return admin(self, text);
+      },
       [self](drain_atom) -> caf::result<bool> {
         auto& st = self->state;
         st.draining = true;

@@ -4,10 +4,12 @@
 // without registration: requests and replies are JSON documents (see docs/commands.md).
 //   (dispatch_atom, envelope JSON)      -> reply JSON
 //   (state_atom, aggregate, id)         -> reply JSON
+//   (admin_atom, request JSON)          -> reply JSON (status, handler reset/restart, dead letters)
 // Everything else is local to one cqrsd process and never crosses the network.
 #pragma once
 
 #include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/actor.hpp>
 #include <caf/atom.hpp>
 #include <chrono>
 #include <memory>
@@ -25,6 +27,8 @@ namespace cqrs::actors {
 using dispatch_atom = caf::atom_constant<caf::atom("dispatch")>;
 using state_atom = caf::atom_constant<caf::atom("state")>;
 
+using admin_atom = caf::atom_constant<caf::atom("admin")>;
+
 // Local protocol.
 using execute_atom = caf::atom_constant<caf::atom("execute")>;
 using write_atom = caf::atom_constant<caf::atom("write")>;
@@ -33,6 +37,10 @@ using snapshot_atom = caf::atom_constant<caf::atom("snapshot")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using wake_atom = caf::atom_constant<caf::atom("wake")>;
+using step_atom = caf::atom_constant<caf::atom("step")>;
+using progress_atom = caf::atom_constant<caf::atom("progress")>;
+using handlers_atom = caf::atom_constant<caf::atom("handlers")>;
 
 enum class Consistency { kEventual, kStrong };
 
@@ -44,6 +52,14 @@ struct CommandEnvelope {
   std::string causation_id;
   nlohmann::json metadata = nlohmann::json::object();  // user metadata
   Consistency consistency = Consistency::kEventual;
+};
+
+// A handler actor as the gateway knows it (for admin requests and strong consistency).
+struct HandlerRef {
+  std::string name;
+  std::string kind;  // projector | process_manager | event_handler
+  bool strong = false;
+  caf::actor actor;
 };
 
 // A request for the state of one aggregate (admin). Travels gateway -> router -> aggregate.
@@ -71,3 +87,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<cqrs::StreamLoad>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::LoadedStream)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<cqrs::LoadedStream>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(cqrs::Snapshot)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<cqrs::actors::HandlerRef>)

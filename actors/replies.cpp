@@ -17,6 +17,19 @@ std::string error_reply(const Error& error, std::string_view command_id) {
   return error_reply(error.code(), error.message(), command_id);
 }
 
+std::string with_position(std::string reply, const Position& position) {
+  if (reply.empty() || reply.back() != '}') return reply;
+  reply.pop_back();
+  reply += ",\"position\":\"" + position.to_string() + "\"}";
+  return reply;
+}
+
+std::optional<Position> position_of(const nlohmann::json& reply) {
+  auto it = reply.find("position");
+  if (it == reply.end() || !it->is_string()) return std::nullopt;
+  return Position::parse(it->get_ref<const std::string&>());
+}
+
 std::string rejection_reply(std::string_view code, std::string_view message,
                             std::string_view command_id) {
   return nlohmann::json{

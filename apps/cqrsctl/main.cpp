@@ -6,6 +6,10 @@
 //   cqrsctl dispatch -        JSON lines {"type":..,"data":{..},"command_id":..} from stdin,
 //                             many in flight, one result line per input line, in input order
 //   cqrsctl state <AggregateType> <id>
+//   cqrsctl status                          head, live aggregates, every handler's state
+//   cqrsctl handler reset <name> [--no-wait]  rebuild a projection (progress on stderr)
+//   cqrsctl handler restart <name>          restart a stopped handler
+//   cqrsctl dead-letters [<name>]           dead letters as JSON lines
 //
 // Prints one JSON object per result on stdout. Exit code: 0 ok, 1 rejected, 2 usage,
 // transport, timeout or server error (details on stderr).
@@ -14,8 +18,10 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "actors/client.hpp"
+#include "cqrs/event.hpp"
 
 namespace {
 
@@ -94,6 +100,53 @@ int dispatch_stdin(cqrs::Client& client, size_t window, std::chrono::millisecond
   return worst;
 }
 
+// Waits until handler `name` has reached `target`, drawing progress on stderr.
+int wait_for_replay(cqrs::Client& client, const std::string& name, const nlohmann::json& reset) {
+  using Clock = std::chrono::steady_clock;
+  auto target = reset["target"].is_string()
+                    ? cqrs::Position::parse(reset["target"].get<std::string>())
+                    : std::nullopt;
+  int64_t total = reset.value("total", int64_t{0});
+  auto started = Clock::now();
+  while (target) {
+    auto status = client.admin({{"op", "status"}});
+    if (!status || !status->ok()) {
+      std::fprintf(stderr, "\ncqrsctl: lost track of the replay: %s\n",
+                   status ? status->message.c_str() : status.error().to_string().c_str());
+      return kExitError;
+    }
+    nlohmann::json mine;
+    for (const auto& handler : status->json["handlers"]) {
+      if (handler.value("name", "") == name) mine = handler;
+    }
+    if (mine.value("state", "") == "stopped") {
+      std::fprintf(stderr, "\ncqrsctl: %s stopped: %s\n", name.c_str(),
+                   mine.value("last_error", nlohmann::json("")).dump().c_str());
+      return kExitError;
+    }
+    auto position = mine["position"].is_string()
+                        ? cqrs::Position::parse(mine["position"].get<std::string>())
+                        : std::nullopt;
+    int64_t done = std::max<int64_t>(0, total - mine.value("lag", total));
+    double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;
+    double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0;
+    std::fprintf(stderr, "\r%s: %lld/%lld events, %.0f ev/s, ETA %.0f s   ", name.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total), rate, eta);
+    if (position && *position >= *target) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  std::fprintf(stderr, "\n");
+  std::printf("%s\n", nlohmann::json{{"status", "ok"},
+                                     {"handler", name},
+                                     {"replayed", total},
+                                     {"seconds", seconds}}
+                          .dump()
+                          .c_str());
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -135,6 +188,24 @@ int main(int argc, char** argv) {
   state->add_option("id", id, "aggregate id")->required();
   state->fallthrough();
 
+  app.add_subcommand("status", "print the head, live aggregates and every handler's state")
+      ->fallthrough();
+  auto* handler = app.add_subcommand("handler", "manage a projector or process manager");
+  handler->require_subcommand(1);
+  std::string handler_name;
+  bool no_wait = false;
+  auto* reset = handler->add_subcommand("reset", "empty a projection and rebuild it from origin");
+  reset->add_option("name", handler_name, "handler name")->required();
+  reset->add_flag("--no-wait", no_wait, "return once the reset is done, before the replay");
+  auto* restart = handler->add_subcommand("restart", "restart a stopped handler");
+  restart->add_option("name", handler_name, "handler name")->required();
+  reset->fallthrough();
+  restart->fallthrough();
+  handler->fallthrough();
+  auto* dead_letters = app.add_subcommand("dead-letters", "list dead letters as JSON lines");
+  dead_letters->add_option("name", handler_name, "only this handler's");
+  dead_letters->fallthrough();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -162,6 +233,23 @@ int main(int argc, char** argv) {
   auto timeout = std::chrono::milliseconds(timeout_ms);
 
   if (state->parsed()) return print_reply((*client)->state(aggregate, id, timeout));
+  if (app.got_subcommand("status")) return print_reply((*client)->admin({{"op", "status"}}));
+  if (restart->parsed()) {
+    return print_reply((*client)->admin({{"op", "restart"}, {"handler", handler_name}}));
+  }
+  if (reset->parsed()) {
+    auto reply = (*client)->admin({{"op", "reset"}, {"handler", handler_name}});
+    if (!reply || !reply->ok() || no_wait) return print_reply(reply);
+    return wait_for_replay(**client, handler_name, reply->json);
+  }
+  if (dead_letters->parsed()) {
+    nlohmann::json request = {{"op", "dead_letters"}};
+    if (!handler_name.empty()) request["handler"] = handler_name;
+    auto reply = (*client)->admin(request);
+    if (!reply || !reply->ok()) return print_reply(reply);
+    for (const auto& letter : reply->json["dead_letters"]) std::printf("%s\n", letter.dump().c_str());
+    return kExitOk;
+  }
   if (type == "-") return dispatch_stdin(**client, window, timeout);
 
   cqrs::DispatchOptions options;

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "actors/gateway.hpp"
+#include "actors/handlers.hpp"
 #include "actors/log.hpp"
 #include "actors/middlewares.hpp"
 #include "actors/router.hpp"
@@ -20,6 +21,7 @@
 #include "cqrs/pg/connection.hpp"
 #include "cqrs/pg/migrate.hpp"
 #include "cqrs/pg/postgres_event_store.hpp"
+#include "bank/bank.hpp"
 #include "giftcard/giftcard.hpp"
 
 namespace {
@@ -40,6 +42,8 @@ class DaemonConfig : public caf::actor_system_config {
   size_t max_command_bytes = 1 << 20;
   caf::timespan default_timeout = std::chrono::seconds(5);
   caf::timespan drain_timeout = std::chrono::seconds(30);
+  bool handlers_enabled = true;
+  caf::timespan poll_interval = std::chrono::seconds(1);
   std::string log_level = "info";
   std::string log_format = "text";
 
@@ -70,6 +74,11 @@ class DaemonConfig : public caf::actor_system_config {
         .add(max_command_bytes, "max_command_bytes", "largest accepted command payload")
         .add(default_timeout, "default_timeout", "dispatch timeout when the client sets none")
         .add(drain_timeout, "drain_timeout", "how long shutdown waits for in-flight commands");
+    opt_group{custom_options_, "handlers"}
+        .add(handlers_enabled, "enabled",
+             "run projectors and process managers in this process (each runs in one process)")
+        .add(poll_interval, "poll_interval",
+             "how often handlers look for events when no notification came");
     opt_group{custom_options_, "log"}
         .add(log_level, "level", "debug, info, warn or error")
         .add(log_format, "format", "text or json");
@@ -108,6 +117,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
 
   cqrs::Domain domain;
   giftcard::register_domain(domain);
+  bank::register_domain(domain);
 
   std::string url = cfg.db_url;
   cqrs::actors::StoreFactory factory = [url]() -> cqrs::Result<std::shared_ptr<cqrs::EventStore>> {
@@ -121,6 +131,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
   aggregate_config.idle_timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(cfg.idle_timeout);
   aggregate_config.snapshot_every = cfg.snapshot_every;
+  aggregate_config.upcasters = &domain.upcasters();
   auto router = cqrs::actors::spawn_router(system, pool, aggregate_config);
   cqrs::actors::GatewayConfig gateway_config;
   gateway_config.max_command_bytes = cfg.max_command_bytes;
@@ -131,7 +142,27 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
       std::make_shared<cqrs::actors::TimingMiddleware>()};
   auto gateway = cqrs::actors::spawn_gateway(system, domain, router, gateway_config, middlewares);
 
+  // Handlers behind the store, woken by one LISTEN connection.
+  std::vector<caf::actor> handler_actors;
+  std::vector<cqrs::actors::HandlerRef> handler_refs;
+  if (cfg.handlers_enabled) {
+    cqrs::actors::HandlerActorConfig handler_config;
+    handler_config.poll_interval =
+        std::chrono::duration_cast<std::chrono::milliseconds>(cfg.poll_interval);
+    for (const auto& handler : domain.handlers()) {
+      auto actor = cqrs::actors::spawn_handler_actor(system, handler, url, &domain.upcasters(),
+                                                     gateway, handler_config);
+      handler_actors.push_back(actor);
+      handler_refs.push_back({handler->name(), std::string(cqrs::to_string(handler->kind())),
+                              handler->strong(), actor});
+    }
+  }
+  caf::anon_send(gateway, cqrs::actors::handlers_atom::value, handler_refs);
+  auto notifier = std::make_unique<cqrs::actors::Notifier>(url, handler_actors);
+
   auto stop_all = [&] {
+    notifier.reset();
+    for (auto& actor : handler_actors) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     for (auto& actor : {gateway, router, pool}) {
       caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     }

@@ -78,6 +78,12 @@ class ExpectedVersion {
 struct AppendResult {
   int64_t stream_version = 0;             // the stream's version after the append
   std::vector<int64_t> global_positions;  // one per appended event, in order
+  uint64_t commit_id = 0;                 // the Position::commit_id of the appended events
+
+  // The $all position of the last appended event (handlers past it have seen them all).
+  Position last_position() const {
+    return {commit_id, global_positions.empty() ? 0 : global_positions.back()};
+  }
 };
 
 enum class Direction { kForward, kBackward };

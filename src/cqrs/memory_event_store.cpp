@@ -132,6 +132,7 @@ Result<AppendResult> InMemoryEventStore::append_locked(std::string_view stream_i
     events_.push_back(std::move(recorded));
   }
   result.stream_version = std::ssize(stream_it->second);
+  result.commit_id = commit_id;
   return result;
 }
 

@@ -420,6 +420,20 @@ TEST_P(StoreConformance, ReadAllReturnsEveryStreamInAppendOrder) {
   }
 }
 
+TEST_P(StoreConformance, AppendReportsThePositionReadAllGivesItsLastEvent) {
+  this->append_ok("a", ExpectedVersion::any(), events(1));
+  auto appended = this->store_->append("b", ExpectedVersion::any(), events(2));
+  ASSERT_TRUE(appended.ok());
+  auto written = this->store_->write(
+      std::vector<WriteRequest>{WriteRequest{"c", ExpectedVersion::any(), events(1), {}}});
+  ASSERT_TRUE(written[0].ok());
+  auto page = this->store_->read_all(Position{}, 100);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->events.size(), 4u);
+  EXPECT_EQ(appended->last_position(), page->events[2].position());
+  EXPECT_EQ(written[0].appended->last_position(), page->events[3].position());
+}
+
 TEST_P(StoreConformance, ReadAllPagesResumeFromTheCheckpoint) {
   for (int stream_idx = 0; stream_idx < 7; ++stream_idx) {
     this->append_ok("s-" + std::to_string(stream_idx), ExpectedVersion::any(), events(3));

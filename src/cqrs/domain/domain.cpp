@@ -116,4 +116,13 @@ Result<DecodedCommand> Domain::decode_json(std::string_view type,
   return decoded;
 }
 
+void Domain::add_handler(std::shared_ptr<Handler> handler) {
+  for (const auto& existing : handlers_) {
+    if (existing->name() == handler->name()) {
+      throw std::logic_error("handler '" + handler->name() + "' is registered twice");
+    }
+  }
+  handlers_.push_back(std::move(handler));
+}
+
 }  // namespace cqrs

@@ -24,6 +24,7 @@
 #include "cqrs/domain/json_mapping.hpp"
 #include "cqrs/domain/outcome.hpp"
 #include "cqrs/domain/upcasters.hpp"
+#include "cqrs/handlers/handler.hpp"
 #include "cqrs/result.hpp"
 
 namespace cqrs {
@@ -123,6 +124,11 @@ class Domain {
   Domain(const Domain&) = delete;
   Domain& operator=(const Domain&) = delete;
 
+  // Handlers (projectors, process managers, event handlers) cqrsd runs behind the store.
+  // Throws std::logic_error when the name is taken.
+  void add_handler(std::shared_ptr<Handler> handler);
+  const std::vector<std::shared_ptr<Handler>>& handlers() const { return handlers_; }
+
   // Upcasters of stored events, applied on every read (aggregates and handlers).
   Upcasters& upcasters() { return upcasters_; }
   const Upcasters& upcasters() const { return upcasters_; }
@@ -159,6 +165,7 @@ class Domain {
   std::vector<std::unique_ptr<AggregateType>> aggregates_;
   std::map<std::string, std::unique_ptr<CommandType>, std::less<>> commands_;
   Upcasters upcasters_;
+  std::vector<std::shared_ptr<Handler>> handlers_;
 };
 
 namespace detail {

@@ -91,7 +91,7 @@ void HandlerRunner::lose_connection(const Error& error) {
   if (store_ && !store_->connection().is_ok()) locked_backend_ = 0;
 }
 
-Result<void> HandlerRunner::ensure_ready() {
+Result<void> HandlerRunner::open_store() {
   if (!store_) {
     pg::PostgresStoreOptions options;
     options.notify = false;
@@ -99,7 +99,11 @@ Result<void> HandlerRunner::ensure_ready() {
     if (!opened) return opened.error();
     store_ = std::move(opened).value();
   }
-  if (auto connected = store_->reconnect_if_needed(); !connected) return connected;
+  return store_->reconnect_if_needed();
+}
+
+Result<void> HandlerRunner::ensure_ready() {
+  if (auto connected = open_store(); !connected) return connected;
   // A new session has lost the old one's lock (and anything else session-scoped).
   if (store_->backend_pid() != locked_backend_) locked_backend_ = 0;
   if (locked_backend_ != 0) return {};
@@ -138,9 +142,9 @@ Result<void> HandlerRunner::load_checkpoint() {
       status_.position.reset();
       return {};
     case StartFrom::Kind::kCurrent: {
-      auto head = head_position();
-      if (!head) return head.error();
-      position_ = *head;
+      auto current = head();
+      if (!current) return current.error();
+      position_ = *current;
       break;
     }
     case StartFrom::Kind::kPosition:
@@ -150,7 +154,8 @@ Result<void> HandlerRunner::load_checkpoint() {
   return save_checkpoint(position_);
 }
 
-Result<Position> HandlerRunner::head_position() {
+Result<Position> HandlerRunner::head() {
+  if (auto ready = open_store(); !ready) return ready.error();
   auto rows = store_->connection().exec(
       "SELECT transaction_id::text, global_position FROM cqrs.events"
       " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
@@ -469,6 +474,49 @@ HandlerRunner::Step HandlerRunner::fail(const RecordedEvent& record, const std::
   }
   status_.state = HandlerState::kStopped;
   return {Step::Next::kStopped, {}, handled};
+}
+
+Result<int64_t> HandlerRunner::lag() {
+  if (auto ready = open_store(); !ready) return ready.error();
+  auto rows = store_->connection().exec(
+      "SELECT count(*) FROM cqrs.events"
+      " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+      " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)",
+      pg::Params().add(std::to_string(position_.commit_id)).add(position_.global_position));
+  if (!rows) return rows.error();
+  return rows->int64(0, 0);
+}
+
+Result<std::optional<Position>> HandlerRunner::stored_checkpoint() {
+  if (auto ready = open_store(); !ready) return ready.error();
+  auto stored = store_->load_checkpoint(status_.name);
+  if (!stored) return stored.error();
+  return *stored;
+}
+
+Result<nlohmann::json> HandlerRunner::dead_letters(int64_t limit) {
+  if (auto ready = open_store(); !ready) return ready.error();
+  auto rows = store_->connection().exec(
+      "SELECT id, handler_name, transaction_id::text, global_position, event_id::text, stream_id,"
+      " stream_version, event_type, error, attempts, failed_at::text FROM cqrs.dead_letters"
+      " WHERE handler_name = $1 ORDER BY id LIMIT $2",
+      pg::Params().add(status_.name).add(limit));
+  if (!rows) return rows.error();
+  nlohmann::json list = nlohmann::json::array();
+  for (int row = 0; row < rows->rows(); ++row) {
+    list.push_back({{"id", rows->int64(row, 0)},
+                    {"handler", rows->text(row, 1)},
+                    {"position", std::string(rows->text(row, 2)) + "/" +
+                                     std::to_string(rows->int64(row, 3))},
+                    {"event_id", rows->text(row, 4)},
+                    {"stream_id", rows->text(row, 5)},
+                    {"stream_version", rows->int64(row, 6)},
+                    {"event_type", rows->text(row, 7)},
+                    {"error", rows->text(row, 8)},
+                    {"attempts", rows->int64(row, 9)},
+                    {"failed_at", rows->text(row, 10)}});
+  }
+  return list;
 }
 
 Error HandlerRunner::not_here() const {

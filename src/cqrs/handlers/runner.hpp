@@ -89,14 +89,22 @@ class HandlerRunner {
   // Clears a stop; the next step retries the event that stopped the handler.
   Result<void> restart();
 
+  // For status reports (each a query on the runner's connection):
+  // the newest position readers can see, the events after the checkpoint up to it, the
+  // checkpoint as stored (also when another process runs the handler), and dead letters.
+  Result<Position> head();
+  Result<int64_t> lag();
+  Result<std::optional<Position>> stored_checkpoint();
+  Result<nlohmann::json> dead_letters(int64_t limit);
+
  private:
   struct Failure {
     Position position;
     std::string error;
   };
+  Result<void> open_store();
   Result<void> ensure_ready();
   Result<void> load_checkpoint();
-  Result<Position> head_position();
   std::optional<Event> decode(const RecordedEvent& record, std::string& error) const;
   bool wanted(const RecordedEvent& record) const;
   Step run_projector(const std::vector<RecordedEvent>& events);

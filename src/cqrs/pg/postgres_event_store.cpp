@@ -27,13 +27,13 @@ std::vector<Statement> statements() {
   std::string columns(kEventColumns);
   return {
       {"append",
-       "SELECT status, stream_version, global_positions::text, existing_result::text "
-       "FROM cqrs.append_to_stream($1, $2, $3::uuid[], $4::text[], $5::int[], $6::jsonb[], "
+       "SELECT status, stream_version, global_positions::text, existing_result::text, "
+       "pg_current_xact_id()::text FROM cqrs.append_to_stream($1, $2, $3::uuid[], $4::text[], $5::int[], $6::jsonb[], "
        "$7::jsonb[], $8::uuid, $9::jsonb)"},
       // Group commit: many requests in one statement; see schema/002_append_batch.sql.
       {"append_batch",
-       "SELECT status, stream_version, global_positions::text, existing_result::text "
-       "FROM cqrs.append_batch($1::text[], $2::bigint[], $3::int[], $4::uuid[], $5::jsonb[], "
+       "SELECT status, stream_version, global_positions::text, existing_result::text, "
+       "pg_current_xact_id()::text FROM cqrs.append_batch($1::text[], $2::bigint[], $3::int[], $4::uuid[], $5::jsonb[], "
        "$6::int[], $7::int[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[])"},
       // The wake-up gets its own transaction, committed without waiting for the WAL flush: a
       // notification lost in a crash only delays readers, and an fsync here would double the
@@ -253,7 +253,8 @@ WriteResult interpret_append(const QueryResult& rows, int row, std::string_view 
   std::string_view status = rows.text(row, 0);
   int64_t version = rows.is_null(row, 1) ? 0 : rows.int64(row, 1);
   if (status == "ok") {
-    result.appended = AppendResult{version, parse_int_array(rows.text(row, 2))};
+    result.appended =
+        AppendResult{version, parse_int_array(rows.text(row, 2)), to_uint64(rows.text(row, 4))};
   } else if (status == "wrong_expected_version") {
     result.error = Error::wrong_expected_version(stream_id, expected.to_string(), version);
   } else if (status == "stream_exists") {

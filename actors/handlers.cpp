@@ -1,0 +1,217 @@
+// Handler actors and the notifier.
+#include "actors/handlers.hpp"
+
+#include <caf/all.hpp>
+
+#include "actors/replies.hpp"
+#include "cqrs/handlers/runner.hpp"
+#include "cqrs/pg/connection.hpp"
+#include "cqrs/pg/postgres_event_store.hpp"
+
+namespace cqrs::actors {
+namespace {
+
+constexpr int64_t kDefaultDeadLetterLimit = 1000;
+
+struct HandlerActorState {
+  std::unique_ptr<HandlerRunner> runner;
+  std::unique_ptr<caf::scoped_actor> requester;  // process managers' blocking dispatch
+  caf::actor gateway;
+  HandlerActorConfig config;
+  uint64_t generation = 0;  // of the step scheduled last; older step messages are ignored
+  bool waiting = false;     // caught up: a wake-up steps at once
+  std::optional<Position> reported;
+  static inline const char* name = "cqrs.handler";
+};
+
+using HandlerActor = caf::stateful_actor<HandlerActorState>;
+
+void schedule(HandlerActor* self, std::chrono::milliseconds delay) {
+  uint64_t generation = ++self->state.generation;
+  if (delay.count() <= 0) {
+    self->send(self, step_atom::value, generation);
+  } else {
+    self->delayed_send(self, delay, step_atom::value, generation);
+  }
+}
+
+void report_progress(HandlerActor* self, const std::optional<Position>& position) {
+  auto& st = self->state;
+  if (!position || position == st.reported) return;
+  st.reported = position;
+  self->send(st.gateway, progress_atom::value, st.runner->status().name, position->commit_id,
+             position->global_position);
+}
+
+void run_step(HandlerActor* self) {
+  auto& st = self->state;
+  st.waiting = false;
+  HandlerRunner::Step step = st.runner->step();
+  using Next = HandlerRunner::Step::Next;
+  if (step.next == Next::kStandby) {
+    // Another process runs it: follow its checkpoint, so strong consistency works here too.
+    if (auto stored = st.runner->stored_checkpoint(); stored) report_progress(self, *stored);
+  } else {
+    report_progress(self, st.runner->status().position);
+  }
+  switch (step.next) {
+    case Next::kContinue:
+      schedule(self, {});
+      break;
+    case Next::kWait:
+      st.waiting = true;
+      schedule(self, st.config.poll_interval);
+      break;
+    case Next::kRetryAfter:
+    case Next::kStandby:
+      schedule(self, step.delay);
+      break;
+    case Next::kStopped:
+      ++st.generation;  // nothing runs until a restart
+      break;
+  }
+}
+
+nlohmann::json status_json(HandlerActor* self) {
+  auto& runner = *self->state.runner;
+  const HandlerStatus& status = runner.status();
+  nlohmann::json out = {{"name", status.name},
+                        {"kind", to_string(status.kind)},
+                        {"state", to_string(status.state)},
+                        {"strong", status.strong},
+                        {"position", nullptr},
+                        {"lag", nullptr},
+                        {"last_error", status.last_error.empty() ? nlohmann::json(nullptr)
+                                                                 : nlohmann::json(status.last_error)},
+                        {"attempts", status.attempts}};
+  if (status.position) out["position"] = status.position->to_string();
+  if (status.state != HandlerState::kStandby) {
+    if (auto lag = runner.lag(); lag) out["lag"] = *lag;
+  } else if (auto stored = runner.stored_checkpoint(); stored && *stored) {
+    out["position"] = (*stored)->to_string();
+  }
+  if (auto head = runner.head(); head) out["head"] = head->to_string();
+  return out;
+}
+
+std::string admin(HandlerActor* self, const nlohmann::json& request) {
+  auto& st = self->state;
+  std::string op = request.value("op", "");
+  if (op == "status") return status_json(self).dump();
+  if (op == "reset") {
+    if (auto done = st.runner->reset(); !done) return error_reply(done.error());
+    int64_t total = 0;
+    if (auto lag = st.runner->lag(); lag) total = *lag;
+    auto head = st.runner->head();
+    schedule(self, {});
+    return nlohmann::json{{"status", "ok"},
+                          {"handler", st.runner->status().name},
+                          {"total", total},
+                          {"target", head ? nlohmann::json(head->to_string()) : nullptr}}
+        .dump();
+  }
+  if (op == "restart") {
+    if (auto done = st.runner->restart(); !done) return error_reply(done.error());
+    schedule(self, {});
+    return nlohmann::json{{"status", "ok"}, {"handler", st.runner->status().name}}.dump();
+  }
+  if (op == "dead_letters") {
+    int64_t limit = request.value("limit", kDefaultDeadLetterLimit);
+    auto list = st.runner->dead_letters(limit);
+    if (!list) return error_reply(list.error());
+    return nlohmann::json{{"status", "ok"}, {"dead_letters", std::move(*list)}}.dump();
+  }
+  return error_reply(errc::kInvalidArgument, "unknown handler operation '" + op + "'");
+}
+
+// Process managers dispatch through the gateway like any client, from this actor's own thread.
+Dispatcher make_dispatcher(HandlerActor* self) {
+  return [self](const DispatchRequest& request) -> Result<std::string> {
+    auto& st = self->state;
+    if (!st.requester) st.requester = std::make_unique<caf::scoped_actor>(self->system());
+    auto timeout = st.config.dispatch_timeout;
+    nlohmann::json envelope = {{"type", request.type},
+                               {"data", request.data},
+                               {"command_id", request.command_id.to_string()},
+                               {"correlation_id", request.correlation_id},
+                               {"causation_id", request.causation_id},
+                               {"timeout_ms", timeout.count()}};
+    std::optional<Result<std::string>> out;
+    (*st.requester)
+        ->request(st.gateway, timeout + std::chrono::seconds(1), dispatch_atom::value,
+                  envelope.dump())
+        .receive([&](std::string& reply) { out = std::move(reply); },
+                 [&](caf::error& err) {
+                   out = Error::unavailable("dispatch failed: " + self->system().render(err));
+                 });
+    return std::move(*out);
+  };
+}
+
+caf::behavior handler_actor(HandlerActor* self, std::shared_ptr<Handler> handler,
+                            std::string conninfo, const Upcasters* upcasters, caf::actor gateway,
+                            HandlerActorConfig config) {
+  auto& st = self->state;
+  st.gateway = std::move(gateway);
+  st.config = config;
+  Dispatcher dispatcher;
+  if (handler->kind() == HandlerKind::kProcessManager) dispatcher = make_dispatcher(self);
+  st.runner = std::make_unique<HandlerRunner>(std::move(handler), std::move(conninfo), upcasters,
+                                              std::move(dispatcher));
+  schedule(self, {});
+  return {
+      [self](step_atom, uint64_t generation) {
+        if (generation == self->state.generation) run_step(self);
+      },
+      [self](wake_atom) {
+        if (self->state.waiting) schedule(self, {});
+      },
+      [self](admin_atom, const std::string& text) -> std::string {
+        nlohmann::json request = nlohmann::json::parse(text, nullptr, false);
+        if (!request.is_object()) {
+          return error_reply(errc::kInvalidArgument, "admin request is not a JSON object");
+        }
+        return admin(self, request);
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_handler_actor(caf::actor_system& system, std::shared_ptr<Handler> handler,
+                               std::string conninfo, const Upcasters* upcasters,
+                               caf::actor gateway, HandlerActorConfig config) {
+  return system.spawn<caf::detached>(handler_actor, std::move(handler), std::move(conninfo),
+                                     upcasters, std::move(gateway), config);
+}
+
+Notifier::Notifier(std::string conninfo, std::vector<caf::actor> targets)
+    : conninfo_(std::move(conninfo)), targets_(std::move(targets)) {
+  if (!targets_.empty()) thread_ = std::thread([this] { run(); });
+}
+
+Notifier::~Notifier() {
+  stopping_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+void Notifier::run() {
+  constexpr int kWaitMs = 200;  // how soon a stop is noticed
+  std::unique_ptr<pg::Connection> conn;
+  while (!stopping_) {
+    if (!conn || !conn->is_ok()) {
+      conn.reset();
+      auto opened = pg::Connection::open(conninfo_);
+      if (!opened || !(*opened)->listen(pg::kEventsChannel)) {
+        std::this_thread::sleep_for(std::chrono::seconds(1));  // handlers poll meanwhile
+        continue;
+      }
+      conn = std::move(opened).value();
+    }
+    auto payloads = conn->wait_notifications(kWaitMs);
+    if (!payloads || payloads->empty()) continue;
+    for (const caf::actor& target : targets_) caf::anon_send(target, wake_atom::value);
+  }
+}
+
+}  // namespace cqrs::actors

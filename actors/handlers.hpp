@@ -1,0 +1,64 @@
+// Handler actors: one detached actor per handler, each owning a HandlerRunner (and with it a
+// connection of its own), plus the notifier that wakes them when the store appends.
+//
+// A handler actor steps its runner until it catches up, then waits for a wake-up from the
+// notifier or the polling interval, whichever comes first (a lost notification only delays).
+// After a failure it waits the runner's backoff; while another process holds the handler it
+// retries the lock every second; a stopped handler waits for a restart.
+//
+// Protocol of a handler actor:
+//   (wake_atom)                         -> new events may be there
+//   (admin_atom, request JSON)          -> reply JSON:
+//       {"op":"status"}                  {"name","kind","state","position","lag","last_error",..}
+//       {"op":"reset"}                   projectors: reset and replay; {"status":"ok","total":n}
+//       {"op":"restart"}                 clears a stop
+//       {"op":"dead_letters","limit":n}  {"status":"ok","dead_letters":[...]}
+// It reports (progress_atom, name, commit_id, global_position) to `observer` whenever its
+// checkpoint moves (the gateway, for strong consistency).
+#pragma once
+
+#include <atomic>
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "actors/messages.hpp"
+#include "cqrs/handlers/handler.hpp"
+#include "cqrs/domain/upcasters.hpp"
+
+namespace cqrs::actors {
+
+struct HandlerActorConfig {
+  std::chrono::milliseconds poll_interval{1000};
+  std::chrono::milliseconds dispatch_timeout{30000};  // process managers' commands
+};
+
+// `gateway` receives process managers' commands (as dispatch envelopes) and progress reports.
+// `upcasters` must outlive the actor.
+caf::actor spawn_handler_actor(caf::actor_system& system, std::shared_ptr<Handler> handler,
+                               std::string conninfo, const Upcasters* upcasters,
+                               caf::actor gateway, HandlerActorConfig config);
+
+// One LISTEN connection per daemon: sends wake_atom to every target on each notification of the
+// store's channel. Reconnects by itself; stops with the object.
+class Notifier {
+ public:
+  Notifier(std::string conninfo, std::vector<caf::actor> targets);
+  ~Notifier();
+  Notifier(const Notifier&) = delete;
+  Notifier& operator=(const Notifier&) = delete;
+
+ private:
+  void run();
+
+  std::string conninfo_;
+  std::vector<caf::actor> targets_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace cqrs::actors
