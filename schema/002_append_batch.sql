@@ -14,6 +14,19 @@
 -- id, aborts the whole call; the caller then retries each request on its own.
 --
 -- Returns one row per request, in request order, with the same columns as append_to_stream.
+--
+-- A recorded command result (a JSON object) gains "position": the $all position of the
+-- request's last event, "<transaction id>/<global position>", so that a repeated command id is
+-- answered with everything the first answer had.
+CREATE FUNCTION cqrs.with_position(p_result jsonb, p_last_position bigint) RETURNS jsonb
+LANGUAGE sql AS $$
+  SELECT CASE
+           WHEN p_last_position IS NULL OR jsonb_typeof(p_result) <> 'object' THEN p_result
+           ELSE p_result || jsonb_build_object(
+                  'position', pg_current_xact_id()::text || '/' || p_last_position::text)
+         END
+$$;
+
 CREATE FUNCTION cqrs.append_batch(
   p_stream_ids       text[],
   p_expected         bigint[],
@@ -78,16 +91,17 @@ BEGIN
     RETURNING cqrs.events.stream_id AS stream_id, cqrs.events.stream_version AS version,
               cqrs.events.global_position AS position
   ),
-  recorded AS (
-    INSERT INTO cqrs.command_results (command_id, stream_id, result)
-    SELECT c.command_id, c.stream_id, c.command_result
-      FROM checked AS c
-     WHERE c.outcome = 'ok' AND c.command_id IS NOT NULL
-  ),
   positions AS (
-    SELECT i.stream_id, array_agg(i.position ORDER BY i.version) AS list
+    SELECT i.stream_id, array_agg(i.position ORDER BY i.version) AS list, max(i.position) AS last
       FROM inserted AS i
      GROUP BY i.stream_id
+  ),
+  recorded AS (
+    INSERT INTO cqrs.command_results (command_id, stream_id, result)
+    SELECT c.command_id, c.stream_id, cqrs.with_position(c.command_result, p.last)
+      FROM checked AS c
+      LEFT JOIN positions AS p ON p.stream_id = c.stream_id
+     WHERE c.outcome = 'ok' AND c.command_id IS NOT NULL
   )
   SELECT c.outcome,
          CASE WHEN c.outcome = 'ok' THEN c.current_version + c.event_count
@@ -97,5 +111,90 @@ BEGIN
     FROM checked AS c
     LEFT JOIN positions AS p ON p.stream_id = c.stream_id AND c.outcome = 'ok'
    ORDER BY c.idx;
+END;
+$$;
+
+-- The one-request form records the position the same way (it runs when a batch must be retried
+-- request by request).
+CREATE OR REPLACE FUNCTION cqrs.append_to_stream(
+  p_stream_id      text,
+  p_expected       bigint,
+  p_event_ids      uuid[],
+  p_types          text[],
+  p_versions       int[],
+  p_data           jsonb[],
+  p_metadata       jsonb[],
+  p_command_id     uuid DEFAULT NULL,
+  p_command_result jsonb DEFAULT NULL,
+  OUT status text,
+  OUT stream_version bigint,
+  OUT global_positions bigint[],
+  OUT existing_result jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_count    int := coalesce(cardinality(p_event_ids), 0);
+  v_current  bigint;
+BEGIN
+  IF p_command_id IS NOT NULL THEN
+    SELECT r.result INTO existing_result FROM cqrs.command_results AS r
+      WHERE r.command_id = p_command_id;
+    IF FOUND THEN
+      status := 'duplicate_command';
+      RETURN;
+    END IF;
+  END IF;
+
+  IF v_count > 0 THEN
+    PERFORM pg_advisory_xact_lock(1668379251, hashtext(p_stream_id));  -- 1668379251 = 'cqrs'
+  END IF;
+
+  SELECT e.stream_version INTO v_current FROM cqrs.events AS e
+    WHERE e.stream_id = p_stream_id ORDER BY e.stream_version DESC LIMIT 1;
+  v_current := coalesce(v_current, 0);
+  stream_version := v_current;
+
+  IF v_count = 0 THEN
+    IF p_command_id IS NOT NULL THEN
+      INSERT INTO cqrs.command_results (command_id, stream_id, result)
+        VALUES (p_command_id, p_stream_id, p_command_result);
+    END IF;
+    status := 'ok';
+    global_positions := '{}';
+    RETURN;
+  END IF;
+
+  IF p_expected = -2 AND v_current > 0 THEN
+    status := 'stream_exists';
+    RETURN;
+  ELSIF p_expected = -3 AND v_current = 0 THEN
+    status := 'stream_not_found';
+    RETURN;
+  ELSIF p_expected >= 0 AND v_current <> p_expected THEN
+    status := 'wrong_expected_version';
+    RETURN;
+  END IF;
+
+  WITH inserted AS (
+    INSERT INTO cqrs.events
+      (stream_id, stream_version, event_id, event_type, event_version, data, metadata)
+    SELECT p_stream_id, v_current + e.ord, e.event_id, e.event_type, e.event_version, e.data,
+           e.metadata
+      FROM unnest(p_event_ids, p_types, p_versions, p_data, p_metadata)
+           WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)
+     ORDER BY e.ord
+    RETURNING cqrs.events.global_position, cqrs.events.stream_version AS version
+  )
+  SELECT array_agg(i.global_position ORDER BY i.version) INTO global_positions
+    FROM inserted AS i;
+
+
+  IF p_command_id IS NOT NULL THEN
+    INSERT INTO cqrs.command_results (command_id, stream_id, result)
+      VALUES (p_command_id, p_stream_id,
+              cqrs.with_position(p_command_result, global_positions[v_count]));
+  END IF;
+
+  status := 'ok';
+  stream_version := v_current + v_count;
 END;
 $$;

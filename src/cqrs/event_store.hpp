@@ -30,7 +30,8 @@ class EventStore {
   // each is checked on its own (expected version, duplicate command id, duplicate event ids) and
   // one request's failure never fails another. The events and command record of one request are
   // atomic. Returns one WriteResult per request, in order. Errors as for append, plus
-  // duplicate_command (see WriteResult::existing_result).
+  // duplicate_command (see WriteResult::existing_result). A recorded command result that is a
+  // JSON object gains "position": the Position::to_string() of the request's last event.
   virtual std::vector<WriteResult> write(std::span<const WriteRequest> requests) = 0;
 
   // Up to `max_count` events of one stream. Forward: versions >= from_version ascending.

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <nlohmann/json.hpp>
 
 #include "cqrs/append_validation.hpp"
 
@@ -67,8 +68,16 @@ WriteResult InMemoryEventStore::write_locked(const WriteRequest& request) {
     result.appended = std::move(appended).value();
   }
   if (request.command) {
-    commands_.emplace(request.command->command_id, *request.command);
-    commands_[request.command->command_id].stream_id = request.stream_id;
+    CommandRecord record = *request.command;
+    record.stream_id = request.stream_id;
+    if (!request.events.empty()) {
+      nlohmann::json recorded = nlohmann::json::parse(record.result, nullptr, false);
+      if (recorded.is_object()) {
+        recorded["position"] = result.appended->last_position().to_string();
+        record.result = recorded.dump();
+      }
+    }
+    commands_.emplace(request.command->command_id, std::move(record));
   }
   return result;
 }

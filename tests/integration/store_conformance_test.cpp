@@ -692,7 +692,10 @@ TEST_P(StoreConformance, WriteRecordsTheCommandAndRefusesItsDuplicate) {
   ASSERT_FALSE(second[0].ok());
   EXPECT_EQ(second[0].error->code(), errc::kDuplicateCommand);
   ASSERT_TRUE(second[0].existing_result.has_value());
-  EXPECT_NE(second[0].existing_result->find("1"), std::string::npos);
+  auto existing = nlohmann::json::parse(*second[0].existing_result);
+  EXPECT_EQ(existing["version"], 1);
+  EXPECT_EQ(existing["position"], first[0].appended->last_position().to_string())
+      << "the recorded result carries the position of the command's last event";
   EXPECT_EQ(this->version_of("a"), 1) << "a duplicate command appended events";
 
   auto found = this->store_->find_command(command_id);
