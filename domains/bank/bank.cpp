@@ -3,6 +3,8 @@
 
 #include <limits>
 
+#include "bank/bank_projection.hpp"
+
 namespace bank {
 namespace {
 
@@ -220,6 +222,8 @@ void register_domain(cqrs::Domain& domain) {
   domain.aggregate<Transfer>("Transfer", "transfer", "transfer_id")
       .handles<TransferMoney, CompleteTransfer, FailTransfer>()
       .applies<TransferRequested, TransferCompleted, TransferFailed>();
+  domain.add_handler(std::make_shared<AccountsProjector>());
+  domain.add_handler(std::make_shared<TransfersProjector>());
 }
 
 }  // namespace bank

@@ -1,6 +1,8 @@
 // Gift card rules.
 #include "giftcard/giftcard.hpp"
 
+#include "giftcard/giftcard_projection.hpp"
+
 namespace giftcard {
 namespace {
 
@@ -71,6 +73,7 @@ void register_domain(cqrs::Domain& domain) {
   domain.aggregate<GiftCard>("GiftCard", "giftcard", "card_id")
       .handles<IssueGiftCard, RedeemGiftCard, CancelGiftCard>()
       .applies<GiftCardIssued, GiftCardRedeemed, GiftCardEmptied, GiftCardCancelled>();
+  domain.add_handler(std::make_shared<SummaryProjector>());
 }
 
 }  // namespace giftcard
