@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "bank/bank_projection.hpp"
+#include "bank/transfer_process.hpp"
 
 namespace bank {
 namespace {
@@ -224,6 +225,7 @@ void register_domain(cqrs::Domain& domain) {
       .applies<TransferRequested, TransferCompleted, TransferFailed>();
   domain.add_handler(std::make_shared<AccountsProjector>());
   domain.add_handler(std::make_shared<TransfersProjector>());
+  domain.add_handler(std::make_shared<TransferProcess>());
 }
 
 }  // namespace bank
