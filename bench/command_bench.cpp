@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "actors/client.hpp"
+#include "bench_daemon.hpp"
 #include "bench_support.hpp"
 #include "cqrs/pg/connection.hpp"
 #include "cqrs/uuid.hpp"
@@ -69,8 +70,6 @@ constexpr size_t kSetupWindow = 256;            // window for seeding and for --
 constexpr size_t kMemoryChunk = 20'000;         // --cards envelopes built and sent per call
 constexpr size_t kConnectionMargin = 10;        // connections left free for others
 constexpr auto kCommandTimeout = std::chrono::milliseconds(3'000);  // see settle()
-constexpr auto kStartTimeout = 90s;         // cqrsd retries Postgres for 30 s by default
-constexpr auto kStopTimeout = 45s;          // cqrsd drains for up to 30 s by default
 constexpr double kRatioGoal = 2.0;          // cqrsd/raw at high concurrency
 constexpr size_t kRatioGoalMinWindow = 64;  // "high concurrency"
 constexpr double kSingleP50GoalMs = 1.5;
@@ -265,147 +264,7 @@ std::string describe(const CpuShare& cpu) {
 
 // ---- cqrsd as a child process ------------------------------------------------------------------
 
-class Daemon {
- public:
-  // Starts cqrsd with `args` in an empty temporary directory (so no config/cqrsd.conf is read)
-  // and waits for its "listening" line.
-  static std::unique_ptr<Daemon> start(const std::vector<std::string>& args, std::string& error) {
-    char dir_template[] = "/tmp/command_bench.XXXXXX";
-    if (mkdtemp(dir_template) == nullptr) {
-      error = std::string("mkdtemp: ") + std::strerror(errno);
-      return nullptr;
-    }
-    std::unique_ptr<Daemon> daemon(new Daemon(dir_template));
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) {
-      error = std::string("pipe: ") + std::strerror(errno);
-      return nullptr;
-    }
-    // Everything the child needs is prepared before fork(): after it, only async-signal-safe calls.
-    std::vector<std::string> argv_strings{CQRSD_BIN};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& arg : argv_strings) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-      error = std::string("fork: ") + std::strerror(errno);
-      close(fds[0]);
-      close(fds[1]);
-      return nullptr;
-    }
-    if (pid == 0) {
-      setpgid(0, 0);                     // Ctrl-C goes to the benchmark, which stops cqrsd itself
-      prctl(PR_SET_PDEATHSIG, SIGTERM);  // and if the benchmark dies, cqrsd follows
-      if (getppid() != parent) _exit(127);
-      dup2(fds[1], STDOUT_FILENO);
-      if (chdir(daemon->dir_.c_str()) != 0) _exit(127);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    daemon->pid_ = pid;
-    daemon->out_fd_ = fds[0];
-    if (!daemon->wait_listening(error)) return nullptr;
-    return daemon;
-  }
-
-  ~Daemon() {
-    (void)stop();
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-  }
-
-  pid_t pid() const { return pid_; }
-  uint16_t port() const { return port_; }
-
-  // SIGTERM, then waits (cqrsd drains in-flight commands); SIGKILL after kStopTimeout. Returns a
-  // description of how it ended, empty when it exited 0 (or was already stopped).
-  std::string stop() {
-    if (pid_ <= 0) return "";
-    kill(pid_, SIGTERM);
-    auto deadline = Clock::now() + kStopTimeout;
-    int status = 0;
-    std::string outcome;
-    while (true) {
-      pid_t done = waitpid(pid_, &status, WNOHANG);
-      if (done == pid_) break;
-      if (done < 0) {
-        outcome = std::string("waitpid: ") + std::strerror(errno);
-        break;
-      }
-      if (Clock::now() >= deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        outcome =
-            "did not stop within " +
-            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStopTimeout).count()) +
-            " s of SIGTERM; killed";
-        break;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    if (outcome.empty() && WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-      outcome = "exited with status " + std::to_string(WEXITSTATUS(status));
-    } else if (outcome.empty() && WIFSIGNALED(status)) {
-      outcome = std::string("ended by signal ") + strsignal(WTERMSIG(status));
-    }
-    pid_ = -1;
-    if (drain_.joinable()) drain_.join();  // EOF once cqrsd is gone
-    if (out_fd_ >= 0) close(out_fd_);
-    out_fd_ = -1;
-    return outcome;
-  }
-
- private:
-  explicit Daemon(std::string dir) : dir_(std::move(dir)) {}
-
-  bool wait_listening(std::string& error) {
-    constexpr std::string_view kMarker = "cqrsd: listening on ";
-    std::string output;
-    auto deadline = Clock::now() + kStartTimeout;
-    while (true) {
-      size_t at = output.find(kMarker);
-      size_t end = at == std::string::npos ? std::string::npos : output.find('\n', at);
-      if (end != std::string::npos) {
-        std::string address = output.substr(at + kMarker.size(), end - at - kMarker.size());
-        port_ = static_cast<uint16_t>(std::atoi(address.c_str() + address.rfind(':') + 1));
-        break;
-      }
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        error = "cqrsd exited before listening (see its messages above)";
-        return false;
-      }
-      if (g_interrupted || Clock::now() >= deadline) {
-        error = g_interrupted ? "interrupted" : "cqrsd did not report listening in time";
-        return false;
-      }
-      pollfd poller{out_fd_, POLLIN, 0};
-      if (poll(&poller, 1, 100) > 0) {
-        char buffer[4096];
-        ssize_t got = read(out_fd_, buffer, sizeof buffer);
-        if (got > 0) output.append(buffer, static_cast<size_t>(got));
-      }
-    }
-    // Keep reading (and dropping) cqrsd's stdout so that it never blocks on a full pipe.
-    drain_ = std::thread([fd = out_fd_] {
-      char buffer[4096];
-      while (read(fd, buffer, sizeof buffer) > 0) {
-      }
-    });
-    if (port_ == 0) error = "cannot read the port from cqrsd's output";
-    return port_ != 0;
-  }
-
-  std::string dir_;
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  uint16_t port_ = 0;
-  std::thread drain_;
-};
+using Daemon = cqrs::bench::BenchDaemon;
 
 // ---- the commands ------------------------------------------------------------------------------
 
@@ -836,7 +695,7 @@ std::unique_ptr<Daemon> start_daemon(const Options& options, const std::string& 
   std::vector<std::string> args{"--db.url=" + conninfo, "--server.port=0", "--log.level=warn"};
   args.insert(args.end(), extra.begin(), extra.end());
   args.insert(args.end(), options.daemon_args.begin(), options.daemon_args.end());
-  return Daemon::start(args, error);
+  return Daemon::start(CQRSD_BIN, args, &g_interrupted, error);
 }
 
 std::unique_ptr<cqrs::Client> connect_client(const Daemon& daemon, std::string& error) {
