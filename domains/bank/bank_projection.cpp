@@ -25,30 +25,23 @@ std::vector<std::string> type_names() {
 
 // Runs an INSERT ... ON CONFLICT DO NOTHING of a row's first event. The row exists only if this
 // event was projected already, and later events may have changed it since: leave it alone.
-cqrs::Result<void> insert_row(cqrs::pg::Connection& sql, std::string_view statement,
-                              const Params& params) {
-  auto inserted = sql.exec(statement, params);
-  if (!inserted) return inserted.error();
+cqrs::Result<void> insert_row(cqrs::ProjectionSql& sql, std::string_view statement,
+                              Params params) {
+  sql.queue(std::string(statement), std::move(params));
   return {};
 }
 
 // Runs an UPDATE of the row `key` names in `table`. The row's first event created it, so
 // finding none means the read model missed part of the history: fail rather than drop the change.
-cqrs::Result<void> update_row(cqrs::pg::Connection& sql, std::string_view table,
-                              const std::string& key, std::string_view statement,
-                              const Params& params) {
-  auto updated = sql.exec(statement, params);
-  if (!updated) return updated.error();
-  if (updated->affected_rows() == 0) {
-    return cqrs::Error::internal("read_model_out_of_step",
-                                 std::string(table) + " has no row for " + key);
-  }
+cqrs::Result<void> update_row(cqrs::ProjectionSql& sql, std::string_view table,
+                              const std::string& key, std::string_view statement, Params params) {
+  sql.queue(std::string(statement), std::move(params), std::string(table) + " has no row for " + key);
   return {};
 }
 
 // The events that carry an account's new balance.
 template <cqrs::Message E>
-cqrs::Result<void> set_balance(const cqrs::Event& event, cqrs::pg::Connection& sql) {
+cqrs::Result<void> set_balance(const cqrs::Event& event, cqrs::ProjectionSql& sql) {
   auto changed = event.as<E>();
   return update_row(
       sql, "bank_accounts", changed.account_id,
@@ -65,7 +58,7 @@ std::vector<std::string> AccountsProjector::event_types() const {
                     AccountRefunded, AccountClosed>();
 }
 
-cqrs::Result<void> AccountsProjector::project(const cqrs::Event& event, cqrs::pg::Connection& sql) {
+cqrs::Result<void> AccountsProjector::project(const cqrs::Event& event, cqrs::ProjectionSql& sql) {
   const int64_t at = event.record.created_at_us;
   if (is<AccountOpened>(event)) {
     auto opened = event.as<AccountOpened>();
@@ -98,7 +91,7 @@ std::vector<std::string> TransfersProjector::event_types() const {
 }
 
 cqrs::Result<void> TransfersProjector::project(const cqrs::Event& event,
-                                               cqrs::pg::Connection& sql) {
+                                               cqrs::ProjectionSql& sql) {
   const int64_t at = event.record.created_at_us;
   if (is<TransferRequested>(event)) {
     auto requested = event.as<TransferRequested>();

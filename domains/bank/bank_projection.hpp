@@ -22,7 +22,7 @@ class AccountsProjector : public cqrs::Projector {
  public:
   std::string name() const override { return "bank_accounts"; }
   std::vector<std::string> event_types() const override;
-  cqrs::Result<void> project(const cqrs::Event& event, cqrs::pg::Connection& sql) override;
+  cqrs::Result<void> project(const cqrs::Event& event, cqrs::ProjectionSql& sql) override;
   std::string reset_sql() const override { return "TRUNCATE bank_accounts"; }
 };
 
@@ -32,7 +32,7 @@ class TransfersProjector : public cqrs::Projector {
  public:
   std::string name() const override { return "bank_transfers"; }
   std::vector<std::string> event_types() const override;
-  cqrs::Result<void> project(const cqrs::Event& event, cqrs::pg::Connection& sql) override;
+  cqrs::Result<void> project(const cqrs::Event& event, cqrs::ProjectionSql& sql) override;
   std::string reset_sql() const override { return "TRUNCATE bank_transfers"; }
 };
 

@@ -19,7 +19,7 @@ class SummaryProjector : public cqrs::Projector {
  public:
   std::string name() const override { return "giftcard_summary"; }
   std::vector<std::string> event_types() const override;
-  cqrs::Result<void> project(const cqrs::Event& event, cqrs::pg::Connection& sql) override;
+  cqrs::Result<void> project(const cqrs::Event& event, cqrs::ProjectionSql& sql) override;
   std::string reset_sql() const override { return "TRUNCATE giftcard_summary"; }
 };
 

@@ -25,16 +25,20 @@ class ItemProjector : public Projector {
   std::string name() const override { return "items"; }
   std::vector<std::string> event_types() const override { return {"Item"}; }
   HandlerOptions options() const override { return options_; }
-  Result<void> project(const Event& event, pg::Connection& sql) override {
+  Result<void> project(const Event& event, ProjectionSql& sql) override {
     if (event.data.value("poison", false)) throw std::runtime_error("poisoned item");
-    auto done = sql.exec(
+    if (event.data.value("update_missing", false)) {
+      sql.queue("UPDATE seen SET label = 'x' WHERE event_id = $1::uuid",
+                pg::Params().add(Uuid::random().to_string()), "seen has no such row");
+      return {};
+    }
+    sql.queue(
         "INSERT INTO seen (event_id, stream_id, version, label) VALUES ($1::uuid, $2, $3, $4)",
         pg::Params()
             .add(event.record.event_id.to_string())
             .add(event.stream_id())
             .add(event.record.stream_version)
             .add(event.data.value("label", "")));
-    if (!done) return done.error();
     return {};
   }
   std::string reset_sql() const override { return "TRUNCATE seen"; }
@@ -156,6 +160,19 @@ TEST_F(HandlerRunnerTest, RetriesWithBackoffThenDeadLettersAndMovesOn) {
                   "stream_version = 2"),
             1);
   EXPECT_EQ(runner.status().state, HandlerState::kRunning);
+}
+
+TEST_F(HandlerRunnerTest, AStatementMissingItsRowFailsOnlyItsEventInABatch) {
+  append("a", {R"({"label":"a1"})", R"({"update_missing":true})", R"({"label":"a2"})"});
+  HandlerOptions options;
+  options.max_attempts = 1;
+  options.on_failure = FailurePolicy::kDeadLetter;
+  HandlerRunner runner(std::make_shared<ItemProjector>(options), db_->url());
+  drain(runner);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 2) << "the other events of the batch are kept";
+  EXPECT_EQ(count("SELECT count(*) FROM cqrs.dead_letters WHERE stream_version = 2 AND "
+                  "error LIKE '%seen has no such row%'"),
+            1);
 }
 
 TEST_F(HandlerRunnerTest, StopPolicyStopsAcrossRestartsUntilRestarted) {

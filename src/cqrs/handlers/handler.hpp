@@ -29,6 +29,8 @@ namespace cqrs {
 
 namespace pg {
 class Connection;
+class Params;
+class QueryResult;
 }
 
 // A stored event as handlers see it: the record plus its data and metadata parsed, data already
@@ -98,13 +100,26 @@ class Handler {
   }
 };
 
-// Writes read models. project() runs inside an open transaction on `sql`; the runtime saves the
-// checkpoint in the same transaction and commits. Throw (or return an Error) to fail the event:
-// the transaction is rolled back and the event retried.
+// The SQL side of a projector's transaction. queue() collects statements; the runtime sends all
+// of a batch's statements in one round trip, in order, inside the transaction that also saves
+// the checkpoint. query() runs at once (after sending what is queued), for projectors that must
+// read. All values travel as parameters.
+class ProjectionSql {
+ public:
+  virtual ~ProjectionSql() = default;
+  // `if_no_row`: when not empty, the event fails with this message if the statement affects no
+  // row (e.g. an UPDATE of a row an earlier event should have created).
+  virtual void queue(std::string sql, pg::Params params, std::string if_no_row = {}) = 0;
+  virtual Result<pg::QueryResult> query(const std::string& sql, const pg::Params& params) = 0;
+};
+
+// Writes read models. project() turns one event into SQL on `sql`; the runtime commits a batch
+// of events' SQL together with the checkpoint. Throw (or return an Error) to fail the event: the
+// transaction is rolled back, the events before it are committed, and the event is retried.
 class Projector : public Handler {
  public:
   HandlerKind kind() const final { return HandlerKind::kProjector; }
-  virtual Result<void> project(const Event& event, pg::Connection& sql) = 0;
+  virtual Result<void> project(const Event& event, ProjectionSql& sql) = 0;
   // Empties the read model for a rebuild (TRUNCATE or DELETE statements); run in the same
   // transaction that resets the checkpoint.
   virtual std::string reset_sql() const = 0;

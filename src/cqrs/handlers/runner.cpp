@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include "cqrs/handlers/projection_sql.hpp"
 #include "cqrs/pg/connection.hpp"
 #include "cqrs/pg/postgres_event_store.hpp"
 
@@ -235,59 +236,90 @@ HandlerRunner::Step HandlerRunner::step() {
   return step;
 }
 
-// The whole batch in one transaction with the checkpoint after its last event. When an event
-// fails, the transaction is rolled back, the events before it are committed on their own, and
-// the failing one goes to fail().
+// The whole batch in one transaction with the checkpoint after its last event; the projector's
+// statements travel in one round trip. When an event fails, the transaction is rolled back, the
+// events before it are committed on their own, and the failing one goes to fail().
 HandlerRunner::Step HandlerRunner::run_projector(const std::vector<RecordedEvent>& events) {
   auto& projector = static_cast<Projector&>(*handler_);
-  auto project_range = [&](size_t count, size_t& failed, std::string& error) -> Result<void> {
-    failed = count;
-    if (count == 0) return {};
-    return store_->commit_with_checkpoint(
-        status_.name, events[count - 1].position(), [&](pg::Connection& sql) -> Result<void> {
-          for (size_t idx = 0; idx < count; ++idx) {
-            if (!wanted(events[idx])) continue;
-            auto event = decode(events[idx], error);
-            Result<void> done = event ? guarded([&] { return projector.project(*event, sql); })
-                                      : Result<void>(Error::internal("invalid_event", error));
-            if (!done) {
-              failed = idx;
-              error = done.error().message();
-              return done.error();
-            }
-          }
-          return {};
-        });
+  auto& conn = store_->connection();
+  struct Outcome {
+    bool committed = false;
+    bool connection_lost = false;
+    size_t failed = 0;  // the failing event, when neither of the above
+    std::string error;
   };
-  size_t failed = 0;
-  std::string error;
-  auto done = project_range(events.size(), failed, error);
-  if (done) {
-    position_ = events.back().position();
+  // Projects events[0, count) and commits them with the checkpoint.
+  auto project_range = [&](size_t count) -> Outcome {
+    Outcome outcome;
+    auto lost = [&](const Error& error) {
+      outcome.connection_lost = true;
+      outcome.error = error.message();
+      return outcome;
+    };
+    if (count == 0) {
+      outcome.committed = true;
+      return outcome;
+    }
+    if (auto begun = conn.exec("BEGIN"); !begun) return lost(begun.error());
+    auto abandon = [&](size_t failed, std::string error, bool connection_lost) {
+      if (conn.is_ok()) (void)conn.exec("ROLLBACK");
+      outcome.failed = failed;
+      outcome.error = std::move(error);
+      outcome.connection_lost = connection_lost || !conn.is_ok();
+      return outcome;
+    };
+    BatchProjectionSql sql(conn);
+    for (size_t idx = 0; idx < count; ++idx) {
+      if (!wanted(events[idx])) continue;
+      sql.set_event(idx);
+      std::string error;
+      auto event = decode(events[idx], error);
+      Result<void> done = event ? guarded([&] { return projector.project(*event, sql); })
+                                : Result<void>(Error::internal("invalid_event", error));
+      if (!done) return abandon(idx, done.error().message(), false);
+    }
+    if (auto failed = sql.flush()) {
+      return abandon(failed->event, failed->error.message(), failed->connection_lost);
+    }
+    if (auto saved = store_->save_checkpoint(status_.name, events[count - 1].position());
+        !saved) {
+      return abandon(count, saved.error().message(), true);
+    }
+    if (auto committed = conn.exec("COMMIT"); !committed) {
+      return abandon(count, committed.error().message(), true);
+    }
+    outcome.committed = true;
+    return outcome;
+  };
+
+  size_t limit = events.size();
+  std::optional<size_t> culprit;
+  std::string culprit_error;
+  while (true) {
+    Outcome outcome = project_range(limit);
+    if (outcome.connection_lost) {
+      lose_connection(Error::unavailable(outcome.error));
+      status_.state = HandlerState::kRetrying;
+      return {Step::Next::kRetryAfter, kReconnectDelay, 0};
+    }
+    if (outcome.committed) break;
+    // Everything before the failing event passed once; commit that much, unless one of those
+    // fails now (then it is the culprit).
+    culprit = outcome.failed;
+    culprit_error = outcome.error;
+    limit = outcome.failed;
+  }
+  if (limit > 0) {
+    position_ = events[limit - 1].position();
     status_.position = position_;
+  }
+  if (!culprit) {
     failing_at_.reset();
     status_.attempts = 0;
     status_.state = HandlerState::kRunning;
     return {Step::Next::kWait, {}, events.size()};
   }
-  if (failed == events.size()) {  // the database, not an event, failed (e.g. connection lost)
-    lose_connection(done.error());
-    status_.state = HandlerState::kRetrying;
-    return {Step::Next::kRetryAfter, kReconnectDelay, 0};
-  }
-  const RecordedEvent& culprit = events[failed];
-  size_t before_failed = 0;
-  std::string ignored;
-  if (auto kept = project_range(failed, before_failed, ignored); !kept) {
-    lose_connection(kept.error());
-    status_.state = HandlerState::kRetrying;
-    return {Step::Next::kRetryAfter, kReconnectDelay, 0};
-  }
-  if (failed > 0) {
-    position_ = events[failed - 1].position();
-    status_.position = position_;
-  }
-  return fail(culprit, error, failed);
+  return fail(events[*culprit], culprit_error, limit);
 }
 
 Result<void> HandlerRunner::handle_process_event(const RecordedEvent& record) {

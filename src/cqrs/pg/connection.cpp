@@ -138,6 +138,15 @@ Result<void> Connection::prepare(const std::string& name, const std::string& sql
   return {};
 }
 
+Result<std::string> Connection::prepared_name(const std::string& sql) {
+  auto known = names_by_sql_.find(sql);
+  if (known != names_by_sql_.end()) return known->second;
+  std::string name = "auto_" + std::to_string(names_by_sql_.size() + 1);
+  if (auto prepared = prepare(name, sql); !prepared) return prepared.error();
+  names_by_sql_.emplace(sql, name);
+  return name;
+}
+
 Result<QueryResult> Connection::exec_prepared(const std::string& name, const Params& params) {
   std::vector<const char*> values = params.pointers();
   return check(

@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "cqrs/result.hpp"
@@ -84,6 +85,9 @@ class Connection {
   // on_reconnect) and runs a prepared statement.
   Result<void> prepare(const std::string& name, const std::string& sql);
   Result<QueryResult> exec_prepared(const std::string& name, const Params& params);
+  // The name of a prepared statement for `sql`, preparing it on first use (for SQL that repeats,
+  // such as a projector's; the statements stay prepared for the connection's life).
+  Result<std::string> prepared_name(const std::string& sql);
 
   // One prepared statement of a pipeline. Statements up to and including one with
   // `sync_after` form one implicit transaction: if any of them fails, none of them commits and
@@ -114,6 +118,7 @@ class Connection {
   pg_conn* conn_ = nullptr;
   std::string conninfo_;
   std::vector<std::pair<std::string, std::string>> prepared_;  // replayed after reconnect
+  std::unordered_map<std::string, std::string> names_by_sql_;  // prepared_name()'s
 };
 
 // Maps a failed libpq call to an Error: connection problems become store_unavailable; unique
