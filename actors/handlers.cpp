@@ -60,7 +60,7 @@ void run_step(HandlerActor* self) {
       break;
     case Next::kWait:
       st.waiting = true;
-      schedule(self, st.config.poll_interval);
+      schedule(self, step.delay.count() > 0 ? step.delay : st.config.poll_interval);
       break;
     case Next::kRetryAfter:
     case Next::kStandby:

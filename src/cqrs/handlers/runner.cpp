@@ -15,6 +15,8 @@ namespace {
 constexpr int64_t kHandlerLockKey = 1752067180;
 constexpr auto kReconnectDelay = std::chrono::milliseconds(1000);
 constexpr auto kStandbyDelay = std::chrono::milliseconds(1000);
+constexpr auto kIdleCheckpointEvery = std::chrono::seconds(1);
+using Clock = std::chrono::steady_clock;
 
 uint64_t to_uint64(std::string_view text) {
   uint64_t value = 0;
@@ -166,6 +168,14 @@ Result<Position> HandlerRunner::head() {
   return Position{to_uint64(rows->text(0, 0)), rows->int64(0, 1)};
 }
 
+// When committed events wait behind a running transaction, no notification may follow its end
+// (it need not be an append): look again soon instead of waiting for the polling interval.
+std::chrono::milliseconds HandlerRunner::recheck_delay() {
+  constexpr auto kRecheck = std::chrono::milliseconds(5);
+  auto held = store_->events_behind_watermark_exist();
+  return held && *held ? kRecheck : std::chrono::milliseconds(0);
+}
+
 Result<void> HandlerRunner::save_checkpoint(Position position) {
   if (auto saved = store_->save_checkpoint(status_.name, position); !saved) return saved;
   position_ = position;
@@ -216,7 +226,7 @@ HandlerRunner::Step HandlerRunner::step() {
   }
   if (page->events.empty()) {
     if (!failing_at_) status_.state = HandlerState::kRunning;
-    return {Step::Next::kWait, {}, 0};
+    return {Step::Next::kWait, recheck_delay(), 0};
   }
   Step step;
   switch (handler_->kind()) {
@@ -233,6 +243,7 @@ HandlerRunner::Step HandlerRunner::step() {
   if (step.next == Step::Next::kWait && page->events.size() == options_.batch_size) {
     step.next = Step::Next::kContinue;  // a full page: there is probably more
   }
+  if (step.next == Step::Next::kWait) step.delay = recheck_delay();
   return step;
 }
 
@@ -289,8 +300,27 @@ HandlerRunner::Step HandlerRunner::run_projector(const std::vector<RecordedEvent
       return abandon(count, committed.error().message(), true);
     }
     outcome.committed = true;
+    last_saved_ = Clock::now();
     return outcome;
   };
+
+  // A page without a single event of interest writes nothing: the position moves in memory and
+  // is saved with the next real batch (or at most every kIdleCheckpointEvery). A write
+  // transaction per page would hold every $all reader's watermark back for nothing, and after a
+  // crash the skipped events are only read and skipped again.
+  if (std::none_of(events.begin(), events.end(), [&](const auto& e) { return wanted(e); })) {
+    position_ = events.back().position();
+    status_.position = position_;
+    if (Clock::now() - last_saved_ >= kIdleCheckpointEvery) {
+      if (auto saved = save_checkpoint(position_); !saved) {
+        lose_connection(saved.error());
+        return {Step::Next::kRetryAfter, kReconnectDelay, 0};
+      }
+      last_saved_ = Clock::now();
+    }
+    status_.state = HandlerState::kRunning;
+    return {Step::Next::kWait, {}, events.size()};
+  }
 
   size_t limit = events.size();
   std::optional<size_t> culprit;
@@ -398,6 +428,7 @@ Result<void> HandlerRunner::handle_process_event(const RecordedEvent& record) {
 }
 
 HandlerRunner::Step HandlerRunner::run_process_manager(const std::vector<RecordedEvent>& events) {
+  const Position position_before = position_;
   Position last_saved = position_;
   for (size_t idx = 0; idx < events.size(); ++idx) {
     if (!wanted(events[idx])) continue;
@@ -420,10 +451,17 @@ HandlerRunner::Step HandlerRunner::run_process_manager(const std::vector<Recorde
     status_.attempts = 0;
   }
   if (events.back().position() != last_saved) {
-    if (auto saved = save_checkpoint(events.back().position()); !saved) {
-      lose_connection(saved.error());
-      return {Step::Next::kRetryAfter, kReconnectDelay, events.size()};
+    // Only skipped events since the last save: as for projectors, save at most every
+    // kIdleCheckpointEvery.
+    if (last_saved != position_before || Clock::now() - last_saved_ >= kIdleCheckpointEvery) {
+      if (auto saved = save_checkpoint(events.back().position()); !saved) {
+        lose_connection(saved.error());
+        return {Step::Next::kRetryAfter, kReconnectDelay, events.size()};
+      }
+      last_saved_ = Clock::now();
     }
+    position_ = events.back().position();
+    status_.position = position_;
   }
   status_.state = HandlerState::kRunning;
   return {Step::Next::kWait, {}, events.size()};

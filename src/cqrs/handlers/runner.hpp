@@ -67,7 +67,7 @@ class HandlerRunner {
 
   struct Step {
     enum class Next {
-      kWait,        // caught up: wait for a wake-up (or the polling interval)
+      kWait,        // caught up: wait for a wake-up, or `delay` when set, else the polling interval
       kContinue,    // more is waiting: step again now
       kRetryAfter,  // a failure: step again after `delay`
       kStandby,     // another process runs this handler: try again after `delay`
@@ -112,6 +112,7 @@ class HandlerRunner {
   Step run_event_handler(const std::vector<RecordedEvent>& events);
   Result<void> handle_process_event(const RecordedEvent& record);
   Result<void> save_checkpoint(Position position);
+  std::chrono::milliseconds recheck_delay();
   Step fail(const RecordedEvent& record, const std::string& error, size_t handled);
   void lose_connection(const Error& error);
   Error not_here() const;
@@ -126,6 +127,7 @@ class HandlerRunner {
   int locked_backend_ = 0;  // backend pid that holds the lock; 0 when not held
   Position position_;
   std::optional<Position> failing_at_;
+  std::chrono::steady_clock::time_point last_saved_{};  // of the checkpoint, by a projector
   HandlerStatus status_;
 };
 

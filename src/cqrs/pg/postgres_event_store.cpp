@@ -85,6 +85,9 @@ std::vector<Statement> statements() {
       {"behind_watermark",
        "SELECT count(*) FROM cqrs.events"
        " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"},
+      {"behind_watermark_exist",
+       "SELECT EXISTS (SELECT 1 FROM cqrs.events"
+       " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))"},
       {"load_checkpoint",
        "SELECT transaction_id::text, global_position FROM cqrs.checkpoints "
        "WHERE handler_name = $1"},
@@ -524,6 +527,13 @@ Result<int64_t> PostgresEventStore::events_behind_watermark() {
   auto rows = conn_->exec_prepared("behind_watermark", Params());
   if (!rows) return rows.error();
   return rows->int64(0, 0);
+}
+
+Result<bool> PostgresEventStore::events_behind_watermark_exist() {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = conn_->exec_prepared("behind_watermark_exist", Params());
+  if (!rows) return rows.error();
+  return rows->text(0, 0) == "t";
 }
 
 Result<std::optional<Position>> PostgresEventStore::load_checkpoint(std::string_view handler) {

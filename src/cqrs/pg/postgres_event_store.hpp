@@ -61,6 +61,8 @@ class PostgresEventStore final : public EventStore {
 
   // How many stored events $all readers cannot see yet because an older transaction is running.
   Result<int64_t> events_behind_watermark();
+  // Whether any stored event is behind the watermark (cheap: one index probe).
+  Result<bool> events_behind_watermark_exist();
 
   // The server process behind this store's connection.
   int backend_pid() const;
