@@ -8,11 +8,19 @@
 //      "data":{"card_id":"c1",...},                the command as a JSON object
 //      "command_id":"<uuid>",                      optional; generated when absent
 //      "correlation_id":"...",                     optional; defaults to the command id
+//      "causation_id":"...",                       optional; defaults to the command id
 //      "metadata":{...},                           optional JSON object, copied to events
 //      "consistency":"eventual"|"strong",          optional
 //      "timeout_ms":5000}                          optional, 1..300000
 //   (state_atom, aggregate type or prefix, id) -> {"version":n,"state":{...}} or an error reply
+//   (admin_atom, request JSON) -> reply JSON: {"op":"status"}, {"op":"reset"|"restart",
+//     "handler":name}, {"op":"dead_letters"[,"handler":name]} (docs/handlers.md)
+// Local protocol:
 //   (drain_atom) -> true once every accepted command is answered; new ones get shutting_down
+//   (handlers_atom, handlers) -> the handler actors, for admin requests and strong consistency
+//   (progress_atom, name, commit_id, global_position) -> a handler's checkpoint moved
+// With "consistency":"strong", an ok reply is held until every strong handler has passed the
+// reply's "position"; past the command's timeout the answer is consistency_timeout.
 #pragma once
 
 #include <caf/actor.hpp>
