@@ -314,6 +314,31 @@ TEST_F(ActorTest, EventsCarryCommandCorrelationAndCausationIds) {
   EXPECT_EQ(metadata["user"], "ada");
 }
 
+TEST_F(ActorTest, LoadsStoredOldVersionsThroughTheUpcasters) {
+  // Version 1 of GiftCardIssued called the amount "value".
+  Upcasters upcasters;
+  upcasters.add("GiftCardIssued", 1, [](nlohmann::json data) {
+    data["amount"] = data["value"];
+    data.erase("value");
+    return data;
+  });
+  EventData old_event;
+  old_event.event_id = Uuid::random();
+  old_event.type = "GiftCardIssued";
+  old_event.type_version = 1;
+  old_event.data = R"({"card_id":"c1","value":80})";
+  old_event.metadata = "{}";
+  ASSERT_TRUE(probe_->store->append("giftcard-c1", ExpectedVersion::no_stream(),
+                                    std::span(&old_event, 1))
+                  .ok());
+  AggregateConfig config;
+  config.upcasters = &upcasters;
+  start(config);
+  auto reply = dispatch("RedeemGiftCard", {{"card_id", "c1"}, {"amount", 30}});
+  ASSERT_EQ(reply["status"], "ok") << reply;
+  EXPECT_EQ(reply["events"][0]["data"]["remaining"], 50) << "the upcast amount was not applied";
+}
+
 TEST_F(ActorTest, SnapshotsEveryNEventsAndLoadsFromTheSnapshot) {
   AggregateConfig config;
   config.snapshot_every = 2;

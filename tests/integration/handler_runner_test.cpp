@@ -267,6 +267,42 @@ TEST_F(HandlerRunnerTest, ResetRebuildsTheSameRows) {
   EXPECT_EQ(before->text(0, 0), after->text(0, 0));
 }
 
+// Counts deliveries per event id; fails the first delivery of events marked {"flaky": true}.
+class CountingHandler : public EventHandler {
+ public:
+  std::string name() const override { return "counter"; }
+  HandlerOptions options() const override {
+    HandlerOptions options;
+    options.backoff_base = 1ms;
+    return options;
+  }
+  Result<void> handle(const Event& event) override {
+    int seen = ++deliveries[event.record.event_id.to_string()];
+    if (event.data.value("flaky", false) && seen == 1) {
+      return Error::unavailable("the mail server is down");
+    }
+    return {};
+  }
+  std::map<std::string, int> deliveries;
+};
+
+TEST_F(HandlerRunnerTest, EventHandlerGetsEveryEventAndRetriesAFailure) {
+  append("a", {R"({"n":1})", R"({"flaky":true})", R"({"n":3})"});
+  auto handler = std::make_shared<CountingHandler>();
+  HandlerRunner runner(handler, db_->url());
+  EXPECT_EQ(runner.step().next, Next::kRetryAfter);
+  drain(runner);
+  ASSERT_EQ(handler->deliveries.size(), 3u);
+  int total = 0;
+  for (const auto& [id, times] : handler->deliveries) total += times;
+  EXPECT_EQ(total, 4) << "one retry of the flaky event, nothing else twice";
+  // The checkpoint holds: a restarted runner delivers nothing again.
+  auto again = std::make_shared<CountingHandler>();
+  HandlerRunner restarted(again, db_->url());
+  drain(restarted);
+  EXPECT_TRUE(again->deliveries.empty());
+}
+
 // Starts an instance per "Opened" event (key = data.id), sends one command per event, and stops
 // on "Closed".
 class EchoProcess : public ProcessManager {
