@@ -170,10 +170,17 @@ Result<Position> HandlerRunner::head() {
 
 // When committed events wait behind a running transaction, no notification may follow its end
 // (it need not be an append): look again soon instead of waiting for the polling interval.
+// The delay starts at 5 ms and doubles while they stay hidden (a long transaction), up to 1 s.
 std::chrono::milliseconds HandlerRunner::recheck_delay() {
-  constexpr auto kRecheck = std::chrono::milliseconds(5);
+  constexpr auto kFirst = std::chrono::milliseconds(5);
+  constexpr auto kMax = std::chrono::milliseconds(1000);
   auto held = store_->events_behind_watermark_exist();
-  return held && *held ? kRecheck : std::chrono::milliseconds(0);
+  if (!held || !*held) {
+    recheck_delay_ = std::chrono::milliseconds(0);
+  } else {
+    recheck_delay_ = recheck_delay_.count() == 0 ? kFirst : std::min(recheck_delay_ * 2, kMax);
+  }
+  return recheck_delay_;
 }
 
 Result<void> HandlerRunner::save_checkpoint(Position position) {
