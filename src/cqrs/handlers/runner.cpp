@@ -168,13 +168,17 @@ Result<Position> HandlerRunner::head() {
   return Position{to_uint64(rows->text(0, 0)), rows->int64(0, 1)};
 }
 
-// When committed events wait behind a running transaction, no notification may follow its end
-// (it need not be an append): look again soon instead of waiting for the polling interval.
-// The delay starts at 5 ms and doubles while they stay hidden (a long transaction), up to 1 s.
+// Called when a step read everything it could. Stored events after the position that the step
+// did not read are either hidden behind a running transaction, whose end need not notify (it
+// need not be an append), or committed while the step ran, whose notification found the handler
+// busy: look again soon instead of waiting for the polling interval. Asking about the position
+// rather than the watermark also catches a transaction that ended between the read and this
+// check. The delay starts at 5 ms and doubles while such events stay unread (a long
+// transaction), up to 1 s.
 std::chrono::milliseconds HandlerRunner::recheck_delay() {
   constexpr auto kFirst = std::chrono::milliseconds(5);
   constexpr auto kMax = std::chrono::milliseconds(1000);
-  auto held = store_->events_behind_watermark_exist();
+  auto held = store_->events_after_exist(position_);
   if (!held || !*held) {
     recheck_delay_ = std::chrono::milliseconds(0);
   } else {

@@ -127,8 +127,8 @@ class HandlerRunner {
   int locked_backend_ = 0;  // backend pid that holds the lock; 0 when not held
   Position position_;
   std::optional<Position> failing_at_;
-  std::chrono::steady_clock::time_point last_saved_{};
-  std::chrono::milliseconds recheck_delay_{0};  // doubles while events stay hidden  // of the checkpoint, by a projector
+  std::chrono::steady_clock::time_point last_saved_{};  // of the checkpoint, by a projector
+  std::chrono::milliseconds recheck_delay_{0};          // doubles while events stay unread
   HandlerStatus status_;
 };
 

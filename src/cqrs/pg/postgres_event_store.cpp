@@ -88,6 +88,10 @@ std::vector<Statement> statements() {
       {"behind_watermark_exist",
        "SELECT EXISTS (SELECT 1 FROM cqrs.events"
        " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))"},
+      // Committed events after a position, whether $all readers can see them yet or not.
+      {"events_after_exist",
+       "SELECT EXISTS (SELECT 1 FROM cqrs.events"
+       " WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint))"},
       {"load_checkpoint",
        "SELECT transaction_id::text, global_position FROM cqrs.checkpoints "
        "WHERE handler_name = $1"},
@@ -532,6 +536,15 @@ Result<int64_t> PostgresEventStore::events_behind_watermark() {
 Result<bool> PostgresEventStore::events_behind_watermark_exist() {
   if (auto connected = ensure_connected(); !connected) return connected.error();
   auto rows = conn_->exec_prepared("behind_watermark_exist", Params());
+  if (!rows) return rows.error();
+  return rows->text(0, 0) == "t";
+}
+
+Result<bool> PostgresEventStore::events_after_exist(Position after) {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = conn_->exec_prepared(
+      "events_after_exist",
+      Params().add(std::to_string(after.commit_id)).add(after.global_position));
   if (!rows) return rows.error();
   return rows->text(0, 0) == "t";
 }

@@ -63,6 +63,9 @@ class PostgresEventStore final : public EventStore {
   Result<int64_t> events_behind_watermark();
   // Whether any stored event is behind the watermark (cheap: one index probe).
   Result<bool> events_behind_watermark_exist();
+  // Whether any stored event comes after `after` in $all order, readable by read_all() yet or
+  // not (one index probe).
+  Result<bool> events_after_exist(Position after);
 
   // The server process behind this store's connection.
   int backend_pid() const;
