@@ -130,6 +130,7 @@ Result<void> HandlerRunner::load_checkpoint() {
   if (!rows) return rows.error();
   if (rows->rows() == 1) {
     position_ = Position{to_uint64(rows->text(0, 0)), rows->int64(0, 1)};
+    stored_ = position_;
     status_.position = position_;
     if (!rows->is_null(0, 2)) {
       status_.state = HandlerState::kStopped;
@@ -191,7 +192,13 @@ Result<void> HandlerRunner::save_checkpoint(Position position) {
   if (auto saved = store_->save_checkpoint(status_.name, position); !saved) return saved;
   position_ = position;
   status_.position = position;
+  mark_stored(position);
   return {};
+}
+
+void HandlerRunner::mark_stored(Position position) {
+  stored_ = position;
+  last_saved_ = Clock::now();
 }
 
 bool HandlerRunner::wanted(const RecordedEvent& record) const {
@@ -237,6 +244,14 @@ HandlerRunner::Step HandlerRunner::step() {
   }
   if (page->events.empty()) {
     if (!failing_at_) status_.state = HandlerState::kRunning;
+    // Caught up: store a position that only moved in memory (skipped pages), so that other
+    // processes following the stored checkpoint (strong consistency on a standby) see it.
+    if (status_.position && stored_ != position_) {
+      if (auto saved = save_checkpoint(position_); !saved) {
+        lose_connection(saved.error());
+        return {Step::Next::kRetryAfter, kReconnectDelay, 0};
+      }
+    }
     return {Step::Next::kWait, recheck_delay(), 0};
   }
   Step step;
@@ -311,7 +326,7 @@ HandlerRunner::Step HandlerRunner::run_projector(const std::vector<RecordedEvent
       return abandon(count, committed.error().message(), true);
     }
     outcome.committed = true;
-    last_saved_ = Clock::now();
+    mark_stored(events[count - 1].position());
     return outcome;
   };
 
@@ -327,7 +342,6 @@ HandlerRunner::Step HandlerRunner::run_projector(const std::vector<RecordedEvent
         lose_connection(saved.error());
         return {Step::Next::kRetryAfter, kReconnectDelay, 0};
       }
-      last_saved_ = Clock::now();
     }
     status_.state = HandlerState::kRunning;
     return {Step::Next::kWait, {}, events.size()};
@@ -457,6 +471,7 @@ HandlerRunner::Step HandlerRunner::run_process_manager(const std::vector<Recorde
     }
     position_ = events[idx].position();
     last_saved = position_;
+    mark_stored(position_);
     status_.position = position_;
     failing_at_.reset();
     status_.attempts = 0;
@@ -469,7 +484,6 @@ HandlerRunner::Step HandlerRunner::run_process_manager(const std::vector<Recorde
         lose_connection(saved.error());
         return {Step::Next::kRetryAfter, kReconnectDelay, events.size()};
       }
-      last_saved_ = Clock::now();
     }
     position_ = events.back().position();
     status_.position = position_;
@@ -536,6 +550,7 @@ HandlerRunner::Step HandlerRunner::fail(const RecordedEvent& record, const std::
     }
     position_ = record.position();
     status_.position = position_;
+    mark_stored(position_);
     failing_at_.reset();
     status_.attempts = 0;
     status_.state = HandlerState::kRunning;
@@ -628,6 +643,7 @@ Result<void> HandlerRunner::reset() {
   }
   if (auto committed = sql.exec("COMMIT"); !committed) return rollback(committed.error());
   position_ = Position{};
+  stored_ = Position{};
   status_.position.reset();
   failing_at_.reset();
   status_.attempts = 0;

@@ -112,6 +112,7 @@ class HandlerRunner {
   Step run_event_handler(const std::vector<RecordedEvent>& events);
   Result<void> handle_process_event(const RecordedEvent& record);
   Result<void> save_checkpoint(Position position);
+  void mark_stored(Position position);
   std::chrono::milliseconds recheck_delay();
   Step fail(const RecordedEvent& record, const std::string& error, size_t handled);
   void lose_connection(const Error& error);
@@ -126,6 +127,7 @@ class HandlerRunner {
   std::unique_ptr<pg::PostgresEventStore> store_;
   int locked_backend_ = 0;  // backend pid that holds the lock; 0 when not held
   Position position_;
+  Position stored_;  // the checkpoint as last written (position_ may run ahead over skipped pages)
   std::optional<Position> failing_at_;
   std::chrono::steady_clock::time_point last_saved_{};  // of the checkpoint, by a projector
   std::chrono::milliseconds recheck_delay_{0};          // doubles while events stay unread
