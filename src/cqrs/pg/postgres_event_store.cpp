@@ -86,12 +86,16 @@ std::vector<Statement> statements() {
        "SELECT count(*) FROM cqrs.events"
        " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"},
       {"behind_watermark_exist",
-       "SELECT EXISTS (SELECT 1 FROM cqrs.events"
-       " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))"},
+       "SELECT 1 FROM cqrs.events"
+       " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"
+       " ORDER BY transaction_id, global_position LIMIT 1"},
       // Committed events after a position, whether $all readers can see them yet or not.
       {"events_after_exist",
-       "SELECT EXISTS (SELECT 1 FROM cqrs.events"
-       " WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint))"},
+       // A row or none. Not EXISTS: its generic plan is a sequential scan (the planner drops
+       // ORDER BY and LIMIT inside EXISTS), which reads the whole table when nothing matches.
+       "SELECT 1 FROM cqrs.events"
+       " WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)"
+       " ORDER BY transaction_id, global_position LIMIT 1"},
       {"load_checkpoint",
        "SELECT transaction_id::text, global_position FROM cqrs.checkpoints "
        "WHERE handler_name = $1"},
@@ -537,7 +541,7 @@ Result<bool> PostgresEventStore::events_behind_watermark_exist() {
   if (auto connected = ensure_connected(); !connected) return connected.error();
   auto rows = conn_->exec_prepared("behind_watermark_exist", Params());
   if (!rows) return rows.error();
-  return rows->text(0, 0) == "t";
+  return rows->rows() > 0;
 }
 
 Result<bool> PostgresEventStore::events_after_exist(Position after) {
@@ -546,7 +550,7 @@ Result<bool> PostgresEventStore::events_after_exist(Position after) {
       "events_after_exist",
       Params().add(std::to_string(after.commit_id)).add(after.global_position));
   if (!rows) return rows.error();
-  return rows->text(0, 0) == "t";
+  return rows->rows() > 0;
 }
 
 Result<std::optional<Position>> PostgresEventStore::load_checkpoint(std::string_view handler) {
