@@ -37,6 +37,50 @@ class PostgresStore : public ::testing::Test {
   std::unique_ptr<Connection> raw_;
 };
 
+TEST_F(PostgresStore, ReadAllOfTypesFetchesThoseTypesAndCoversTheWholePage) {
+  std::vector<EventData> events(5);
+  const char* types[] = {"A", "B", "A", "C", "A"};
+  for (size_t idx = 0; idx < events.size(); ++idx) {
+    events[idx].type = types[idx];
+    events[idx].data = "{}";
+  }
+  ASSERT_TRUE(store_->append("s", ExpectedVersion::any(), events).ok());
+  // Visible once no transaction in the cluster predates the append (other tests may run).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  auto held = [&] {
+    auto exist = store_->events_behind_watermark_exist();
+    return !exist.ok() || *exist;
+  };
+  while (held() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto all = store_->read_all(Position{}, 10);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->events.size(), 5u);
+
+  std::vector<std::string> wanted = {"B", "C"};
+  auto first = store_->read_all_of_types(Position{}, 3, wanted);
+  ASSERT_TRUE(first.ok()) << first.error().to_string();
+  ASSERT_EQ(first->events.size(), 1u);
+  EXPECT_EQ(first->events[0].type, "B");
+  EXPECT_EQ(first->events[0].stream_version, 2);
+  EXPECT_EQ(first->scanned, 3u);
+  EXPECT_EQ(first->next, all->events[2].position()) << "the page ends past the skipped event";
+
+  auto rest = store_->read_all_of_types(first->next, 10, wanted);
+  ASSERT_TRUE(rest.ok());
+  ASSERT_EQ(rest->events.size(), 1u);
+  EXPECT_EQ(rest->events[0].type, "C");
+  EXPECT_EQ(rest->events[0].data, "{}");
+  EXPECT_EQ(rest->scanned, 2u);
+  EXPECT_EQ(rest->next, all->events[4].position());
+
+  auto none = store_->read_all_of_types(rest->next, 10, wanted);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->scanned, 0u);
+  EXPECT_EQ(none->next, rest->next);
+}
+
 TEST_F(PostgresStore, UpdatingAStoredEventFails) {
   append_one("s");
   auto updated = raw_->exec("UPDATE cqrs.events SET data = '{\"n\":2}'");

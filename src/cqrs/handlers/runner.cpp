@@ -119,6 +119,12 @@ Result<void> HandlerRunner::ensure_ready() {
   }
   locked_backend_ = store_->backend_pid();
   status_.state = HandlerState::kRunning;
+  // A handler's effects and its checkpoint commit together, so a commit lost in a crash loses
+  // both and the events are handled again: nothing needs to wait for the WAL flush, and
+  // appends then do not queue behind the handlers' flushes.
+  if (auto async = store_->connection().exec("SET synchronous_commit = off"); !async) {
+    return async.error();
+  }
   return load_checkpoint();
 }
 
@@ -236,13 +242,17 @@ HandlerRunner::Step HandlerRunner::step() {
   if (status_.state == HandlerState::kStandby) return {Step::Next::kStandby, kStandbyDelay, 0};
   if (status_.state == HandlerState::kStopped) return {Step::Next::kStopped, {}, 0};
 
-  auto page = store_->read_all(position_, options_.batch_size);
+  // A handler of some types reads only those whole; the page still covers every event.
+  auto page = event_types_.empty()
+                  ? store_->read_all(position_, options_.batch_size)
+                  : store_->read_all_of_types(position_, options_.batch_size, event_types_);
   if (!page) {
     lose_connection(page.error());
     status_.state = HandlerState::kRetrying;
     return {Step::Next::kRetryAfter, kReconnectDelay, 0};
   }
-  if (page->events.empty()) {
+  page_end_ = page->next;
+  if (page->scanned == 0) {
     if (!failing_at_) status_.state = HandlerState::kRunning;
     // Caught up: store a position that only moved in memory (skipped pages), so that other
     // processes following the stored checkpoint (strong consistency on a standby) see it.
@@ -266,7 +276,7 @@ HandlerRunner::Step HandlerRunner::step() {
       step = run_event_handler(page->events);
       break;
   }
-  if (step.next == Step::Next::kWait && page->events.size() == options_.batch_size) {
+  if (step.next == Step::Next::kWait && page->scanned == options_.batch_size) {
     step.next = Step::Next::kContinue;  // a full page: there is probably more
   }
   if (step.next == Step::Next::kWait) step.delay = recheck_delay();
@@ -318,15 +328,15 @@ HandlerRunner::Step HandlerRunner::run_projector(const std::vector<RecordedEvent
     if (auto failed = sql.flush()) {
       return abandon(failed->event, failed->error.message(), failed->connection_lost);
     }
-    if (auto saved = store_->save_checkpoint(status_.name, events[count - 1].position());
-        !saved) {
+    Position end = count == events.size() ? page_end_ : events[count - 1].position();
+    if (auto saved = store_->save_checkpoint(status_.name, end); !saved) {
       return abandon(count, saved.error().message(), true);
     }
     if (auto committed = conn.exec("COMMIT"); !committed) {
       return abandon(count, committed.error().message(), true);
     }
     outcome.committed = true;
-    mark_stored(events[count - 1].position());
+    mark_stored(end);
     return outcome;
   };
 
@@ -335,7 +345,7 @@ HandlerRunner::Step HandlerRunner::run_projector(const std::vector<RecordedEvent
   // transaction per page would hold every $all reader's watermark back for nothing, and after a
   // crash the skipped events are only read and skipped again.
   if (std::none_of(events.begin(), events.end(), [&](const auto& e) { return wanted(e); })) {
-    position_ = events.back().position();
+    position_ = page_end_;
     status_.position = position_;
     if (Clock::now() - last_saved_ >= kIdleCheckpointEvery) {
       if (auto saved = save_checkpoint(position_); !saved) {
@@ -364,7 +374,10 @@ HandlerRunner::Step HandlerRunner::run_projector(const std::vector<RecordedEvent
     culprit_error = outcome.error;
     limit = outcome.failed;
   }
-  if (limit > 0) {
+  if (!culprit) {
+    position_ = page_end_;
+    status_.position = position_;
+  } else if (limit > 0) {
     position_ = events[limit - 1].position();
     status_.position = position_;
   }
@@ -476,16 +489,16 @@ HandlerRunner::Step HandlerRunner::run_process_manager(const std::vector<Recorde
     failing_at_.reset();
     status_.attempts = 0;
   }
-  if (events.back().position() != last_saved) {
+  if (page_end_ != last_saved) {
     // Only skipped events since the last save: as for projectors, save at most every
     // kIdleCheckpointEvery.
     if (last_saved != position_before || Clock::now() - last_saved_ >= kIdleCheckpointEvery) {
-      if (auto saved = save_checkpoint(events.back().position()); !saved) {
+      if (auto saved = save_checkpoint(page_end_); !saved) {
         lose_connection(saved.error());
         return {Step::Next::kRetryAfter, kReconnectDelay, events.size()};
       }
     }
-    position_ = events.back().position();
+    position_ = page_end_;
     status_.position = position_;
   }
   status_.state = HandlerState::kRunning;
@@ -507,7 +520,7 @@ HandlerRunner::Step HandlerRunner::run_event_handler(const std::vector<RecordedE
     failing_at_.reset();
     status_.attempts = 0;
   }
-  if (auto saved = save_checkpoint(events.back().position()); !saved) {
+  if (auto saved = save_checkpoint(page_end_); !saved) {
     lose_connection(saved.error());
     return {Step::Next::kRetryAfter, kReconnectDelay, events.size()};
   }

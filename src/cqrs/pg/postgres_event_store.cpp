@@ -82,6 +82,30 @@ std::vector<Statement> statements() {
                        " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
                        " ORDER BY cqrs.events.transaction_id, cqrs.events.global_position"
                        " LIMIT $3"},
+      // read_all for some event types: the page is cut from the (transaction_id,
+      // global_position) index as for read_all, but only rows of those types are fetched
+      // whole. A last row (kind 2) says where the page ended and how many events it covered.
+      // Columns: kind, the order (xid8, position), then the event columns.
+      {"read_all_of_types",
+       "WITH page AS MATERIALIZED ("
+       " SELECT transaction_id, global_position FROM cqrs.events"
+       " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+       " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
+       " ORDER BY transaction_id, global_position LIMIT $3),"
+       " edge AS (SELECT transaction_id, global_position, count(*) OVER () AS scanned"
+       "  FROM page ORDER BY transaction_id DESC, global_position DESC LIMIT 1) "
+       "SELECT 1 AS kind, e.transaction_id AS xid, e.global_position AS pos,"
+       " e.global_position, e.transaction_id::text, e.stream_id, e.stream_version,"
+       " e.event_id::text, e.event_type, e.event_version, e.data::text, e.metadata::text,"
+       " (extract(epoch FROM e.created_at) * 1000000)::bigint"
+       " FROM page AS p JOIN cqrs.events AS e"
+       "  ON e.transaction_id = p.transaction_id AND e.global_position = p.global_position"
+       " WHERE e.event_type = ANY($4::text[]) "
+       "UNION ALL "
+       "SELECT 2, transaction_id, global_position, global_position, transaction_id::text,"
+       " NULL::text, scanned, NULL::text, NULL::text, NULL::int, NULL::text, NULL::text,"
+       " NULL::bigint FROM edge "
+       "ORDER BY 1, 2, 3"},
       {"behind_watermark",
        "SELECT count(*) FROM cqrs.events"
        " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"},
@@ -527,6 +551,31 @@ Result<AllPage> PostgresEventStore::read_all(Position after, size_t max_count) {
   AllPage page;
   page.events = events_from(*rows);
   page.next = page.events.empty() ? after : page.events.back().position();
+  page.scanned = page.events.size();
+  return page;
+}
+
+Result<AllPage> PostgresEventStore::read_all_of_types(Position after, size_t max_count,
+                                                      std::span<const std::string> types) {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  std::string type_array = "{";
+  for (const std::string& type : types) append_array_element(type_array, type);
+  type_array.push_back('}');
+  Params params;
+  params.add(std::to_string(after.commit_id)).add(after.global_position).add(limit_of(max_count));
+  params.add(std::move(type_array));
+  auto rows = conn_->exec_prepared("read_all_of_types", params);
+  if (!rows) return rows.error();
+  AllPage page;
+  page.next = after;
+  for (int row = 0; row < rows->rows(); ++row) {
+    if (rows->int64(row, 0) == 1) {
+      page.events.push_back(event_at(*rows, row, 3));
+    } else {
+      page.next = Position{to_uint64(rows->text(row, 4)), rows->int64(row, 3)};
+      page.scanned = static_cast<size_t>(rows->int64(row, 6));
+    }
+  }
   return page;
 }
 

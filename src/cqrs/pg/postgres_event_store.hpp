@@ -59,6 +59,11 @@ class PostgresEventStore final : public EventStore {
   Result<void> commit_with_checkpoint(std::string_view handler, Position position,
                                       const std::function<Result<void>(Connection&)>& work);
 
+  // read_all, but only events whose type is in `types` come back whole; page.next and
+  // page.scanned cover every event the page passed (handlers skip the rest cheaply).
+  Result<AllPage> read_all_of_types(Position after, size_t max_count,
+                                    std::span<const std::string> types);
+
   // How many stored events $all readers cannot see yet because an older transaction is running.
   Result<int64_t> events_behind_watermark();
   // Whether any stored event is behind the watermark (cheap: one index probe).
