@@ -70,9 +70,9 @@ Result<void> apply_recorded(AggregateState& st, const std::vector<RecordedEvent>
       try {
         st.config.upcasters->upcast(event.type, event.type_version, data);
       } catch (const std::exception& e) {
-        return Error::internal(errc::kInvalidEvent, "upcasting stored event " +
-                                                        event.event_id.to_string() +
-                                                        " failed: " + e.what());
+        return Error::internal(
+            errc::kInvalidEvent,
+            "upcasting stored event " + event.event_id.to_string() + " failed: " + e.what());
       }
     }
     if (auto applied = st.instance->apply(event.type, data); !applied) return applied;
@@ -160,9 +160,9 @@ void record_outcome(AggregateActor* self, WriteRequest request, std::string repl
                 state.version = result.appended->stream_version;
                 maybe_snapshot(self);
               }
-              finish_front(self, events.empty() ? reply
-                                                : with_position(reply,
-                                                                result.appended->last_position()));
+              finish_front(self, events.empty()
+                                     ? reply
+                                     : with_position(reply, result.appended->last_position()));
               return;
             }
             const Error& error = *result.error;

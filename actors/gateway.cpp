@@ -239,8 +239,8 @@ void complete(GatewayActor* self, uint64_t id, std::string* reply) {
     std::string names;
     for (const auto& name : late) names += (names.empty() ? "" : ", ") + name;
     std::string held = error_reply("consistency_timeout",
-                                   "the command succeeded and its events are stored, but " +
-                                       names + " had not processed them within " +
+                                   "the command succeeded and its events are stored, but " + names +
+                                       " had not processed them within " +
                                        std::to_string(done.timeout.count()) + " ms",
                                    done.context->command_id);
     DispatchSummary summary = summarize(held, done.context->started);
@@ -321,12 +321,13 @@ void ask_handlers(GatewayActor* self, const std::string& request,
     };
     std::string name = handlers[idx].name;
     self->request(handlers[idx].actor, kAdminTimeout, admin_atom::value, request)
-        .then([answer](std::string& reply) { answer(nlohmann::json::parse(reply, nullptr, false)); },
-              [self, answer, name](caf::error& err) {
-                answer({{"name", name},
-                        {"state", "unreachable"},
-                        {"last_error", self->system().render(err)}});
-              });
+        .then(
+            [answer](std::string& reply) { answer(nlohmann::json::parse(reply, nullptr, false)); },
+            [self, answer, name](caf::error& err) {
+              answer({{"name", name},
+                      {"state", "unreachable"},
+                      {"last_error", self->system().render(err)}});
+            });
   }
 }
 
@@ -393,12 +394,11 @@ caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
       }
       known += (known.empty() ? "" : ", ") + handler.name;
     }
-    return error_reply("unknown_handler", "no handler named '" + name + "'; known: " +
-                                              (known.empty() ? "(none)" : known));
+    return error_reply("unknown_handler", "no handler named '" + name +
+                                              "'; known: " + (known.empty() ? "(none)" : known));
   }
-  return error_reply(errc::kInvalidArgument,
-                     "unknown admin operation '" + op +
-                         "'; known: status, reset, restart, dead_letters");
+  return error_reply(errc::kInvalidArgument, "unknown admin operation '" + op +
+                                                 "'; known: status, reset, restart, dead_letters");
 }
 
 caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor router,

@@ -75,15 +75,16 @@ void run_step(HandlerActor* self) {
 nlohmann::json status_json(HandlerActor* self) {
   auto& runner = *self->state.runner;
   const HandlerStatus& status = runner.status();
-  nlohmann::json out = {{"name", status.name},
-                        {"kind", to_string(status.kind)},
-                        {"state", to_string(status.state)},
-                        {"strong", status.strong},
-                        {"position", nullptr},
-                        {"lag", nullptr},
-                        {"last_error", status.last_error.empty() ? nlohmann::json(nullptr)
-                                                                 : nlohmann::json(status.last_error)},
-                        {"attempts", status.attempts}};
+  nlohmann::json out = {
+      {"name", status.name},
+      {"kind", to_string(status.kind)},
+      {"state", to_string(status.state)},
+      {"strong", status.strong},
+      {"position", nullptr},
+      {"lag", nullptr},
+      {"last_error",
+       status.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(status.last_error)},
+      {"attempts", status.attempts}};
   if (status.position) out["position"] = status.position->to_string();
   if (status.state != HandlerState::kStandby) {
     if (auto lag = runner.lag(); lag) out["lag"] = *lag;
@@ -179,8 +180,8 @@ caf::behavior handler_actor(HandlerActor* self, std::shared_ptr<Handler> handler
 }  // namespace
 
 caf::actor spawn_handler_actor(caf::actor_system& system, std::shared_ptr<Handler> handler,
-                               std::string conninfo, const Upcasters* upcasters,
-                               caf::actor gateway, HandlerActorConfig config) {
+                               std::string conninfo, const Upcasters* upcasters, caf::actor gateway,
+                               HandlerActorConfig config) {
   return system.spawn<caf::detached>(handler_actor, std::move(handler), std::move(conninfo),
                                      upcasters, std::move(gateway), config);
 }

@@ -27,8 +27,8 @@
 #include <vector>
 
 #include "actors/messages.hpp"
-#include "cqrs/handlers/handler.hpp"
 #include "cqrs/domain/upcasters.hpp"
+#include "cqrs/handlers/handler.hpp"
 
 namespace cqrs::actors {
 
@@ -40,8 +40,8 @@ struct HandlerActorConfig {
 // `gateway` receives process managers' commands (as dispatch envelopes) and progress reports.
 // `upcasters` must outlive the actor.
 caf::actor spawn_handler_actor(caf::actor_system& system, std::shared_ptr<Handler> handler,
-                               std::string conninfo, const Upcasters* upcasters,
-                               caf::actor gateway, HandlerActorConfig config);
+                               std::string conninfo, const Upcasters* upcasters, caf::actor gateway,
+                               HandlerActorConfig config);
 
 // One LISTEN connection per daemon: sends wake_atom to every target on each notification of the
 // store's channel. Reconnects by itself; stops with the object.

@@ -8,8 +8,8 @@
 // Everything else is local to one cqrsd process and never crosses the network.
 #pragma once
 
-#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 #include <chrono>
 #include <memory>

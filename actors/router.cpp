@@ -70,8 +70,8 @@ LiveAggregate& find_or_spawn(RouterActor* self, const AggregateType* type,
     touch(self, it->second);
     return it->second;
   }
-  caf::actor aggregate = spawn_aggregate(self, st.config, st.pool,
-                                         caf::actor_cast<caf::actor>(self), type, stream_id);
+  caf::actor aggregate =
+      spawn_aggregate(self, st.config, st.pool, caf::actor_cast<caf::actor>(self), type, stream_id);
   self->monitor(aggregate);
   auto lru = st.by_last_use.insert(st.by_last_use.end(), stream_id);
   LiveAggregate& added =

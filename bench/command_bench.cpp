@@ -70,8 +70,8 @@ constexpr size_t kSetupWindow = 256;            // window for seeding and for --
 constexpr size_t kMemoryChunk = 20'000;         // --cards envelopes built and sent per call
 constexpr size_t kConnectionMargin = 10;        // connections left free for others
 constexpr auto kCommandTimeout = std::chrono::milliseconds(3'000);  // see settle()
-constexpr double kRatioGoal = 2.0;          // cqrsd/raw at high concurrency
-constexpr size_t kRatioGoalMinWindow = 64;  // "high concurrency"
+constexpr double kRatioGoal = 2.0;                                  // cqrsd/raw at high concurrency
+constexpr size_t kRatioGoalMinWindow = 64;                          // "high concurrency"
 constexpr double kSingleP50GoalMs = 1.5;
 constexpr double kRssGoalBytes = 1024.0 * 1024 * 1024;
 constexpr double kIdleKeptGrowth = 0.1;  // "back near the start": keeps <= 10% of its growth
@@ -488,8 +488,7 @@ Figures run_open_loop(cqrs::Client& client, const std::vector<std::string>& know
   Figures figures;
   std::optional<CpuSample> cpu_before;
   client.dispatch_at_rate(
-      envelopes, start, rate, kCommandTimeout,
-      [&](size_t index, cqrs::Result<std::string> reply) {
+      envelopes, start, rate, kCommandTimeout, [&](size_t index, cqrs::Result<std::string> reply) {
         Clock::time_point now = Clock::now();
         Clock::time_point due = start + from_seconds(static_cast<double>(index) / rate);
         ReplyStatus status = status_of(reply);

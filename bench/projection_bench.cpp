@@ -98,7 +98,8 @@ bool wait_for_handler(cqrs::Client& client, const std::string& name,
 double peak_issue_rate(cqrs::Client& client, double seconds) {
   auto count = static_cast<size_t>(std::max(2000.0, 3000 * seconds));
   std::vector<std::string> envelopes;
-  for (size_t idx = 0; idx < count; ++idx) envelopes.push_back(issue_envelope("peak-" + std::to_string(idx)));
+  for (size_t idx = 0; idx < count; ++idx)
+    envelopes.push_back(issue_envelope("peak-" + std::to_string(idx)));
   auto start = Clock::now();
   client.dispatch_many(envelopes, kPeakWindow, 10s, [](size_t, cqrs::Result<std::string>) {});
   return static_cast<double>(count) / seconds_since(start);
@@ -114,11 +115,13 @@ int measure_lag(cqrs::Client& client, PGconn* sql, const Options& options) {
   }
   auto count = static_cast<size_t>(rate * options.seconds);
   std::vector<std::string> envelopes;
-  for (size_t idx = 0; idx < count; ++idx) envelopes.push_back(issue_envelope("lag-" + std::to_string(idx)));
+  for (size_t idx = 0; idx < count; ++idx)
+    envelopes.push_back(issue_envelope("lag-" + std::to_string(idx)));
   size_t ok = 0;
   client.dispatch_at_rate(envelopes, Clock::now() + 50ms, rate, 10s,
                           [&](size_t, cqrs::Result<std::string> reply) {
-                            if (reply && reply->find("\"status\":\"ok\"") != std::string::npos) ++ok;
+                            if (reply && reply->find("\"status\":\"ok\"") != std::string::npos)
+                              ++ok;
                           });
   // Every acknowledged card must arrive (a lag of 0 can be momentary: a running transaction
   // anywhere holds $all readers back until it ends).
@@ -169,7 +172,8 @@ bool insert_history(PGconn* sql, size_t count, std::string& error) {
       "  CASE v WHEN 1 THEN jsonb_build_object('card_id', 'r' || g, 'amount', 5000)"
       "  ELSE jsonb_build_object('card_id', 'r' || g, 'amount', 100, 'remaining', 4900) END,"
       "  '{}'::jsonb"
-      " FROM generate_series(1, 2) AS v, generate_series(1, " + n + ") AS g ORDER BY v, g";
+      " FROM generate_series(1, 2) AS v, generate_series(1, " +
+      n + ") AS g ORDER BY v, g";
   return exec_sql(sql, statement, error) != nullptr;
 }
 
@@ -187,10 +191,10 @@ std::optional<double> raw_rebuild(PGconn* sql, size_t& events, std::string& erro
         "SELECT transaction_id::text, global_position, event_type, data::text,"
         " (extract(epoch FROM created_at) * 1000000)::bigint FROM cqrs.events"
         " WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)"
-        " ORDER BY transaction_id, global_position LIMIT " + limit;
-    auto page = checked(sql, PQexecParams(sql, query.c_str(), 2, nullptr, page_params, nullptr,
-                                          nullptr, 0),
-                        error);
+        " ORDER BY transaction_id, global_position LIMIT " +
+        limit;
+    auto page = checked(
+        sql, PQexecParams(sql, query.c_str(), 2, nullptr, page_params, nullptr, nullptr, 0), error);
     if (!page) return std::nullopt;
     int rows = PQntuples(page.get());
     if (rows == 0) break;
@@ -313,9 +317,9 @@ int run(const Options& options) {
       auto daemon = BenchDaemon::start(
           CQRSD_BIN, {"--db.url=" + *conninfo, "--server.port=0", "--log.level=warn"},
           &g_interrupted, error);
-      auto client = daemon ? cqrs::Client::connect("127.0.0.1", daemon->port())
-                           : cqrs::Result<std::unique_ptr<cqrs::Client>>(
-                                 cqrs::Error::unavailable(error));
+      auto client =
+          daemon ? cqrs::Client::connect("127.0.0.1", daemon->port())
+                 : cqrs::Result<std::unique_ptr<cqrs::Client>>(cqrs::Error::unavailable(error));
       if (!client) {
         std::fprintf(stderr, "%s: %s\n", kProgram, client.error().to_string().c_str());
       } else {

@@ -138,12 +138,11 @@ int wait_for_replay(cqrs::Client& client, const std::string& name, const nlohman
   }
   double seconds = std::chrono::duration<double>(Clock::now() - started).count();
   std::fprintf(stderr, "\n");
-  std::printf("%s\n", nlohmann::json{{"status", "ok"},
-                                     {"handler", name},
-                                     {"replayed", total},
-                                     {"seconds", seconds}}
-                          .dump()
-                          .c_str());
+  std::printf(
+      "%s\n",
+      nlohmann::json{{"status", "ok"}, {"handler", name}, {"replayed", total}, {"seconds", seconds}}
+          .dump()
+          .c_str());
   return kExitOk;
 }
 
@@ -247,7 +246,8 @@ int main(int argc, char** argv) {
     if (!handler_name.empty()) request["handler"] = handler_name;
     auto reply = (*client)->admin(request);
     if (!reply || !reply->ok()) return print_reply(reply);
-    for (const auto& letter : reply->json["dead_letters"]) std::printf("%s\n", letter.dump().c_str());
+    for (const auto& letter : reply->json["dead_letters"])
+      std::printf("%s\n", letter.dump().c_str());
     return kExitOk;
   }
   if (type == "-") return dispatch_stdin(**client, window, timeout);

@@ -18,10 +18,10 @@
 #include "actors/middlewares.hpp"
 #include "actors/router.hpp"
 #include "actors/store_pool.hpp"
+#include "bank/bank.hpp"
 #include "cqrs/pg/connection.hpp"
 #include "cqrs/pg/migrate.hpp"
 #include "cqrs/pg/postgres_event_store.hpp"
-#include "bank/bank.hpp"
 #include "giftcard/giftcard.hpp"
 
 namespace {

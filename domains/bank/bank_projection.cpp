@@ -25,8 +25,7 @@ std::vector<std::string> type_names() {
 
 // Runs an INSERT ... ON CONFLICT DO NOTHING of a row's first event. The row exists only if this
 // event was projected already, and later events may have changed it since: leave it alone.
-cqrs::Result<void> insert_row(cqrs::ProjectionSql& sql, std::string_view statement,
-                              Params params) {
+cqrs::Result<void> insert_row(cqrs::ProjectionSql& sql, std::string_view statement, Params params) {
   sql.queue(std::string(statement), std::move(params));
   return {};
 }
@@ -35,7 +34,8 @@ cqrs::Result<void> insert_row(cqrs::ProjectionSql& sql, std::string_view stateme
 // finding none means the read model missed part of the history: fail rather than drop the change.
 cqrs::Result<void> update_row(cqrs::ProjectionSql& sql, std::string_view table,
                               const std::string& key, std::string_view statement, Params params) {
-  sql.queue(std::string(statement), std::move(params), std::string(table) + " has no row for " + key);
+  sql.queue(std::string(statement), std::move(params),
+            std::string(table) + " has no row for " + key);
   return {};
 }
 
@@ -90,8 +90,7 @@ std::vector<std::string> TransfersProjector::event_types() const {
   return type_names<TransferRequested, TransferCompleted, TransferFailed>();
 }
 
-cqrs::Result<void> TransfersProjector::project(const cqrs::Event& event,
-                                               cqrs::ProjectionSql& sql) {
+cqrs::Result<void> TransfersProjector::project(const cqrs::Event& event, cqrs::ProjectionSql& sql) {
   const int64_t at = event.record.created_at_us;
   if (is<TransferRequested>(event)) {
     auto requested = event.as<TransferRequested>();

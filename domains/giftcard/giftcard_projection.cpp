@@ -22,7 +22,8 @@ bool is(const cqrs::Event& event) {
 // means the read model missed part of the history: fail rather than drop the change.
 cqrs::Result<void> update_card(cqrs::ProjectionSql& sql, const std::string& card_id,
                                std::string_view statement, Params params) {
-  sql.queue(std::string(statement), std::move(params), "giftcard_summary has no row for " + card_id);
+  sql.queue(std::string(statement), std::move(params),
+            "giftcard_summary has no row for " + card_id);
   return {};
 }
 

@@ -328,9 +328,9 @@ TEST_F(ActorTest, LoadsStoredOldVersionsThroughTheUpcasters) {
   old_event.type_version = 1;
   old_event.data = R"({"card_id":"c1","value":80})";
   old_event.metadata = "{}";
-  ASSERT_TRUE(probe_->store->append("giftcard-c1", ExpectedVersion::no_stream(),
-                                    std::span(&old_event, 1))
-                  .ok());
+  ASSERT_TRUE(
+      probe_->store->append("giftcard-c1", ExpectedVersion::no_stream(), std::span(&old_event, 1))
+          .ok());
   AggregateConfig config;
   config.upcasters = &upcasters;
   start(config);

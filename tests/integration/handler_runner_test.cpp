@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <map>
-#include <thread>
 #include <set>
+#include <thread>
 
 #include "cqrs/handlers/runner.hpp"
 #include "cqrs/pg/connection.hpp"
@@ -54,8 +54,9 @@ class HandlerRunnerTest : public ::testing::Test {
     db_ = testing::TestDatabase::create();
     ASSERT_NE(db_, nullptr);
     sql_ = db_->connect();
-    ASSERT_TRUE(sql_->exec("CREATE TABLE seen (event_id uuid PRIMARY KEY, stream_id text, "
-                           "version bigint, label text)"));
+    ASSERT_TRUE(
+        sql_->exec("CREATE TABLE seen (event_id uuid PRIMARY KEY, stream_id text, "
+                   "version bigint, label text)"));
     auto store = pg::PostgresEventStore::open(db_->url());
     ASSERT_TRUE(store.ok()) << store.error().to_string();
     store_ = std::move(store).value();
@@ -120,8 +121,8 @@ TEST_F(HandlerRunnerTest, ProjectsEveryEventOnceAndSkipsOtherTypes) {
   append("c", {R"({"label":"c1"})"});
   HandlerOptions options;
   options.batch_size = 2;  // several pages
-  auto runner = std::make_unique<HandlerRunner>(std::make_shared<ItemProjector>(options),
-                                                db_->url());
+  auto runner =
+      std::make_unique<HandlerRunner>(std::make_shared<ItemProjector>(options), db_->url());
   auto step = drain(*runner);
   EXPECT_EQ(step.next, Next::kWait);
   EXPECT_EQ(count("SELECT count(*) FROM seen"), 3);
@@ -139,9 +140,10 @@ TEST_F(HandlerRunnerTest, NeverSkipsAnEventCommittedOutOfOrder) {
   auto held = db_->connect();
   ASSERT_TRUE(held->exec("BEGIN"));
   // T1 takes a position and stays open; T2 appends later and commits first.
-  ASSERT_TRUE(held->exec("SELECT cqrs.append_to_stream('t1', -1, ARRAY[gen_random_uuid()],"
-                         " ARRAY['Item'], ARRAY[1], ARRAY['{\"label\":\"t1\"}'::jsonb],"
-                         " ARRAY['{}'::jsonb])"));
+  ASSERT_TRUE(
+      held->exec("SELECT cqrs.append_to_stream('t1', -1, ARRAY[gen_random_uuid()],"
+                 " ARRAY['Item'], ARRAY[1], ARRAY['{\"label\":\"t1\"}'::jsonb],"
+                 " ARRAY['{}'::jsonb])"));
   append("t2", {R"({"label":"t2"})"}, "Item", 1, /*wait_visible=*/false);
   drain(runner);
   EXPECT_EQ(count("SELECT count(*) FROM seen"), 0) << "read past a running transaction";
@@ -317,8 +319,8 @@ class EchoProcess : public ProcessManager {
   }
   std::vector<CommandRequest> handle(const nlohmann::json& state,
                                      const Event& event) const override {
-    return {CommandRequest{"Echo", {{"id", event.data.value("id", "")},
-                                    {"seen", state.value("seen", 0)}}}};
+    return {CommandRequest{"Echo",
+                           {{"id", event.data.value("id", "")}, {"seen", state.value("seen", 0)}}}};
   }
   nlohmann::json apply(nlohmann::json state, const Event&) const override {
     state["seen"] = state.value("seen", 0) + 1;
@@ -336,9 +338,8 @@ TEST_F(HandlerRunnerTest, ProcessManagerDispatchesWithDerivedIdsAndKeepsState) {
     sent.push_back(request);
     return std::string(R"({"status":"ok"})");
   };
-  auto runner =
-      std::make_unique<HandlerRunner>(std::make_shared<EchoProcess>(), db_->url(), nullptr,
-                                      dispatcher);
+  auto runner = std::make_unique<HandlerRunner>(std::make_shared<EchoProcess>(), db_->url(),
+                                                nullptr, dispatcher);
   drain(*runner);
   ASSERT_EQ(sent.size(), 3u);
   EXPECT_EQ(sent[0].data["seen"], 0);

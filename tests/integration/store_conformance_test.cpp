@@ -1,12 +1,12 @@
 // The event store contract, run against every implementation (InMemoryEventStore and
 // PostgresEventStore on a fresh database per test). A store that passes is interchangeable.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
@@ -717,11 +717,10 @@ TEST_P(StoreConformance, WriteWithoutEventsOnlyRecordsTheCommand) {
 }
 
 TEST_P(StoreConformance, WriteAppliesRequestsOfOneStreamInOrder) {
-  std::vector<WriteRequest> requests = {request("a", ExpectedVersion::no_stream(), 1),
-                                        request("b", ExpectedVersion::no_stream(), 1),
-                                        request("a", ExpectedVersion::exact(1), 2),
-                                        request("a", ExpectedVersion::exact(1), 1),
-                                        request("a", ExpectedVersion::exact(3), 1)};
+  std::vector<WriteRequest> requests = {
+      request("a", ExpectedVersion::no_stream(), 1), request("b", ExpectedVersion::no_stream(), 1),
+      request("a", ExpectedVersion::exact(1), 2), request("a", ExpectedVersion::exact(1), 1),
+      request("a", ExpectedVersion::exact(3), 1)};
   auto results = this->store_->write(requests);
   ASSERT_EQ(results.size(), 5u);
   ASSERT_TRUE(results[0].ok());
@@ -823,8 +822,8 @@ TEST_P(StoreConformance, LoadStreamsAnswersEachLoadInOrder) {
   this->append_ok("snap", ExpectedVersion::any(), events(5));
   this->append_ok("plain", ExpectedVersion::any(), events(3));
   ASSERT_TRUE(this->store_->save_snapshot({"snap", 3, "T", 2, R"({"v":3})"}).ok());
-  std::vector<StreamLoad> loads = {{"snap", 0, true},  {"plain", 0, true}, {"missing", 0, true},
-                                   {"snap", 4, true},  {"snap", 1, false}, {"", 0, true},
+  std::vector<StreamLoad> loads = {{"snap", 0, true}, {"plain", 0, true}, {"missing", 0, true},
+                                   {"snap", 4, true}, {"snap", 1, false}, {"", 0, true},
                                    {"plain", 2, true}};
   auto loaded = this->store_->load_streams(loads);
   ASSERT_EQ(loaded.size(), loads.size());

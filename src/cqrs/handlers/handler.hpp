@@ -31,7 +31,7 @@ namespace pg {
 class Connection;
 class Params;
 class QueryResult;
-}
+}  // namespace pg
 
 // A stored event as handlers see it: the record plus its data and metadata parsed, data already
 // upcast to the current version of its type.
@@ -74,10 +74,10 @@ struct StartFrom {
 
 struct HandlerOptions {
   StartFrom start_from;
-  size_t batch_size = 500;                            // events read per query
-  int max_attempts = 5;                               // tries of one event before the policy
-  std::chrono::milliseconds backoff_base{100};        // first retry delay, doubled each time
-  std::chrono::milliseconds backoff_max{10000};       // cap of the retry delay
+  size_t batch_size = 500;                       // events read per query
+  int max_attempts = 5;                          // tries of one event before the policy
+  std::chrono::milliseconds backoff_base{100};   // first retry delay, doubled each time
+  std::chrono::milliseconds backoff_max{10000};  // cap of the retry delay
   FailurePolicy on_failure = FailurePolicy::kStop;
   // Strong consistency waits for this handler (projectors are strong by default).
   std::optional<bool> strong;

@@ -413,8 +413,8 @@ Result<void> HandlerRunner::handle_process_event(const RecordedEvent& record) {
   if (!rows) return rows.error();
   bool exists = rows->rows() == 1;
   if (!exists && interest.kind != Interest::Kind::kStart) return {};
-  nlohmann::json state = exists ? nlohmann::json::parse(rows->text(0, 0), nullptr, false)
-                                : nlohmann::json::object();
+  nlohmann::json state =
+      exists ? nlohmann::json::parse(rows->text(0, 0), nullptr, false) : nlohmann::json::object();
   if (state.is_discarded()) state = nlohmann::json::object();
 
   std::vector<CommandRequest> commands;
@@ -429,9 +429,10 @@ Result<void> HandlerRunner::handle_process_event(const RecordedEvent& record) {
   std::string correlation = event->correlation_id().empty() ? event_id : event->correlation_id();
   for (size_t idx = 0; idx < commands.size(); ++idx) {
     if (!dispatcher_) return Error::internal("no_dispatcher", "process manager without dispatcher");
-    DispatchRequest request{commands[idx].type, commands[idx].data,
-                            Uuid::derived(status_.name + "/" + event_id + "/" + std::to_string(idx)),
-                            correlation, event_id};
+    DispatchRequest request{
+        commands[idx].type, commands[idx].data,
+        Uuid::derived(status_.name + "/" + event_id + "/" + std::to_string(idx)), correlation,
+        event_id};
     auto reply = dispatcher_(request);
     if (!reply) return reply.error();
     nlohmann::json parsed = nlohmann::json::parse(*reply, nullptr, false);
@@ -453,13 +454,15 @@ Result<void> HandlerRunner::handle_process_event(const RecordedEvent& record) {
       status_.name, record.position(), [&](pg::Connection& tx) -> Result<void> {
         Result<pg::QueryResult> written =
             interest.kind == Interest::Kind::kStop
-                ? tx.exec("DELETE FROM cqrs.process_instances"
-                          " WHERE handler_name = $1 AND instance_id = $2",
-                          key)
-                : tx.exec("INSERT INTO cqrs.process_instances (handler_name, instance_id, state)"
-                          " VALUES ($1, $2, $3::jsonb) ON CONFLICT (handler_name, instance_id)"
-                          " DO UPDATE SET state = excluded.state, updated_at = now()",
-                          pg::Params().add(status_.name).add(interest.instance).add(next.dump()));
+                ? tx.exec(
+                      "DELETE FROM cqrs.process_instances"
+                      " WHERE handler_name = $1 AND instance_id = $2",
+                      key)
+                : tx.exec(
+                      "INSERT INTO cqrs.process_instances (handler_name, instance_id, state)"
+                      " VALUES ($1, $2, $3::jsonb) ON CONFLICT (handler_name, instance_id)"
+                      " DO UPDATE SET state = excluded.state, updated_at = now()",
+                      pg::Params().add(status_.name).add(interest.instance).add(next.dump()));
         if (!written) return written.error();
         return {};
       });
@@ -613,17 +616,17 @@ Result<nlohmann::json> HandlerRunner::dead_letters(int64_t limit) {
   if (!rows) return rows.error();
   nlohmann::json list = nlohmann::json::array();
   for (int row = 0; row < rows->rows(); ++row) {
-    list.push_back({{"id", rows->int64(row, 0)},
-                    {"handler", rows->text(row, 1)},
-                    {"position", std::string(rows->text(row, 2)) + "/" +
-                                     std::to_string(rows->int64(row, 3))},
-                    {"event_id", rows->text(row, 4)},
-                    {"stream_id", rows->text(row, 5)},
-                    {"stream_version", rows->int64(row, 6)},
-                    {"event_type", rows->text(row, 7)},
-                    {"error", rows->text(row, 8)},
-                    {"attempts", rows->int64(row, 9)},
-                    {"failed_at", rows->text(row, 10)}});
+    list.push_back(
+        {{"id", rows->int64(row, 0)},
+         {"handler", rows->text(row, 1)},
+         {"position", std::string(rows->text(row, 2)) + "/" + std::to_string(rows->int64(row, 3))},
+         {"event_id", rows->text(row, 4)},
+         {"stream_id", rows->text(row, 5)},
+         {"stream_version", rows->int64(row, 6)},
+         {"event_type", rows->text(row, 7)},
+         {"error", rows->text(row, 8)},
+         {"attempts", rows->int64(row, 9)},
+         {"failed_at", rows->text(row, 10)}});
   }
   return list;
 }
@@ -635,9 +638,9 @@ Error HandlerRunner::not_here() const {
 
 Result<void> HandlerRunner::reset() {
   if (handler_->kind() != HandlerKind::kProjector) {
-    return Error::invalid(errc::kInvalidArgument,
-                          "only projectors can be reset; '" + status_.name + "' is a " +
-                              std::string(to_string(handler_->kind())));
+    return Error::invalid(errc::kInvalidArgument, "only projectors can be reset; '" + status_.name +
+                                                      "' is a " +
+                                                      std::string(to_string(handler_->kind())));
   }
   if (auto ready = ensure_ready(); !ready) return ready;
   if (locked_backend_ == 0) return not_here();

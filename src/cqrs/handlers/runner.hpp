@@ -128,7 +128,8 @@ class HandlerRunner {
   int locked_backend_ = 0;  // backend pid that holds the lock; 0 when not held
   Position position_;
   Position stored_;
-  Position page_end_;  // where the page being handled ends (past skipped events)  // the checkpoint as last written (position_ may run ahead over skipped pages)
+  Position page_end_;  // where the page being handled ends (past skipped events)  // the checkpoint
+                       // as last written (position_ may run ahead over skipped pages)
   std::optional<Position> failing_at_;
   std::chrono::steady_clock::time_point last_saved_{};  // of the checkpoint, by a projector
   std::chrono::milliseconds recheck_delay_{0};          // doubles while events stay unread

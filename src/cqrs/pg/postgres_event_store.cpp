@@ -28,12 +28,14 @@ std::vector<Statement> statements() {
   return {
       {"append",
        "SELECT status, stream_version, global_positions::text, existing_result::text, "
-       "pg_current_xact_id()::text FROM cqrs.append_to_stream($1, $2, $3::uuid[], $4::text[], $5::int[], $6::jsonb[], "
+       "pg_current_xact_id()::text FROM cqrs.append_to_stream($1, $2, $3::uuid[], $4::text[], "
+       "$5::int[], $6::jsonb[], "
        "$7::jsonb[], $8::uuid, $9::jsonb)"},
       // Group commit: many requests in one statement; see schema/002_append_batch.sql.
       {"append_batch",
        "SELECT status, stream_version, global_positions::text, existing_result::text, "
-       "pg_current_xact_id()::text FROM cqrs.append_batch($1::text[], $2::bigint[], $3::int[], $4::uuid[], $5::jsonb[], "
+       "pg_current_xact_id()::text FROM cqrs.append_batch($1::text[], $2::bigint[], $3::int[], "
+       "$4::uuid[], $5::jsonb[], "
        "$6::int[], $7::int[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[])"},
       // The wake-up gets its own transaction, committed without waiting for the WAL flush: a
       // notification lost in a crash only delays readers, and an fsync here would double the
@@ -284,8 +286,8 @@ WriteResult interpret_append(const QueryResult& rows, int row, std::string_view 
                              ExpectedVersion expected, const CommandRecord* command) {
   WriteResult result;
   if (row >= rows.rows()) {
-    result.error = Error::internal(errc::kStoreError, "append returned no row for stream '" +
-                                                          std::string(stream_id) + "'");
+    result.error = Error::internal(
+        errc::kStoreError, "append returned no row for stream '" + std::string(stream_id) + "'");
     return result;
   }
   std::string_view status = rows.text(row, 0);
@@ -363,7 +365,8 @@ std::vector<std::vector<size_t>> rounds_of(std::span<const WriteRequest> request
   for (size_t idx : pending) {
     const WriteRequest& request = requests[idx];
     size_t round = next_round_of_stream[request.stream_id];
-    if (request.command) round = std::max(round, next_round_of_command[request.command->command_id]);
+    if (request.command)
+      round = std::max(round, next_round_of_command[request.command->command_id]);
     if (round == rounds.size()) rounds.emplace_back();
     rounds[round].push_back(idx);
     next_round_of_stream[request.stream_id] = round + 1;
@@ -456,9 +459,9 @@ std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest>
   for (size_t idx : pending) {
     const WriteRequest& request = requests[idx];
     const CommandRecord* command = request.command ? &*request.command : nullptr;
-    steps.push_back(
-        {"append", append_params(request.stream_id, request.expected, request.events, command),
-         true});
+    steps.push_back({"append",
+                     append_params(request.stream_id, request.expected, request.events, command),
+                     true});
   }
   add_notify(steps);
   auto separate = conn_->exec_pipeline(steps);
@@ -526,10 +529,9 @@ std::vector<LoadedStream> PostgresEventStore::load_streams(std::span<const Strea
     if (idx >= loaded.size()) continue;
     LoadedStream& out = loaded[idx];
     if (rows->int64(row, 1) == 0) {
-      out.snapshot = Snapshot{loads[idx].stream_id, rows->int64(row, 5),
-                              std::string(rows->text(row, 7)),
-                              static_cast<int32_t>(rows->int64(row, 8)),
-                              std::string(rows->text(row, 9))};
+      out.snapshot =
+          Snapshot{loads[idx].stream_id, rows->int64(row, 5), std::string(rows->text(row, 7)),
+                   static_cast<int32_t>(rows->int64(row, 8)), std::string(rows->text(row, 9))};
     } else {
       out.events.push_back(event_at(*rows, row, 2));
     }
