@@ -202,6 +202,15 @@ Result<void> HandlerRunner::save_checkpoint(Position position) {
   return {};
 }
 
+Result<void> HandlerRunner::skip_to(Position end, bool write_now) {
+  if (write_now || Clock::now() - last_saved_ >= kIdleCheckpointEvery) {
+    if (auto saved = save_checkpoint(end); !saved) return saved;
+  }
+  position_ = end;
+  status_.position = end;
+  return {};
+}
+
 void HandlerRunner::mark_stored(Position position) {
   stored_ = position;
   last_saved_ = Clock::now();
@@ -345,13 +354,9 @@ HandlerRunner::Step HandlerRunner::run_projector(const std::vector<RecordedEvent
   // transaction per page would hold every $all reader's watermark back for nothing, and after a
   // crash the skipped events are only read and skipped again.
   if (std::none_of(events.begin(), events.end(), [&](const auto& e) { return wanted(e); })) {
-    position_ = page_end_;
-    status_.position = position_;
-    if (Clock::now() - last_saved_ >= kIdleCheckpointEvery) {
-      if (auto saved = save_checkpoint(position_); !saved) {
-        lose_connection(saved.error());
-        return {Step::Next::kRetryAfter, kReconnectDelay, 0};
-      }
+    if (auto moved = skip_to(page_end_, /*write_now=*/false); !moved) {
+      lose_connection(moved.error());
+      return {Step::Next::kRetryAfter, kReconnectDelay, 0};
     }
     status_.state = HandlerState::kRunning;
     return {Step::Next::kWait, {}, events.size()};
@@ -469,13 +474,12 @@ Result<void> HandlerRunner::handle_process_event(const RecordedEvent& record) {
 }
 
 HandlerRunner::Step HandlerRunner::run_process_manager(const std::vector<RecordedEvent>& events) {
-  const Position position_before = position_;
-  Position last_saved = position_;
+  bool handled_any = false;
   for (size_t idx = 0; idx < events.size(); ++idx) {
     if (!wanted(events[idx])) continue;
     auto done = handle_process_event(events[idx]);
     if (!done) {
-      if (idx > 0 && events[idx - 1].position() != last_saved) {
+      if (idx > 0 && events[idx - 1].position() != stored_) {
         (void)save_checkpoint(events[idx - 1].position());
       }
       if (!store_->connection().is_ok()) {
@@ -485,24 +489,20 @@ HandlerRunner::Step HandlerRunner::run_process_manager(const std::vector<Recorde
       }
       return fail(events[idx], done.error().message(), idx);
     }
+    handled_any = true;
     position_ = events[idx].position();
-    last_saved = position_;
     mark_stored(position_);
     status_.position = position_;
     failing_at_.reset();
     status_.attempts = 0;
   }
-  if (page_end_ != last_saved) {
-    // Only skipped events since the last save: as for projectors, save at most every
-    // kIdleCheckpointEvery.
-    if (last_saved != position_before || Clock::now() - last_saved_ >= kIdleCheckpointEvery) {
-      if (auto saved = save_checkpoint(page_end_); !saved) {
-        lose_connection(saved.error());
-        return {Step::Next::kRetryAfter, kReconnectDelay, events.size()};
-      }
+  // Events skipped after the last handled one: written with this batch when it handled any,
+  // else as for projectors.
+  if (page_end_ != stored_) {
+    if (auto moved = skip_to(page_end_, handled_any); !moved) {
+      lose_connection(moved.error());
+      return {Step::Next::kRetryAfter, kReconnectDelay, events.size()};
     }
-    position_ = page_end_;
-    status_.position = position_;
   }
   status_.state = HandlerState::kRunning;
   return {Step::Next::kWait, {}, events.size()};

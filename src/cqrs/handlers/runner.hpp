@@ -113,6 +113,9 @@ class HandlerRunner {
   Result<void> handle_process_event(const RecordedEvent& record);
   Result<void> save_checkpoint(Position position);
   void mark_stored(Position position);
+  // Moves the position over events this handler does not handle; writes it when `write_now`
+  // or kIdleCheckpointEvery passed since the last write, else it moves in memory only.
+  Result<void> skip_to(Position end, bool write_now);
   std::chrono::milliseconds recheck_delay();
   Step fail(const RecordedEvent& record, const std::string& error, size_t handled);
   void lose_connection(const Error& error);
