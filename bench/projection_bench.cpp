@@ -191,7 +191,7 @@ std::optional<double> raw_rebuild(PGconn* sql, size_t& events, std::string& erro
         "SELECT transaction_id::text, global_position, event_type, data::text,"
         " (extract(epoch FROM created_at) * 1000000)::bigint FROM cqrs.events"
         " WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)"
-        " ORDER BY transaction_id, global_position LIMIT " +
+        " ORDER BY cqrs.events.transaction_id, cqrs.events.global_position LIMIT " +
         limit;
     auto page = checked(
         sql, PQexecParams(sql, query.c_str(), 2, nullptr, page_params, nullptr, nullptr, 0), error);

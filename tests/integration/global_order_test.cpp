@@ -190,6 +190,26 @@ TEST_F(GlobalOrder, TransactionIdsOrderAsNumbersAcrossDigitBoundaries) {
   EXPECT_TRUE(rest->events.empty()) << "an event came back twice";
 }
 
+TEST_F(GlobalOrder, HeadIsTheLastEventInNumericTransactionOrder) {
+  auto empty = reader_->head();
+  ASSERT_TRUE(empty.ok()) << empty.error().to_string();
+  EXPECT_EQ(*empty, Position{});
+  auto raw = db_->connect();
+  for (const char* xid : {"100", "99", "9"}) {  // as text, "99" would be the last
+    auto inserted = raw->exec(
+        "INSERT INTO cqrs.events (transaction_id, stream_id, stream_version, event_id, "
+        "event_type, data) VALUES ($1::xid8, $2, 1, gen_random_uuid(), 'Old', '{}')",
+        Params().add(xid).add(std::string("old-") + xid));
+    ASSERT_TRUE(inserted.ok()) << inserted.error().to_string();
+  }
+  auto head = reader_->head();
+  ASSERT_TRUE(head.ok()) << head.error().to_string();
+  EXPECT_EQ(head->commit_id, 100u);
+  auto rest = reader_->read_all(*head, 10);
+  ASSERT_TRUE(rest.ok());
+  EXPECT_TRUE(rest->events.empty()) << "head is not the last readable event";
+}
+
 TEST_F(GlobalOrder, ConcurrentWritersWithRandomCommitDelaysAreSeenExactlyOnce) {
   constexpr int kWriters = 8;
   constexpr int kAppendsEach = 2000;

@@ -166,13 +166,7 @@ Result<void> HandlerRunner::load_checkpoint() {
 
 Result<Position> HandlerRunner::head() {
   if (auto ready = open_store(); !ready) return ready.error();
-  auto rows = store_->connection().exec(
-      "SELECT transaction_id::text, global_position FROM cqrs.events"
-      " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-      " ORDER BY transaction_id DESC, global_position DESC LIMIT 1");
-  if (!rows) return rows.error();
-  if (rows->rows() == 0) return Position{};
-  return Position{to_uint64(rows->text(0, 0)), rows->int64(0, 1)};
+  return store_->head();
 }
 
 // Called when a step read everything it could. Stored events after the position that the step
@@ -181,8 +175,10 @@ Result<Position> HandlerRunner::head() {
 // busy: look again soon instead of waiting for the polling interval. Asking about the position
 // rather than the watermark also catches a transaction that ended between the read and this
 // check. The delay starts at 5 ms and doubles while such events stay unread (a long
-// transaction), up to 1 s.
-std::chrono::milliseconds HandlerRunner::recheck_delay() {
+// transaction), up to 1 s; a step that read events starts it over (`progressed`), since under
+// load there are always unread events and the delay would otherwise climb to its maximum.
+std::chrono::milliseconds HandlerRunner::recheck_delay(bool progressed) {
+  if (progressed) recheck_delay_ = std::chrono::milliseconds(0);
   constexpr auto kFirst = std::chrono::milliseconds(5);
   constexpr auto kMax = std::chrono::milliseconds(1000);
   auto held = store_->events_after_exist(position_);
@@ -271,7 +267,7 @@ HandlerRunner::Step HandlerRunner::step() {
         return {Step::Next::kRetryAfter, kReconnectDelay, 0};
       }
     }
-    return {Step::Next::kWait, recheck_delay(), 0};
+    return {Step::Next::kWait, recheck_delay(false), 0};
   }
   Step step;
   switch (handler_->kind()) {
@@ -288,7 +284,7 @@ HandlerRunner::Step HandlerRunner::step() {
   if (step.next == Step::Next::kWait && page->scanned == options_.batch_size) {
     step.next = Step::Next::kContinue;  // a full page: there is probably more
   }
-  if (step.next == Step::Next::kWait) step.delay = recheck_delay();
+  if (step.next == Step::Next::kWait) step.delay = recheck_delay(true);
   return step;
 }
 

@@ -116,7 +116,7 @@ class HandlerRunner {
   // Moves the position over events this handler does not handle; writes it when `write_now`
   // or kIdleCheckpointEvery passed since the last write, else it moves in memory only.
   Result<void> skip_to(Position end, bool write_now);
-  std::chrono::milliseconds recheck_delay();
+  std::chrono::milliseconds recheck_delay(bool progressed);
   Step fail(const RecordedEvent& record, const std::string& error, size_t handled);
   void lose_connection(const Error& error);
   Error not_here() const;

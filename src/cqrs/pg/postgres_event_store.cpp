@@ -71,8 +71,13 @@ std::vector<Statement> statements() {
        "SELECT l.idx, 1, e.global_position, e.transaction_id::text, e.stream_id, e.stream_version,"
        " e.event_id::text, e.event_type, e.event_version, e.data::text, e.metadata::text,"
        " (extract(epoch FROM e.created_at) * 1000000)::bigint"
-       " FROM loads AS l JOIN cqrs.events AS e ON e.stream_id = l.stream_id"
-       "  AND e.stream_version > coalesce(l.snapshot_version, l.after) "
+       // LATERAL with ORDER BY (not a join): a per-load probe of the stream's index whatever
+       // the statistics were when the generic plan was made (a join planned against an empty
+       // table hashes a sequential scan of all events).
+       " FROM loads AS l CROSS JOIN LATERAL (SELECT * FROM cqrs.events AS x"
+       "  WHERE x.stream_id = l.stream_id"
+       "  AND x.stream_version > coalesce(l.snapshot_version, l.after)"
+       "  ORDER BY x.stream_version) AS e "
        "ORDER BY 1, 2, 6"},
       {"stream_version",
        "SELECT stream_version FROM cqrs.events WHERE stream_id = $1 "
@@ -111,6 +116,12 @@ std::vector<Statement> statements() {
        " NULL::text, scanned, NULL::text, NULL::text, NULL::int, NULL::text, NULL::text,"
        " NULL::bigint FROM edge "
        "ORDER BY 1, 2, 3"},
+      // Qualified ORDER BY: the output column transaction_id::text is also named
+      // transaction_id, and an unqualified name would sort by it (as text, and unindexed).
+      {"head",
+       "SELECT transaction_id::text, global_position FROM cqrs.events"
+       " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+       " ORDER BY cqrs.events.transaction_id DESC, cqrs.events.global_position DESC LIMIT 1"},
       {"behind_watermark",
        "SELECT count(*) FROM cqrs.events"
        " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"},
@@ -589,6 +600,14 @@ Result<int64_t> PostgresEventStore::events_behind_watermark() {
   auto rows = conn_->exec_prepared("behind_watermark", Params());
   if (!rows) return rows.error();
   return rows->int64(0, 0);
+}
+
+Result<Position> PostgresEventStore::head() {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = conn_->exec_prepared("head", Params());
+  if (!rows) return rows.error();
+  if (rows->rows() == 0) return Position{};
+  return Position{to_uint64(rows->text(0, 0)), rows->int64(0, 1)};
 }
 
 Result<bool> PostgresEventStore::events_behind_watermark_exist() {
