@@ -4,6 +4,8 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
+#include <fstream>
 
 #include "actors/messages.hpp"
 
@@ -22,11 +24,17 @@ Error transport_error(caf::actor_system& system, const caf::error& err) {
 
 class ClientConfig : public caf::actor_system_config {
  public:
-  ClientConfig() {
+  explicit ClientConfig(const TlsOptions& tls) {
     load<caf::io::middleman>();
     set("logger.verbosity", caf::atom("quiet"));
     // CAF 0.17's BASP worker hub loses replies under many concurrent connections.
     set("middleman.workers", size_t{0});
+    if (tls.enabled()) {
+      load<caf::openssl::manager>();
+      openssl_certificate = tls.cert;
+      openssl_key = tls.key;
+      openssl_cafile = tls.ca;
+    }
   }
 };
 
@@ -63,9 +71,28 @@ DispatchReply DispatchReply::parse(const std::string& text) {
   return reply;
 }
 
+Result<void> TlsOptions::validate() const {
+  if (!enabled()) return {};
+  const std::pair<const char*, const std::string*> files[] = {
+      {"tls.cert", &cert}, {"tls.key", &key}, {"tls.ca", &ca}};
+  for (const auto& [name, path] : files) {
+    if (path->empty()) {
+      return Error::invalid(
+          errc::kInvalidArgument,
+          std::string("TLS needs tls.cert, tls.key and tls.ca; ") + name + " is missing");
+    }
+    if (!std::ifstream(*path).good()) {
+      return Error::invalid(errc::kInvalidArgument,
+                            std::string(name) + ": cannot read '" + *path + "'");
+    }
+  }
+  return {};
+}
+
 struct Client::Impl {
+  explicit Impl(const TlsOptions& tls) : config(tls), system(config) {}
   ClientConfig config;
-  caf::actor_system system{config};
+  caf::actor_system system;
   caf::actor gateway;
 };
 
@@ -73,9 +100,12 @@ Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Client::~Client() = default;
 
-Result<std::unique_ptr<Client>> Client::connect(const std::string& host, uint16_t port) {
-  auto impl = std::make_unique<Impl>();
-  auto gateway = impl->system.middleman().remote_actor(host, port);
+Result<std::unique_ptr<Client>> Client::connect(const std::string& host, uint16_t port,
+                                                const TlsOptions& tls) {
+  if (auto valid = tls.validate(); !valid) return valid.error();
+  auto impl = std::make_unique<Impl>(tls);
+  auto gateway = tls.enabled() ? caf::openssl::remote_actor(impl->system, host, port)
+                               : impl->system.middleman().remote_actor(host, port);
   if (!gateway) {
     return Error(ErrorKind::kUnavailable, "transport_error",
                  "cannot connect to cqrsd at " + host + ":" + std::to_string(port) + ": " +

@@ -47,10 +47,24 @@ struct DispatchReply {
   static DispatchReply parse(const std::string& text);
 };
 
+// Mutual TLS: this client's certificate and key (PEM files), and the CA file that must vouch
+// for the server's certificate. All three or none.
+struct TlsOptions {
+  std::string cert;
+  std::string key;
+  std::string ca;
+
+  bool enabled() const { return !cert.empty() || !key.empty() || !ca.empty(); }
+  // invalid_argument naming what is missing or unreadable; ok when all three or none are set.
+  Result<void> validate() const;
+};
+
 class Client {
  public:
-  // Connects (blocking). Errors: transport_error with the reason.
-  static Result<std::unique_ptr<Client>> connect(const std::string& host, uint16_t port);
+  // Connects (blocking). Errors: transport_error with the reason; invalid_argument for TLS
+  // options that are incomplete or name unreadable files.
+  static Result<std::unique_ptr<Client>> connect(const std::string& host, uint16_t port,
+                                                 const TlsOptions& tls = {});
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;

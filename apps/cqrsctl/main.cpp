@@ -1,6 +1,7 @@
 // cqrsctl: dispatch commands to cqrsd and read aggregate state from the command line.
 //
-//   cqrsctl [--host H] [--port P] dispatch <CommandType> '<json>' [--command-id ID]
+//   cqrsctl [--host H] [--port P] [--tls.cert F --tls.key F --tls.ca F] dispatch <CommandType>
+//   '<json>' [--command-id ID]
 //           [--correlation-id ID] [--metadata '<json>'] [--consistency eventual|strong]
 //           [--timeout-ms N]
 //   cqrsctl dispatch -        JSON lines {"type":..,"data":{..},"command_id":..} from stdin,
@@ -156,6 +157,10 @@ int main(int argc, char** argv) {
   int64_t timeout_ms = 5000;
   app.add_option("--host", host, "cqrsd host")->capture_default_str();
   app.add_option("--port", port, "cqrsd port")->capture_default_str();
+  cqrs::TlsOptions tls;
+  app.add_option("--tls.cert", tls.cert, "client certificate (PEM) for a cqrsd with TLS on");
+  app.add_option("--tls.key", tls.key, "the client certificate's private key (PEM)");
+  app.add_option("--tls.ca", tls.ca, "CA certificate (PEM) that signed the server's certificate");
   app.add_option("--timeout-ms", timeout_ms, "reply timeout in milliseconds")
       ->check(CLI::Range(int64_t{1}, int64_t{300000}))
       ->capture_default_str();
@@ -223,7 +228,11 @@ int main(int argc, char** argv) {
     return kExitError;
   }
 
-  auto client = cqrs::Client::connect(host, port);
+  if (auto valid = tls.validate(); !valid) {
+    std::fprintf(stderr, "cqrsctl: %s\n", valid.error().message().c_str());
+    return kExitError;
+  }
+  auto client = cqrs::Client::connect(host, port, tls);
   if (!client) {
     std::printf("%s\n", transport_reply(client.error()).c_str());
     std::fprintf(stderr, "cqrsctl: %s\n", client.error().to_string().c_str());

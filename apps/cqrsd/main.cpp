@@ -7,11 +7,13 @@
 //   cqrsd --long-help                 every option with its default (--help: CAF's own)
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
 
+#include "actors/client.hpp"
 #include "actors/gateway.hpp"
 #include "actors/handlers.hpp"
 #include "actors/log.hpp"
@@ -36,6 +38,7 @@ class DaemonConfig : public caf::actor_system_config {
   caf::timespan connect_timeout = std::chrono::seconds(30);
   std::string bind = "127.0.0.1";
   uint16_t port = 4242;
+  cqrs::TlsOptions tls;
   caf::timespan idle_timeout = std::chrono::minutes(5);
   int snapshot_every = 0;
   int retry_attempts = 10;
@@ -65,6 +68,10 @@ class DaemonConfig : public caf::actor_system_config {
     opt_group{custom_options_, "server"}
         .add(bind, "bind", "address the gateway listens on")
         .add(port, "port", "port the gateway listens on (0: any free port)");
+    opt_group{custom_options_, "tls"}
+        .add(tls.cert, "cert", "server certificate (PEM); with key and ca: mutual TLS")
+        .add(tls.key, "key", "the server certificate's private key (PEM)")
+        .add(tls.ca, "ca", "CA certificate (PEM) that client certificates must be signed by");
     opt_group{custom_options_, "aggregates"}
         .add(idle_timeout, "idle_timeout",
              "stop an aggregate actor after this idle time (0s: never)")
@@ -83,7 +90,21 @@ class DaemonConfig : public caf::actor_system_config {
         .add(log_level, "level", "debug, info, warn or error")
         .add(log_format, "format", "text or json");
   }
+
+  cqrs::Result<void> enable_tls();
 };
+
+// With --tls.*, the gateway is published through CAF's OpenSSL manager: every peer must
+// present a certificate signed by tls.ca (the manager verifies peers when a certificate is set).
+cqrs::Result<void> DaemonConfig::enable_tls() {
+  if (auto valid = tls.validate(); !valid) return valid.error();
+  if (!tls.enabled()) return {};
+  load<caf::openssl::manager>();
+  openssl_certificate = tls.cert;
+  openssl_key = tls.key;
+  openssl_cafile = tls.ca;
+  return {};
+}
 
 int fail(const std::string& message) {
   cqrs::log::error(message);
@@ -167,25 +188,31 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
       caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     }
   };
-  auto port = system.middleman().publish(gateway, cfg.port, cfg.bind.c_str(), true);
+  bool tls = cfg.tls.enabled();
+  auto port = tls ? caf::openssl::publish(gateway, cfg.port, cfg.bind.c_str(), true)
+                  : system.middleman().publish(gateway, cfg.port, cfg.bind.c_str(), true);
   if (!port) {
     stop_all();
     return fail("cannot listen on " + cfg.bind + ":" + std::to_string(cfg.port) + ": " +
                 system.render(port.error()));
   }
-  if (cfg.bind != "127.0.0.1" && cfg.bind != "localhost" && cfg.bind != "::1") {
+  if (!tls && cfg.bind != "127.0.0.1" && cfg.bind != "localhost" && cfg.bind != "::1") {
     cqrs::log::warn(
         "listening on a non-loopback address without TLS: anyone who can reach it "
         "can send commands",
         {{"bind", cfg.bind}});
   }
-  std::printf("cqrsd: listening on %s:%u\n", cfg.bind.c_str(), static_cast<unsigned>(*port));
+  std::printf("cqrsd: listening on %s:%u%s\n", cfg.bind.c_str(), static_cast<unsigned>(*port),
+              tls ? " (mutual TLS)" : "");
   std::printf(
-      "cqrsd: try  cqrsctl --port %u dispatch IssueGiftCard "
+      "cqrsd: try  cqrsctl --port %u%s dispatch IssueGiftCard "
       "'{\"card_id\":\"c1\",\"amount\":5000}'\n",
-      static_cast<unsigned>(*port));
+      static_cast<unsigned>(*port),
+      tls ? " --tls.cert CLIENT.pem --tls.key CLIENT.key --tls.ca CA.pem" : "");
   std::fflush(stdout);
-  cqrs::log::info("listening", {{"bind", cfg.bind}, {"port", std::to_string(*port)}});
+  cqrs::log::info(
+      "listening",
+      {{"bind", cfg.bind}, {"port", std::to_string(*port)}, {"tls", tls ? "on" : "off"}});
 
   // Signals were blocked before the actor system started its threads; wait for one here.
   sigset_t signals;
@@ -196,7 +223,15 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
   sigwait(&signals, &received);
   cqrs::log::info("shutting down", {{"signal", received == SIGINT ? "SIGINT" : "SIGTERM"}});
 
-  (void)system.middleman().unpublish(gateway, *port);
+  if (tls) {
+    // (caf/openssl/unpublish.hpp does not compile in 0.17.6: ask the manager's actor directly.)
+    caf::scoped_actor self{system};
+    self->request(system.openssl_manager().actor_handle(), 5s, caf::unpublish_atom::value,
+                  gateway.address(), *port)
+        .receive([] {}, [](caf::error&) {});
+  } else {
+    (void)system.middleman().unpublish(gateway, *port);
+  }
   {
     caf::scoped_actor self{system};
     self->request(gateway, cfg.drain_timeout, cqrs::actors::drain_atom::value)
@@ -239,6 +274,10 @@ int main(int argc, char** argv) {
   }
   if (cfg.db_url.empty()) {
     if (const char* env = std::getenv("DATABASE_URL")) cfg.db_url = env;
+  }
+  if (auto tls = cfg.enable_tls(); !tls) {
+    std::fprintf(stderr, "cqrsd: %s\n", tls.error().message().c_str());
+    return 2;
   }
 
   if (migrate_only) {
