@@ -413,6 +413,11 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
         if (st.draining) {
           return error_reply("shutting_down", "cqrsd is shutting down; retry on another instance");
         }
+        if (st.in_flight >= st.config.max_in_flight) {
+          return error_reply("overloaded",
+                             std::to_string(st.in_flight) +
+                                 " commands in flight (limits.max_in_flight); retry later");
+        }
         auto decoded = decode_envelope(st, text);
         if (!decoded) return error_reply(decoded.error());
         auto context = std::make_shared<DispatchContext>();

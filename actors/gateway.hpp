@@ -37,6 +37,9 @@ namespace cqrs::actors {
 struct GatewayConfig {
   size_t max_command_bytes = 1 << 20;
   std::chrono::milliseconds default_timeout{5000};
+  // Commands accepted but not yet answered, at most; beyond it dispatch answers `overloaded` at
+  // once (bounded memory under a flood; clients retry later).
+  size_t max_in_flight = 4096;
 };
 
 // `domain` must outlive the gateway.

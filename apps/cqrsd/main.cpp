@@ -43,6 +43,7 @@ class DaemonConfig : public caf::actor_system_config {
   int snapshot_every = 0;
   int retry_attempts = 10;
   size_t max_command_bytes = 1 << 20;
+  size_t max_in_flight = 4096;
   caf::timespan default_timeout = std::chrono::seconds(5);
   caf::timespan drain_timeout = std::chrono::seconds(30);
   bool handlers_enabled = true;
@@ -79,6 +80,8 @@ class DaemonConfig : public caf::actor_system_config {
         .add(retry_attempts, "retry_attempts", "reload-and-retry attempts on concurrent writes");
     opt_group{custom_options_, "limits"}
         .add(max_command_bytes, "max_command_bytes", "largest accepted command payload")
+        .add(max_in_flight, "max_in_flight",
+             "commands in progress at most; more are answered 'overloaded'")
         .add(default_timeout, "default_timeout", "dispatch timeout when the client sets none")
         .add(drain_timeout, "drain_timeout", "how long shutdown waits for in-flight commands");
     opt_group{custom_options_, "handlers"}
@@ -156,6 +159,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
   auto router = cqrs::actors::spawn_router(system, pool, aggregate_config);
   cqrs::actors::GatewayConfig gateway_config;
   gateway_config.max_command_bytes = cfg.max_command_bytes;
+  gateway_config.max_in_flight = cfg.max_in_flight;
   gateway_config.default_timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(cfg.default_timeout);
   std::vector<std::shared_ptr<cqrs::Middleware>> middlewares = {
