@@ -72,22 +72,38 @@ Result<void> check_compatible(const std::map<int, std::string>& recorded,
   return {};
 }
 
+// A failed step, with what to do when the role lacks privileges (SQLSTATE 42501).
+Error with_privilege_hint(const std::string& step, const Error& error) {
+  if (error.kind() == ErrorKind::kUnavailable) return error;
+  std::string message = step + " failed: " + error.message();
+  if (error.message().find("SQLSTATE 42501") != std::string::npos) {
+    message +=
+        "; this role may not change the schema: run `cqrsd migrate` as the schema's owner "
+        "role, then start cqrsd with its own role (docs/security.md)";
+  }
+  return migration_error(std::move(message));
+}
+
 }  // namespace
 
 Result<MigrationReport> migrate(Connection& conn, std::span<const Migration> migrations) {
   MigrationLock lock(conn);
   if (auto locked = lock.acquire(); !locked) return locked.error();
 
-  auto bootstrap = conn.exec(
-      "CREATE SCHEMA IF NOT EXISTS cqrs;"
-      "CREATE TABLE IF NOT EXISTS cqrs.schema_migrations ("
-      "  version int PRIMARY KEY,"
-      "  name text NOT NULL,"
-      "  applied_at timestamptz NOT NULL DEFAULT now())");
-  if (!bootstrap) return bootstrap.error();
-
+  // Only a new database needs the bookkeeping table created; a role that may not create
+  // anything (the daemon's least-privilege role, docs/security.md) can still start against a
+  // migrated one.
   auto recorded = recorded_migrations(conn);
   if (!recorded) return recorded.error();
+  if (recorded->empty()) {
+    auto bootstrap = conn.exec(
+        "CREATE SCHEMA IF NOT EXISTS cqrs;"
+        "CREATE TABLE IF NOT EXISTS cqrs.schema_migrations ("
+        "  version int PRIMARY KEY,"
+        "  name text NOT NULL,"
+        "  applied_at timestamptz NOT NULL DEFAULT now())");
+    if (!bootstrap) return with_privilege_hint("creating schema cqrs", bootstrap.error());
+  }
   if (auto compatible = check_compatible(*recorded, migrations); !compatible) {
     return compatible.error();
   }
@@ -108,7 +124,7 @@ Result<MigrationReport> migrate(Connection& conn, std::span<const Migration> mig
     if (!applied) {
       if (conn.is_ok()) (void)conn.exec("ROLLBACK");
       if (applied.error().kind() == ErrorKind::kUnavailable) return applied.error();
-      return migration_error("migration " + label + " failed: " + applied.error().message());
+      return with_privilege_hint("migration " + label, applied.error());
     }
     report.applied.push_back(migration.version);
     report.version_after = std::max(report.version_after, migration.version);
