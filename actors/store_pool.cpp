@@ -50,14 +50,14 @@ void dispatch_writes(PoolActor* self, caf::actor worker) {
               promises[idx].deliver(
                   idx < results.size()
                       ? std::move(results[idx])
-                      : WriteResult{{}, Error::internal(errc::kStoreError, "missing result"), {}});
+                      : WriteResult{{}, Error::internal(errc::kStoreError, "missing result"), {}, {}});
             }
             self->state.idle.push_back(worker);
             pump(self);
           },
           [self, worker, promises](caf::error& err) mutable {
             Error error = Error::unavailable("store worker failed: " + self->system().render(err));
-            for (auto& promise : promises) promise.deliver(WriteResult{{}, error, {}});
+            for (auto& promise : promises) promise.deliver(WriteResult{{}, error, {}, {}});
             self->state.idle.push_back(worker);
             pump(self);
           });
@@ -166,7 +166,7 @@ caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
       [self, store, factory](write_atom, std::vector<WriteRequest>& batch) {
         std::optional<Error> error;
         auto handle = ensure_store(*store, factory, error);
-        if (!handle) return std::vector<WriteResult>(batch.size(), WriteResult{{}, error, {}});
+        if (!handle) return std::vector<WriteResult>(batch.size(), WriteResult{{}, error, {}, {}});
         (void)self;
         return handle->write(batch);
       },

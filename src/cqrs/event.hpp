@@ -115,11 +115,24 @@ struct CommandRecord {
 // One unit of a group commit: events for one stream and, optionally, the command that produced
 // them. With no events, only the command is recorded (a rejection, or a command that changed
 // nothing).
+// A unique value that a write claims (or releases) in a named scope, already normalized. At most
+// one stream owns a (scope, value) at a time; claims and releases commit with the events.
+struct UniqueClaim {
+  std::string scope;
+  std::string value;
+  bool release = false;
+
+  friend bool operator==(const UniqueClaim&, const UniqueClaim&) = default;
+};
+
 struct WriteRequest {
   std::string stream_id;
   ExpectedVersion expected = ExpectedVersion::any();
   std::vector<EventData> events;
   std::optional<CommandRecord> command;
+  // Applied in order, in the same transaction as the events. A value another stream owns fails
+  // the whole request with already_taken (nothing appended, nothing claimed).
+  std::vector<UniqueClaim> claims;
 };
 
 // The outcome of one WriteRequest: `appended` on success (empty positions for record-only
@@ -129,6 +142,8 @@ struct WriteResult {
   std::optional<AppendResult> appended;
   std::optional<Error> error;
   std::optional<std::string> existing_result;
+  // For already_taken: the claim that another stream owns.
+  std::optional<UniqueClaim> taken;
 
   bool ok() const { return appended.has_value(); }
 };

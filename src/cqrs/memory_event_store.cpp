@@ -55,6 +55,19 @@ WriteResult InMemoryEventStore::write_locked(const WriteRequest& request) {
       return result;
     }
   }
+  // Claims are checked before anything changes and applied only after the append succeeded.
+  // (A stream's releases free only values it owns, so they never make room for its claims.)
+  for (const UniqueClaim& claim : request.claims) {
+    if (claim.release) continue;
+    auto owner = claims_.find({claim.scope, claim.value});
+    if (owner != claims_.end() && owner->second != request.stream_id) {
+      result.error = Error::conflict(
+          errc::kAlreadyTaken,
+          claim.scope + " '" + claim.value + "' is already claimed by stream " + owner->second);
+      result.taken = claim;
+      return result;
+    }
+  }
   if (request.events.empty()) {
     auto stream_it = streams_.find(request.stream_id);
     result.appended =
@@ -66,6 +79,15 @@ WriteResult InMemoryEventStore::write_locked(const WriteRequest& request) {
       return result;
     }
     result.appended = std::move(appended).value();
+  }
+  for (const UniqueClaim& claim : request.claims) {
+    auto key = std::make_pair(claim.scope, claim.value);
+    if (!claim.release) {
+      claims_.emplace(key, request.stream_id);
+    } else if (auto owner = claims_.find(key);
+               owner != claims_.end() && owner->second == request.stream_id) {
+      claims_.erase(owner);
+    }
   }
   if (request.command) {
     CommandRecord record = *request.command;

@@ -50,6 +50,7 @@ class InMemoryEventStore final : public EventStore {
   std::map<std::string, Position, std::less<>> checkpoints_;
   std::map<std::string, Snapshot, std::less<>> snapshots_;
   std::unordered_map<Uuid, CommandRecord> commands_;
+  std::map<std::pair<std::string, std::string>, std::string> claims_;  // (scope, value) -> stream
 };
 
 }  // namespace cqrs

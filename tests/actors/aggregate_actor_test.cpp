@@ -75,7 +75,7 @@ caf::behavior fake_pool(caf::event_based_actor* self, std::shared_ptr<PoolProbe>
           hook();
         }
         if (probe->always_conflict) {
-          return WriteResult{{}, Error::wrong_expected_version(request.stream_id, "x", 99), {}};
+          return WriteResult{{}, Error::wrong_expected_version(request.stream_id, "x", 99), {}, {}};
         }
         if (probe->hold_writes) {
           auto promise = self->make_response_promise<WriteResult>();

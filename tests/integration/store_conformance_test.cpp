@@ -425,7 +425,7 @@ TEST_P(StoreConformance, AppendReportsThePositionReadAllGivesItsLastEvent) {
   auto appended = this->store_->append("b", ExpectedVersion::any(), events(2));
   ASSERT_TRUE(appended.ok());
   auto written = this->store_->write(
-      std::vector<WriteRequest>{WriteRequest{"c", ExpectedVersion::any(), events(1), {}}});
+      std::vector<WriteRequest>{WriteRequest{"c", ExpectedVersion::any(), events(1), {}, {}}});
   ASSERT_TRUE(written[0].ok());
   auto all = this->read_all_events(4);
   ASSERT_EQ(all.size(), 4u);
@@ -628,7 +628,7 @@ TEST_P(StoreConformance, ScalarAndArrayPayloadsAreAccepted) {
 
 WriteRequest request(std::string stream, ExpectedVersion expected, int count,
                      std::optional<CommandRecord> command = std::nullopt) {
-  return WriteRequest{std::move(stream), expected, events(count), std::move(command)};
+  return WriteRequest{std::move(stream), expected, events(count), std::move(command), {}};
 }
 
 TEST_P(StoreConformance, WriteAppliesEachRequestAndIsolatesConflicts) {
@@ -888,6 +888,104 @@ TEST_P(StoreConformance, UnknownCommandIsNotFound) {
   auto found = this->store_->find_command(Uuid::random());
   ASSERT_TRUE(found.ok());
   EXPECT_FALSE(found->has_value());
+}
+
+// --- unique claims -------------------------------------------------------------------------------
+
+WriteRequest claiming(std::string stream, int count, std::vector<UniqueClaim> claims,
+                      ExpectedVersion expected = ExpectedVersion::any()) {
+  WriteRequest out = request(std::move(stream), expected, count);
+  out.claims = std::move(claims);
+  return out;
+}
+
+UniqueClaim claim(std::string scope, std::string value) {
+  return UniqueClaim{std::move(scope), std::move(value), false};
+}
+
+UniqueClaim release(std::string scope, std::string value) {
+  return UniqueClaim{std::move(scope), std::move(value), true};
+}
+
+TEST_P(StoreConformance, AClaimedValueIsTakenUntilItsOwnerReleasesIt) {
+  auto first = this->store_->write(
+      std::vector<WriteRequest>{claiming("acct-a", 1, {claim("email", "ada@example.com")})});
+  ASSERT_TRUE(first[0].ok()) << first[0].error->to_string();
+
+  auto taken = this->store_->write(
+      std::vector<WriteRequest>{claiming("acct-b", 1, {claim("email", "ada@example.com")})});
+  ASSERT_FALSE(taken[0].ok());
+  EXPECT_EQ(taken[0].error->code(), errc::kAlreadyTaken);
+  EXPECT_NE(taken[0].error->message().find("acct-a"), std::string::npos)
+      << taken[0].error->message();
+  ASSERT_TRUE(taken[0].taken.has_value());
+  EXPECT_EQ(*taken[0].taken, claim("email", "ada@example.com"));
+  EXPECT_EQ(this->version_of("acct-b"), 0) << "a refused claim appended its events";
+
+  // The same value in another scope is free; the owner claiming it again changes nothing.
+  auto other_scope = this->store_->write(
+      std::vector<WriteRequest>{claiming("acct-b", 1, {claim("nickname", "ada@example.com")})});
+  EXPECT_TRUE(other_scope[0].ok());
+  auto again = this->store_->write(
+      std::vector<WriteRequest>{claiming("acct-a", 1, {claim("email", "ada@example.com")})});
+  EXPECT_TRUE(again[0].ok());
+
+  // Only the owner's release frees it.
+  auto foreign_release = this->store_->write(
+      std::vector<WriteRequest>{claiming("acct-b", 1, {release("email", "ada@example.com")})});
+  ASSERT_TRUE(foreign_release[0].ok());
+  auto still_taken = this->store_->write(
+      std::vector<WriteRequest>{claiming("acct-c", 1, {claim("email", "ada@example.com")})});
+  EXPECT_EQ(still_taken[0].error->code(), errc::kAlreadyTaken);
+  auto released = this->store_->write(
+      std::vector<WriteRequest>{claiming("acct-a", 1, {release("email", "ada@example.com")})});
+  ASSERT_TRUE(released[0].ok());
+  auto reclaimed = this->store_->write(
+      std::vector<WriteRequest>{claiming("acct-c", 1, {claim("email", "ada@example.com")})});
+  EXPECT_TRUE(reclaimed[0].ok());
+  EXPECT_EQ(this->version_of("acct-c"), 1);
+}
+
+TEST_P(StoreConformance, AClaimConflictInAGroupFailsOnlyThatRequest) {
+  std::vector<WriteRequest> requests = {claiming("g1", 1, {claim("email", "x@example.com")}),
+                                        request("g2", ExpectedVersion::any(), 2),
+                                        claiming("g3", 1, {claim("email", "x@example.com")}),
+                                        request("g4", ExpectedVersion::any(), 1)};
+  auto results = this->store_->write(requests);
+  ASSERT_EQ(results.size(), 4u);
+  EXPECT_TRUE(results[0].ok());
+  EXPECT_TRUE(results[1].ok());
+  ASSERT_FALSE(results[2].ok());
+  EXPECT_EQ(results[2].error->code(), errc::kAlreadyTaken);
+  EXPECT_TRUE(results[3].ok());
+  EXPECT_EQ(this->version_of("g1"), 1);
+  EXPECT_EQ(this->version_of("g2"), 2);
+  EXPECT_EQ(this->version_of("g3"), 0);
+  EXPECT_EQ(this->version_of("g4"), 1);
+}
+
+TEST_P(StoreConformance, AFailedAppendClaimsNothing) {
+  auto conflicting = this->store_->write(std::vector<WriteRequest>{
+      claiming("f1", 1, {claim("email", "f@example.com")}, ExpectedVersion::exact(3))});
+  ASSERT_FALSE(conflicting[0].ok());
+  EXPECT_EQ(conflicting[0].error->code(), errc::kWrongExpectedVersion);
+  auto other = this->store_->write(
+      std::vector<WriteRequest>{claiming("f2", 1, {claim("email", "f@example.com")})});
+  EXPECT_TRUE(other[0].ok()) << "the failed append kept its claim";
+}
+
+TEST_P(StoreConformance, ATakenClaimIsNamedAndTheRequestsOtherClaimsAreUndone) {
+  auto owner =
+      this->store_->write(std::vector<WriteRequest>{claiming("o1", 1, {claim("phone", "+100")})});
+  ASSERT_TRUE(owner[0].ok());
+  auto refused = this->store_->write(std::vector<WriteRequest>{
+      claiming("o2", 1, {claim("email", "o@example.com"), claim("phone", "+100")})});
+  ASSERT_FALSE(refused[0].ok());
+  ASSERT_TRUE(refused[0].taken.has_value());
+  EXPECT_EQ(*refused[0].taken, claim("phone", "+100"));
+  auto free_email = this->store_->write(
+      std::vector<WriteRequest>{claiming("o3", 1, {claim("email", "o@example.com")})});
+  EXPECT_TRUE(free_email[0].ok()) << "the refused request kept its first claim";
 }
 
 }  // namespace

@@ -250,6 +250,10 @@ Error error_from(PGconn* conn, PGresult* result) {
                              "an event id is already stored" +
                                  (detail == nullptr ? std::string() : ": " + trimmed(detail)));
     }
+    if (name == "unique_claims_pkey") {
+      const char* primary = PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
+      return Error::conflict(errc::kAlreadyTaken, primary == nullptr ? message : trimmed(primary));
+    }
     if (name == "events_pkey") {
       return Error::conflict(errc::kWrongExpectedVersion,
                              "another writer appended to the stream at the same time: " + message);

@@ -79,6 +79,11 @@ std::vector<Statement> statements() {
        "  AND x.stream_version > coalesce(l.snapshot_version, l.after)"
        "  ORDER BY x.stream_version) AS e "
        "ORDER BY 1, 2, 6"},
+      {"append_claiming",
+       "SELECT status, stream_version, global_positions::text, existing_result::text, "
+       "pg_current_xact_id()::text FROM cqrs.append_claiming($1, $2, $3::uuid[], $4::text[], "
+       "$5::int[], $6::jsonb[], $7::jsonb[], $8::uuid, $9::jsonb, $10::text[], $11::text[], "
+       "$12::bool[])"},
       {"stream_version",
        "SELECT stream_version FROM cqrs.events WHERE stream_id = $1 "
        "ORDER BY stream_version DESC LIMIT 1"},
@@ -430,7 +435,61 @@ std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest>
     for (size_t idx : pending) results[idx].error = connected.error();
     return results;
   }
+  // Requests with unique claims run in transactions of their own (a conflict must fail only its
+  // request); the others are grouped. Runs of either kind keep the requests' order.
+  std::vector<size_t> group;
+  for (size_t idx : pending) {
+    if (requests[idx].claims.empty()) {
+      group.push_back(idx);
+      continue;
+    }
+    if (!group.empty()) write_group(requests, group, results);
+    group.clear();
+    results[idx] = write_claiming(requests[idx]);
+  }
+  if (!group.empty()) write_group(requests, group, results);
+  return results;
+}
 
+WriteResult PostgresEventStore::write_claiming(const WriteRequest& request) {
+  const CommandRecord* command = request.command ? &*request.command : nullptr;
+  Params params = append_params(request.stream_id, request.expected, request.events, command);
+  std::string scopes = "{", values = "{", releases = "{";
+  for (const UniqueClaim& claim : request.claims) {
+    append_array_element(scopes, claim.scope);
+    append_array_element(values, claim.value);
+    append_array_element(releases, claim.release ? "t" : "f");
+  }
+  for (std::string* literal : {&scopes, &values, &releases}) {
+    literal->push_back('}');
+    params.add(std::move(*literal));
+  }
+  std::vector<Connection::PipelineStep> steps;
+  steps.push_back({"append_claiming", std::move(params), true});
+  add_notify(steps);
+  auto ran = conn_->exec_pipeline(steps);
+  if (!ran) return WriteResult{{}, ran.error(), {}, {}};
+  auto& rows = (*ran)[0];
+  if (rows) return interpret_append(*rows, 0, request.stream_id, request.expected, command);
+  WriteResult result{{}, rows.error(), {}, {}};
+  if (rows.error().is(errc::kAlreadyTaken)) {
+    // The message ends with "(claim #N)": the claim that another stream owns.
+    std::string message = rows.error().message();
+    size_t index = 1;
+    if (auto at = message.rfind(" (claim #"); at != std::string::npos) {
+      index = std::strtoul(message.c_str() + at + 9, nullptr, 10);
+      message.erase(at);
+    }
+    if (index < 1 || index > request.claims.size()) index = 1;
+    result.taken = request.claims[index - 1];
+    result.error = Error::conflict(errc::kAlreadyTaken, message);
+  }
+  return result;
+}
+
+void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
+                                     const std::vector<size_t>& pending,
+                                     std::vector<WriteResult>& results) {
   // The whole group in one transaction and one round trip: one batch statement per round, then
   // the wake-up.
   auto rounds = rounds_of(requests, pending);
@@ -442,14 +501,14 @@ std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest>
   add_notify(steps);
   auto grouped = conn_->exec_pipeline(steps);
   if (!grouped) {
-    for (size_t idx : pending) results[idx] = WriteResult{{}, grouped.error(), {}};
-    return results;
+    for (size_t idx : pending) results[idx] = WriteResult{{}, grouped.error(), {}, {}};
+    return;
   }
   auto interpret = [&](size_t idx, const Result<QueryResult>& rows, int row) {
     const WriteRequest& request = requests[idx];
     const CommandRecord* command = request.command ? &*request.command : nullptr;
     results[idx] = rows ? interpret_append(*rows, row, request.stream_id, request.expected, command)
-                        : WriteResult{{}, rows.error(), {}};
+                        : WriteResult{{}, rows.error(), {}, {}};
   };
   bool all_ran = true;
   for (size_t round_no = 0; round_no < rounds.size(); ++round_no) {
@@ -461,7 +520,7 @@ std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest>
         interpret(rounds[round_no][row], (*grouped)[round_no], static_cast<int>(row));
       }
     }
-    return results;
+    return;
   }
 
   // A statement raised (a duplicate event id, say), which aborted the whole group. Run each
@@ -478,12 +537,11 @@ std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest>
   auto separate = conn_->exec_pipeline(steps);
   for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
     if (!separate) {
-      results[pending[pending_idx]] = WriteResult{{}, separate.error(), {}};
+      results[pending[pending_idx]] = WriteResult{{}, separate.error(), {}, {}};
     } else {
       interpret(pending[pending_idx], (*separate)[pending_idx], 0);
     }
   }
-  return results;
 }
 
 void PostgresEventStore::add_notify(std::vector<Connection::PipelineStep>& steps) const {

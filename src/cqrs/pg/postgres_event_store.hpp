@@ -88,6 +88,11 @@ class PostgresEventStore final : public EventStore {
   Result<void> prepare_statements();
   Result<void> ensure_connected();
   void add_notify(std::vector<Connection::PipelineStep>& steps) const;
+  // write() for requests without claims: one transaction, one round trip, per-request results.
+  void write_group(std::span<const WriteRequest> requests, const std::vector<size_t>& pending,
+                   std::vector<WriteResult>& results);
+  // write() for one request with unique claims, in its own transaction.
+  WriteResult write_claiming(const WriteRequest& request);
 
   std::unique_ptr<Connection> conn_;
   PostgresStoreOptions options_;
