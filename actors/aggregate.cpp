@@ -143,6 +143,47 @@ nlohmann::json event_metadata(const CommandEnvelope& envelope) {
 }
 
 void record_outcome(AggregateActor* self, WriteRequest request, std::string reply,
+                    std::vector<NewEvent> events);
+
+// Another aggregate owns a value the command claimed: the command is rejected with the scope's
+// conflict code, and that rejection is recorded like any other (a retry of the command id gets
+// it again).
+void reject_taken_claim(AggregateActor* self, const UniqueClaim& taken) {
+  auto& st = self->state;
+  auto& pending = std::get<PendingCommand>(st.queue.front());
+  const UniqueScope* scope =
+      st.config.unique_scopes == nullptr ? nullptr : st.config.unique_scopes->find(taken.scope);
+  std::string code = scope == nullptr ? std::string(kDefaultConflictCode) : scope->conflict_code;
+  std::string reply =
+      rejection_reply(code, "'" + taken.value + "' is already taken (" + taken.scope + ")",
+                      pending.envelope.command_id.to_string());
+  WriteRequest request;
+  request.stream_id = st.stream_id;
+  request.expected = ExpectedVersion::exact(st.version);
+  request.command = CommandRecord{pending.envelope.command_id, st.stream_id, reply};
+  record_outcome(self, std::move(request), std::move(reply), {});
+}
+
+// The outcome's claims, normalized by their scopes; an error names an unregistered scope.
+Result<std::vector<UniqueClaim>> normalized_claims(const AggregateState& st,
+                                                   const Outcome& outcome) {
+  std::vector<UniqueClaim> claims;
+  for (const UniqueClaim& claim : outcome.claims()) {
+    const UniqueScope* scope =
+        st.config.unique_scopes == nullptr ? nullptr : st.config.unique_scopes->find(claim.scope);
+    if (scope == nullptr) {
+      return Error::internal(errc::kExecutionFailed,
+                             "unique scope '" + claim.scope +
+                                 "' is not registered (declare it with domain.unique_scope)");
+    }
+    claims.push_back(UniqueClaim{claim.scope,
+                                 scope->normalize ? scope->normalize(claim.value) : claim.value,
+                                 claim.release});
+  }
+  return claims;
+}
+
+void record_outcome(AggregateActor* self, WriteRequest request, std::string reply,
                     std::vector<NewEvent> events) {
   self->request(self->state.pool, caf::infinite, write_atom::value, std::move(request))
       .then(
@@ -166,6 +207,10 @@ void record_outcome(AggregateActor* self, WriteRequest request, std::string repl
               return;
             }
             const Error& error = *result.error;
+            if (error.is(errc::kAlreadyTaken) && result.taken) {
+              reject_taken_claim(self, *result.taken);
+              return;
+            }
             if (error.is(errc::kDuplicateCommand) && result.existing_result) {
               finish_front(self, *result.existing_result);
               return;
@@ -235,6 +280,12 @@ void decide(AggregateActor* self) {
     return;
   }
 
+  auto claims = normalized_claims(st, outcome);
+  if (!claims) {
+    finish_front(self, error_reply(claims.error(), command_id));
+    return;
+  }
+  request.claims = std::move(claims).value();
   std::string metadata = event_metadata(envelope).dump();
   nlohmann::json reply_events = nlohmann::json::array();
   for (const NewEvent& event : outcome.events()) {

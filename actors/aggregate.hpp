@@ -26,8 +26,9 @@ namespace cqrs::actors {
 struct AggregateConfig {
   int retry_attempts = 10;
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};  // 0: never idle out
-  int snapshot_every = 0;                // overrides the type's setting when > 0
-  const Upcasters* upcasters = nullptr;  // applied to stored events on load; must outlive
+  int snapshot_every = 0;                       // overrides the type's setting when > 0
+  const Upcasters* upcasters = nullptr;         // applied to stored events on load; must outlive
+  const UniqueScopes* unique_scopes = nullptr;  // scopes outcomes claim values in; must outlive
 };
 
 // Spawns the actor for `stream_id` (from the router, which receives its idle reports).

@@ -156,6 +156,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
       std::chrono::duration_cast<std::chrono::milliseconds>(cfg.idle_timeout);
   aggregate_config.snapshot_every = cfg.snapshot_every;
   aggregate_config.upcasters = &domain.upcasters();
+  aggregate_config.unique_scopes = &domain.unique_scopes();
   auto router = cqrs::actors::spawn_router(system, pool, aggregate_config);
   cqrs::actors::GatewayConfig gateway_config;
   gateway_config.max_command_bytes = cfg.max_command_bytes;

@@ -42,7 +42,17 @@ cqrs::Outcome Account::execute(const OpenAccount& command) const {
     return cqrs::reject("invalid_amount", "an initial balance cannot be negative, got " +
                                               std::to_string(command.initial_balance));
   }
-  return AccountOpened{command.account_id, command.owner, command.initial_balance};
+  std::string address = cqrs::normalize_email(command.email);
+  auto at = address.find('@');
+  if (at == std::string::npos || at == 0 || at + 1 == address.size() ||
+      address.find_first_of(" \t\r\n") != std::string::npos) {
+    return cqrs::reject("invalid_email",
+                        "'" + command.email + "' is not an e-mail address (name@domain)");
+  }
+  cqrs::Outcome outcome =
+      AccountOpened{command.account_id, command.owner, address, command.initial_balance};
+  outcome.claim(kAccountEmailScope, address);
+  return outcome;
 }
 
 cqrs::Outcome Account::execute(const DepositMoney& command) const {
@@ -76,7 +86,9 @@ cqrs::Outcome Account::execute(const CloseAccount& command) const {
     return cqrs::reject("account_not_empty", "account " + command.account_id + " still holds " +
                                                  std::to_string(balance) + "; withdraw it first");
   }
-  return AccountClosed{command.account_id};
+  cqrs::Outcome outcome = AccountClosed{command.account_id};
+  if (!email.empty()) outcome.release(kAccountEmailScope, email);
+  return outcome;
 }
 
 // A bad amount is the sender's mistake, not a business outcome, so it stays a rejection; every
@@ -128,6 +140,7 @@ cqrs::Outcome Account::execute(const RefundAccount& command) const {
 void Account::apply(const AccountOpened& event) {
   account_id = event.account_id;
   owner = event.owner;
+  email = event.email;
   status = "open";
   balance = event.initial_balance;
 }
@@ -215,6 +228,7 @@ void Transfer::apply(const TransferFailed& event) {
 }
 
 void register_domain(cqrs::Domain& domain) {
+  domain.unique_scope(kAccountEmailScope, cqrs::normalize_email, "email_taken");
   domain.aggregate<Account>("Account", "account", "account_id")
       .handles<OpenAccount, DepositMoney, WithdrawMoney, CloseAccount, DebitAccount, CreditAccount,
                RefundAccount>()

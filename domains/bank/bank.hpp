@@ -22,9 +22,10 @@ namespace bank {
 struct OpenAccount {
   std::string account_id;
   std::string owner;
+  std::string email;  // owns at most one open account at a time (scope account_email)
   int64_t initial_balance = 0;
 };
-CQRS_MESSAGE(OpenAccount, account_id, owner, initial_balance)
+CQRS_MESSAGE(OpenAccount, account_id, owner, email, initial_balance)
 
 struct DepositMoney {
   std::string account_id;
@@ -69,9 +70,10 @@ CQRS_MESSAGE(RefundAccount, account_id, transfer_id, amount)
 struct AccountOpened {
   std::string account_id;
   std::string owner;
+  std::string email;  // as normalized by the account_email scope
   int64_t initial_balance = 0;
 };
-CQRS_MESSAGE(AccountOpened, account_id, owner, initial_balance)
+CQRS_MESSAGE(AccountOpened, account_id, owner, email, initial_balance)
 
 struct MoneyDeposited {
   std::string account_id;
@@ -134,10 +136,15 @@ struct AccountRefunded {
 };
 CQRS_MESSAGE(AccountRefunded, account_id, transfer_id, amount, balance)
 
+// The unique scope of account e-mails: an e-mail (compared trimmed and lower-cased) belongs to
+// at most one open account; closing the account frees it. A clash is rejected as email_taken.
+inline constexpr const char* kAccountEmailScope = "account_email";
+
 // The account aggregate.
 struct Account {
   std::string account_id;
   std::string owner;
+  std::string email;
   std::string status = "none";  // none | open | closed
   int64_t balance = 0;
   // Transfer ids whose step was already decided here. A repeated step (the process retrying after
@@ -164,7 +171,7 @@ struct Account {
   void apply(const TransferCreditRejected& event);
   void apply(const AccountRefunded& event);
 };
-CQRS_JSON(Account, account_id, owner, status, balance, debits, credits, refunds)
+CQRS_JSON(Account, account_id, owner, email, status, balance, debits, credits, refunds)
 
 // Transfer commands.
 struct TransferMoney {

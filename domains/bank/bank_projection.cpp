@@ -64,11 +64,16 @@ cqrs::Result<void> AccountsProjector::project(const cqrs::Event& event, cqrs::Pr
     auto opened = event.as<AccountOpened>();
     return insert_row(
         sql,
-        "INSERT INTO bank_accounts (account_id, owner, balance, status, updated_at)"
-        " VALUES ($1, $2, $3, 'open',"
-        "         'epoch'::timestamptz + $4::bigint * interval '1 microsecond')"
+        "INSERT INTO bank_accounts (account_id, owner, email, balance, status, updated_at)"
+        " VALUES ($1, $2, $3, $4, 'open',"
+        "         'epoch'::timestamptz + $5::bigint * interval '1 microsecond')"
         " ON CONFLICT (account_id) DO NOTHING",
-        Params().add(opened.account_id).add(opened.owner).add(opened.initial_balance).add(at));
+        Params()
+            .add(opened.account_id)
+            .add(opened.owner)
+            .add(opened.email)
+            .add(opened.initial_balance)
+            .add(at));
   }
   if (is<MoneyDeposited>(event)) return set_balance<MoneyDeposited>(event, sql);
   if (is<MoneyWithdrawn>(event)) return set_balance<MoneyWithdrawn>(event, sql);

@@ -80,8 +80,8 @@ History bank_history() {
   using namespace bank;
   History history;
   history
-      .add("account-a", AccountOpened{"a", "alice", 100})                             // 1
-      .add("account-b", AccountOpened{"b", "bob", 0})                                 // 2
+      .add("account-a", AccountOpened{"a", "alice", "alice@example.com", 100})        // 1
+      .add("account-b", AccountOpened{"b", "bob", "bob@example.com", 0})              // 2
       .add("account-a", MoneyDeposited{"a", 50, 150})                                 // 3
       .add("account-a", MoneyWithdrawn{"a", 20, 130})                                 // 4
       .add("transfer-t1", TransferRequested{"t1", "a", "b", 30})                      // 5
@@ -91,7 +91,7 @@ History bank_history() {
       .add("transfer-t2", TransferRequested{"t2", "a", "b", 500})                     // 9
       .add("account-a", TransferDebitRejected{"a", "t2", 500, "insufficient_funds"})  // 10
       .add("transfer-t2", TransferFailed{"t2", "insufficient_funds"})                 // 11
-      .add("account-c", AccountOpened{"c", "carol", 5})                               // 12
+      .add("account-c", AccountOpened{"c", "carol", "carol@example.com", 5})          // 12
       .add("account-c", AccountClosed{"c"})                                           // 13
       .add("transfer-t3", TransferRequested{"t3", "a", "c", 40})                      // 14
       .add("account-a", AccountDebited{"a", "t3", 40, 60})                            // 15

@@ -195,9 +195,12 @@ class MixedLoad {
         if (cards.size() < 3 || dice < 8) {
           batch.push_back({"IssueGiftCard", {{"card_id", next_id()}, {"amount", 1000}}});
         } else if (accounts.size() < 3 || dice < 14) {
-          batch.push_back(
-              {"OpenAccount",
-               {{"account_id", next_id()}, {"owner", prefix_}, {"initial_balance", 500}}});
+          std::string id = next_id();
+          batch.push_back({"OpenAccount",
+                           {{"account_id", id},
+                            {"owner", prefix_},
+                            {"email", id + "@example.com"},
+                            {"initial_balance", 500}}});
         } else if (dice < 40) {
           batch.push_back({"RedeemGiftCard",
                            {{"card_id", pick(cards)},
@@ -427,7 +430,10 @@ TEST_F(ReadSideTest, StrongConsistencySeesTheRowAtOnce) {
   EXPECT_EQ(seen, kCards) << ::testing::PrintToString(missing);
 
   CtlReply opened = dispatch(port, "OpenAccount",
-                             {{"account_id", "strong"}, {"owner", "ann"}, {"initial_balance", 700}},
+                             {{"account_id", "strong"},
+                              {"owner", "ann"},
+                              {"email", "ann@example.com"},
+                              {"initial_balance", 700}},
                              {"--consistency", "strong"});
   ASSERT_EQ(opened.status(), "ok") << opened.describe();
   EXPECT_EQ(scalar("SELECT owner || '/' || balance || '/' || status FROM bank_accounts "
@@ -466,6 +472,7 @@ TEST_F(ReadSideTest, ProjectionsEqualARebuild) {
     creations.push_back(envelope_line("OpenAccount",
                                       {{"account_id", account(idx)},
                                        {"owner", "owner-" + std::to_string(idx % 7)},
+                                       {"email", account(idx) + "@example.com"},
                                        {"initial_balance", idx * 100}},
                                       new_command_id()));
   }
@@ -606,16 +613,21 @@ TEST_F(ReadSideTest, TransfersConserveMoneyThroughKills) {
   std::vector<std::string> setup;
   for (int idx = 0; idx < kAccounts; ++idx) {
     expected[account(idx)] = 1000 + 250 * idx;
-    setup.push_back(envelope_line(
-        "OpenAccount",
-        {{"account_id", account(idx)}, {"owner", "o"}, {"initial_balance", expected[account(idx)]}},
-        new_command_id()));
+    setup.push_back(envelope_line("OpenAccount",
+                                  {{"account_id", account(idx)},
+                                   {"owner", "o"},
+                                   {"email", account(idx) + "@example.com"},
+                                   {"initial_balance", expected[account(idx)]}},
+                                  new_command_id()));
   }
   for (int idx = 0; idx < kClosed; ++idx) {
     expected[closed(idx)] = 0;
-    setup.push_back(envelope_line(
-        "OpenAccount", {{"account_id", closed(idx)}, {"owner", "c"}, {"initial_balance", 0}},
-        new_command_id()));
+    setup.push_back(envelope_line("OpenAccount",
+                                  {{"account_id", closed(idx)},
+                                   {"owner", "c"},
+                                   {"email", closed(idx) + "@example.com"},
+                                   {"initial_balance", 0}},
+                                  new_command_id()));
   }
   int64_t opened_money = 0;
   for (const auto& [id, balance] : expected) opened_money += balance;
@@ -940,7 +952,10 @@ TEST_F(ReadSideTest, StrongConsistencyThroughTheStandbyDaemon) {
         << card_id;
     std::string account_id = "via-standby-" + std::to_string(idx);
     CtlReply opened = dispatch(port, "OpenAccount",
-                               {{"account_id", account_id}, {"owner", "o"}, {"initial_balance", 1}},
+                               {{"account_id", account_id},
+                                {"owner", "o"},
+                                {"email", account_id + "@example.com"},
+                                {"initial_balance", 1}},
                                {"--consistency", "strong", "--timeout-ms", "4000"});
     EXPECT_EQ(opened.status(), "ok") << opened.describe();
     EXPECT_EQ(scalar("SELECT count(*) FROM bank_accounts WHERE account_id = $1", {account_id}), "1")
@@ -1061,7 +1076,9 @@ TEST_F(ReadSideTest, DeadLettersAndStatusShape) {
   uint16_t port = daemon->port();
   ASSERT_EQ(dispatch(port, "IssueGiftCard", {{"card_id", "shape"}, {"amount", 50}}).status(), "ok");
   ASSERT_EQ(
-      dispatch(port, "OpenAccount", {{"account_id", "x"}, {"owner", "o"}, {"initial_balance", 5}})
+      dispatch(
+          port, "OpenAccount",
+          {{"account_id", "x"}, {"owner", "o"}, {"email", "x@example.com"}, {"initial_balance", 5}})
           .status(),
       "ok");
   bool quiet = false;

@@ -73,8 +73,10 @@ TEST_F(RolesTest, DaemonRunsEverythingWithTheAppRole) {
   };
   ok("IssueGiftCard", {{"card_id", "r1"}, {"amount", 100}});
   ok("RedeemGiftCard", {{"card_id", "r1"}, {"amount", 30}});
-  ok("OpenAccount", {{"account_id", "ra"}, {"owner", "a"}, {"initial_balance", 500}});
-  ok("OpenAccount", {{"account_id", "rb"}, {"owner", "b"}, {"initial_balance", 0}});
+  ok("OpenAccount",
+     {{"account_id", "ra"}, {"owner", "a"}, {"email", "a@example.com"}, {"initial_balance", 500}});
+  ok("OpenAccount",
+     {{"account_id", "rb"}, {"owner", "b"}, {"email", "b@example.com"}, {"initial_balance", 0}});
   ok("TransferMoney",
      {{"transfer_id", "rt"}, {"from_account", "ra"}, {"to_account", "rb"}, {"amount", 200}});
   // Projectors and the process manager ran with it too.

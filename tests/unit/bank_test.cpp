@@ -41,26 +41,63 @@ TEST(BankDomain, RegistersBesideTheGiftCardDomain) {
 
 TEST(Account, OpeningRecordsOwnerAndBalance) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(
-      account.when(OpenAccount{"a1", "ada", 1000}).then_events(AccountOpened{"a1", "ada", 1000}));
+  EXPECT_TRUE(account.when(OpenAccount{"a1", "ada", "ada@example.com", 1000})
+                  .then_events(AccountOpened{"a1", "ada", "ada@example.com", 1000}));
   EXPECT_EQ(account.state().status, "open");
   EXPECT_EQ(account.state().balance, 1000);
 }
 
+TEST(Account, OpeningClaimsTheNormalizedEmail) {
+  AccountCase account(register_domain);
+  EXPECT_TRUE(account.when(OpenAccount{"a1", "ada", "  Ada@Example.COM ", 5})
+                  .then_events(AccountOpened{"a1", "ada", "ada@example.com", 5}));
+  EXPECT_TRUE(account.then_claims({{"account_email", "ada@example.com", false}}));
+  EXPECT_EQ(account.state().email, "ada@example.com");
+}
+
+TEST(Account, OpeningWithoutAnEmailAddressIsRejected) {
+  for (const char* email : {"", "ada", "@example.com", "ada@", "ada lovelace@example.com"}) {
+    AccountCase account(register_domain);
+    EXPECT_TRUE(account.when(OpenAccount{"a1", "ada", email, 5}).then_rejected("invalid_email"))
+        << "'" << email << "'";
+    EXPECT_TRUE(account.then_claims({}));
+  }
+}
+
+TEST(Account, ClosingReleasesTheEmail) {
+  AccountCase account(register_domain);
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 0})
+                  .when(CloseAccount{"a1"})
+                  .then_events(AccountClosed{"a1"}));
+  EXPECT_TRUE(account.then_claims({{"account_email", "ada@example.com", true}}));
+}
+
+TEST(Account, TheEmailScopeIsDeclaredWithItsCodeAndNormalizer) {
+  cqrs::Domain domain;
+  register_domain(domain);
+  const cqrs::UniqueScope* scope = domain.unique_scopes().find("account_email");
+  ASSERT_NE(scope, nullptr);
+  EXPECT_EQ(scope->conflict_code, "email_taken");
+  ASSERT_TRUE(scope->normalize);
+  EXPECT_EQ(scope->normalize(" Bob@EXAMPLE.org\t"), "bob@example.org");
+}
+
 TEST(Account, OpeningWithNothingIsAllowed) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.when(OpenAccount{"a1", "ada", 0}).then_events(AccountOpened{"a1", "ada", 0}));
+  EXPECT_TRUE(account.when(OpenAccount{"a1", "ada", "ada@example.com", 0})
+                  .then_events(AccountOpened{"a1", "ada", "ada@example.com", 0}));
 }
 
 TEST(Account, OpeningWithANegativeBalanceIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.when(OpenAccount{"a1", "ada", -1}).then_rejected("invalid_amount"));
+  EXPECT_TRUE(account.when(OpenAccount{"a1", "ada", "ada@example.com", -1})
+                  .then_rejected("invalid_amount"));
 }
 
 TEST(Account, OpeningTwiceIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 0})
-                  .when(OpenAccount{"a1", "bob", 0})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 0})
+                  .when(OpenAccount{"a1", "bob", "bob@example.com", 0})
                   .then_rejected("account_exists"));
 }
 
@@ -68,7 +105,7 @@ TEST(Account, OpeningTwiceIsRejected) {
 
 TEST(Account, DepositingAddsToTheBalance) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 100})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 100})
                   .when(DepositMoney{"a1", 50})
                   .then_events(MoneyDeposited{"a1", 50, 150}));
   EXPECT_EQ(account.state().balance, 150);
@@ -76,7 +113,7 @@ TEST(Account, DepositingAddsToTheBalance) {
 
 TEST(Account, DepositingANonPositiveAmountIsRejected) {
   AccountCase account(register_domain);
-  account.given(AccountOpened{"a1", "ada", 100});
+  account.given(AccountOpened{"a1", "ada", "ada@example.com", 100});
   EXPECT_TRUE(account.when(DepositMoney{"a1", 0}).then_rejected("invalid_amount"));
   EXPECT_TRUE(account.when(DepositMoney{"a1", -5}).then_rejected("invalid_amount"));
 }
@@ -88,14 +125,14 @@ TEST(Account, DepositingIntoAnUnknownAccountIsRejected) {
 
 TEST(Account, DepositingIntoAClosedAccountIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 0}, AccountClosed{"a1"})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 0}, AccountClosed{"a1"})
                   .when(DepositMoney{"a1", 5})
                   .then_rejected("account_closed"));
 }
 
 TEST(Account, DepositBeyondTheLargestBalanceIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", kMax})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", kMax})
                   .when(DepositMoney{"a1", 1})
                   .then_rejected("invalid_amount"));
 }
@@ -104,7 +141,7 @@ TEST(Account, DepositBeyondTheLargestBalanceIsRejected) {
 
 TEST(Account, WithdrawingTakesFromTheBalance) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 100})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 100})
                   .when(WithdrawMoney{"a1", 100})
                   .then_events(MoneyWithdrawn{"a1", 100, 0}));
   EXPECT_EQ(account.state().balance, 0);
@@ -112,7 +149,7 @@ TEST(Account, WithdrawingTakesFromTheBalance) {
 
 TEST(Account, WithdrawingMoreThanTheBalanceIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 100})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 100})
                   .when(WithdrawMoney{"a1", 101})
                   .then_rejected("insufficient_funds"));
   EXPECT_NE(account.outcome().rejection().message.find("100"), std::string::npos);
@@ -120,7 +157,7 @@ TEST(Account, WithdrawingMoreThanTheBalanceIsRejected) {
 
 TEST(Account, WithdrawingANonPositiveAmountIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 100})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 100})
                   .when(WithdrawMoney{"a1", 0})
                   .then_rejected("invalid_amount"));
 }
@@ -132,7 +169,7 @@ TEST(Account, WithdrawingFromAnUnknownAccountIsRejected) {
 
 TEST(Account, WithdrawingFromAClosedAccountIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 0}, AccountClosed{"a1"})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 0}, AccountClosed{"a1"})
                   .when(WithdrawMoney{"a1", 5})
                   .then_rejected("account_closed"));
 }
@@ -141,15 +178,16 @@ TEST(Account, WithdrawingFromAClosedAccountIsRejected) {
 
 TEST(Account, ClosingAnEmptyAccount) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 10}, MoneyWithdrawn{"a1", 10, 0})
-                  .when(CloseAccount{"a1"})
-                  .then_events(AccountClosed{"a1"}));
+  EXPECT_TRUE(
+      account.given(AccountOpened{"a1", "ada", "ada@example.com", 10}, MoneyWithdrawn{"a1", 10, 0})
+          .when(CloseAccount{"a1"})
+          .then_events(AccountClosed{"a1"}));
   EXPECT_EQ(account.state().status, "closed");
 }
 
 TEST(Account, ClosingAnAccountThatHoldsMoneyIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 10})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 10})
                   .when(CloseAccount{"a1"})
                   .then_rejected("account_not_empty"));
 }
@@ -161,7 +199,7 @@ TEST(Account, ClosingAnUnknownAccountIsRejected) {
 
 TEST(Account, ClosingTwiceIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 0})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 0})
                   .when(CloseAccount{"a1"})
                   .when(CloseAccount{"a1"})
                   .then_rejected("account_closed"));
@@ -171,7 +209,7 @@ TEST(Account, ClosingTwiceIsRejected) {
 
 TEST(Account, DebitTakesTheAmountForTheTransfer) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 100})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 100})
                   .when(DebitAccount{"a1", "t1", 30})
                   .then_events(AccountDebited{"a1", "t1", 30, 70}));
   EXPECT_EQ(account.state().balance, 70);
@@ -179,7 +217,7 @@ TEST(Account, DebitTakesTheAmountForTheTransfer) {
 
 TEST(Account, DebitBeyondTheBalanceIsRecordedAsDeclined) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 10})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 10})
                   .when(DebitAccount{"a1", "t1", 30})
                   .then_events(TransferDebitRejected{"a1", "t1", 30, "insufficient_funds"}));
   EXPECT_EQ(account.state().balance, 10);
@@ -190,26 +228,29 @@ TEST(Account, DebitOfAnUnknownAccountIsRecordedWithoutOpeningIt) {
   EXPECT_TRUE(account.when(DebitAccount{"a1", "t1", 30})
                   .then_events(TransferDebitRejected{"a1", "t1", 30, "account_not_found"}));
   EXPECT_EQ(account.state().status, "none");
-  EXPECT_TRUE(account.when(OpenAccount{"a1", "ada", 0}).then_events(AccountOpened{"a1", "ada", 0}));
+  EXPECT_TRUE(account.when(OpenAccount{"a1", "ada", "ada@example.com", 0})
+                  .then_events(AccountOpened{"a1", "ada", "ada@example.com", 0}));
 }
 
 TEST(Account, DebitOfAClosedAccountIsRecordedAsDeclined) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 0}, AccountClosed{"a1"})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 0}, AccountClosed{"a1"})
                   .when(DebitAccount{"a1", "t1", 30})
                   .then_events(TransferDebitRejected{"a1", "t1", 30, "account_closed"}));
 }
 
 TEST(Account, DebitOfANonPositiveAmountIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 100})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 100})
                   .when(DebitAccount{"a1", "t1", 0})
                   .then_rejected("invalid_amount"));
 }
 
 TEST(Account, RepeatedDebitRecordsNothing) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 100}, AccountDebited{"a1", "t1", 30, 70})
+  EXPECT_TRUE(account
+                  .given(AccountOpened{"a1", "ada", "ada@example.com", 100},
+                         AccountDebited{"a1", "t1", 30, 70})
                   .when(DebitAccount{"a1", "t1", 30})
                   .then_events());
   EXPECT_EQ(account.state().balance, 70);
@@ -218,7 +259,7 @@ TEST(Account, RepeatedDebitRecordsNothing) {
 TEST(Account, DeclinedDebitStaysDeclinedAfterADeposit) {
   AccountCase account(register_domain);
   EXPECT_TRUE(account
-                  .given(AccountOpened{"a1", "ada", 10},
+                  .given(AccountOpened{"a1", "ada", "ada@example.com", 10},
                          TransferDebitRejected{"a1", "t1", 30, "insufficient_funds"},
                          MoneyDeposited{"a1", 50, 60})
                   .when(DebitAccount{"a1", "t1", 30})
@@ -228,8 +269,9 @@ TEST(Account, DeclinedDebitStaysDeclinedAfterADeposit) {
 
 TEST(Account, DecidedTransfersSurviveASnapshot) {
   AccountCase account(register_domain);
-  account.given(AccountOpened{"a1", "ada", 100}, AccountDebited{"a1", "t1", 30, 70},
-                AccountCredited{"a1", "t2", 5, 75}, AccountRefunded{"a1", "t1", 30, 105});
+  account.given(AccountOpened{"a1", "ada", "ada@example.com", 100},
+                AccountDebited{"a1", "t1", 30, 70}, AccountCredited{"a1", "t2", 5, 75},
+                AccountRefunded{"a1", "t1", 30, 105});
   Account restored = nlohmann::json(account.state()).get<Account>();
   EXPECT_TRUE(restored.execute(DebitAccount{"a1", "t1", 30}).events().empty());
   EXPECT_TRUE(restored.execute(CreditAccount{"a1", "t2", 5}).events().empty());
@@ -241,7 +283,7 @@ TEST(Account, DecidedTransfersSurviveASnapshot) {
 
 TEST(Account, CreditAddsTheAmountForTheTransfer) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a2", "bob", 5})
+  EXPECT_TRUE(account.given(AccountOpened{"a2", "bob", "bob@example.com", 5})
                   .when(CreditAccount{"a2", "t1", 30})
                   .then_events(AccountCredited{"a2", "t1", 30, 35}));
   EXPECT_EQ(account.state().balance, 35);
@@ -256,7 +298,7 @@ TEST(Account, CreditToAnUnknownAccountIsRecordedWithoutOpeningIt) {
 
 TEST(Account, CreditToAClosedAccountIsRecordedAsDeclined) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a2", "bob", 0}, AccountClosed{"a2"})
+  EXPECT_TRUE(account.given(AccountOpened{"a2", "bob", "bob@example.com", 0}, AccountClosed{"a2"})
                   .when(CreditAccount{"a2", "t1", 30})
                   .then_events(TransferCreditRejected{"a2", "t1", 30, "account_closed"}));
   EXPECT_EQ(account.state().balance, 0);
@@ -264,21 +306,21 @@ TEST(Account, CreditToAClosedAccountIsRecordedAsDeclined) {
 
 TEST(Account, CreditBeyondTheLargestBalanceIsRecordedAsDeclined) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a2", "bob", kMax})
+  EXPECT_TRUE(account.given(AccountOpened{"a2", "bob", "bob@example.com", kMax})
                   .when(CreditAccount{"a2", "t1", 1})
                   .then_events(TransferCreditRejected{"a2", "t1", 1, "balance_overflow"}));
 }
 
 TEST(Account, CreditOfANonPositiveAmountIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a2", "bob", 0})
+  EXPECT_TRUE(account.given(AccountOpened{"a2", "bob", "bob@example.com", 0})
                   .when(CreditAccount{"a2", "t1", -3})
                   .then_rejected("invalid_amount"));
 }
 
 TEST(Account, RepeatedCreditRecordsNothing) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a2", "bob", 0})
+  EXPECT_TRUE(account.given(AccountOpened{"a2", "bob", "bob@example.com", 0})
                   .when(CreditAccount{"a2", "t1", 30})
                   .when(CreditAccount{"a2", "t1", 30})
                   .then_events());
@@ -289,7 +331,9 @@ TEST(Account, RepeatedCreditRecordsNothing) {
 
 TEST(Account, RefundReturnsTheDebitedAmount) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 100}, AccountDebited{"a1", "t1", 30, 70})
+  EXPECT_TRUE(account
+                  .given(AccountOpened{"a1", "ada", "ada@example.com", 100},
+                         AccountDebited{"a1", "t1", 30, 70})
                   .when(RefundAccount{"a1", "t1", 30})
                   .then_events(AccountRefunded{"a1", "t1", 30, 100}));
   EXPECT_EQ(account.state().balance, 100);
@@ -298,8 +342,8 @@ TEST(Account, RefundReturnsTheDebitedAmount) {
 TEST(Account, RefundToAClosedAccountStillReturnsTheMoney) {
   AccountCase account(register_domain);
   EXPECT_TRUE(account
-                  .given(AccountOpened{"a1", "ada", 30}, AccountDebited{"a1", "t1", 30, 0},
-                         AccountClosed{"a1"})
+                  .given(AccountOpened{"a1", "ada", "ada@example.com", 30},
+                         AccountDebited{"a1", "t1", 30, 0}, AccountClosed{"a1"})
                   .when(RefundAccount{"a1", "t1", 30})
                   .then_events(AccountRefunded{"a1", "t1", 30, 30}));
   EXPECT_EQ(account.state().status, "closed");
@@ -313,14 +357,14 @@ TEST(Account, RefundToAnUnknownAccountIsRejected) {
 
 TEST(Account, RefundOfANonPositiveAmountIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", 0})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", 0})
                   .when(RefundAccount{"a1", "t1", 0})
                   .then_rejected("invalid_amount"));
 }
 
 TEST(Account, RefundBeyondTheLargestBalanceIsRejected) {
   AccountCase account(register_domain);
-  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", kMax})
+  EXPECT_TRUE(account.given(AccountOpened{"a1", "ada", "ada@example.com", kMax})
                   .when(RefundAccount{"a1", "t1", 1})
                   .then_rejected("invalid_amount"));
 }
@@ -328,8 +372,8 @@ TEST(Account, RefundBeyondTheLargestBalanceIsRejected) {
 TEST(Account, RepeatedRefundRecordsNothing) {
   AccountCase account(register_domain);
   EXPECT_TRUE(account
-                  .given(AccountOpened{"a1", "ada", 100}, AccountDebited{"a1", "t1", 30, 70},
-                         AccountRefunded{"a1", "t1", 30, 100})
+                  .given(AccountOpened{"a1", "ada", "ada@example.com", 100},
+                         AccountDebited{"a1", "t1", 30, 70}, AccountRefunded{"a1", "t1", 30, 100})
                   .when(RefundAccount{"a1", "t1", 30})
                   .then_events());
   EXPECT_EQ(account.state().balance, 100);

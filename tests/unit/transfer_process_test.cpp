@@ -164,7 +164,7 @@ TEST(TransferProcess, ClosedTargetAccountRefundsThenFailsWithTheCreditReason) {
 
 TEST(TransferProcess, EventsWithoutATransferIdAreIgnored) {
   Harness pm;
-  EXPECT_EQ(pm.send(on_account(AccountOpened{"a1", "ada", 100})), expected());
+  EXPECT_EQ(pm.send(on_account(AccountOpened{"a1", "ada", "ada@example.com", 100})), expected());
   EXPECT_EQ(pm.send(on_account(MoneyDeposited{"a1", 50, 150})), expected());
   EXPECT_EQ(pm.send(on_account(MoneyWithdrawn{"a1", 20, 130})), expected());
   EXPECT_EQ(pm.send(on_account(AccountClosed{"a1"})), expected());
@@ -296,9 +296,9 @@ class Bank {
 
 TEST(TransferProcess, MoneyIsConservedWithTheRealAggregates) {
   Bank bank;
-  ASSERT_EQ(bank.send(OpenAccount{"a1", "ada", 1000}), "");
-  ASSERT_EQ(bank.send(OpenAccount{"a2", "bob", 0}), "");
-  ASSERT_EQ(bank.send(OpenAccount{"a3", "cy", 0}), "");
+  ASSERT_EQ(bank.send(OpenAccount{"a1", "ada", "ada@example.com", 1000}), "");
+  ASSERT_EQ(bank.send(OpenAccount{"a2", "bob", "bob@example.com", 0}), "");
+  ASSERT_EQ(bank.send(OpenAccount{"a3", "cy", "cy@example.com", 0}), "");
   ASSERT_EQ(bank.send(CloseAccount{"a3"}), "");
   // All requested before the process runs, so their steps interleave on a1.
   ASSERT_EQ(bank.send(TransferMoney{"t-ok", "a1", "a2", 300}), "");

@@ -23,6 +23,7 @@
 
 #include "cqrs/domain/json_mapping.hpp"
 #include "cqrs/domain/outcome.hpp"
+#include "cqrs/domain/unique_scopes.hpp"
 #include "cqrs/domain/upcasters.hpp"
 #include "cqrs/handlers/handler.hpp"
 #include "cqrs/result.hpp"
@@ -133,6 +134,15 @@ class Domain {
   Upcasters& upcasters() { return upcasters_; }
   const Upcasters& upcasters() const { return upcasters_; }
 
+  // Declares a unique scope that aggregates claim values in (see unique_scopes.hpp). Throws
+  // std::logic_error when the name is taken.
+  void unique_scope(std::string name, std::function<std::string(std::string_view)> normalize = {},
+                    std::string conflict_code = std::string(kDefaultConflictCode)) {
+    unique_scopes_.add(
+        UniqueScope{std::move(name), std::move(normalize), std::move(conflict_code)});
+  }
+  const UniqueScopes& unique_scopes() const { return unique_scopes_; }
+
   // Registers aggregate A. Throws std::logic_error when the name or prefix is taken (a
   // programming error, found at start-up).
   template <class A>
@@ -165,6 +175,7 @@ class Domain {
   std::vector<std::unique_ptr<AggregateType>> aggregates_;
   std::map<std::string, std::unique_ptr<CommandType>, std::less<>> commands_;
   Upcasters upcasters_;
+  UniqueScopes unique_scopes_;
   std::vector<std::shared_ptr<Handler>> handlers_;
 };
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cqrs/domain/json_mapping.hpp"
+#include "cqrs/event.hpp"
 
 namespace cqrs {
 
@@ -53,6 +54,21 @@ class Outcome {
     return *this;
   }
 
+  // Claims `value` in the unique scope `scope` (registered with Domain::unique_scope) for this
+  // aggregate, in the same transaction as the events. When another aggregate owns it, the
+  // command is rejected with the scope's conflict code and nothing is stored.
+  Outcome& claim(std::string scope, std::string value) {
+    claims_.push_back(UniqueClaim{std::move(scope), std::move(value), false});
+    return *this;
+  }
+  // Frees a value this aggregate owns in `scope`, with the events (no-op when it owns none).
+  Outcome& release(std::string scope, std::string value) {
+    claims_.push_back(UniqueClaim{std::move(scope), std::move(value), true});
+    return *this;
+  }
+  // The claims and releases, in order, as the domain gave them (not normalized).
+  const std::vector<UniqueClaim>& claims() const { return claims_; }
+
   bool rejected() const { return rejection_.has_value(); }
   const Rejection& rejection() const { return *rejection_; }
   const std::vector<NewEvent>& events() const { return events_; }
@@ -61,6 +77,7 @@ class Outcome {
  private:
   std::optional<Rejection> rejection_;
   std::vector<NewEvent> events_;
+  std::vector<UniqueClaim> claims_;
 };
 
 }  // namespace cqrs

@@ -90,6 +90,25 @@ class AggregateCase {
     return ::testing::AssertionSuccess();
   }
 
+  // The last `when` claimed and released exactly these unique values, in this order (as the
+  // domain gave them; the scope normalizes them when they are stored).
+  ::testing::AssertionResult then_claims(std::vector<UniqueClaim> expected) const {
+    if (!exception_.empty()) return ::testing::AssertionFailure() << "threw: " << exception_;
+    auto show = [](const std::vector<UniqueClaim>& claims) {
+      std::string out;
+      for (const UniqueClaim& claim : claims) {
+        out +=
+            std::string(claim.release ? " release " : " claim ") + claim.scope + "=" + claim.value;
+      }
+      return out.empty() ? std::string(" (none)") : out;
+    };
+    if (expected != outcome_.claims()) {
+      return ::testing::AssertionFailure()
+             << "expected" << show(expected) << "\n     got" << show(outcome_.claims());
+    }
+    return ::testing::AssertionSuccess();
+  }
+
   const Outcome& outcome() const { return outcome_; }
   const A& state() const { return state_; }
 
