@@ -83,12 +83,16 @@ TEST(MetricsRegistry, GaugesRenderFractionsAndSpecialValues) {
   gauges.with({"negative"}).set(-2);
   gauges.with({"up"}).add(1);
   gauges.with({"up"}).add(1.25);
+  gauges.with({"small"}).set(0.0005);
+  gauges.with({"tiny"}).set(2.5e-9);
   gauges.with({"z_inf"}).set(std::numeric_limits<double>::infinity());
   EXPECT_EQ(render_prometheus(registry),
             "# HELP app_value Values.\n"
             "# TYPE app_value gauge\n"
             "app_value{name=\"half\"} 0.5\n"
             "app_value{name=\"negative\"} -2\n"
+            "app_value{name=\"small\"} 0.0005\n"
+            "app_value{name=\"tiny\"} 2.5e-09\n"
             "app_value{name=\"up\"} 2.25\n"
             "app_value{name=\"z_inf\"} +Inf\n");
 }

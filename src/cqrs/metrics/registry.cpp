@@ -24,8 +24,13 @@ void append_number(std::string& out, double value) {
   } else if (std::isinf(value)) {
     out += value > 0 ? "+Inf" : "-Inf";
   } else {
-    char buffer[32];
-    auto [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, value);
+    // Shortest round-trip text; plain decimals (0.0005, not 5e-04) unless very small or large.
+    double magnitude = std::fabs(value);
+    bool plain = magnitude == 0 || (magnitude >= 1e-6 && magnitude < 1e15);
+    char buffer[64];
+    auto [end, ec] =
+        plain ? std::to_chars(buffer, buffer + sizeof buffer, value, std::chars_format::fixed)
+              : std::to_chars(buffer, buffer + sizeof buffer, value);
     assert(ec == std::errc());
     out.append(buffer, end);
   }
