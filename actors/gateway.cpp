@@ -414,7 +414,10 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
           return error_reply("shutting_down", "cqrsd is shutting down; retry on another instance");
         }
         auto decoded = decode_envelope(st, text);
-        if (!decoded) return error_reply(decoded.error());
+        if (!decoded) {
+          for (auto& middleware : st.middlewares) middleware->on_refused(decoded.error());
+          return error_reply(decoded.error());
+        }
         auto context = std::make_shared<DispatchContext>();
         context->command_type = decoded->envelope.command.type->name;
         context->command_id = decoded->envelope.command_id.to_string();

@@ -92,6 +92,7 @@ nlohmann::json status_json(HandlerActor* self) {
     out["position"] = (*stored)->to_string();
   }
   if (auto head = runner.head(); head) out["head"] = head->to_string();
+  if (auto dead = runner.dead_letter_count(); dead) out["dead_letters"] = *dead;
   return out;
 }
 

@@ -36,6 +36,10 @@ void LoggingMiddleware::on_failure(const DispatchContext& context, const Error& 
                                 {"message", error.message()}});
 }
 
+void LoggingMiddleware::on_refused(const Error& error) {
+  log::info("refused", {{"error", error.code()}, {"message", error.message()}});
+}
+
 void TimingMiddleware::after(const DispatchContext& context, const DispatchSummary& summary) {
   std::lock_guard lock(mutex_);
   Stats& stats = stats_[{context.command_type, summary.status}];
