@@ -93,7 +93,10 @@ class DaemonConfig : public caf::actor_system_config {
 
 int fail(const std::string& message) {
   cqrs::log::error(message);
-  std::fprintf(stderr, "cqrsd: %s\n", message.c_str());
+  // For people reading a terminal; in JSON mode every stderr line stays a JSON object.
+  if (cqrs::log::format() == cqrs::log::Format::kText) {
+    std::fprintf(stderr, "cqrsd: %s\n", message.c_str());
+  }
   return 1;
 }
 
