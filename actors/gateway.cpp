@@ -410,16 +410,22 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
   return {
       [self](dispatch_atom, const std::string& text) -> caf::result<std::string> {
         auto& st = self->state;
+        // Refused before routing: counted and logged by the middlewares, answered at once.
+        auto refuse = [&st](Error error) {
+          for (auto& middleware : st.middlewares) middleware->on_refused(error);
+          return error_reply(error);
+        };
         if (st.draining) {
-          return error_reply("shutting_down", "cqrsd is shutting down; retry on another instance");
+          return refuse(Error(ErrorKind::kUnavailable, "shutting_down",
+                              "cqrsd is shutting down; retry on another instance"));
         }
         if (st.in_flight >= st.config.max_in_flight) {
-          return error_reply("overloaded",
-                             std::to_string(st.in_flight) +
-                                 " commands in flight (limits.max_in_flight); retry later");
+          return refuse(Error(ErrorKind::kUnavailable, "overloaded",
+                              std::to_string(st.in_flight) +
+                                  " commands in flight (limits.max_in_flight); retry later"));
         }
         auto decoded = decode_envelope(st, text);
-        if (!decoded) return error_reply(decoded.error());
+        if (!decoded) return refuse(decoded.error());
         auto context = std::make_shared<DispatchContext>();
         context->command_type = decoded->envelope.command.type->name;
         context->command_id = decoded->envelope.command_id.to_string();

@@ -3,6 +3,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/log.hpp"
 #include "actors/replies.hpp"
 #include "cqrs/handlers/runner.hpp"
 #include "cqrs/pg/connection.hpp"
@@ -21,6 +22,7 @@ struct HandlerActorState {
   uint64_t generation = 0;  // of the step scheduled last; older step messages are ignored
   bool waiting = false;     // caught up: a wake-up steps at once
   std::optional<Position> reported;
+  HandlerState logged_state = HandlerState::kStarting;  // the state the last log line named
   static inline const char* name = "cqrs.handler";
 };
 
@@ -43,10 +45,27 @@ void report_progress(HandlerActor* self, const std::optional<Position>& position
              position->global_position);
 }
 
+// One log line per change of state (not per retry): retrying and stopped at warn/error with
+// the failing event and error, the way back to running at info.
+void log_state_change(HandlerActorState& st) {
+  const HandlerStatus& status = st.runner->status();
+  if (status.state == st.logged_state) return;
+  st.logged_state = status.state;
+  log::Level level = status.state == HandlerState::kStopped    ? log::Level::kError
+                     : status.state == HandlerState::kRetrying ? log::Level::kWarn
+                                                               : log::Level::kInfo;
+  log::write(level, "handler state changed",
+             {{"handler", status.name},
+              {"state", std::string(to_string(status.state))},
+              {"attempts", std::to_string(status.attempts)},
+              {"error", status.state == HandlerState::kRunning ? "" : status.last_error}});
+}
+
 void run_step(HandlerActor* self) {
   auto& st = self->state;
   st.waiting = false;
   HandlerRunner::Step step = st.runner->step();
+  log_state_change(st);
   using Next = HandlerRunner::Step::Next;
   if (step.next == Next::kStandby) {
     // Another process runs it: follow its checkpoint, so strong consistency works here too.
@@ -92,6 +111,7 @@ nlohmann::json status_json(HandlerActor* self) {
     out["position"] = (*stored)->to_string();
   }
   if (auto head = runner.head(); head) out["head"] = head->to_string();
+  if (auto dead = runner.dead_letter_count(); dead) out["dead_letters"] = *dead;
   return out;
 }
 

@@ -9,7 +9,8 @@
 // Protocol of a handler actor:
 //   (wake_atom)                         -> new events may be there
 //   (admin_atom, request JSON)          -> reply JSON:
-//       {"op":"status"}                  {"name","kind","state","position","lag","last_error",..}
+//       {"op":"status"}                  {"name","kind","state","position","lag","last_error",
+//                                         "dead_letters",..}
 //       {"op":"reset"}                   projectors: reset and replay; {"status":"ok","total":n}
 //       {"op":"restart"}                 clears a stop
 //       {"op":"dead_letters","limit":n}  {"status":"ok","dead_letters":[...]}

@@ -1,5 +1,6 @@
 // Structured logging for the daemon: one line per event with key/value fields, as text
-// ("message key=value ...") or as one JSON object per line (--log.format=json).
+// ("message key=value ...", values with spaces, quotes or line breaks quoted and escaped, so an
+// event never spans lines) or as one JSON object per line (--log.format=json).
 #pragma once
 
 #include <initializer_list>
@@ -17,6 +18,14 @@ enum class Format { kText, kJson };
 bool configure(std::string_view level, std::string_view format);
 
 using Field = std::pair<std::string_view, std::string>;
+
+// The configured format.
+Format format();
+
+// The line write() logs for an event, without the text format's time and level prefix (spdlog
+// adds those); JSON lines carry "time" (ms since the epoch), "level" and "msg" themselves.
+std::string render(Format format, Level level, std::string_view message,
+                   std::initializer_list<Field> fields);
 
 void write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
 

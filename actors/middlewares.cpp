@@ -36,6 +36,15 @@ void LoggingMiddleware::on_failure(const DispatchContext& context, const Error& 
                                 {"message", error.message()}});
 }
 
+void LoggingMiddleware::on_refused(const Error& error) {
+  // Load shedding refuses by the thousand: one line each only when debugging.
+  if (error.kind() == ErrorKind::kUnavailable) {
+    log::debug("refused", {{"error", error.code()}, {"message", error.message()}});
+    return;
+  }
+  log::info("refused", {{"error", error.code()}, {"message", error.message()}});
+}
+
 void TimingMiddleware::after(const DispatchContext& context, const DispatchSummary& summary) {
   std::lock_guard lock(mutex_);
   Stats& stats = stats_[{context.command_type, summary.status}];

@@ -1,5 +1,6 @@
 // The middlewares cqrsd installs by default: a log line per command (with command_id,
-// correlation_id, outcome and time taken) and per-type dispatch statistics.
+// correlation_id, outcome and time taken, and one per refused envelope) and per-type dispatch
+// statistics.
 #pragma once
 
 #include <map>
@@ -14,6 +15,7 @@ class LoggingMiddleware final : public Middleware {
   void before(const DispatchContext& context) override;
   void after(const DispatchContext& context, const DispatchSummary& summary) override;
   void on_failure(const DispatchContext& context, const Error& error) override;
+  void on_refused(const Error& error) override;
 };
 
 // Counts and times commands per type and outcome. Thread-safe.

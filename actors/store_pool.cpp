@@ -23,13 +23,25 @@ struct PoolState {
   std::deque<PendingWrite> writes;
   std::deque<PendingLoad> loads;
   size_t max_batch = 256;
-  bool prefer_loads = false;  // alternate, so neither kind starves the other
+  bool prefer_loads = false;               // alternate, so neither kind starves the other
+  std::shared_ptr<DaemonMetrics> metrics;  // may be null
   static inline const char* name = "cqrs.store_pool";
 };
 
 using PoolActor = caf::stateful_actor<PoolState>;
 
 void pump(PoolActor* self);
+
+// Metrics of one committed group: its size, and the events the ok requests appended.
+void count_write_batch(const PoolState& st, const std::vector<WriteResult>& results) {
+  if (!st.metrics) return;
+  uint64_t events = 0;
+  for (const WriteResult& result : results) {
+    if (result.appended) events += result.appended->global_positions.size();
+  }
+  st.metrics->append_batch_size.observe(static_cast<double>(results.size()));
+  if (events > 0) st.metrics->events_appended.inc(events);
+}
 
 void dispatch_writes(PoolActor* self, caf::actor worker) {
   auto& st = self->state;
@@ -46,6 +58,7 @@ void dispatch_writes(PoolActor* self, caf::actor worker) {
   self->request(worker, caf::infinite, write_atom::value, std::move(batch))
       .then(
           [self, worker, promises](std::vector<WriteResult>& results) mutable {
+            count_write_batch(self->state, results);
             for (size_t idx = 0; idx < promises.size(); ++idx) {
               promises[idx].deliver(
                   idx < results.size()
@@ -115,12 +128,20 @@ void pump(PoolActor* self) {
       dispatch_writes(self, worker);
     }
   }
+  if (st.metrics) {
+    st.metrics->store_workers_busy.set(static_cast<double>(st.workers.size() - st.idle.size()));
+  }
 }
 
-caf::behavior store_pool(PoolActor* self, std::vector<caf::actor> workers, size_t max_batch) {
+caf::behavior store_pool(PoolActor* self, std::vector<caf::actor> workers, size_t max_batch,
+                         std::shared_ptr<DaemonMetrics> metrics) {
   self->state.workers = workers;
   self->state.idle = workers;
   self->state.max_batch = std::max<size_t>(1, max_batch);
+  self->state.metrics = std::move(metrics);
+  if (self->state.metrics) {
+    self->state.metrics->store_workers.set(static_cast<double>(workers.size()));
+  }
   for (auto& worker : workers) self->link_to(worker);
   return {
       [self](write_atom, WriteRequest& request) -> caf::result<WriteResult> {
@@ -195,7 +216,7 @@ caf::actor spawn_store_pool(caf::actor_system& system, StoreFactory factory,
   for (size_t idx = 0; idx < std::max<size_t>(1, config.workers); ++idx) {
     workers.push_back(system.spawn<caf::detached>(store_worker, factory));
   }
-  return system.spawn(store_pool, std::move(workers), config.max_batch);
+  return system.spawn(store_pool, std::move(workers), config.max_batch, std::move(config.metrics));
 }
 
 }  // namespace cqrs::actors

@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "actors/messages.hpp"
+#include "actors/metrics.hpp"
 #include "cqrs/event_store.hpp"
 
 namespace cqrs::actors {
@@ -26,6 +27,8 @@ using StoreFactory = std::function<Result<std::shared_ptr<EventStore>>()>;
 struct StorePoolConfig {
   size_t workers = 4;
   size_t max_batch = 256;  // WriteRequests per transaction (and LoadJobs per query) at most
+  // When set: events appended, batch sizes and busy workers are counted there.
+  std::shared_ptr<DaemonMetrics> metrics;
 };
 
 // Spawns the workers (detached) and the dispatcher (cooperative); returns the dispatcher.

@@ -17,6 +17,7 @@
 #include "actors/gateway.hpp"
 #include "actors/handlers.hpp"
 #include "actors/log.hpp"
+#include "actors/metrics.hpp"
 #include "actors/middlewares.hpp"
 #include "actors/router.hpp"
 #include "actors/store_pool.hpp"
@@ -50,6 +51,8 @@ class DaemonConfig : public caf::actor_system_config {
   caf::timespan poll_interval = std::chrono::seconds(1);
   std::string log_level = "info";
   std::string log_format = "text";
+  std::string metrics_bind = "127.0.0.1";
+  uint16_t metrics_port = 0;
 
   DaemonConfig() {
     load<caf::io::middleman>();
@@ -92,6 +95,9 @@ class DaemonConfig : public caf::actor_system_config {
     opt_group{custom_options_, "log"}
         .add(log_level, "level", "debug, info, warn or error")
         .add(log_format, "format", "text or json");
+    opt_group{custom_options_, "metrics"}
+        .add(metrics_bind, "bind", "address of the metrics and health endpoint")
+        .add(metrics_port, "port", "HTTP port for /metrics and /healthz (0: off)");
   }
 
   cqrs::Result<void> enable_tls();
@@ -111,7 +117,10 @@ cqrs::Result<void> DaemonConfig::enable_tls() {
 
 int fail(const std::string& message) {
   cqrs::log::error(message);
-  std::fprintf(stderr, "cqrsd: %s\n", message.c_str());
+  // For people reading a terminal; in JSON mode every stderr line stays a JSON object.
+  if (cqrs::log::format() == cqrs::log::Format::kText) {
+    std::fprintf(stderr, "cqrsd: %s\n", message.c_str());
+  }
   return 1;
 }
 
@@ -129,6 +138,14 @@ cqrs::Result<cqrs::pg::MigrationReport> connect_and_migrate(const std::string& u
 }
 
 int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
+  // Metrics and health first, so probes see "unavailable" while the store is not reachable.
+  std::unique_ptr<cqrs::actors::Observability> observability;
+  if (cfg.metrics_port != 0) {
+    auto started = cqrs::actors::Observability::start(
+        system, {cfg.metrics_bind, cfg.metrics_port, cfg.db_url, std::chrono::seconds(5)});
+    if (!started) return fail("metrics endpoint: " + started.error().message());
+    observability = std::move(started).value();
+  }
   auto migrated = connect_and_migrate(cfg.db_url, cfg.connect_timeout);
   if (!migrated) {
     return fail("cannot start: " + migrated.error().to_string() +
@@ -149,7 +166,9 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
     if (!store) return store.error();
     return std::shared_ptr<cqrs::EventStore>(std::move(store).value());
   };
-  auto pool = cqrs::actors::spawn_store_pool(system, factory, {cfg.pool_size, cfg.max_batch});
+  cqrs::actors::StorePoolConfig pool_config{cfg.pool_size, cfg.max_batch, nullptr};
+  if (observability) pool_config.metrics = observability->metrics();
+  auto pool = cqrs::actors::spawn_store_pool(system, factory, pool_config);
   cqrs::actors::AggregateConfig aggregate_config;
   aggregate_config.retry_attempts = cfg.retry_attempts;
   aggregate_config.idle_timeout =
@@ -166,7 +185,9 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
   std::vector<std::shared_ptr<cqrs::Middleware>> middlewares = {
       std::make_shared<cqrs::actors::LoggingMiddleware>(),
       std::make_shared<cqrs::actors::TimingMiddleware>()};
+  if (observability) middlewares.push_back(observability->middleware());
   auto gateway = cqrs::actors::spawn_gateway(system, domain, router, gateway_config, middlewares);
+  if (observability) observability->attach(gateway);
 
   // Handlers behind the store, woken by one LISTEN connection.
   std::vector<caf::actor> handler_actors;
@@ -187,6 +208,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
   auto notifier = std::make_unique<cqrs::actors::Notifier>(url, handler_actors);
 
   auto stop_all = [&] {
+    observability.reset();
     notifier.reset();
     for (auto& actor : handler_actors) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     for (auto& actor : {gateway, router, pool}) {

@@ -1,7 +1,7 @@
 // Hooks around every dispatched command: before it is routed, after it is answered, and when it
-// fails (rejections are answers, not failures). Middlewares run in the gateway, in registration
-// order (after and on_failure in reverse), on the gateway's thread: keep them fast and
-// non-blocking.
+// fails (rejections are answers, not failures); and for envelopes refused before routing.
+// Middlewares run in the gateway, in registration order (after and on_failure in reverse), on the
+// gateway's thread: keep them fast and non-blocking.
 #pragma once
 
 #include <chrono>
@@ -33,6 +33,9 @@ class Middleware {
   virtual void after(const DispatchContext&, const DispatchSummary&) {}
   // The command could not be answered by its aggregate (transport error, timeout).
   virtual void on_failure(const DispatchContext&, const Error&) {}
+  // The gateway refused an envelope before routing it (malformed, unregistered type, too
+  // large); no context exists for it, and before/after are not called.
+  virtual void on_refused(const Error&) {}
 };
 
 }  // namespace cqrs

@@ -627,6 +627,15 @@ Result<nlohmann::json> HandlerRunner::dead_letters(int64_t limit) {
   return list;
 }
 
+Result<int64_t> HandlerRunner::dead_letter_count() {
+  if (auto ready = open_store(); !ready) return ready.error();
+  auto rows =
+      store_->connection().exec("SELECT count(*) FROM cqrs.dead_letters WHERE handler_name = $1",
+                                pg::Params().add(status_.name));
+  if (!rows) return rows.error();
+  return rows->int64(0, 0);
+}
+
 Error HandlerRunner::not_here() const {
   return Error::conflict("handler_elsewhere", "handler '" + status_.name +
                                                   "' runs in another cqrsd process; ask that one");

@@ -91,11 +91,13 @@ class HandlerRunner {
 
   // For status reports (each a query on the runner's connection):
   // the newest position readers can see, the events after the checkpoint up to it, the
-  // checkpoint as stored (also when another process runs the handler), and dead letters.
+  // checkpoint as stored (also when another process runs the handler), and dead letters (the
+  // first `limit`, or how many there are).
   Result<Position> head();
   Result<int64_t> lag();
   Result<std::optional<Position>> stored_checkpoint();
   Result<nlohmann::json> dead_letters(int64_t limit);
+  Result<int64_t> dead_letter_count();
 
  private:
   struct Failure {
