@@ -137,6 +137,7 @@ nlohmann::json event_metadata(const CommandEnvelope& envelope) {
   nlohmann::json metadata =
       envelope.metadata.is_object() ? envelope.metadata : nlohmann::json::object();
   metadata["command_id"] = envelope.command_id.to_string();
+  metadata["command_type"] = envelope.command.type->name;
   metadata["correlation_id"] = envelope.correlation_id;
   metadata["causation_id"] = envelope.causation_id;
   return metadata;

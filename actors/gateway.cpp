@@ -340,6 +340,15 @@ caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
   }
   std::string op = request["op"];
   std::string name = request.value("handler", "");
+  if (op == "history" || op == "trace") {
+    auto promise = self->make_response_promise<std::string>();
+    self->request(st.router, kAdminTimeout, query_atom::value, text)
+        .then([promise](std::string& reply) mutable { promise.deliver(std::move(reply)); },
+              [self, promise](caf::error& err) mutable {
+                promise.deliver(error_reply("dispatch_failed", self->system().render(err)));
+              });
+    return promise;
+  }
   if (op == "status") {
     auto promise = self->make_response_promise<std::string>();
     self->request(st.router, kAdminTimeout, status_atom::value)
@@ -398,7 +407,8 @@ caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
                                               "'; known: " + (known.empty() ? "(none)" : known));
   }
   return error_reply(errc::kInvalidArgument, "unknown admin operation '" + op +
-                                                 "'; known: status, reset, restart, dead_letters");
+                                                 "'; known: status, reset, restart, dead_letters, "
+                                                 "history, trace");
 }
 
 caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor router,

@@ -41,6 +41,9 @@ using wake_atom = caf::atom_constant<caf::atom("wake")>;
 using step_atom = caf::atom_constant<caf::atom("step")>;
 using progress_atom = caf::atom_constant<caf::atom("progress")>;
 using handlers_atom = caf::atom_constant<caf::atom("handlers")>;
+// (query_atom, request JSON) -> reply JSON: read-only store queries for admin requests
+// (history, trace), answered by a store worker.
+using query_atom = caf::atom_constant<caf::atom("query")>;
 
 enum class Consistency { kEventual, kStrong };
 

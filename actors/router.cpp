@@ -152,6 +152,9 @@ caf::behavior router(RouterActor* self, caf::actor pool, AggregateConfig config)
         ++target.forwarded;
         return self->delegate(target.actor, state_atom::value, std::move(query));
       },
+      [self](query_atom, std::string& request) {
+        return self->delegate(self->state.pool, query_atom::value, std::move(request));
+      },
       [self](idle_atom, const std::string& stream_id, uint64_t received) {
         auto it = self->state.live.find(stream_id);
         if (it == self->state.live.end() || it->second.forwarded != received) return;

@@ -4,6 +4,9 @@
 #include <caf/all.hpp>
 #include <deque>
 
+#include "actors/queries.hpp"
+#include "actors/replies.hpp"
+
 namespace cqrs::actors {
 namespace {
 
@@ -24,6 +27,7 @@ struct PoolState {
   std::deque<PendingLoad> loads;
   size_t max_batch = 256;
   bool prefer_loads = false;               // alternate, so neither kind starves the other
+  size_t next_query = 0;                   // round robin of admin queries over the workers
   std::shared_ptr<DaemonMetrics> metrics;  // may be null
   static inline const char* name = "cqrs.store_pool";
 };
@@ -63,7 +67,8 @@ void dispatch_writes(PoolActor* self, caf::actor worker) {
               promises[idx].deliver(
                   idx < results.size()
                       ? std::move(results[idx])
-                      : WriteResult{{}, Error::internal(errc::kStoreError, "missing result"), {}, {}});
+                      : WriteResult{
+                            {}, Error::internal(errc::kStoreError, "missing result"), {}, {}});
             }
             self->state.idle.push_back(worker);
             pump(self);
@@ -156,6 +161,13 @@ caf::behavior store_pool(PoolActor* self, std::vector<caf::actor> workers, size_
         pump(self);
         return promise;
       },
+      [self](query_atom, std::string& request) {
+        // Any worker, in turn (there is always at least one); the query waits behind that
+        // worker's current job.
+        auto& pool_workers = self->state.workers;
+        size_t pick = self->state.next_query++ % pool_workers.size();
+        return self->delegate(pool_workers[pick], query_atom::value, std::move(request));
+      },
       [self](snapshot_atom, Snapshot& snapshot) {
         auto& pool_workers = self->state.workers;
         if (pool_workers.empty()) return;
@@ -200,6 +212,12 @@ caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
           return std::vector<LoadOutcome>(jobs.size(), failed);
         }
         return handle->load_streams(jobs);
+      },
+      [store, factory](query_atom, const std::string& request) -> std::string {
+        std::optional<Error> error;
+        auto handle = ensure_store(*store, factory, error);
+        if (!handle) return error_reply(*error);
+        return run_query(*handle, request);
       },
       [store, factory](snapshot_atom, Snapshot& snapshot) {
         std::optional<Error> error;

@@ -11,6 +11,8 @@
 //   cqrsctl handler reset <name> [--no-wait]  rebuild a projection (progress on stderr)
 //   cqrsctl handler restart <name>          restart a stopped handler
 //   cqrsctl dead-letters [<name>]           dead letters as JSON lines
+//   cqrsctl history <stream-id> [--from N] [--limit N] [--format json|table]
+//   cqrsctl trace <correlation-id> [--format tree|json]
 //
 // Prints one JSON object per result on stdout. Exit code: 0 ok, 1 rejected, 2 usage,
 // transport, timeout or server error (details on stderr).
@@ -23,6 +25,7 @@
 
 #include "actors/client.hpp"
 #include "cqrs/event.hpp"
+#include "cqrs/trace.hpp"
 
 namespace {
 
@@ -52,6 +55,19 @@ std::string canonical(const nlohmann::json& reply) {
     if (!out.contains(key)) out[key] = value;
   }
   return out.dump();
+}
+
+// `cqrsctl history --format table`: version, time, type, data (metadata left out).
+std::string history_table(const nlohmann::json& events) {
+  std::string out = "VERSION  TIME                         TYPE                      DATA\n";
+  for (const auto& event : events) {
+    char line[128];
+    std::snprintf(line, sizeof(line), "%-8lld %-28s %-25s ",
+                  static_cast<long long>(event.value("version", int64_t{0})),
+                  event.value("time", "").c_str(), event.value("type", "").c_str());
+    out += line + event["data"].dump() + "\n";
+  }
+  return out;
 }
 
 int print_reply(const cqrs::Result<cqrs::DispatchReply>& reply) {
@@ -209,6 +225,28 @@ int main(int argc, char** argv) {
   auto* dead_letters = app.add_subcommand("dead-letters", "list dead letters as JSON lines");
   dead_letters->add_option("name", handler_name, "only this handler's");
   dead_letters->fallthrough();
+  auto* history = app.add_subcommand("history", "a stream's events as JSON lines (or a table)");
+  std::string stream_id;
+  int64_t from_version = 1;
+  int64_t limit = 1000;
+  std::string history_format = "json";
+  history->add_option("stream", stream_id, "stream id, e.g. account-a1")->required();
+  history->add_option("--from", from_version, "first version")->capture_default_str();
+  history->add_option("--limit", limit, "events at most (up to 10000)")->capture_default_str();
+  history->add_option("--format", history_format, "json (one object a line) or table")
+      ->check(CLI::IsMember({"json", "table"}))
+      ->capture_default_str();
+  history->fallthrough();
+  auto* trace = app.add_subcommand(
+      "trace",
+      "the causal tree of a correlation: commands, their events, the commands those caused");
+  std::string trace_correlation;
+  std::string trace_format = "tree";
+  trace->add_option("correlation", trace_correlation, "correlation id")->required();
+  trace->add_option("--format", trace_format, "tree (indented text) or json")
+      ->check(CLI::IsMember({"tree", "json"}))
+      ->capture_default_str();
+  trace->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -257,6 +295,36 @@ int main(int argc, char** argv) {
     if (!reply || !reply->ok()) return print_reply(reply);
     for (const auto& letter : reply->json["dead_letters"])
       std::printf("%s\n", letter.dump().c_str());
+    return kExitOk;
+  }
+  if (history->parsed()) {
+    auto reply = (*client)->admin(
+        {{"op", "history"}, {"stream_id", stream_id}, {"from", from_version}, {"limit", limit}});
+    if (!reply || !reply->ok()) return print_reply(reply);
+    if (history_format == "table") {
+      std::printf("%s", history_table(reply->json["events"]).c_str());
+    } else {
+      for (const auto& event : reply->json["events"]) std::printf("%s\n", event.dump().c_str());
+    }
+    return kExitOk;
+  }
+  if (trace->parsed()) {
+    auto reply = (*client)->admin({{"op", "trace"}, {"correlation_id", trace_correlation}});
+    if (!reply || !reply->ok()) return print_reply(reply);
+    if (reply->json.value("events", 0) == 0) {
+      std::fprintf(stderr, "cqrsctl: no events with correlation id %s\n",
+                   trace_correlation.c_str());
+      return kExitRejected;
+    }
+    if (trace_format == "json") {
+      std::printf("%s\n", reply->json.dump().c_str());
+    } else {
+      std::printf("%s", cqrs::render_trace(reply->json["commands"]).c_str());
+      if (reply->json.value("truncated", false)) {
+        std::fprintf(stderr, "cqrsctl: only the first %d events are shown\n",
+                     reply->json.value("events", 0));
+      }
+    }
     return kExitOk;
   }
   if (type == "-") return dispatch_stdin(**client, window, timeout);

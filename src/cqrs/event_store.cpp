@@ -2,8 +2,30 @@
 #include "cqrs/event_store.hpp"
 
 #include <limits>
+#include <nlohmann/json.hpp>
 
 namespace cqrs {
+
+Result<std::vector<RecordedEvent>> EventStore::read_correlated(std::string_view correlation_id,
+                                                               size_t max_count) {
+  constexpr size_t kPage = 1000;
+  std::vector<RecordedEvent> found;
+  Position after;
+  while (found.size() < max_count) {
+    auto page = read_all(after, kPage);
+    if (!page) return page.error();
+    for (RecordedEvent& event : page->events) {
+      auto metadata = nlohmann::json::parse(event.metadata, nullptr, false);
+      if (metadata.is_object() && metadata.value("correlation_id", "") == correlation_id &&
+          found.size() < max_count) {
+        found.push_back(std::move(event));
+      }
+    }
+    if (page->events.empty() || page->next == after) break;
+    after = page->next;
+  }
+  return found;
+}
 
 std::vector<LoadedStream> EventStore::load_streams(std::span<const StreamLoad> loads) {
   std::vector<LoadedStream> loaded(loads.size());

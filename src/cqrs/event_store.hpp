@@ -61,6 +61,11 @@ class EventStore {
   // default runs load_snapshot and read_stream per load; a store may do them together.
   virtual std::vector<LoadedStream> load_streams(std::span<const StreamLoad> loads);
 
+  // The events whose metadata has this correlation_id, in $all order, at most `max_count`
+  // (traceability). The default pages through read_all; a store may use an index.
+  virtual Result<std::vector<RecordedEvent>> read_correlated(std::string_view correlation_id,
+                                                             size_t max_count);
+
   // Command outcomes by command_id. record returns false (and keeps the first record) when the
   // id is already recorded.
   virtual Result<bool> record_command(const CommandRecord& record) = 0;

@@ -84,6 +84,11 @@ std::vector<Statement> statements() {
        "pg_current_xact_id()::text FROM cqrs.append_claiming($1, $2, $3::uuid[], $4::text[], "
        "$5::int[], $6::jsonb[], $7::jsonb[], $8::uuid, $9::jsonb, $10::text[], $11::text[], "
        "$12::bool[])"},
+      // Traceability: the events of one correlation (schema/007 indexes the field).
+      {"read_correlated", "SELECT " + columns +
+                              " FROM cqrs.events WHERE (metadata->>'correlation_id') = $1"
+                              " ORDER BY cqrs.events.transaction_id, cqrs.events.global_position"
+                              " LIMIT $2"},
       {"stream_version",
        "SELECT stream_version FROM cqrs.events WHERE stream_id = $1 "
        "ORDER BY stream_version DESC LIMIT 1"},
@@ -614,6 +619,15 @@ Result<int64_t> PostgresEventStore::stream_version(std::string_view stream_id) {
   auto rows = conn_->exec_prepared("stream_version", Params().add(stream_id));
   if (!rows) return rows.error();
   return rows->rows() == 0 ? int64_t{0} : rows->int64(0, 0);
+}
+
+Result<std::vector<RecordedEvent>> PostgresEventStore::read_correlated(
+    std::string_view correlation_id, size_t max_count) {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = conn_->exec_prepared("read_correlated",
+                                   Params().add(correlation_id).add(limit_of(max_count)));
+  if (!rows) return rows.error();
+  return events_from(*rows);
 }
 
 Result<AllPage> PostgresEventStore::read_all(Position after, size_t max_count) {

@@ -41,6 +41,8 @@ class PostgresEventStore final : public EventStore {
   Result<AppendResult> append(std::string_view stream_id, ExpectedVersion expected,
                               std::span<const EventData> events) override;
   std::vector<WriteResult> write(std::span<const WriteRequest> requests) override;
+  Result<std::vector<RecordedEvent>> read_correlated(std::string_view correlation_id,
+                                                     size_t max_count) override;
   Result<std::vector<RecordedEvent>> read_stream(std::string_view stream_id, int64_t from_version,
                                                  size_t max_count, Direction direction) override;
   std::vector<LoadedStream> load_streams(std::span<const StreamLoad> loads) override;

@@ -1,0 +1,23 @@
+// Read-only admin queries answered by a store worker: a stream's history and a correlation's
+// causal tree (cqrsctl history / trace).
+//
+//   {"op":"history","stream_id":"account-a1","from":1,"limit":100}
+//     -> {"status":"ok","stream_id":..,"events":[event_json...]}
+//   {"op":"trace","correlation_id":"..."}
+//     -> {"status":"ok","correlation_id":..,"events":n,"truncated":bool,"commands":[tree...]}
+#pragma once
+
+#include <string>
+
+#include "cqrs/event_store.hpp"
+
+namespace cqrs::actors {
+
+inline constexpr int64_t kHistoryDefaultLimit = 1000;
+inline constexpr int64_t kHistoryMaxLimit = 10000;
+inline constexpr size_t kTraceMaxEvents = 10000;
+
+// Runs `request` (JSON text) against `store`; the reply is JSON text (errors as error replies).
+std::string run_query(EventStore& store, const std::string& request);
+
+}  // namespace cqrs::actors
