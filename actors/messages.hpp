@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cqrs/domain/domain.hpp"
+#include "cqrs/envelope.hpp"
 #include "cqrs/event.hpp"
 #include "cqrs/result.hpp"
 
@@ -45,17 +46,10 @@ using handlers_atom = caf::atom_constant<caf::atom("handlers")>;
 // (history, trace), answered by a store worker.
 using query_atom = caf::atom_constant<caf::atom("query")>;
 
-enum class Consistency { kEventual, kStrong };
-
-// A decoded, addressed command with its envelope fields. Travels gateway -> router -> aggregate.
-struct CommandEnvelope {
-  DecodedCommand command;
-  Uuid command_id;
-  std::string correlation_id;
-  std::string causation_id;
-  nlohmann::json metadata = nlohmann::json::object();  // user metadata
-  Consistency consistency = Consistency::kEventual;
-};
+// A decoded, addressed command with its envelope fields (cqrs/envelope.hpp). Travels gateway ->
+// router -> aggregate.
+using Consistency = cqrs::Consistency;
+using CommandEnvelope = cqrs::CommandEnvelope;
 
 // A handler actor as the gateway knows it (for admin requests and strong consistency).
 struct HandlerRef {
