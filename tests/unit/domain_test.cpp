@@ -41,6 +41,14 @@ TEST_F(DomainDecoding, GarbageJsonIsInvalidCommand) {
   EXPECT_NE(error.message().find("not valid JSON"), std::string::npos) << error.message();
 }
 
+// Found by fuzzing (fuzz/regressions/*/number_beyond_double-*): the parser reports such a
+// number with out_of_range rather than parse_error, and it escaped decode().
+TEST_F(DomainDecoding, NumberBeyondADoubleIsInvalidCommand) {
+  Error error = decode_error("IssueGiftCard", R"({"card_id":"c1","amount":1e999})");
+  EXPECT_EQ(error.code(), errc::kInvalidCommand);
+  EXPECT_NE(error.message().find("not valid JSON"), std::string::npos) << error.message();
+}
+
 TEST_F(DomainDecoding, MissingFieldIsNamed) {
   Error error = decode_error("IssueGiftCard", R"({"card_id":"c1"})");
   EXPECT_EQ(error.code(), errc::kInvalidCommand);

@@ -70,6 +70,11 @@ Result<DecodedCommand> Domain::decode(std::string_view type, std::string_view pa
     return Error::invalid(errc::kInvalidCommand, "payload of " + std::string(type) +
                                                      " is not valid JSON (byte " +
                                                      std::to_string(ex.byte) + ")");
+  } catch (const nlohmann::json::out_of_range&) {
+    // A number beyond a double's range, such as 1e999: the parser throws this, not parse_error.
+    return Error::invalid(errc::kInvalidCommand,
+                          "payload of " + std::string(type) +
+                              " is not valid JSON (a number is too large for a double)");
   }
   return decode_json(type, json);
 }
