@@ -289,7 +289,8 @@ std::string check_command(const Domain& domain, std::string_view input) {
       if (!payload.is_discarded() && !contains(error.message(), "command " + registered->name)) {
         return "the error does not name the command: " + error.to_string();
       }
-      if (payload.is_object() && !contains(error.message(), "field '")) {
+      if (payload.is_object() && !contains(error.message(), "field '") &&
+          !contains(error.message(), "payload nests")) {
         return "the error does not name the field: " + error.to_string();
       }
     }
@@ -373,8 +374,10 @@ std::string check_envelope(std::string_view input) {
   if (!out.metadata.is_object() || (metadata != nullptr && *metadata != out.metadata)) {
     return "metadata is not the object sent";
   }
+  // The aggregate copies and serializes the metadata for every event: recursion, once per level.
+  if (json_nested_deeper_than(out.metadata, kMaxJsonDepth)) return "metadata nests too deep";
   try {
-    (void)out.metadata.dump();  // the aggregate stores it with every event
+    (void)out.metadata.dump();
   } catch (const std::exception& ex) {
     return std::string("metadata does not serialize: ") + ex.what();
   }

@@ -27,6 +27,10 @@ Result<DecodedEnvelope> decode_envelope(const Domain& domain, const std::string&
   if (envelope.is_discarded() || !envelope.is_object()) {
     return invalid("the dispatch envelope is not a JSON object");
   }
+  if (json_nested_deeper_than(envelope, kMaxJsonDepth)) {
+    return invalid("the dispatch envelope nests arrays and objects deeper than " +
+                   std::to_string(kMaxJsonDepth) + " levels");
+  }
   auto type = envelope.find("type");
   if (type == envelope.end() || !type->is_string()) {
     return invalid("envelope field 'type' (the command type name) is missing or not a string");

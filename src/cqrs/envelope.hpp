@@ -54,7 +54,7 @@ struct DecodedEnvelope {
 // Decodes one dispatch envelope and the command in it (through `domain`'s registry).
 // Errors, all of kind kInvalidInput: command_too_large (the envelope or its payload exceeds
 // `limits`), unregistered_command, invalid_command (the message names the envelope or command
-// field that is malformed).
+// field that is malformed, or says that the envelope or payload nests deeper than kMaxJsonDepth).
 Result<DecodedEnvelope> decode_envelope(const Domain& domain, const std::string& text,
                                         const EnvelopeLimits& limits);
 

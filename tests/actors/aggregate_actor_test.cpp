@@ -1,7 +1,7 @@
 // The command side's actors on CAF's deterministic scheduler, with the in-memory store behind a
 // cooperative stand-in for the store pool: routing, one command at a time, retries on
 // concurrent writes, idle stop and reload, exceptions in domain code, idempotency, snapshots,
-// and the gateway's envelope checks.
+// and the gateway's envelope checks (also on inputs found by fuzzing).
 #define GTEST_DONT_DEFINE_FAIL 1
 #include <gtest/gtest.h>
 
@@ -395,6 +395,22 @@ TEST_F(ActorTest, GatewayRejectsMalformedEnvelopesWithoutRoutingThem) {
           .dump();
   EXPECT_EQ(reply(big)["error"], "command_too_large");
   EXPECT_EQ(live_aggregates(), 0u) << "a malformed command reached an aggregate";
+}
+
+// Inputs the fuzz targets led to (fuzz/regressions/): each once escaped decoding as an exception
+// or overflowed the stack. The gateway answers them and keeps serving.
+TEST_F(ActorTest, GatewayAnswersInputsFoundByFuzzingAndKeepsServing) {
+  start();
+  auto reply = [&](const std::string& text) {
+    return nlohmann::json::parse(ask(gateway_, dispatch_atom::value, text));
+  };
+  std::string huge =
+      R"({"type":"IssueGiftCard","payload":"{\"card_id\":\"c1\",\"amount\":1e999}"})";
+  EXPECT_EQ(reply(huge)["error"], "invalid_command");
+  std::string deep = R"({"type":"CancelGiftCard","data":{"card_id":"c1"},"metadata":{"a":)" +
+                     std::string(100000, '[') + std::string(100000, ']') + "}}";
+  EXPECT_EQ(reply(deep)["error"], "invalid_command");
+  EXPECT_EQ(dispatch("IssueGiftCard", {{"card_id", "c1"}, {"amount", 10}})["status"], "ok");
 }
 
 TEST_F(ActorTest, GatewayAnswersTimeoutWhenTheAggregateIsSlow) {

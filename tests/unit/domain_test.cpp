@@ -49,6 +49,19 @@ TEST_F(DomainDecoding, NumberBeyondADoubleIsInvalidCommand) {
   EXPECT_NE(error.message().find("not valid JSON"), std::string::npos) << error.message();
 }
 
+TEST_F(DomainDecoding, PayloadNestedDeeperThanTheLimitIsInvalidCommand) {
+  auto nested = [](size_t depth) {
+    return R"({"card_id":"c1","x":)" + std::string(depth - 1, '[') + std::string(depth - 1, ']') +
+           "}";
+  };
+  EXPECT_TRUE(domain_.decode("CancelGiftCard", nested(kMaxJsonDepth)).ok());
+  Error error = decode_error("CancelGiftCard", nested(kMaxJsonDepth + 1));
+  EXPECT_EQ(error.code(), errc::kInvalidCommand);
+  EXPECT_NE(error.message().find("nests arrays and objects deeper than 128"), std::string::npos)
+      << error.message();
+  EXPECT_EQ(decode_error("CancelGiftCard", nested(200000)).code(), errc::kInvalidCommand);
+}
+
 TEST_F(DomainDecoding, MissingFieldIsNamed) {
   Error error = decode_error("IssueGiftCard", R"({"card_id":"c1"})");
   EXPECT_EQ(error.code(), errc::kInvalidCommand);

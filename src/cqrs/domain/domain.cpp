@@ -1,9 +1,26 @@
 // Domain registry and command decoding.
 #include "cqrs/domain/domain.hpp"
 
+#include <utility>
+#include <vector>
+
 #include "cqrs/append_validation.hpp"
 
 namespace cqrs {
+
+bool json_nested_deeper_than(const nlohmann::json& value, size_t max_depth) {
+  if (!value.is_structured()) return false;
+  std::vector<std::pair<const nlohmann::json*, size_t>> pending{{&value, 1}};
+  while (!pending.empty()) {
+    auto [node, depth] = pending.back();
+    pending.pop_back();
+    if (depth > max_depth) return true;
+    for (const nlohmann::json& member : *node) {
+      if (member.is_structured()) pending.emplace_back(&member, depth + 1);
+    }
+  }
+  return false;
+}
 
 Result<void> AggregateType::apply(void* state, std::string_view event_type,
                                   const nlohmann::json& data) const {
@@ -93,6 +110,11 @@ Result<DecodedCommand> Domain::decode_json(std::string_view type,
   if (!payload.is_object()) {
     return Error::invalid(errc::kInvalidCommand,
                           where + "payload must be a JSON object, got " + payload.type_name());
+  }
+  if (json_nested_deeper_than(payload, kMaxJsonDepth)) {
+    return Error::invalid(errc::kInvalidCommand,
+                          where + "payload nests arrays and objects deeper than " +
+                              std::to_string(kMaxJsonDepth) + " levels");
   }
   const std::string& identity = command->aggregate->identity_field();
   auto id_it = payload.find(identity);

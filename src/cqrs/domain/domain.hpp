@@ -39,6 +39,15 @@ inline constexpr std::string_view kInvalidEvent = "invalid_event";
 inline constexpr std::string_view kUnknownAggregate = "unknown_aggregate";
 }  // namespace errc
 
+// Commands and dispatch envelopes nest JSON arrays and objects at most this deep. Parsing is
+// iterative, but copying, comparing and serializing a document recurse once per level, so deeper
+// client input could exhaust the stack of whatever touches it next.
+inline constexpr size_t kMaxJsonDepth = 128;
+
+// True when `value` nests arrays and objects more than `max_depth` levels deep (an array or
+// object is level 1, its array or object members level 2, ...). Iterative: safe at any depth.
+bool json_nested_deeper_than(const nlohmann::json& value, size_t max_depth);
+
 class AggregateType;
 
 // One registered command type.
@@ -162,7 +171,8 @@ class Domain {
   }
 
   // Decodes a command from its type name and JSON text. Errors: unregistered_command (naming the
-  // known types), invalid_command (naming the field that is missing or mistyped).
+  // known types), invalid_command (naming the field that is missing or mistyped, or saying that
+  // the payload is not JSON or nests deeper than kMaxJsonDepth).
   Result<DecodedCommand> decode(std::string_view type, std::string_view payload) const;
   Result<DecodedCommand> decode_json(std::string_view type, const nlohmann::json& payload) const;
 
