@@ -134,6 +134,22 @@ std::string check_error(const Error& error, std::initializer_list<std::string_vi
   return {};
 }
 
+// Unique claims name a registered scope, and their values normalize to a non-empty fixed point
+// (the store compares normalized values).
+std::string check_claims(const Domain& domain, const Outcome& outcome) {
+  for (const UniqueClaim& claim : outcome.claims()) {
+    const UniqueScope* scope = domain.unique_scopes().find(claim.scope);
+    if (scope == nullptr) return "claim in the unregistered scope '" + claim.scope + "'";
+    if (!scope->normalize) continue;
+    std::string normalized = scope->normalize(claim.value);
+    if (normalized.empty()) return "claim in " + claim.scope + " normalizes to nothing";
+    if (scope->normalize(normalized) != normalized) {
+      return "claim in " + claim.scope + " does not normalize to a fixed point";
+    }
+  }
+  return {};
+}
+
 std::string check_rejection_or_events(const AggregateType& aggregate, AggregateInstance& instance,
                                       const Outcome& outcome) {
   if (outcome.rejected()) {
@@ -142,7 +158,9 @@ std::string check_rejection_or_events(const AggregateType& aggregate, AggregateI
       return "rejection code '" + rejection.code + "' is not snake_case";
     }
     if (rejection.message.empty()) return "rejection " + rejection.code + " has no message";
-    if (!outcome.events().empty()) return "rejection " + rejection.code + " carries events";
+    if (!outcome.events().empty() || !outcome.claims().empty()) {
+      return "rejection " + rejection.code + " carries events or claims";
+    }
     return {};
   }
   const auto& known = aggregate.event_names();
@@ -163,7 +181,7 @@ std::string check_rejection_or_events(const AggregateType& aggregate, AggregateI
 }
 
 // Executes `command` against its aggregate in every prepared state, as the aggregate actor does.
-std::string check_execution(const DecodedCommand& command) {
+std::string check_execution(const Domain& domain, const DecodedCommand& command) {
   const AggregateType& aggregate = *command.type->aggregate;
   for (const History& history : histories(aggregate.name(), command.aggregate_id)) {
     std::unique_ptr<AggregateInstance> instance = aggregate.create();
@@ -183,6 +201,7 @@ std::string check_execution(const DecodedCommand& command) {
     if (auto problem = check_rejection_or_events(aggregate, *instance, outcome); !problem.empty()) {
       return where + problem;
     }
+    if (auto problem = check_claims(domain, outcome); !problem.empty()) return where + problem;
     nlohmann::json state = instance->state();
     std::unique_ptr<AggregateInstance> restored = aggregate.create();
     if (auto ok = restored->restore(state); !ok) {
@@ -229,7 +248,7 @@ std::string check_command_value(const Domain& domain, std::string_view type,
       encoder->second(again->value.get()) != encoded) {
     return where + "decoding its encoding gives another command";
   }
-  return check_execution(command);
+  return check_execution(domain, command);
 }
 
 // A domain with the chosen shipped domains registered.

@@ -31,8 +31,8 @@ std::string check_envelope(std::string_view input);
 // the two must agree. A decoded command must carry exactly the payload's fields (it encodes back
 // to them, and decodes again to the same command), and executing it against a fresh aggregate
 // and against aggregates with a prepared history must reject it with a snake_case code or
-// produce events of the aggregate's registered types that it applies, with a state that
-// survives a snapshot round trip.
+// produce events of the aggregate's registered types that it applies (and unique claims in
+// registered scopes), with a state that survives a snapshot round trip.
 std::string check_command(const Domain& domain, std::string_view input);
 
 }  // namespace cqrs::fuzz
