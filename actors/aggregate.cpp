@@ -146,14 +146,18 @@ nlohmann::json event_metadata(const CommandEnvelope& envelope) {
 void record_outcome(AggregateActor* self, WriteRequest request, std::string reply,
                     std::vector<NewEvent> events);
 
+// The domain's declaration of a unique scope, or nullptr.
+const UniqueScope* find_scope(const AggregateState& st, std::string_view name) {
+  return st.config.unique_scopes == nullptr ? nullptr : st.config.unique_scopes->find(name);
+}
+
 // Another aggregate owns a value the command claimed: the command is rejected with the scope's
 // conflict code, and that rejection is recorded like any other (a retry of the command id gets
 // it again).
 void reject_taken_claim(AggregateActor* self, const UniqueClaim& taken) {
   auto& st = self->state;
   auto& pending = std::get<PendingCommand>(st.queue.front());
-  const UniqueScope* scope =
-      st.config.unique_scopes == nullptr ? nullptr : st.config.unique_scopes->find(taken.scope);
+  const UniqueScope* scope = find_scope(st, taken.scope);
   std::string code = scope == nullptr ? std::string(kDefaultConflictCode) : scope->conflict_code;
   std::string reply =
       rejection_reply(code, "'" + taken.value + "' is already taken (" + taken.scope + ")",
@@ -170,8 +174,7 @@ Result<std::vector<UniqueClaim>> normalized_claims(const AggregateState& st,
                                                    const Outcome& outcome) {
   std::vector<UniqueClaim> claims;
   for (const UniqueClaim& claim : outcome.claims()) {
-    const UniqueScope* scope =
-        st.config.unique_scopes == nullptr ? nullptr : st.config.unique_scopes->find(claim.scope);
+    const UniqueScope* scope = find_scope(st, claim.scope);
     if (scope == nullptr) {
       return Error::internal(errc::kExecutionFailed,
                              "unique scope '" + claim.scope +

@@ -44,19 +44,8 @@ int connect_raw(uint16_t port) {
   return fd;
 }
 
-class AbuseTest : public SystemTest {
+class AbuseTest : public DaemonTest {
  protected:
-  void SetUp() override {
-    SystemTest::SetUp();
-    if (HasFatalFailure()) return;
-    daemon_ = start_daemon();
-    ASSERT_NE(daemon_, nullptr);
-  }
-
-  void TearDown() override {
-    if (daemon_) daemon_->stop();  // still drains and exits 0
-  }
-
   // A well-behaved client still gets through.
   void expect_served(const std::string& card_id) {
     CtlReply reply =
@@ -64,8 +53,6 @@ class AbuseTest : public SystemTest {
     EXPECT_EQ(reply.exit_code(), kExitOk) << reply.describe();
     EXPECT_EQ(events("giftcard-" + card_id).size(), 1u);
   }
-
-  std::unique_ptr<Daemon> daemon_;
 };
 
 TEST_F(AbuseTest, FloodOfTenThousandInFlightIsBoundedByOverloaded) {

@@ -13,21 +13,8 @@ constexpr int kExitOk = 0;
 constexpr int kExitRejected = 1;
 constexpr int kExitError = 2;
 
-class GiftCardFlowTest : public SystemTest {
+class GiftCardFlowTest : public DaemonTest {
  protected:
-  void SetUp() override {
-    SystemTest::SetUp();
-    if (HasFatalFailure()) return;
-    daemon_ = start_daemon();
-    ASSERT_NE(daemon_, nullptr);
-  }
-
-  void TearDown() override {
-    if (daemon_) daemon_->stop();  // SIGTERM must end it with exit code 0
-  }
-
-  uint16_t port() const { return daemon_->port(); }
-
   // Dispatches and checks the common shape of an ok reply.
   json expect_ok(std::string_view type, const json& payload, const std::string& card_id,
                  int64_t version, const std::vector<std::string>& extra = {}) {
@@ -58,7 +45,6 @@ class GiftCardFlowTest : public SystemTest {
     return reply.json;
   }
 
-  std::unique_ptr<Daemon> daemon_;
   std::vector<std::string> rejected_ids_;
 };
 

@@ -3,11 +3,8 @@
 // and handler positions), /healthz follows the store (reachable, migrated) also while cqrsd is
 // still waiting for it at start, and --log.format json gives one JSON object per line carrying
 // the command's ids.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,24 +21,6 @@ namespace {
 
 using nlohmann::json;
 using namespace std::chrono_literals;
-
-// A port nothing listens on right now (bound to an ephemeral port, then released).
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof address;
-  uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
 
 struct HttpReply {
   int status = 0;  // 0: no answer
@@ -153,7 +132,7 @@ double value(const Samples& samples, const std::string& key) {
 class Observability : public SystemTest {
  protected:
   std::unique_ptr<Daemon> start_with_metrics(std::vector<std::string> extra = {}) {
-    metrics_port_ = free_port();
+    metrics_port_ = free_local_port();
     extra.push_back("--metrics.port=" + std::to_string(metrics_port_));
     return start_daemon(extra);
   }
@@ -297,8 +276,8 @@ TEST_F(Observability, HealthzIsUnavailableWhileAMigrationIsMissing) {
 }
 
 TEST_F(Observability, HealthzAnswersWhileCqrsdStillWaitsForTheStore) {
-  uint16_t closed = free_port();  // nothing listens there: PostgreSQL is "down"
-  uint16_t metrics_port = free_port();
+  uint16_t closed = free_local_port();  // nothing listens there: PostgreSQL is "down"
+  uint16_t metrics_port = free_local_port();
   ASSERT_NE(closed, 0);
   ASSERT_NE(metrics_port, 0);
   std::optional<ProcessResult> exited;

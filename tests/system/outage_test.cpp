@@ -3,8 +3,6 @@
 // and the projections catch up. The test runs its own PostgreSQL cluster (scripts/pg with
 // CQRS_PG_ROOT and a free port) so that stopping it disturbs no other test.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -25,25 +23,10 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kScriptTimeout = std::chrono::seconds(120);
 constexpr int kCommandTimeoutMs = 3000;
 
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
 // A PostgreSQL cluster of this test's own, managed through scripts/pg.
 class OwnCluster {
  public:
-  OwnCluster() : port_(free_port()) {
+  OwnCluster() : port_(free_local_port()) {
     root_ = fs::path("/tmp") / ("cqrsd-outage-" + std::to_string(::getpid()));
   }
   ~OwnCluster() {

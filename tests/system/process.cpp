@@ -2,11 +2,14 @@
 // waitpid by PID only (other threads may be running their own children at the same time).
 #include "system/process.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -397,6 +400,23 @@ ProcessResult run_cqrsctl(uint16_t port, const std::vector<std::string>& args,
   std::vector<std::string> argv = {CQRSCTL_BIN, "--port", std::to_string(port)};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_process(argv, stdin_text, timeout);
+}
+
+uint16_t free_local_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof address;
+  uint16_t port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  ::close(fd);
+  return port;
 }
 
 }  // namespace cqrs::system_test

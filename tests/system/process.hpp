@@ -90,6 +90,10 @@ ProcessResult run_cqrsctl(uint16_t port, const std::vector<std::string>& args,
                           const std::string& stdin_text = "",
                           std::chrono::milliseconds timeout = kCqrsctlTimeout);
 
+// A loopback TCP port nothing listens on right now (bound to an ephemeral port, then released;
+// another process may take it before the caller does). 0 when none could be had.
+uint16_t free_local_port();
+
 // Runs any program the same way (argv[0] is the path).
 ProcessResult run_process(const std::vector<std::string>& argv, const std::string& stdin_text,
                           std::chrono::milliseconds timeout);

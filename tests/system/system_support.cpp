@@ -179,6 +179,17 @@ void SystemTest::SetUp() {
   ASSERT_NE(sql_, nullptr);
 }
 
+void DaemonTest::SetUp() {
+  SystemTest::SetUp();
+  if (HasFatalFailure()) return;
+  daemon_ = start_daemon();
+  ASSERT_NE(daemon_, nullptr);
+}
+
+void DaemonTest::TearDown() {
+  if (daemon_) daemon_->stop();
+}
+
 std::unique_ptr<Daemon> SystemTest::start_daemon(const std::vector<std::string>& extra_args) {
   return Daemon::start(db_->url(), extra_args);
 }

@@ -114,4 +114,15 @@ class SystemTest : public ::testing::Test {
   std::unique_ptr<pg::Connection> sql_;
 };
 
+// A SystemTest with one cqrsd started on the test's database before each test; TearDown stops it
+// with SIGTERM and requires exit code 0 (it drains whatever the test left in flight).
+class DaemonTest : public SystemTest {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+  uint16_t port() const { return daemon_->port(); }
+
+  std::unique_ptr<Daemon> daemon_;
+};
+
 }  // namespace cqrs::system_test

@@ -13,18 +13,8 @@ using namespace std::chrono_literals;
 constexpr int kExitOk = 0;
 constexpr int kExitRejected = 1;
 
-class TraceTest : public SystemTest {
+class TraceTest : public DaemonTest {
  protected:
-  void SetUp() override {
-    SystemTest::SetUp();
-    if (HasFatalFailure()) return;
-    daemon_ = start_daemon();
-    ASSERT_NE(daemon_, nullptr);
-  }
-  void TearDown() override {
-    if (daemon_) daemon_->stop();
-  }
-
   void open(const std::string& id, int64_t balance) {
     CtlReply reply = dispatch(daemon_->port(), "OpenAccount",
                               {{"account_id", id},
@@ -33,8 +23,6 @@ class TraceTest : public SystemTest {
                                {"initial_balance", balance}});
     ASSERT_EQ(reply.status(), "ok") << reply.describe();
   }
-
-  std::unique_ptr<Daemon> daemon_;
 };
 
 TEST_F(TraceTest, HistoryPrintsTheStreamAsJsonLinesOrATable) {
