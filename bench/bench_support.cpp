@@ -3,7 +3,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "cqrs/pg/connection.hpp"
 
@@ -94,6 +99,101 @@ std::string fixed(double value, int decimals) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, "%.*f", decimals, value);
   return buffer;
+}
+
+// ---- /proc
+// ---------------------------------------------------------------------------------------
+
+namespace {
+
+// A "VmRSS:"-style line of /proc/<pid>/status, in bytes; 0 when unreadable.
+double proc_status_bytes(pid_t pid, std::string_view field) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind(field, 0) == 0) return std::atof(line.c_str() + field.size()) * 1024.0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+double rss_bytes(pid_t pid) { return proc_status_bytes(pid, "VmRSS:"); }
+double peak_rss_bytes(pid_t pid) { return proc_status_bytes(pid, "VmHWM:"); }
+
+namespace {
+
+struct ProcStat {
+  std::string comm;
+  double cpu_seconds = 0;  // utime + stime
+};
+
+// /proc/<pid>/stat: the command name and the CPU time used so far.
+std::optional<ProcStat> read_proc_stat(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  size_t open = text.find('(');
+  size_t close = text.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
+  ProcStat out;
+  out.comm = text.substr(open + 1, close - open - 1);
+  std::istringstream fields(text.substr(close + 2));
+  std::string field;
+  double utime = 0;
+  for (int number = 3; fields >> field; ++number) {  // field 3 is the state
+    if (number == 14) utime = std::atof(field.c_str());
+    if (number == 15) {
+      out.cpu_seconds =
+          (utime + std::atof(field.c_str())) / static_cast<double>(sysconf(_SC_CLK_TCK));
+      break;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+double process_cpu_seconds(pid_t pid) {
+  std::optional<ProcStat> stat = read_proc_stat(pid);
+  return stat ? stat->cpu_seconds : 0;
+}
+
+CpuSample sample_cpu(pid_t daemon_pid) {
+  CpuSample sample;
+  sample.at = std::chrono::steady_clock::now();
+  sample.daemon = daemon_pid > 0 ? process_cpu_seconds(daemon_pid) : 0;
+  sample.self = process_cpu_seconds(getpid());
+  std::error_code ignored;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ignored)) {
+    std::string name = entry.path().filename();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    auto pid = static_cast<pid_t>(std::atol(name.c_str()));
+    if (std::optional<ProcStat> stat = read_proc_stat(pid); stat && stat->comm == "postgres") {
+      sample.postgres[pid] = stat->cpu_seconds;
+    }
+  }
+  // Time charged to processes only: irq/softirq (loopback networking, mostly) and steal are not.
+  std::ifstream stat("/proc/stat");
+  std::string cpu;
+  double user = 0, nice = 0, system = 0;
+  stat >> cpu >> user >> nice >> system;
+  sample.busy = (user + nice + system) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  return sample;
+}
+
+CpuUse cpu_between(const CpuSample& from, const CpuSample& to) {
+  CpuUse use;
+  use.wall = std::chrono::duration<double>(to.at - from.at).count();
+  if (use.wall <= 0) return {};
+  use.daemon = to.daemon - from.daemon;
+  use.client = to.self - from.self;
+  // A backend that started in between (a store connection opened on first use, an autovacuum
+  // worker) counts from zero.
+  for (const auto& [pid, seconds] : to.postgres) {
+    auto before = from.postgres.find(pid);
+    use.postgres += seconds - (before != from.postgres.end() ? before->second : 0.0);
+  }
+  use.other = std::max(0.0, to.busy - from.busy - use.daemon - use.client - use.postgres);
+  return use;
 }
 
 }  // namespace cqrs::bench

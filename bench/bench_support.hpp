@@ -3,7 +3,10 @@
 #pragma once
 
 #include <libpq-fe.h>
+#include <sys/types.h>
 
+#include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,6 +54,38 @@ inline constexpr const char* kRawEventTableDdl =
     "stream_version bigint NOT NULL, event_id uuid NOT NULL, event_type text NOT NULL, "
     "event_version int NOT NULL DEFAULT 1, data jsonb NOT NULL, metadata jsonb NOT NULL, "
     "created_at timestamptz NOT NULL DEFAULT now())";
+
+// ---- /proc: memory and CPU of the processes under test -----------------------------------------
+
+// RSS and peak RSS of `pid` in bytes (0 when unreadable).
+double rss_bytes(pid_t pid);
+double peak_rss_bytes(pid_t pid);
+
+// CPU seconds (user + system) `pid` has used so far; 0 when unreadable.
+double process_cpu_seconds(pid_t pid);
+
+// CPU time used so far by cqrsd, by this process and by every process named "postgres".
+struct CpuSample {
+  std::chrono::steady_clock::time_point at;
+  double daemon = 0;                 // cqrsd
+  double self = 0;                   // this process: the client (and the raw baseline's threads)
+  std::map<pid_t, double> postgres;  // every process named "postgres" (server and backends)
+  double busy = 0;                   // the whole machine
+};
+CpuSample sample_cpu(pid_t daemon_pid);
+
+// CPU used between two samples: `seconds` of CPU each, and the wall time between them.
+struct CpuUse {
+  double wall = 0;
+  double daemon = 0;
+  double client = 0;
+  double postgres = 0;  // processes alive at the second sample (the server and its backends)
+  double other = 0;     // everything else: other processes on the box, Postgres processes that
+                        // ended in between
+  // In % of one core (the machine has nproc * 100 %).
+  double percent(double seconds) const { return wall > 0 ? seconds / wall * 100 : 0; }
+};
+CpuUse cpu_between(const CpuSample& from, const CpuSample& to);
 
 // `value` with `decimals` digits after the point.
 std::string fixed(double value, int decimals);

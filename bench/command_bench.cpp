@@ -147,107 +147,18 @@ std::string mib(double bytes) { return fixed(bytes / (1024.0 * 1024.0), 0) + " M
 
 // ---- raw libpq (as in store_bench) -----------------------------------------------------------
 
-// ---- /proc: memory and CPU ---------------------------------------------------------------------
-
-// A "VmRSS:"-style line of /proc/<pid>/status, in bytes; 0 when unreadable.
-double proc_status_bytes(pid_t pid, std::string_view field) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind(field, 0) == 0) return std::atof(line.c_str() + field.size()) * 1024.0;
-  }
-  return 0;
-}
-
-double rss_bytes(pid_t pid) { return proc_status_bytes(pid, "VmRSS:"); }
-double peak_rss_bytes(pid_t pid) { return proc_status_bytes(pid, "VmHWM:"); }
-
-struct ProcStat {
-  std::string comm;
-  double cpu_seconds = 0;  // utime + stime
-};
-
-// /proc/<pid>/stat: the command name and the CPU time used so far.
-std::optional<ProcStat> read_proc_stat(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  size_t open = text.find('(');
-  size_t close = text.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
-  ProcStat out;
-  out.comm = text.substr(open + 1, close - open - 1);
-  std::istringstream fields(text.substr(close + 2));
-  std::string field;
-  double utime = 0;
-  for (int number = 3; fields >> field; ++number) {  // field 3 is the state
-    if (number == 14) utime = std::atof(field.c_str());
-    if (number == 15) {
-      out.cpu_seconds =
-          (utime + std::atof(field.c_str())) / static_cast<double>(sysconf(_SC_CLK_TCK));
-      break;
-    }
-  }
-  return out;
-}
-
-double process_cpu_seconds(pid_t pid) {
-  std::optional<ProcStat> stat = read_proc_stat(pid);
-  return stat ? stat->cpu_seconds : 0;
-}
-
-struct CpuSample {
-  Clock::time_point at;
-  double daemon = 0;                 // cqrsd
-  double self = 0;                   // this process: the client (and the raw baseline's threads)
-  std::map<pid_t, double> postgres;  // every process named "postgres" (server and backends)
-  double busy = 0;                   // the whole machine
-};
-
-CpuSample sample_cpu(pid_t daemon_pid) {
-  CpuSample sample;
-  sample.at = Clock::now();
-  sample.daemon = daemon_pid > 0 ? process_cpu_seconds(daemon_pid) : 0;
-  sample.self = process_cpu_seconds(getpid());
-  std::error_code ignored;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc", ignored)) {
-    std::string name = entry.path().filename();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    auto pid = static_cast<pid_t>(std::atol(name.c_str()));
-    if (std::optional<ProcStat> stat = read_proc_stat(pid); stat && stat->comm == "postgres") {
-      sample.postgres[pid] = stat->cpu_seconds;
-    }
-  }
-  // Time charged to processes only: irq/softirq (loopback networking, mostly) and steal are not.
-  std::ifstream stat("/proc/stat");
-  std::string cpu;
-  double user = 0, nice = 0, system = 0;
-  stat >> cpu >> user >> nice >> system;
-  sample.busy = (user + nice + system) / static_cast<double>(sysconf(_SC_CLK_TCK));
-  return sample;
-}
-
 // CPU used between two samples, in % of one core (the machine has nproc * 100 %).
 struct CpuShare {
   double daemon = 0;
   double client = 0;
-  double postgres = 0;  // processes alive at both samples
-  double other = 0;     // everything else: other processes on the box, short-lived Postgres
-                        // processes (autovacuum workers)
+  double postgres = 0;
+  double other = 0;
 };
 
-CpuShare cpu_between(const CpuSample& from, const CpuSample& to) {
-  double wall = seconds_between(from.at, to.at);
-  if (wall <= 0) return {};
-  CpuShare share;
-  share.daemon = (to.daemon - from.daemon) / wall * 100;
-  share.client = (to.self - from.self) / wall * 100;
-  for (const auto& [pid, seconds] : to.postgres) {
-    if (auto before = from.postgres.find(pid); before != from.postgres.end()) {
-      share.postgres += (seconds - before->second) / wall * 100;
-    }
-  }
-  share.other = std::max(
-      0.0, (to.busy - from.busy) / wall * 100 - share.daemon - share.client - share.postgres);
-  return share;
+CpuShare share_between(const CpuSample& from, const CpuSample& to) {
+  CpuUse use = cpu_between(from, to);
+  return {use.percent(use.daemon), use.percent(use.client), use.percent(use.postgres),
+          use.percent(use.other)};
 }
 
 std::string describe(const CpuShare& cpu) {
@@ -453,7 +364,7 @@ Figures run_windowed(cqrs::Client& client, std::vector<Command>&& commands, size
         }
       });
   Clock::time_point end = Clock::now();
-  figures.cpu = cpu_between(cpu_before, sample_cpu(daemon_pid));
+  figures.cpu = share_between(cpu_before, sample_cpu(daemon_pid));
   figures.seconds = seconds_between(start, end);
   figures.rate = static_cast<double>(count) / figures.seconds;
   figures.sort_latencies();
@@ -503,7 +414,7 @@ Figures run_open_loop(cqrs::Client& client, const std::vector<std::string>& know
             .push_back(figures.latencies_ms.back());
         figures.count(status, reply);
       });
-  if (cpu_before) figures.cpu = cpu_between(*cpu_before, sample_cpu(daemon_pid));
+  if (cpu_before) figures.cpu = share_between(*cpu_before, sample_cpu(daemon_pid));
   figures.commands = figures.latencies_ms.size();
   figures.seconds = seconds_between(measured_from, last_reply);
   figures.rate = static_cast<double>(figures.commands) / figures.seconds;
@@ -545,7 +456,7 @@ Figures run_single(cqrs::Client& client, const std::vector<std::string>& known_c
     figures.count(status, reply ? cqrs::Result<std::string>(reply->json.dump())
                                 : cqrs::Result<std::string>(reply.error()));
   }
-  if (cpu_before) figures.cpu = cpu_between(*cpu_before, sample_cpu(daemon_pid));
+  if (cpu_before) figures.cpu = share_between(*cpu_before, sample_cpu(daemon_pid));
   figures.commands = figures.latencies_ms.size();
   figures.seconds = seconds_between(measured_from, Clock::now());
   figures.rate = static_cast<double>(figures.commands) / figures.seconds;
@@ -642,7 +553,7 @@ std::optional<Figures> run_raw(const std::string& conninfo, size_t connections, 
     return std::nullopt;
   }
   Figures figures;
-  figures.cpu = cpu_between(cpu_before, cpu_after);
+  figures.cpu = share_between(cpu_before, cpu_after);
   for (size_t idx = 0; idx < connections; ++idx) {
     figures.commands += static_cast<size_t>(counters[idx].inserts.load());
     figures.latencies_ms.insert(figures.latencies_ms.end(), latencies[idx].begin(),
@@ -764,7 +675,7 @@ void settle(PGconn* admin, pid_t daemon_pid, Clock::time_point last_send) {
   while (!g_interrupted && Clock::now() < deadline) {
     interruptible_sleep(0.5);
     CpuSample after = sample_cpu(daemon_pid);
-    CpuShare used = cpu_between(before, after);
+    CpuShare used = share_between(before, after);
     if (used.daemon < kIdleCpuPercent && used.client < kIdleCpuPercent) return;
     before = after;
   }

@@ -1,7 +1,8 @@
 // projection_bench: how far behind the store the gift card projection runs under load, and how
 // fast a projection rebuilds, each beside a raw baseline measured in the same run.
 //
-//   projection_bench [--seconds N] [--rebuild-events N] [--url CONNINFO] [--keep]
+//   projection_bench [--seconds N] [--rebuild-events N] [--rate CMD_PER_S] [--url CONNINFO]
+//   [--keep]
 //
 // Lag. cqrsd runs against a fresh database (cqrs_bench_<pid>). First the peak rate of
 // IssueGiftCard at 256 in flight is measured; then new cards are issued open loop at half of it.
@@ -56,6 +57,8 @@ void on_signal(int) { g_interrupted = true; }
 struct Options {
   double seconds = 5;
   size_t rebuild_events = 200'000;
+  double rate = 0;                       // commands/s of the lag run; 0: half of the measured peak
+  std::vector<std::string> daemon_args;  // extra cqrsd options (--daemon-arg, repeatable)
   std::string url;
   bool keep = false;
 };
@@ -95,8 +98,8 @@ bool wait_for_handler(cqrs::Client& client, const std::string& name,
 }
 
 // The peak IssueGiftCard rate at kPeakWindow in flight.
-double peak_issue_rate(cqrs::Client& client, double seconds) {
-  auto count = static_cast<size_t>(std::max(2000.0, 3000 * seconds));
+double peak_issue_rate(cqrs::Client& client, double seconds, size_t& count) {
+  count = static_cast<size_t>(std::max(2000.0, 3000 * seconds));
   std::vector<std::string> envelopes;
   for (size_t idx = 0; idx < count; ++idx)
     envelopes.push_back(issue_envelope("peak-" + std::to_string(idx)));
@@ -105,9 +108,26 @@ double peak_issue_rate(cqrs::Client& client, double seconds) {
   return static_cast<double>(count) / seconds_since(start);
 }
 
-int measure_lag(cqrs::Client& client, PGconn* sql, const Options& options) {
-  double peak = peak_issue_rate(client, options.seconds);
-  double rate = peak / 2;
+// CPU milliseconds per command of cqrsd, PostgreSQL and this client over a phase.
+std::string cpu_per_command(const CpuSample& from, const CpuSample& to, size_t commands) {
+  CpuUse use = cpu_between(from, to);
+  auto per = [&](double seconds) {
+    return fixed(seconds * 1000 / std::max<size_t>(1, commands), 3);
+  };
+  std::string out = "cqrsd " + per(use.daemon) + " ms, postgres " + per(use.postgres) +
+                    " ms, client " + per(use.client) + " ms";
+  if (use.percent(use.other) > 15) {
+    out += " (disturbed: other processes used " + fixed(use.percent(use.other), 0) + "% of a core)";
+  }
+  return out;
+}
+
+int measure_lag(cqrs::Client& client, PGconn* sql, pid_t daemon_pid, const Options& options) {
+  CpuSample peak_start = sample_cpu(daemon_pid);
+  size_t peak_count = 0;
+  double peak = peak_issue_rate(client, options.seconds, peak_count);
+  CpuSample peak_end = sample_cpu(daemon_pid);
+  double rate = options.rate > 0 ? options.rate : peak / 2;
   // The peak run leaves the projection behind; start from a caught-up one.
   if (!wait_for_handler(client, "giftcard_summary", std::nullopt)) {
     std::fprintf(stderr, "%s: the projection did not catch up after the peak run\n", kProgram);
@@ -118,6 +138,7 @@ int measure_lag(cqrs::Client& client, PGconn* sql, const Options& options) {
   for (size_t idx = 0; idx < count; ++idx)
     envelopes.push_back(issue_envelope("lag-" + std::to_string(idx)));
   size_t ok = 0;
+  CpuSample lag_start = sample_cpu(daemon_pid);
   client.dispatch_at_rate(envelopes, Clock::now() + 50ms, rate, 10s,
                           [&](size_t, cqrs::Result<std::string> reply) {
                             if (reply && reply->find("\"status\":\"ok\"") != std::string::npos)
@@ -133,8 +154,10 @@ int measure_lag(cqrs::Client& client, PGconn* sql, const Options& options) {
       std::fprintf(stderr, "%s: the projection did not catch up\n", kProgram);
       return 1;
     }
-    std::this_thread::sleep_for(20ms);
+    // Each poll scans bench_projected: keep them rare, they compete with the run's tail.
+    std::this_thread::sleep_for(100ms);
   }
+  CpuSample lag_end = sample_cpu(daemon_pid);
   std::string error;
   auto rows = exec_sql(sql,
                        "SELECT count(*),"
@@ -151,12 +174,18 @@ int measure_lag(cqrs::Client& client, PGconn* sql, const Options& options) {
   double p50 = std::atof(PQgetvalue(rows.get(), 0, 1));
   double p99 = std::atof(PQgetvalue(rows.get(), 0, 2));
   double worst = std::atof(PQgetvalue(rows.get(), 0, 3));
+  std::string share = options.rate > 0 ? "set by --rate; the issue peak was " + fixed(peak, 0)
+                                       : "half of the " + fixed(peak, 0) + " cmd/s issue peak";
   std::printf(
-      "projection lag at %s cmd/s (half of the %s cmd/s issue peak), %zu of %zu commands ok, "
+      "projection lag at %s cmd/s (%s), %zu of %zu commands ok, "
       "%s cards projected:\n  p50 %s ms  p99 %s ms  max %s ms  (goal p99 <= %s ms: %s)\n",
-      fixed(rate, 0).c_str(), fixed(peak, 0).c_str(), ok, count, PQgetvalue(rows.get(), 0, 0),
+      fixed(rate, 0).c_str(), share.c_str(), ok, count, PQgetvalue(rows.get(), 0, 0),
       fixed(p50, 2).c_str(), fixed(p99, 2).c_str(), fixed(worst, 2).c_str(),
       fixed(kLagGoalMs, 0).c_str(), p99 <= kLagGoalMs ? "met" : "MISSED");
+  std::printf("  CPU per command, peak run:   %s\n",
+              cpu_per_command(peak_start, peak_end, peak_count).c_str());
+  std::printf("  CPU per command, lag run:    %s\n",
+              cpu_per_command(lag_start, lag_end, count).c_str());
   return 0;
 }
 
@@ -314,9 +343,10 @@ int run(const Options& options) {
                          error)) {
       std::fprintf(stderr, "%s: %s\n", kProgram, error.c_str());
     } else {
-      auto daemon = BenchDaemon::start(
-          CQRSD_BIN, {"--db.url=" + *conninfo, "--server.port=0", "--log.level=warn"},
-          &g_interrupted, error);
+      std::vector<std::string> args = {"--db.url=" + *conninfo, "--server.port=0",
+                                       "--log.level=warn"};
+      args.insert(args.end(), options.daemon_args.begin(), options.daemon_args.end());
+      auto daemon = BenchDaemon::start(CQRSD_BIN, args, &g_interrupted, error);
       auto client =
           daemon ? cqrs::Client::connect("127.0.0.1", daemon->port())
                  : cqrs::Result<std::unique_ptr<cqrs::Client>>(cqrs::Error::unavailable(error));
@@ -326,7 +356,7 @@ int run(const Options& options) {
         std::printf("%s: PostgreSQL %s, %u CPUs; cqrsd and this client share them\n", kProgram,
                     query_value(sql.get(), "SHOW server_version").c_str(),
                     std::thread::hardware_concurrency());
-        result = measure_lag(**client, sql.get(), options);
+        result = measure_lag(**client, sql.get(), daemon->pid(), options);
         if (result == 0 && !g_interrupted) result = measure_rebuild(**client, sql.get(), options);
       }
     }
@@ -347,14 +377,20 @@ int main(int argc, char** argv) {
       options.seconds = std::max(1.0, std::atof(value().c_str()));
     } else if (arg == "--rebuild-events") {
       options.rebuild_events = static_cast<size_t>(std::max(1000L, std::atol(value().c_str())));
+    } else if (arg == "--rate") {
+      options.rate = std::max(0.0, std::atof(value().c_str()));
+    } else if (arg == "--daemon-arg") {
+      options.daemon_args.push_back(value());
     } else if (arg == "--url") {
       options.url = value();
     } else if (arg == "--keep") {
       options.keep = true;
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--seconds N] [--rebuild-events N] [--url CONNINFO] [--keep]\n",
-                   kProgram);
+      std::fprintf(
+          stderr,
+          "usage: %s [--seconds N] [--rebuild-events N] [--rate CMD_PER_S] [--url CONNINFO] "
+          "[--keep]\n",
+          kProgram);
       return arg == "--help" ? 0 : 2;
     }
   }
