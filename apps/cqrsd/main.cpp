@@ -141,8 +141,11 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
   // Metrics and health first, so probes see "unavailable" while the store is not reachable.
   std::unique_ptr<cqrs::actors::Observability> observability;
   if (cfg.metrics_port != 0) {
-    auto started = cqrs::actors::Observability::start(
-        system, {cfg.metrics_bind, cfg.metrics_port, cfg.db_url, std::chrono::seconds(5)});
+    cqrs::actors::Observability::Options options;
+    options.bind = cfg.metrics_bind;
+    options.port = cfg.metrics_port;
+    options.db_url = cfg.db_url;
+    auto started = cqrs::actors::Observability::start(system, std::move(options));
     if (!started) return fail("metrics endpoint: " + started.error().message());
     observability = std::move(started).value();
   }
