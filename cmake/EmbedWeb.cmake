@@ -2,6 +2,9 @@
 # cqrsd serves them without reading files at run time. Invoked in script mode:
 #   cmake -DWEB_DIR=... -DOUTPUT=... -P EmbedWeb.cmake
 file(GLOB _files RELATIVE "${WEB_DIR}" "${WEB_DIR}/*")
+if(NOT _files)
+  message(FATAL_ERROR "no files in ${WEB_DIR}: the web page would be missing")
+endif()
 list(SORT _files)
 set(_body "")
 foreach(_file IN LISTS _files)

@@ -114,6 +114,8 @@
       payload[input.name] = input.type === 'number' ? Number(input.value) : input.value.trim();
     }
     button.disabled = true;
+    delete result.dataset.status;
+    delete result.dataset.error;
     result.className = 'result';
     result.textContent = '…';
     try {
