@@ -447,7 +447,7 @@ class WebLimitTest : public WebTest {
   }
 };
 
-TEST_F(WebLimitTest, BodiesOverTheCommandLimitAre413) {
+TEST_F(WebLimitTest, BodiesOverTheCommandLimitAre413AndChunkedBodies411) {
   std::string at_limit = R"({"card_id":"big","amount":5})";
   at_limit.append(1024 - at_limit.size(), ' ');
   ASSERT_EQ(at_limit.size(), 1024u);
@@ -463,6 +463,23 @@ TEST_F(WebLimitTest, BodiesOverTheCommandLimitAre413) {
   EXPECT_EQ(far_over.status, 413);
   EXPECT_EQ(far_over.parsed().value("error", ""), "command_too_large") << far_over.body;
   EXPECT_EQ(events("giftcard-big").size(), 1u);
+
+  // A chunked body has no length to check up front: refused before it is read.
+  auto chunked = client_for(web_port_).Post(
+      "/api/commands/IssueGiftCard",
+      [](size_t offset, httplib::DataSink& sink) {
+        if (offset == 0) {
+          std::string body = R"({"card_id":"chunked","amount":5})";
+          sink.write(body.data(), body.size());
+        }
+        sink.done();
+        return true;
+      },
+      "application/json");
+  HttpReply refused_chunked = from(chunked);
+  EXPECT_EQ(refused_chunked.status, 411) << refused_chunked.body;
+  EXPECT_EQ(refused_chunked.parsed().value("error", ""), "length_required");
+  EXPECT_TRUE(events("giftcard-chunked").empty());
 }
 
 }  // namespace
