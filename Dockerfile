@@ -20,6 +20,7 @@ COPY actors/ actors/
 COPY domains/ domains/
 COPY apps/ apps/
 COPY schema/ schema/
+COPY web/ web/
 COPY config/ config/
 COPY docs/ docs/
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -71,6 +71,25 @@ DispatchReply DispatchReply::parse(const std::string& text) {
   return reply;
 }
 
+DispatchReply DispatchReply::from_error(const Error& error) {
+  return parse(
+      nlohmann::json{{"status", "error"}, {"error", error.code()}, {"message", error.message()}}
+          .dump());
+}
+
+std::string DispatchReply::canonical() const {
+  static const char* kOrder[] = {"status", "aggregate_id", "stream_id", "version", "command_id",
+                                 "events", "error",        "message",   "state"};
+  nlohmann::ordered_json out;
+  for (const char* key : kOrder) {
+    if (json.contains(key)) out[key] = json[key];
+  }
+  for (const auto& [key, value] : json.items()) {
+    if (!out.contains(key)) out[key] = value;
+  }
+  return out.dump();
+}
+
 Result<void> TlsOptions::validate() const {
   if (!enabled()) return {};
   const std::pair<const char*, const std::string*> files[] = {

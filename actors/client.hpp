@@ -45,6 +45,12 @@ struct DispatchReply {
 
   bool ok() const { return status == "ok"; }
   static DispatchReply parse(const std::string& text);
+  // The reply in the same shape for an error that kept the server's reply from arriving
+  // (transport_error, timeout, ...): {"status":"error","error":code,"message":..}.
+  static DispatchReply from_error(const Error& error);
+  // The reply as cqrsctl prints it: one line of JSON, its keys in a fixed order (status first,
+  // then the known keys, then any others).
+  std::string canonical() const;
 };
 
 // Mutual TLS: this client's certificate and key (PEM files), and the CA file that must vouch

@@ -118,10 +118,12 @@ Result<std::unique_ptr<Observability>> Observability::start(caf::actor_system& s
   metrics::HttpExporter::Routes routes;
   routes.metrics = [self] { return self->scrape(); };
   routes.health = [self] {
+    std::lock_guard lock(self->probe_mutex_);
     auto checked = self->probe_->check();
     if (checked) return metrics::HealthReport{true, ""};
     return metrics::HealthReport{false, first_line(checked.error().to_string())};
   };
+  if (out->options_.extend_routes) out->options_.extend_routes(routes);
   auto exporter =
       metrics::HttpExporter::start(out->options_.bind, out->options_.port, std::move(routes));
   if (!exporter) return exporter.error();
@@ -142,9 +144,11 @@ void Observability::attach(caf::actor gateway) {
 
 uint16_t Observability::port() const { return exporter_ ? exporter_->port() : 0; }
 
-// Runs on the endpoint's thread (scrapes never overlap): asks the gateway for the status reply of
-// `cqrsctl status` and refills the scrape-time families from it.
+// Runs on a serving thread, one scrape at a time (clearing a family while another scrape holds
+// one of its children would leave that reference dangling): asks the gateway for the status reply
+// of `cqrsctl status` and refills the scrape-time families from it.
 std::string Observability::scrape() {
+  std::lock_guard scraping(scrape_mutex_);
   caf::actor gateway;
   {
     std::lock_guard lock(mutex_);

@@ -8,17 +8,16 @@
 #include <caf/actor_system.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 
+#include "cqrs/metrics/http_exporter.hpp"
 #include "cqrs/metrics/registry.hpp"
 #include "cqrs/middleware.hpp"
 #include "cqrs/result.hpp"
 
-namespace cqrs::metrics {
-class HttpExporter;
-}
 namespace cqrs::pg {
 class HealthProbe;
 }
@@ -66,8 +65,10 @@ class MetricsMiddleware final : public Middleware {
 
 // Everything --metrics.port turns on. The HTTP endpoint starts with the object, so /healthz
 // answers (503) while cqrsd still waits for PostgreSQL; /metrics gathers the scrape-time figures
-// once attach() has named the gateway. Scrapes run on the endpoint's own thread and wait for the
-// gateway through a scoped actor with a timeout: they never block the actor scheduler.
+// once attach() has named the gateway. Scrapes run on the endpoint's serving threads and wait for
+// the gateway through a scoped actor with a timeout: they never block the actor scheduler.
+// Scrapes run one at a time (they refill shared families), and so do health probes (one
+// connection); a scrape and a probe may overlap, and other routes run beside both.
 class Observability {
  public:
   struct Options {
@@ -75,6 +76,8 @@ class Observability {
     uint16_t port = 0;  // REQUIRES: not 0 (0 means metrics are off; the caller skips start)
     std::string db_url;
     std::chrono::milliseconds collect_timeout{5000};
+    // Adds further routes to the endpoint (the web page), before it starts listening.
+    std::function<void(metrics::HttpExporter::Routes&)> extend_routes;
   };
   // Errors: invalid_argument when the address cannot be bound.
   static Result<std::unique_ptr<Observability>> start(caf::actor_system& system, Options options);
@@ -96,8 +99,10 @@ class Observability {
   caf::actor_system& system_;
   Options options_;
   std::shared_ptr<DaemonMetrics> metrics_;
+  std::mutex probe_mutex_;  // one probe at a time: guards probe_
   std::unique_ptr<pg::HealthProbe> probe_;
-  std::mutex mutex_;  // guards gateway_
+  std::mutex scrape_mutex_;  // one scrape at a time: it clears and refills families
+  std::mutex mutex_;         // guards gateway_
   caf::actor gateway_;
   std::unique_ptr<metrics::HttpExporter> exporter_;  // last: stops first
 };

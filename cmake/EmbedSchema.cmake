@@ -24,11 +24,5 @@ ${_body}  };
 
 }  // namespace cqrs::pg
 ")
-if(EXISTS "${OUTPUT}")
-  file(READ "${OUTPUT}" _old)
-else()
-  set(_old "")
-endif()
-if(NOT _old STREQUAL _content)
-  file(WRITE "${OUTPUT}" "${_content}")
-endif()
+include("${CMAKE_CURRENT_LIST_DIR}/WriteIfChanged.cmake")
+cqrs_write_if_changed("${OUTPUT}" "${_content}")

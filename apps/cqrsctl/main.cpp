@@ -39,22 +39,7 @@ int exit_code_for(const cqrs::DispatchReply& reply) {
 }
 
 std::string transport_reply(const cqrs::Error& error) {
-  return nlohmann::json{{"status", "error"}, {"error", error.code()}, {"message", error.message()}}
-      .dump();
-}
-
-// The reply with its keys in a fixed, readable order: status first.
-std::string canonical(const nlohmann::json& reply) {
-  static const char* kOrder[] = {"status", "aggregate_id", "stream_id", "version", "command_id",
-                                 "events", "error",        "message",   "state"};
-  nlohmann::ordered_json out;
-  for (const char* key : kOrder) {
-    if (reply.contains(key)) out[key] = reply[key];
-  }
-  for (const auto& [key, value] : reply.items()) {
-    if (!out.contains(key)) out[key] = value;
-  }
-  return out.dump();
+  return cqrs::DispatchReply::from_error(error).canonical();
 }
 
 // `cqrsctl history --format table`: version, time, type, data (metadata left out).
@@ -76,7 +61,7 @@ int print_reply(const cqrs::Result<cqrs::DispatchReply>& reply) {
     std::fprintf(stderr, "cqrsctl: %s\n", reply.error().to_string().c_str());
     return kExitError;
   }
-  std::printf("%s\n", canonical(reply->json).c_str());
+  std::printf("%s\n", reply->canonical().c_str());
   if (reply->status == "error") {
     std::fprintf(stderr, "cqrsctl: %s: %s\n", reply->error.c_str(), reply->message.c_str());
   }
@@ -107,7 +92,7 @@ int dispatch_stdin(cqrs::Client& client, size_t window, std::chrono::millisecond
                          std::string text = reply ? *reply : transport_reply(reply.error());
                          auto parsed = cqrs::DispatchReply::parse(text);
                          worst = std::max(worst, exit_code_for(parsed));
-                         results[index] = canonical(parsed.json);
+                         results[index] = parsed.canonical();
                          while (printed < results.size() && results[printed]) {
                            std::printf("%s\n", results[printed]->c_str());
                            ++printed;

@@ -21,6 +21,7 @@
 #include "actors/middlewares.hpp"
 #include "actors/router.hpp"
 #include "actors/store_pool.hpp"
+#include "actors/web.hpp"
 #include "bank/bank.hpp"
 #include "cqrs/pg/connection.hpp"
 #include "cqrs/pg/migrate.hpp"
@@ -53,6 +54,7 @@ class DaemonConfig : public caf::actor_system_config {
   std::string log_format = "text";
   std::string metrics_bind = "127.0.0.1";
   uint16_t metrics_port = 0;
+  bool web_enabled = false;
 
   DaemonConfig() {
     load<caf::io::middleman>();
@@ -98,6 +100,9 @@ class DaemonConfig : public caf::actor_system_config {
     opt_group{custom_options_, "metrics"}
         .add(metrics_bind, "bind", "address of the metrics and health endpoint")
         .add(metrics_port, "port", "HTTP port for /metrics and /healthz (0: off)");
+    opt_group{custom_options_, "web"}.add(
+        web_enabled, "enabled",
+        "serve the gift card demo page and its JSON API on the metrics port (needs metrics.port)");
   }
 
   cqrs::Result<void> enable_tls();
@@ -138,11 +143,28 @@ cqrs::Result<cqrs::pg::MigrationReport> connect_and_migrate(const std::string& u
 }
 
 int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
+  if (cfg.web_enabled && cfg.metrics_port == 0) {
+    return fail("web.enabled needs metrics.port: the page is served on the metrics endpoint");
+  }
+  // The web page's routes run on the endpoint: declared first, so it outlives the endpoint.
+  std::unique_ptr<cqrs::actors::WebUi> web;
+  if (cfg.web_enabled) {
+    cqrs::actors::WebUi::Options options;
+    options.db_url = cfg.db_url;
+    options.max_command_bytes = cfg.max_command_bytes;
+    options.command_timeout =
+        std::chrono::duration_cast<std::chrono::milliseconds>(cfg.default_timeout);
+    web = std::make_unique<cqrs::actors::WebUi>(system, std::move(options));
+  }
   // Metrics and health first, so probes see "unavailable" while the store is not reachable.
   std::unique_ptr<cqrs::actors::Observability> observability;
   if (cfg.metrics_port != 0) {
-    auto started = cqrs::actors::Observability::start(
-        system, {cfg.metrics_bind, cfg.metrics_port, cfg.db_url, std::chrono::seconds(5)});
+    cqrs::actors::Observability::Options options;
+    options.bind = cfg.metrics_bind;
+    options.port = cfg.metrics_port;
+    options.db_url = cfg.db_url;
+    if (web) options.extend_routes = [&web](auto& routes) { web->add_routes(routes); };
+    auto started = cqrs::actors::Observability::start(system, std::move(options));
     if (!started) return fail("metrics endpoint: " + started.error().message());
     observability = std::move(started).value();
   }
@@ -188,6 +210,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
   if (observability) middlewares.push_back(observability->middleware());
   auto gateway = cqrs::actors::spawn_gateway(system, domain, router, gateway_config, middlewares);
   if (observability) observability->attach(gateway);
+  if (web) web->attach(gateway);
 
   // Handlers behind the store, woken by one LISTEN connection.
   std::vector<caf::actor> handler_actors;
@@ -209,6 +232,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
 
   auto stop_all = [&] {
     observability.reset();
+    web.reset();
     notifier.reset();
     for (auto& actor : handler_actors) caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
     for (auto& actor : {gateway, router, pool}) {
@@ -236,6 +260,17 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
       "'{\"card_id\":\"c1\",\"amount\":5000}'\n",
       static_cast<unsigned>(*port),
       tls ? " --tls.cert CLIENT.pem --tls.key CLIENT.key --tls.ca CA.pem" : "");
+  if (web) {
+    std::printf("cqrsd: web page at http://%s:%u/\n", cfg.metrics_bind.c_str(),
+                static_cast<unsigned>(observability->port()));
+    if (cfg.metrics_bind != "127.0.0.1" && cfg.metrics_bind != "localhost" &&
+        cfg.metrics_bind != "::1") {
+      cqrs::log::warn(
+          "the web page listens on a non-loopback address: anyone who can reach it can send "
+          "commands (it has no authentication)",
+          {{"bind", cfg.metrics_bind}});
+    }
+  }
   std::fflush(stdout);
   cqrs::log::info(
       "listening",

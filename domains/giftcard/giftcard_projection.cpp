@@ -79,4 +79,35 @@ cqrs::Result<void> SummaryProjector::project(const cqrs::Event& event, cqrs::Pro
   return {};
 }
 
+cqrs::Result<nlohmann::json> read_summary(cqrs::pg::Connection& conn, int64_t limit) {
+  // to_char() with a fixed UTC format keeps the times exact and independent of the session's
+  // TimeZone and DateStyle.
+  static const char* kQuery = R"sql(
+    WITH newest AS (
+      SELECT card_id, initial_value, remaining_value, status,
+             to_char(issued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS issued_at,
+             to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS updated_at
+        FROM giftcard_summary
+       ORDER BY giftcard_summary.issued_at DESC, card_id
+       LIMIT $1),
+    totals AS (
+      SELECT count(*) AS cards,
+             coalesce(sum(remaining_value) FILTER (WHERE status = 'active'), 0) AS outstanding
+        FROM giftcard_summary)
+    SELECT json_build_object(
+             'cards', coalesce((SELECT json_agg(newest ORDER BY issued_at DESC, card_id)
+                                  FROM newest), '[]'::json),
+             'totals', json_build_object('cards', totals.cards, 'outstanding', totals.outstanding),
+             'truncated', totals.cards > $1)::text
+      FROM totals)sql";
+  auto rows = conn.exec(kQuery, Params().add(limit));
+  if (!rows) return rows.error();
+  auto parsed = nlohmann::json::parse(rows->text(0, 0), nullptr, false);
+  if (parsed.is_discarded()) {
+    return cqrs::Error(cqrs::ErrorKind::kInternal, cqrs::errc::kStoreError,
+                       "giftcard_summary read returned malformed JSON");
+  }
+  return parsed;
+}
+
 }  // namespace giftcard

@@ -1,12 +1,23 @@
-// The gift card read model: giftcard_summary, one row per card (schema/004_read_models.sql).
+// The gift card read model: giftcard_summary, one row per card (schema/004_read_models.sql),
+// its projector, and the read the demo web page serves. Every commit that changes the table
+// sends a NOTIFY on the channel kSummaryChannel (schema/008_giftcard_summary_notify.sql).
 #pragma once
 
+#include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cqrs/handlers/handler.hpp"
 
+namespace cqrs::pg {
+class Connection;
+}
+
 namespace giftcard {
+
+inline constexpr std::string_view kSummaryChannel = "giftcard_summary";
 
 // Keeps giftcard_summary: each card's initial and remaining value and its status.
 //
@@ -22,5 +33,13 @@ class SummaryProjector : public cqrs::Projector {
   cqrs::Result<void> project(const cqrs::Event& event, cqrs::ProjectionSql& sql) override;
   std::string reset_sql() const override { return "TRUNCATE giftcard_summary"; }
 };
+
+// The newest `limit` cards (by issue time, then card id) and totals over all cards, read in one
+// statement, hence from one snapshot:
+//   {"cards":[{"card_id","initial_value","remaining_value","status","issued_at","updated_at"}],
+//    "totals":{"cards":n,"outstanding":m},"truncated":bool}
+// Times are UTC, ISO 8601 with microseconds; `outstanding` sums remaining_value of active cards;
+// `truncated` says that more than `limit` cards exist. Errors: store errors.
+cqrs::Result<nlohmann::json> read_summary(cqrs::pg::Connection& conn, int64_t limit);
 
 }  // namespace giftcard

@@ -182,7 +182,7 @@ void SystemTest::SetUp() {
 void DaemonTest::SetUp() {
   SystemTest::SetUp();
   if (HasFatalFailure()) return;
-  daemon_ = start_daemon();
+  daemon_ = start_daemon(daemon_args());
   ASSERT_NE(daemon_, nullptr);
 }
 

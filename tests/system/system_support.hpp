@@ -121,6 +121,8 @@ class DaemonTest : public SystemTest {
   void SetUp() override;
   void TearDown() override;
   uint16_t port() const { return daemon_->port(); }
+  // Options the daemon gets besides Daemon::start's own (for fixtures that need some).
+  virtual std::vector<std::string> daemon_args() { return {}; }
 
   std::unique_ptr<Daemon> daemon_;
 };

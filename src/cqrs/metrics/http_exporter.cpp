@@ -3,6 +3,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -11,9 +12,122 @@
 #include "cqrs/metrics/registry.hpp"
 
 namespace cqrs::metrics {
+namespace {
+
+// Idle keep-alive connections hold a serving thread until this passes; requests on one
+// connection at most.
+constexpr size_t kKeepAliveMaxRequests = 100;
+// How soon a reconnecting EventSource tries again after the stream ended.
+constexpr int kStreamRetryMs = 1000;
+
+template <class Json>
+std::string dump(const Json& body) {
+  return body.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+// The shape of cqrsd's error replies (status first, as cqrsctl prints them).
+std::string error_body(std::string_view code, std::string_view message) {
+  nlohmann::ordered_json body;
+  body["status"] = "error";
+  body["error"] = code;
+  body["message"] = message;
+  return dump(body);
+}
+
+void apply(const HttpResponse& from, httplib::Response& to) {
+  to.status = from.status;
+  for (const auto& [name, value] : from.headers) to.set_header(name, value);
+  to.set_content(from.body, from.content_type.c_str());
+}
+
+// The body of an error answer that has none of its own.
+std::string default_error_body(int status, size_t max_body_bytes) {
+  switch (status) {
+    case 400:
+      return error_body("bad_request", "the request is malformed");
+    case 404:
+      return error_body("not_found", "no such path");
+    case 405:
+      return error_body("method_not_allowed", "the path does not take this method");
+    case 411:
+      return error_body("length_required", "send the body with a Content-Length");
+    case 413:
+      return error_body("command_too_large", "the body exceeds " + std::to_string(max_body_bytes) +
+                                                 " bytes (limits.max_command_bytes)");
+    default:
+      return error_body("http_" + std::to_string(status), "the request failed");
+  }
+}
+
+void add_route(httplib::Server& server, HttpExporter::Route route, size_t max_body_bytes) {
+  std::string allow;
+  for (const auto& method : route.methods) allow += (allow.empty() ? "" : ", ") + method;
+  auto handle = [route, allow, max_body_bytes](const httplib::Request& request,
+                                               httplib::Response& response) {
+    std::string method = request.method == "HEAD" ? "GET" : request.method;
+    if (std::find(route.methods.begin(), route.methods.end(), method) == route.methods.end()) {
+      response.status = 405;
+      response.set_header("Allow", allow);
+      return;
+    }
+    if (max_body_bytes != 0 && request.body.size() > max_body_bytes) {
+      response.status = 413;
+      return;
+    }
+    HttpRequest in{request.method, request.path, {}, request.body};
+    for (size_t idx = 1; idx < request.matches.size(); ++idx) {
+      in.captures.push_back(request.matches[idx].str());
+    }
+    apply(route.handle(in), response);
+  };
+  server.Get(route.pattern, handle);
+  server.Post(route.pattern, handle);
+  server.Put(route.pattern, handle);
+  server.Patch(route.pattern, handle);
+  server.Delete(route.pattern, handle);
+  server.Options(route.pattern, handle);
+}
+
+void add_stream(httplib::Server& server, HttpExporter::EventStream stream, size_t max_streams) {
+  server.Get(
+      stream.path, [stream, max_streams](const httplib::Request&, httplib::Response& response) {
+        if (!stream.hub->try_open(max_streams)) {
+          response.status = 503;
+          response.set_header("Retry-After", "2");
+          response.set_content(error_body("too_many_streams",
+                                          std::to_string(max_streams) + " event streams are open"),
+                               "application/json");
+          return;
+        }
+        response.set_header("Cache-Control", "no-cache");
+        auto seen = std::make_shared<uint64_t>(0);
+        response.set_chunked_content_provider(
+            "text/event-stream",
+            [stream, seen](size_t offset, httplib::DataSink& sink) {
+              std::string chunk =
+                  offset == 0 ? "retry: " + std::to_string(kStreamRetryMs) + "\n\n" : std::string();
+              EventHub::Next next = stream.hub->next(*seen, stream.keepalive);
+              if (next.kind == EventHub::Next::Kind::kClosed) {
+                if (!chunk.empty() && !sink.write(chunk.data(), chunk.size())) return false;
+                sink.done();
+                return true;
+              }
+              if (next.kind == EventHub::Next::Kind::kMessage) {
+                chunk += "event: " + stream.event + "\ndata: " + next.message + "\n\n";
+              } else {
+                chunk += ": keep-alive\n\n";
+              }
+              return sink.write(chunk.data(), chunk.size());
+            },
+            [hub = stream.hub](bool) { hub->release(); });
+      });
+}
+
+}  // namespace
 
 struct HttpExporter::Impl {
   httplib::Server server;
+  std::vector<std::shared_ptr<EventHub>> hubs;
   std::thread listener;
   std::atomic<bool> listener_done{false};
 };
@@ -22,6 +136,7 @@ HttpExporter::HttpExporter(std::unique_ptr<Impl> impl, uint16_t port)
     : impl_(std::move(impl)), port_(port) {}
 
 HttpExporter::~HttpExporter() {
+  for (auto& hub : impl_->hubs) hub->close();
   impl_->server.stop();
   if (impl_->listener.joinable()) impl_->listener.join();
 }
@@ -30,11 +145,26 @@ Result<std::unique_ptr<HttpExporter>> HttpExporter::start(const std::string& hos
                                                           Routes routes) {
   auto impl = std::make_unique<Impl>();
   httplib::Server& server = impl->server;
-  // One serving thread: scrapes and probes are rare, and the callbacks then never overlap.
-  server.new_task_queue = [] { return new httplib::ThreadPool(1); };
-  server.set_keep_alive_max_count(1);
+  // A bounded pool: scrapes, probes, API requests and event streams at once, and no more
+  // threads than that whatever the number of clients (further connections wait in the queue).
+  server.new_task_queue = [] { return new httplib::ThreadPool(kServingThreads); };
+  server.set_keep_alive_max_count(kKeepAliveMaxRequests);
+  server.set_keep_alive_timeout(kKeepAliveSeconds);
   server.set_read_timeout(std::chrono::seconds(2));
   server.set_write_timeout(std::chrono::seconds(2));
+  size_t max_body_bytes = routes.max_body_bytes;
+  if (max_body_bytes != 0) {
+    server.set_payload_max_length(max_body_bytes);
+    // The payload limit applies to bodies with a Content-Length only: refuse chunked ones.
+    server.set_pre_routing_handler(
+        [](const httplib::Request& request, httplib::Response& response) {
+          if (request.get_header_value("Transfer-Encoding").find("chunked") == std::string::npos) {
+            return httplib::Server::HandlerResponse::Unhandled;
+          }
+          response.status = 411;
+          return httplib::Server::HandlerResponse::Handled;
+        });
+  }
   server.Get("/metrics", [metrics = std::move(routes.metrics)](const httplib::Request&,
                                                                httplib::Response& response) {
     response.set_content(metrics(), kPrometheusContentType);
@@ -45,9 +175,20 @@ Result<std::unique_ptr<HttpExporter>> HttpExporter::start(const std::string& hos
     nlohmann::json body = {{"status", report.ready ? "ok" : "unavailable"}};
     if (!report.ready) body["reason"] = report.reason;
     response.status = report.ready ? 200 : 503;
-    response.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-                         "application/json");
+    response.set_content(dump(body), "application/json");
   });
+  for (auto& stream : routes.streams) {
+    impl->hubs.push_back(stream.hub);
+    add_stream(server, std::move(stream), routes.max_streams);
+  }
+  for (auto& route : routes.routes) add_route(server, std::move(route), max_body_bytes);
+  server.set_error_handler(httplib::Server::HandlerWithResponse(
+      [max_body_bytes](const httplib::Request&, httplib::Response& response) {
+        if (!response.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        response.set_content(default_error_body(response.status, max_body_bytes),
+                             "application/json");
+        return httplib::Server::HandlerResponse::Handled;
+      }));
   server.set_exception_handler(
       [](const httplib::Request&, httplib::Response& response, std::exception_ptr) {
         response.status = 500;
