@@ -447,7 +447,7 @@ class WebLimitTest : public WebTest {
   }
 };
 
-TEST_F(WebLimitTest, BodiesOverTheCommandLimitAre413AndChunkedBodies411) {
+TEST_F(WebLimitTest, BodiesOverTheCommandLimitAre413ChunkedOrNot) {
   std::string at_limit = R"({"card_id":"big","amount":5})";
   at_limit.append(1024 - at_limit.size(), ' ');
   ASSERT_EQ(at_limit.size(), 1024u);
@@ -464,22 +464,31 @@ TEST_F(WebLimitTest, BodiesOverTheCommandLimitAre413AndChunkedBodies411) {
   EXPECT_EQ(far_over.parsed().value("error", ""), "command_too_large") << far_over.body;
   EXPECT_EQ(events("giftcard-big").size(), 1u);
 
-  // A chunked body has no length to check up front: refused before it is read.
-  auto chunked = client_for(web_port_).Post(
-      "/api/commands/IssueGiftCard",
-      [](size_t offset, httplib::DataSink& sink) {
-        if (offset == 0) {
-          std::string body = R"({"card_id":"chunked","amount":5})";
-          sink.write(body.data(), body.size());
-        }
-        sink.done();
-        return true;
-      },
-      "application/json");
-  HttpReply refused_chunked = from(chunked);
-  EXPECT_EQ(refused_chunked.status, 411) << refused_chunked.body;
-  EXPECT_EQ(refused_chunked.parsed().value("error", ""), "length_required");
-  EXPECT_TRUE(events("giftcard-chunked").empty());
+  // A chunked body has no length to check up front: it is read up to the limit.
+  auto send_chunked = [&](std::string body) {
+    return from(client_for(web_port_).Post(
+        "/api/commands/IssueGiftCard",
+        [body](size_t offset, httplib::DataSink& sink) {
+          constexpr size_t kChunk = 100;
+          if (offset < body.size()) {
+            size_t length = std::min(kChunk, body.size() - offset);
+            sink.write(body.data() + offset, length);
+          } else {
+            sink.done();
+          }
+          return true;
+        },
+        "application/json"));
+  };
+  HttpReply chunked = send_chunked(R"({"card_id":"chunked","amount":5})");
+  EXPECT_EQ(chunked.status, 200) << chunked.body;
+  EXPECT_EQ(events("giftcard-chunked").size(), 1u);
+  std::string chunked_over = R"({"card_id":"chunked-over","amount":5})";
+  chunked_over.append(2048, ' ');
+  HttpReply refused_chunked = send_chunked(chunked_over);
+  EXPECT_EQ(refused_chunked.status, 413) << refused_chunked.body;
+  EXPECT_EQ(refused_chunked.parsed().value("error", ""), "command_too_large");
+  EXPECT_TRUE(events("giftcard-chunked-over").empty());
 }
 
 }  // namespace

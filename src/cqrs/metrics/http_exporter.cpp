@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -49,8 +50,6 @@ std::string default_error_body(int status, size_t max_body_bytes) {
       return error_body("not_found", "no such path");
     case 405:
       return error_body("method_not_allowed", "the path does not take this method");
-    case 411:
-      return error_body("length_required", "send the body with a Content-Length");
     case 413:
       return error_body("command_too_large", "the body exceeds " + std::to_string(max_body_bytes) +
                                                  " bytes (limits.max_command_bytes)");
@@ -59,33 +58,69 @@ std::string default_error_body(int status, size_t max_body_bytes) {
   }
 }
 
+// A body over the limit is still read, up to this much more, so that the client gets its 413
+// instead of a connection reset while it is still sending; beyond that the connection is dropped.
+constexpr size_t kMaxDrainBytes = 1 << 20;
+
 void add_route(httplib::Server& server, HttpExporter::Route route, size_t max_body_bytes) {
   std::string allow;
   for (const auto& method : route.methods) allow += (allow.empty() ? "" : ", ") + method;
+  // Reads the body through a receiver, so that the limit holds for chunked bodies too (the
+  // library checks only a Content-Length against its payload limit).
   auto handle = [route, allow, max_body_bytes](const httplib::Request& request,
-                                               httplib::Response& response) {
+                                               httplib::Response& response,
+                                               const httplib::ContentReader* reader) {
     std::string method = request.method == "HEAD" ? "GET" : request.method;
     if (std::find(route.methods.begin(), route.methods.end(), method) == route.methods.end()) {
       response.status = 405;
       response.set_header("Allow", allow);
       return;
     }
-    if (max_body_bytes != 0 && request.body.size() > max_body_bytes) {
+    std::string body = request.body;
+    size_t received = body.size();
+    if (reader != nullptr) {
+      bool complete = (*reader)([&](const char* data, size_t length) {
+        received += length;
+        if (max_body_bytes == 0 || received <= max_body_bytes) {
+          body.append(data, length);
+          return true;
+        }
+        return received <= max_body_bytes + kMaxDrainBytes;
+      });
+      if (!complete) {
+        // Cut off: by the receiver above, by the library (a Content-Length past the payload
+        // limit), or by a malformed or interrupted body.
+        uint64_t declared =
+            std::strtoull(request.get_header_value("Content-Length").c_str(), nullptr, 10);
+        bool too_large =
+            max_body_bytes != 0 && (received > max_body_bytes || declared > max_body_bytes);
+        response.status = too_large ? 413 : 400;
+        return;
+      }
+    }
+    if (max_body_bytes != 0 && received > max_body_bytes) {
       response.status = 413;
       return;
     }
-    HttpRequest in{request.method, request.path, {}, request.body};
+    HttpRequest in{request.method, request.path, {}, std::move(body)};
     for (size_t idx = 1; idx < request.matches.size(); ++idx) {
       in.captures.push_back(request.matches[idx].str());
     }
     apply(route.handle(in), response);
   };
-  server.Get(route.pattern, handle);
-  server.Post(route.pattern, handle);
-  server.Put(route.pattern, handle);
-  server.Patch(route.pattern, handle);
-  server.Delete(route.pattern, handle);
-  server.Options(route.pattern, handle);
+  auto without_body = [handle](const httplib::Request& request, httplib::Response& response) {
+    handle(request, response, nullptr);
+  };
+  auto with_body = [handle](const httplib::Request& request, httplib::Response& response,
+                            const httplib::ContentReader& reader) {
+    handle(request, response, &reader);
+  };
+  server.Get(route.pattern, without_body);
+  server.Post(route.pattern, with_body);
+  server.Put(route.pattern, with_body);
+  server.Patch(route.pattern, with_body);
+  server.Delete(route.pattern, with_body);
+  server.Options(route.pattern, without_body);
 }
 
 void add_stream(httplib::Server& server, HttpExporter::EventStream stream, size_t max_streams) {
@@ -154,16 +189,8 @@ Result<std::unique_ptr<HttpExporter>> HttpExporter::start(const std::string& hos
   server.set_write_timeout(std::chrono::seconds(2));
   size_t max_body_bytes = routes.max_body_bytes;
   if (max_body_bytes != 0) {
-    server.set_payload_max_length(max_body_bytes);
-    // The payload limit applies to bodies with a Content-Length only: refuse chunked ones.
-    server.set_pre_routing_handler(
-        [](const httplib::Request& request, httplib::Response& response) {
-          if (request.get_header_value("Transfer-Encoding").find("chunked") == std::string::npos) {
-            return httplib::Server::HandlerResponse::Unhandled;
-          }
-          response.status = 411;
-          return httplib::Server::HandlerResponse::Handled;
-        });
+    // Larger bodies are not read at all (the receiver below drains up to this much).
+    server.set_payload_max_length(max_body_bytes + kMaxDrainBytes);
   }
   server.Get("/metrics", [metrics = std::move(routes.metrics)](const httplib::Request&,
                                                                httplib::Response& response) {
