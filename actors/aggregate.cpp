@@ -2,7 +2,7 @@
 #include "actors/aggregate.hpp"
 
 #include <caf/all.hpp>
-#include <deque>
+#include <list>
 #include <variant>
 
 #include "actors/replies.hpp"
@@ -32,7 +32,9 @@ struct AggregateState {
   bool busy = false;
   int attempts = 0;
   uint64_t received = 0;
-  std::deque<std::variant<PendingCommand, PendingQuery>> queue;
+  // A list, not a deque: an empty one allocates nothing (a deque allocates ~560 bytes up front,
+  // and most of the many live aggregates have nothing queued).
+  std::list<std::variant<PendingCommand, PendingQuery>> queue;
   static inline const char* name = "cqrs.aggregate";
 };
 

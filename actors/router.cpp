@@ -19,7 +19,7 @@ struct LiveAggregate {
   caf::actor actor;
   uint64_t forwarded = 0;  // messages sent to it; compared with its idle report
   Clock::time_point last_used;
-  std::list<std::string>::iterator lru;  // its place in RouterState::by_last_use
+  std::list<const std::string*>::iterator lru;  // its place in RouterState::by_last_use
 };
 
 // Idle aggregates are found by a periodic sweep over the aggregates in order of last use, so a
@@ -28,7 +28,8 @@ struct RouterState {
   caf::actor pool;
   AggregateConfig config;
   std::unordered_map<std::string, LiveAggregate> live;
-  std::list<std::string> by_last_use;  // least recently used first
+  // Least recently used first; each names a key of `live` (stable while the entry exists).
+  std::list<const std::string*> by_last_use;
   bool sweep_armed = false;
   uint64_t stops_since_trim = 0;
   std::chrono::steady_clock::time_point last_trim{};
@@ -73,10 +74,10 @@ LiveAggregate& find_or_spawn(RouterActor* self, const AggregateType* type,
   caf::actor aggregate =
       spawn_aggregate(self, st.config, st.pool, caf::actor_cast<caf::actor>(self), type, stream_id);
   self->monitor(aggregate);
-  auto lru = st.by_last_use.insert(st.by_last_use.end(), stream_id);
-  LiveAggregate& added =
-      st.live.emplace(stream_id, LiveAggregate{aggregate, 0, self->clock().now(), lru})
-          .first->second;
+  auto entry =
+      st.live.emplace(stream_id, LiveAggregate{aggregate, 0, self->clock().now(), {}}).first;
+  LiveAggregate& added = entry->second;
+  added.lru = st.by_last_use.insert(st.by_last_use.end(), &entry->first);
   arm_sweep(self);
   return added;
 }
@@ -90,7 +91,7 @@ void sweep(RouterActor* self) {
   auto now = self->clock().now();
   auto idle_since = now - std::chrono::duration_cast<Clock::duration>(st.config.idle_timeout);
   while (!st.by_last_use.empty()) {
-    auto it = st.live.find(st.by_last_use.front());
+    auto it = st.live.find(*st.by_last_use.front());
     if (it == st.live.end()) {  // cannot happen: both are updated together
       st.by_last_use.pop_front();
       continue;
