@@ -36,6 +36,7 @@ using write_atom = caf::atom_constant<caf::atom("write")>;
 using load_atom = caf::atom_constant<caf::atom("load")>;
 using snapshot_atom = caf::atom_constant<caf::atom("snapshot")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
+using trim_atom = caf::atom_constant<caf::atom("trim")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using wake_atom = caf::atom_constant<caf::atom("wake")>;

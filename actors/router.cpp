@@ -32,6 +32,7 @@ struct RouterState {
   std::list<const std::string*> by_last_use;
   bool sweep_armed = false;
   uint64_t stops_since_trim = 0;
+  bool trim_scheduled = false;
   std::chrono::steady_clock::time_point last_trim{};
   static inline const char* name = "cqrs.router";
 };
@@ -106,14 +107,26 @@ void sweep(RouterActor* self) {
 
 // glibc keeps the memory of stopped aggregates for reuse instead of returning it to the system,
 // so an idle daemon would stay at its peak size. After many stops (or when none is left), hand
-// it back, at most every 10 s: malloc_trim takes milliseconds on a large heap.
-void return_memory_after_stops(RouterState& state) {
+// it back, at most every 10 s: malloc_trim takes milliseconds on a large heap. The trim runs a
+// second later, after the stopped actors have processed their stop and freed their memory, and
+// a trim that falls inside the 10 s is postponed, not dropped.
+void return_memory_after_stops(RouterActor* self) {
   constexpr uint64_t kStopsPerTrim = 10000;
-  ++state.stops_since_trim;
-  if (state.stops_since_trim < kStopsPerTrim && !state.live.empty()) return;
+  constexpr auto kTrimDelay = std::chrono::seconds(1);
+  constexpr auto kTrimEvery = std::chrono::seconds(10);
+  auto& st = self->state;
+  ++st.stops_since_trim;
+  if (st.trim_scheduled || (st.stops_since_trim < kStopsPerTrim && !st.live.empty())) return;
   auto now = std::chrono::steady_clock::now();
-  if (now - state.last_trim < std::chrono::seconds(10)) return;
-  state.last_trim = now;
+  auto delay =
+      std::max<std::chrono::steady_clock::duration>(kTrimDelay, st.last_trim + kTrimEvery - now);
+  st.trim_scheduled = true;
+  self->delayed_send(self, delay, trim_atom::value);
+}
+
+void trim(RouterState& state) {
+  state.trim_scheduled = false;
+  state.last_trim = std::chrono::steady_clock::now();
   state.stops_since_trim = 0;
   malloc_trim(0);
 }
@@ -163,9 +176,10 @@ caf::behavior router(RouterActor* self, caf::actor pool, AggregateConfig config)
         self->demonitor(it->second.actor);
         self->send(it->second.actor, stop_atom::value);
         forget(self->state, it);
-        return_memory_after_stops(self->state);
+        return_memory_after_stops(self);
       },
       [self](sweep_atom) { sweep(self); },
+      [self](trim_atom) { trim(self->state); },
       [self](status_atom) { return static_cast<uint64_t>(self->state.live.size()); },
   };
 }
