@@ -49,6 +49,7 @@ class DaemonConfig : public caf::actor_system_config {
   caf::timespan default_timeout = std::chrono::seconds(5);
   caf::timespan drain_timeout = std::chrono::seconds(30);
   bool handlers_enabled = true;
+  bool handlers_disabled = false;  // the command line's way to say enabled = false
   caf::timespan poll_interval = std::chrono::seconds(1);
   std::string log_level = "info";
   std::string log_format = "text";
@@ -92,6 +93,8 @@ class DaemonConfig : public caf::actor_system_config {
     opt_group{custom_options_, "handlers"}
         .add(handlers_enabled, "enabled",
              "run projectors and process managers in this process (each runs in one process)")
+        .add(handlers_disabled, "disabled",
+             "run no handlers in this process (on the command line, instead of enabled=false)")
         .add(poll_interval, "poll_interval",
              "how often handlers look for events when no notification came");
     opt_group{custom_options_, "log"}
@@ -215,7 +218,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
   // Handlers behind the store, woken by one LISTEN connection.
   std::vector<caf::actor> handler_actors;
   std::vector<cqrs::actors::HandlerRef> handler_refs;
-  if (cfg.handlers_enabled) {
+  if (cfg.handlers_enabled && !cfg.handlers_disabled) {
     cqrs::actors::HandlerActorConfig handler_config;
     handler_config.poll_interval =
         std::chrono::duration_cast<std::chrono::milliseconds>(cfg.poll_interval);

@@ -861,6 +861,32 @@ TEST_F(ReadSideTest, TransfersConserveMoneyThroughKills) {
   daemon->stop();
 }
 
+// --handlers.disabled (the command line cannot set handlers.enabled to false): the process takes
+// commands and runs no handler; a second process runs them.
+TEST_F(ReadSideTest, HandlersDisabledRunsNoneAndAnotherProcessProjects) {
+  auto commands_only = start_daemon({"--handlers.disabled"});
+  ASSERT_NE(commands_only, nullptr);
+  json status = status_of(commands_only->port());
+  ASSERT_EQ(status.value("status", ""), "ok") << status.dump();
+  EXPECT_TRUE(status["handlers"].is_array() && status["handlers"].empty()) << status.dump();
+  CtlReply issued =
+      dispatch(commands_only->port(), "IssueGiftCard", {{"card_id", "split"}, {"amount", 10}});
+  ASSERT_EQ(issued.status(), "ok") << issued.describe();
+
+  auto projecting = start_daemon();
+  ASSERT_NE(projecting, nullptr);
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  std::string row;
+  while (std::chrono::steady_clock::now() < deadline) {
+    row = scalar("SELECT count(*) FROM giftcard_summary WHERE card_id = 'split'");
+    if (row == "1") break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(row, "1");
+  projecting->stop();
+  commands_only->stop();
+}
+
 TEST_F(ReadSideTest, TwoDaemonsHandlerTakeover) {
   std::unique_ptr<Daemon> first;
   std::unique_ptr<Daemon> second;
