@@ -20,7 +20,8 @@ struct HandlerActorState {
   caf::actor gateway;
   HandlerActorConfig config;
   uint64_t generation = 0;  // of the step scheduled last; older step messages are ignored
-  bool waiting = false;     // caught up: a wake-up steps at once
+  bool waiting = false;     // caught up: a wake-up steps (at once, or after min_step_interval)
+  std::chrono::steady_clock::time_point last_step{};  // when the last step began
   std::optional<Position> reported;
   HandlerState logged_state = HandlerState::kStarting;  // the state the last log line named
   static inline const char* name = "cqrs.handler";
@@ -64,6 +65,7 @@ void log_state_change(HandlerActorState& st) {
 void run_step(HandlerActor* self) {
   auto& st = self->state;
   st.waiting = false;
+  st.last_step = std::chrono::steady_clock::now();
   HandlerRunner::Step step = st.runner->step();
   log_state_change(st);
   using Next = HandlerRunner::Step::Next;
@@ -185,7 +187,13 @@ caf::behavior handler_actor(HandlerActor* self, std::shared_ptr<Handler> handler
         if (generation == self->state.generation) run_step(self);
       },
       [self](wake_atom) {
-        if (self->state.waiting) schedule(self, {});
+        auto& state = self->state;
+        if (!state.waiting) return;  // stepping already, or a step is due anyway
+        state.waiting = false;       // later wake-ups until that step are covered by it
+        auto since = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - state.last_step);
+        schedule(self,
+                 std::max(std::chrono::milliseconds(0), state.config.min_step_interval - since));
       },
       [self](admin_atom, const std::string& text) -> std::string {
         nlohmann::json request = nlohmann::json::parse(text, nullptr, false);

@@ -35,6 +35,10 @@ namespace cqrs::actors {
 
 struct HandlerActorConfig {
   std::chrono::milliseconds poll_interval{1000};
+  // A caught-up handler that is woken steps again no sooner than this after its last step
+  // began, so that under load one step takes the events of many appends (one read, one
+  // transaction) instead of one step per append. 0: step at every wake-up.
+  std::chrono::milliseconds min_step_interval{5};
   std::chrono::milliseconds dispatch_timeout{30000};  // process managers' commands
 };
 

@@ -51,6 +51,7 @@ class DaemonConfig : public caf::actor_system_config {
   bool handlers_enabled = true;
   bool handlers_disabled = false;  // the command line's way to say enabled = false
   caf::timespan poll_interval = std::chrono::seconds(1);
+  caf::timespan min_step_interval = std::chrono::milliseconds(5);
   std::string log_level = "info";
   std::string log_format = "text";
   std::string metrics_bind = "127.0.0.1";
@@ -96,7 +97,10 @@ class DaemonConfig : public caf::actor_system_config {
         .add(handlers_disabled, "disabled",
              "run no handlers in this process (on the command line, instead of enabled=false)")
         .add(poll_interval, "poll_interval",
-             "how often handlers look for events when no notification came");
+             "how often handlers look for events when no notification came")
+        .add(min_step_interval, "min_step_interval",
+             "a woken handler steps no sooner than this after its last step (batches under "
+             "load; 0ms: at every wake-up)");
     opt_group{custom_options_, "log"}
         .add(log_level, "level", "debug, info, warn or error")
         .add(log_format, "format", "text or json");
@@ -222,6 +226,8 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
     cqrs::actors::HandlerActorConfig handler_config;
     handler_config.poll_interval =
         std::chrono::duration_cast<std::chrono::milliseconds>(cfg.poll_interval);
+    handler_config.min_step_interval =
+        std::chrono::duration_cast<std::chrono::milliseconds>(cfg.min_step_interval);
     for (const auto& handler : domain.handlers()) {
       auto actor = cqrs::actors::spawn_handler_actor(system, handler, url, &domain.upcasters(),
                                                      gateway, handler_config);
