@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
+#include <cmath>
 #include <fstream>
 
 #include "actors/messages.hpp"
@@ -278,7 +279,8 @@ void Client::run_requests(size_t count, Pace pace, const Issue& issue,
         // Open loop: on each tick, send everything that is due.
         auto send_due = [self, progress, count, pace, send_next] {
           std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - pace.start;
-          double due = elapsed.count() < 0 ? 0 : elapsed.count() * pace.rate + 1;
+          // Requests 0..floor(elapsed * rate) are due: request k at start + k / rate, not before.
+          double due = elapsed.count() < 0 ? 0 : std::floor(elapsed.count() * pace.rate) + 1;
           while (progress->next < count && static_cast<double>(progress->next) < due) {
             (*send_next)();
           }
