@@ -201,6 +201,19 @@ void finish_one(GatewayActor* self) {
 
 constexpr auto kAdminTimeout = std::chrono::seconds(10);
 
+// Asks `target` and answers with its reply text, or with dispatch_failed when none comes.
+template <class... Ts>
+caf::result<std::string> relay(GatewayActor* self, const caf::actor& target, caf::timespan timeout,
+                               Ts&&... xs) {
+  auto promise = self->make_response_promise<std::string>();
+  self->request(target, timeout, std::forward<Ts>(xs)...)
+      .then([promise](std::string& reply) mutable { promise.deliver(std::move(reply)); },
+            [self, promise](caf::error& err) mutable {
+              promise.deliver(error_reply("dispatch_failed", self->system().render(err)));
+            });
+  return promise;
+}
+
 // Asks every handler actor `request` and hands the parsed replies, in handler order, to `done`.
 void ask_handlers(GatewayActor* self, const std::string& request,
                   std::function<void(std::vector<nlohmann::json>&)> done) {
@@ -243,13 +256,7 @@ caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
   std::string op = request["op"];
   std::string name = request.value("handler", "");
   if (op == "history" || op == "trace") {
-    auto promise = self->make_response_promise<std::string>();
-    self->request(st.router, kAdminTimeout, query_atom::value, text)
-        .then([promise](std::string& reply) mutable { promise.deliver(std::move(reply)); },
-              [self, promise](caf::error& err) mutable {
-                promise.deliver(error_reply("dispatch_failed", self->system().render(err)));
-              });
-    return promise;
+    return relay(self, st.router, kAdminTimeout, query_atom::value, text);
   }
   if (op == "status") {
     auto promise = self->make_response_promise<std::string>();
@@ -294,14 +301,8 @@ caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
     std::string known;
     for (const HandlerRef& handler : st.handlers) {
       if (handler.name == name) {
-        auto promise = self->make_response_promise<std::string>();
         // A reset replays; its answer comes after the reset, not after the replay.
-        self->request(handler.actor, kAdminTimeout, admin_atom::value, text)
-            .then([promise](std::string& reply) mutable { promise.deliver(std::move(reply)); },
-                  [self, promise](caf::error& err) mutable {
-                    promise.deliver(error_reply("dispatch_failed", self->system().render(err)));
-                  });
-        return promise;
+        return relay(self, handler.actor, kAdminTimeout, admin_atom::value, text);
       }
       known += (known.empty() ? "" : ", ") + handler.name;
     }
@@ -377,13 +378,8 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
         }
         if (id.empty()) return error_reply(errc::kInvalidArgument, "aggregate id is empty");
         StateQuery query{type, id, type->stream_id(id)};
-        auto promise = self->make_response_promise<std::string>();
-        self->request(st.router, st.config.default_timeout, state_atom::value, std::move(query))
-            .then([promise](std::string& reply) mutable { promise.deliver(std::move(reply)); },
-                  [self, promise](caf::error& err) mutable {
-                    promise.deliver(error_reply("dispatch_failed", self->system().render(err)));
-                  });
-        return promise;
+        return relay(self, st.router, st.config.default_timeout, state_atom::value,
+                     std::move(query));
       },
       [self](sweep_atom) { sweep(self); },
       [self](handlers_atom, std::vector<HandlerRef>& handlers) {

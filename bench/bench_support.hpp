@@ -87,6 +87,9 @@ struct CpuUse {
 };
 CpuUse cpu_between(const CpuSample& from, const CpuSample& to);
 
+// % of a core used by other processes during a phase that spoils its figures.
+inline constexpr double kForeignCpuWarning = 15;
+
 // `value` with `decimals` digits after the point.
 std::string fixed(double value, int decimals);
 

@@ -118,7 +118,7 @@ std::string cpu_per_command(const CpuSample& from, const CpuSample& to, size_t c
   };
   std::string out = "cqrsd " + per(use.daemon) + " ms, postgres " + per(use.postgres) +
                     " ms, client " + per(use.client) + " ms";
-  if (use.percent(use.other) > 15) {
+  if (use.percent(use.other) > kForeignCpuWarning) {
     out += " (disturbed: other processes used " + fixed(use.percent(use.other), 0) + "% of a core)";
   }
   return out;
