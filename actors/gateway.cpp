@@ -1,6 +1,7 @@
 // Gateway: envelope decoding (cqrs/envelope.hpp), middleware, and the hand-off to the router.
 #include "actors/gateway.hpp"
 
+#include <algorithm>
 #include <caf/all.hpp>
 #include <map>
 #include <unordered_map>
@@ -9,6 +10,7 @@
 #include "actors/replies.hpp"
 #include "actors/router.hpp"
 #include "cqrs/envelope.hpp"
+#include "cqrs/handlers/handler.hpp"
 
 namespace cqrs::actors {
 namespace {
@@ -27,6 +29,7 @@ struct InFlight {
   bool strong = false;
   std::optional<std::string> reply;  // held while strong consistency waits for the handlers
   Position wait_for;
+  std::vector<std::string> event_types;  // of the held reply's events, sorted
 };
 
 // Commands in flight wait for the router's answer without a CAF request timeout (one timer per
@@ -104,11 +107,27 @@ void arm_sweep(GatewayActor* self) {
 
 void finish_one(GatewayActor* self);
 
-// The strong handlers that have not yet processed `position`.
-std::vector<std::string> behind(const GatewayState& st, const Position& position) {
+// The types of an ok reply's events, sorted and unique.
+std::vector<std::string> event_types_of(const nlohmann::json& reply) {
+  std::vector<std::string> types;
+  auto events = reply.find("events");
+  if (events == reply.end() || !events->is_array()) return types;
+  for (const nlohmann::json& event : *events) {
+    auto type = event.is_object() ? event.find("type") : event.end();
+    if (type != event.end() && type->is_string()) types.push_back(type->get<std::string>());
+  }
+  std::sort(types.begin(), types.end());
+  types.erase(std::unique(types.begin(), types.end()), types.end());
+  return types;
+}
+
+// The strong handlers of one of `types` (sorted) that have not yet processed `position`. A
+// handler of other types has nothing to do for the events, and is not woken for them either.
+std::vector<std::string> behind(const GatewayState& st, const Position& position,
+                                const std::vector<std::string>& types) {
   std::vector<std::string> names;
   for (const HandlerRef& handler : st.handlers) {
-    if (!handler.strong) continue;
+    if (!handler.strong || !handles_any(handler.event_types, types)) continue;
     auto it = st.handler_positions.find(handler.name);
     if (it == st.handler_positions.end() || it->second < position) names.push_back(handler.name);
   }
@@ -124,10 +143,12 @@ void complete(GatewayActor* self, uint64_t id, std::string* reply) {
     // Strong consistency: hold an ok reply until every strong handler has processed its events.
     nlohmann::json parsed = nlohmann::json::parse(*reply, nullptr, false);
     auto position = parsed.is_object() ? position_of(parsed) : std::nullopt;
+    std::vector<std::string> types = position ? event_types_of(parsed) : std::vector<std::string>();
     it->second.strong = false;
-    if (position && !behind(st, *position).empty()) {
+    if (position && !behind(st, *position, types).empty()) {
       it->second.reply = std::move(*reply);
       it->second.wait_for = *position;
+      it->second.event_types = std::move(types);
       st.strong_waiting.push_back(id);
       return;
     }
@@ -137,7 +158,7 @@ void complete(GatewayActor* self, uint64_t id, std::string* reply) {
   st.deadlines.erase(done.deadline);
   auto& mws = st.middlewares;
   if (reply == nullptr && done.reply) {
-    std::vector<std::string> late = behind(st, done.wait_for);
+    std::vector<std::string> late = behind(st, done.wait_for, done.event_types);
     std::string names;
     for (const auto& name : late) names += (names.empty() ? "" : ", ") + name;
     std::string held = error_reply("consistency_timeout",
@@ -169,7 +190,7 @@ void release_strong(GatewayActor* self) {
   for (uint64_t id : st.strong_waiting) {
     auto it = st.waiting.find(id);
     if (it == st.waiting.end()) continue;
-    if (!behind(st, it->second.wait_for).empty()) {
+    if (!behind(st, it->second.wait_for, it->second.event_types).empty()) {
       still.push_back(id);
       continue;
     }
@@ -352,9 +373,14 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
         auto promise = self->make_response_promise<std::string>();
         uint64_t id = ++st.next_id;
         auto deadline = st.deadlines.emplace(self->clock().now() + decoded->timeout, id);
-        st.waiting.emplace(id, InFlight{promise, context, decoded->timeout, deadline,
+        st.waiting.emplace(id, InFlight{promise,
+                                        context,
+                                        decoded->timeout,
+                                        deadline,
                                         decoded->envelope.consistency == Consistency::kStrong,
-                                        std::nullopt, Position{}});
+                                        std::nullopt,
+                                        Position{},
+                                        {}});
         arm_sweep(self);
         self->request(st.router, caf::infinite, execute_atom::value, std::move(decoded->envelope))
             .then([self, id](std::string& reply) { complete(self, id, &reply); },

@@ -214,7 +214,7 @@ caf::actor spawn_handler_actor(caf::actor_system& system, std::shared_ptr<Handle
                                      upcasters, std::move(gateway), config);
 }
 
-Notifier::Notifier(std::string conninfo, std::vector<caf::actor> targets)
+Notifier::Notifier(std::string conninfo, std::vector<WakeTarget> targets)
     : conninfo_(std::move(conninfo)), targets_(std::move(targets)) {
   if (!targets_.empty()) thread_ = std::thread([this] { run(); });
 }
@@ -239,7 +239,22 @@ void Notifier::run() {
     }
     auto payloads = conn->wait_notifications(kWaitMs);
     if (!payloads || payloads->empty()) continue;
-    for (const caf::actor& target : targets_) caf::anon_send(target, wake_atom::value);
+    // The union of the announced types; nullopt once a notification stands for any type.
+    std::optional<std::vector<std::string>> announced = std::vector<std::string>();
+    for (const std::string& payload : *payloads) {
+      auto types = pg::notice_types(payload);
+      if (!types) {
+        announced.reset();
+        break;
+      }
+      announced->insert(announced->end(), types->begin(), types->end());
+    }
+    if (announced) std::sort(announced->begin(), announced->end());
+    for (const WakeTarget& target : targets_) {
+      if (!announced || handles_any(target.types, *announced)) {
+        caf::anon_send(target.actor, wake_atom::value);
+      }
+    }
   }
 }
 

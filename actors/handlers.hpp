@@ -48,11 +48,18 @@ caf::actor spawn_handler_actor(caf::actor_system& system, std::shared_ptr<Handle
                                std::string conninfo, const Upcasters* upcasters, caf::actor gateway,
                                HandlerActorConfig config);
 
-// One LISTEN connection per daemon: sends wake_atom to every target on each notification of the
-// store's channel. Reconnects by itself; stops with the object.
+// A handler actor and the event types it handles (sorted; empty: every type).
+struct WakeTarget {
+  caf::actor actor;
+  std::vector<std::string> types;
+};
+
+// One LISTEN connection per daemon: on each notification of the store's channel, sends wake_atom
+// to the targets that handle one of the announced event types (to all of them when a
+// notification names no types). Reconnects by itself; stops with the object.
 class Notifier {
  public:
-  Notifier(std::string conninfo, std::vector<caf::actor> targets);
+  Notifier(std::string conninfo, std::vector<WakeTarget> targets);
   ~Notifier();
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
@@ -61,7 +68,7 @@ class Notifier {
   void run();
 
   std::string conninfo_;
-  std::vector<caf::actor> targets_;
+  std::vector<WakeTarget> targets_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

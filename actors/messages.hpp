@@ -57,6 +57,7 @@ struct HandlerRef {
   std::string name;
   std::string kind;  // projector | process_manager | event_handler
   bool strong = false;
+  std::vector<std::string> event_types;  // sorted; empty: every type
   caf::actor actor;
 };
 

@@ -5,6 +5,7 @@
 //   cqrsd [--config-file=config/cqrsd.conf] [--db.url=URL] [--server.port=4242] ...
 //   cqrsd migrate [--db.url=URL]      apply the schema migrations and exit
 //   cqrsd --long-help                 every option with its default (--help: CAF's own)
+#include <algorithm>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
@@ -221,6 +222,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
 
   // Handlers behind the store, woken by one LISTEN connection.
   std::vector<caf::actor> handler_actors;
+  std::vector<cqrs::actors::WakeTarget> wake_targets;
   std::vector<cqrs::actors::HandlerRef> handler_refs;
   if (cfg.handlers_enabled && !cfg.handlers_disabled) {
     cqrs::actors::HandlerActorConfig handler_config;
@@ -231,13 +233,17 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
     for (const auto& handler : domain.handlers()) {
       auto actor = cqrs::actors::spawn_handler_actor(system, handler, url, &domain.upcasters(),
                                                      gateway, handler_config);
+      std::vector<std::string> types = handler->event_types();
+      std::sort(types.begin(), types.end());
+      types.erase(std::unique(types.begin(), types.end()), types.end());
       handler_actors.push_back(actor);
+      wake_targets.push_back({actor, types});
       handler_refs.push_back({handler->name(), std::string(cqrs::to_string(handler->kind())),
-                              handler->strong(), actor});
+                              handler->strong(), types, actor});
     }
   }
   caf::anon_send(gateway, cqrs::actors::handlers_atom::value, handler_refs);
-  auto notifier = std::make_unique<cqrs::actors::Notifier>(url, handler_actors);
+  auto notifier = std::make_unique<cqrs::actors::Notifier>(url, wake_targets);
 
   auto stop_all = [&] {
     observability.reset();

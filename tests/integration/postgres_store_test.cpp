@@ -5,6 +5,7 @@
 #include <chrono>
 #include <thread>
 
+#include "cqrs/handlers/handler.hpp"
 #include "cqrs/pg/connection.hpp"
 #include "cqrs/pg/postgres_event_store.hpp"
 #include "support/test_database.hpp"
@@ -159,8 +160,67 @@ TEST_F(PostgresStore, AppendNotifiesListenersWithTheNewHead) {
     payloads.insert(payloads.end(), received->begin(), received->end());
   }
   ASSERT_EQ(payloads.size(), 2u);
-  EXPECT_EQ(payloads[0], "1");
-  EXPECT_EQ(payloads[1], "2");
+  EXPECT_EQ(payloads[0], R"(1 ["Happened"])");
+  EXPECT_EQ(payloads[1], R"(2 ["Happened"])");
+  EXPECT_EQ(notice_types(payloads[0]), std::vector<std::string>{"Happened"});
+}
+
+// A group commit announces each type once, sorted, whatever request it came from; a daemon
+// wakes only the handlers of those types.
+TEST_F(PostgresStore, GroupCommitNotifiesTheTypesOfEveryRequest) {
+  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
+  std::vector<WriteRequest> requests(2);
+  for (size_t idx = 0; idx < requests.size(); ++idx) {
+    requests[idx].stream_id = "g" + std::to_string(idx);
+    requests[idx].expected = ExpectedVersion::no_stream();
+    for (const char* type : {"Zeta", idx == 0 ? "Alpha" : "Zeta"}) {
+      EventData event;
+      event.type = type;
+      event.data = "{}";
+      requests[idx].events.push_back(event);
+    }
+  }
+  auto results = store_->write(requests);
+  ASSERT_EQ(results.size(), 2u);
+  ASSERT_TRUE(results[0].ok() && results[1].ok());
+  std::vector<std::string> payloads;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (payloads.empty() && std::chrono::steady_clock::now() < deadline) {
+    auto received = raw_->wait_notifications(200);
+    ASSERT_TRUE(received.ok()) << received.error().to_string();
+    payloads.insert(payloads.end(), received->begin(), received->end());
+  }
+  ASSERT_EQ(payloads.size(), 1u);
+  EXPECT_EQ(payloads[0], R"(4 ["Alpha","Zeta"])");
+}
+
+TEST(AppendNotice, TypesAreReadBackAndAnUnreadablePayloadStandsForAnyType) {
+  EXPECT_EQ(notice_types(R"(7 ["B","A","B"])"), (std::vector<std::string>{"A", "B"}));
+  EXPECT_EQ(notice_types(R"(7 [])"), std::vector<std::string>{});
+  EXPECT_EQ(notice_types("7"), std::nullopt);            // an older daemon's payload
+  EXPECT_EQ(notice_types("7 {\"x\":1}"), std::nullopt);  // not a list
+  EXPECT_EQ(notice_types(R"(7 ["A",1])"), std::nullopt);
+  EXPECT_EQ(notice_types_suffix({"B", "A", "B"}), R"( ["A","B"])");
+  // Too many types for a notification: the payload names none, so every handler wakes.
+  EXPECT_EQ(notice_types_suffix(std::vector<std::string>(1, std::string(5000, 'x'))), "");
+}
+
+TEST(AppendNotice, AHandlerOfNoTypesHandlesEveryType) {
+  EXPECT_TRUE(handles_any({}, {"A"}));
+  EXPECT_TRUE(handles_any({}, {}));
+  EXPECT_TRUE(handles_any({"A", "C"}, {"B", "C"}));
+  EXPECT_FALSE(handles_any({"A", "C"}, {"B", "D"}));
+  EXPECT_FALSE(handles_any({"A"}, {}));
+}
+
+// With types, only events of those types count as waiting.
+TEST_F(PostgresStore, EventsAfterExistCanBeLimitedToTypes) {
+  append_one("s");
+  std::vector<std::string> other{"Other"};
+  std::vector<std::string> mine{"Happened"};
+  EXPECT_TRUE(*store_->events_after_exist(Position{}));
+  EXPECT_TRUE(*store_->events_after_exist(Position{}, mine));
+  EXPECT_FALSE(*store_->events_after_exist(Position{}, other));
 }
 
 TEST_F(PostgresStore, CommitWithCheckpointCommitsWorkAndCheckpointTogether) {

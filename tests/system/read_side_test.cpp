@@ -449,6 +449,54 @@ TEST_F(ReadSideTest, StrongConsistencySeesTheRowAtOnce) {
   daemon->stop();
 }
 
+// The store's notification names the appended event types, and the daemon wakes only the
+// handlers of those types; strong consistency waits only for them too (the others have nothing
+// to do for the events). With a polling interval far longer than the test, a handler that was
+// not woken stays where it was, and one that was woken answers at once.
+TEST_F(ReadSideTest, OnlyTheHandlersOfTheAppendedTypesWakeAndAreWaitedFor) {
+  auto daemon = start_daemon({"--handlers.poll_interval=60s"});
+  ASSERT_NE(daemon, nullptr);
+  uint16_t port = daemon->port();
+  // Each handler steps once at start (on an empty store); after that only wake-ups move it.
+  auto all_running = [](const json& status) {
+    if (!status["handlers"].is_array() || status["handlers"].size() != kHandlerNames.size()) {
+      return false;
+    }
+    for (const auto& handler : status["handlers"]) {
+      if (handler.value("state", "") != "running" || handler["lag"] != 0) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(wait_until([&] { return all_running(status_of(port)); }, 20s))
+      << status_of(port).dump();
+  json before = status_of(port);
+
+  auto started = Clock::now();
+  CtlReply issued = dispatch(port, "IssueGiftCard", {{"card_id", "typed"}, {"amount", 5}},
+                             {"--consistency", "strong", "--timeout-ms", "10000"});
+  ASSERT_EQ(issued.status(), "ok") << issued.describe();
+  EXPECT_LT(Clock::now() - started, 5s);
+  EXPECT_EQ(scalar("SELECT remaining_value FROM giftcard_summary WHERE card_id = 'typed'"), "5");
+  json after_card = status_of(port);
+  EXPECT_EQ(handler_entry(after_card, "giftcard_summary")["position"], after_card["head"]);
+  for (const char* idle : {"bank_accounts", "bank_transfers", "bank_transfer_process"}) {
+    EXPECT_EQ(handler_entry(after_card, idle)["position"], handler_entry(before, idle)["position"])
+        << idle << " was woken by a gift card event";
+  }
+
+  started = Clock::now();
+  CtlReply opened = dispatch(port, "OpenAccount",
+                             {{"account_id", "typed"},
+                              {"owner", "o"},
+                              {"email", "typed@example.com"},
+                              {"initial_balance", 9}},
+                             {"--consistency", "strong", "--timeout-ms", "10000"});
+  ASSERT_EQ(opened.status(), "ok") << opened.describe();
+  EXPECT_LT(Clock::now() - started, 5s);
+  EXPECT_EQ(scalar("SELECT balance FROM bank_accounts WHERE account_id = 'typed'"), "9");
+  daemon->stop();
+}
+
 TEST_F(ReadSideTest, ProjectionsEqualARebuild) {
   auto daemon = start_daemon();
   ASSERT_NE(daemon, nullptr);

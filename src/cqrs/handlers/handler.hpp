@@ -100,6 +100,24 @@ class Handler {
   }
 };
 
+// Whether a handler of `handled` types (empty: every type) handles one of `appended`. Both are
+// sorted.
+inline bool handles_any(const std::vector<std::string>& handled,
+                        const std::vector<std::string>& appended) {
+  if (handled.empty()) return true;
+  auto mine = handled.begin();
+  auto theirs = appended.begin();
+  while (mine != handled.end() && theirs != appended.end()) {
+    if (*mine == *theirs) return true;
+    if (*mine < *theirs) {
+      ++mine;
+    } else {
+      ++theirs;
+    }
+  }
+  return false;
+}
+
 // The SQL side of a projector's transaction. queue() collects statements; the runtime sends all
 // of a batch's statements in one round trip, in order, inside the transaction that also saves
 // the checkpoint. query() runs at once (after sending what is queued), for projectors that must

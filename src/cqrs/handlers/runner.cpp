@@ -169,19 +169,20 @@ Result<Position> HandlerRunner::head() {
   return store_->head();
 }
 
-// Called when a step read everything it could. Stored events after the position that the step
-// did not read are either hidden behind a running transaction, whose end need not notify (it
-// need not be an append), or committed while the step ran, whose notification found the handler
-// busy: look again soon instead of waiting for the polling interval. Asking about the position
-// rather than the watermark also catches a transaction that ended between the read and this
-// check. The delay starts at 5 ms and doubles while such events stay unread (a long
-// transaction), up to 1 s; a step that read events starts it over (`progressed`), since under
-// load there are always unread events and the delay would otherwise climb to its maximum.
+// Called when a step read everything it could. Stored events of the handler's types (any event
+// for a handler of every type) after the position that the step did not read are either hidden
+// behind a running transaction, whose end need not notify (it need not be an append), or committed
+// while the step ran, whose notification found the handler busy: look again soon instead of waiting
+// for the polling interval. Asking about the position rather than the watermark also catches a
+// transaction that ended between the read and this check. The delay starts at 5 ms and doubles
+// while such events stay unread (a long transaction), up to 1 s; a step that read events starts it
+// over (`progressed`), since under load there are always unread events and the delay would
+// otherwise climb to its maximum.
 std::chrono::milliseconds HandlerRunner::recheck_delay(bool progressed) {
   if (progressed) recheck_delay_ = std::chrono::milliseconds(0);
   constexpr auto kFirst = std::chrono::milliseconds(5);
   constexpr auto kMax = std::chrono::milliseconds(1000);
-  auto held = store_->events_after_exist(position_);
+  auto held = store_->events_after_exist(position_, event_types_);
   if (!held || !*held) {
     recheck_delay_ = std::chrono::milliseconds(0);
   } else {

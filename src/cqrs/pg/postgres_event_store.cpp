@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <unordered_map>
 
 #include "cqrs/append_validation.hpp"
@@ -40,9 +41,11 @@ std::vector<Statement> statements() {
       // The wake-up gets its own transaction, committed without waiting for the WAL flush: a
       // notification lost in a crash only delays readers, and an fsync here would double the
       // cost of every append.
+      // $1: the event types, see notice_types_suffix().
       {"notify", "SELECT set_config('synchronous_commit', 'off', true), pg_notify('" +
                      std::string(kEventsChannel) +
-                     "', pg_sequence_last_value('cqrs.events_global_position_seq')::text)"},
+                     "', pg_sequence_last_value('cqrs.events_global_position_seq')::text"
+                     " || $1::text)"},
       {"read_forward", "SELECT " + columns +
                            " FROM cqrs.events WHERE stream_id = $1 AND stream_version >= $2 "
                            "ORDER BY stream_version LIMIT $3"},
@@ -145,6 +148,11 @@ std::vector<Statement> statements() {
        // ORDER BY and LIMIT inside EXISTS), which reads the whole table when nothing matches.
        "SELECT 1 FROM cqrs.events"
        " WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)"
+       " ORDER BY transaction_id, global_position LIMIT 1"},
+      {"events_of_types_after_exist",
+       "SELECT 1 FROM cqrs.events"
+       " WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)"
+       " AND event_type = ANY($3::text[])"
        " ORDER BY transaction_id, global_position LIMIT 1"},
       {"load_checkpoint",
        "SELECT transaction_id::text, global_position FROM cqrs.checkpoints "
@@ -274,6 +282,14 @@ Result<void> PostgresEventStore::ensure_connected() {
 }
 
 namespace {
+
+// A text[] literal of `values`.
+std::string text_array(std::span<const std::string> values) {
+  std::string literal = "{";
+  for (const std::string& value : values) append_array_element(literal, value);
+  literal.push_back('}');
+  return literal;
+}
 
 // Parameters of the "append" statement for one request.
 Params append_params(std::string_view stream_id, ExpectedVersion expected,
@@ -415,7 +431,9 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   if (auto connected = ensure_connected(); !connected) return connected.error();
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append", append_params(stream_id, expected, events, nullptr), true});
-  add_notify(steps);
+  WriteRequest announced;
+  announced.events.assign(events.begin(), events.end());
+  add_notify(steps, std::span<const WriteRequest>(&announced, 1));
   auto results = conn_->exec_pipeline(steps);
   if (!results) return results.error();
   auto& rows = (*results)[0];
@@ -471,7 +489,7 @@ WriteResult PostgresEventStore::write_claiming(const WriteRequest& request) {
   }
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append_claiming", std::move(params), true});
-  add_notify(steps);
+  add_notify(steps, std::span<const WriteRequest>(&request, 1));
   auto ran = conn_->exec_pipeline(steps);
   if (!ran) return WriteResult{{}, ran.error(), {}, {}};
   auto& rows = (*ran)[0];
@@ -503,7 +521,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
     steps.push_back({"append_batch", batch_params(requests, round), false});
   }
   steps.back().sync_after = true;
-  add_notify(steps);
+  add_notify(steps, requests);
   auto grouped = conn_->exec_pipeline(steps);
   if (!grouped) {
     for (size_t idx : pending) results[idx] = WriteResult{{}, grouped.error(), {}, {}};
@@ -538,7 +556,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
                      append_params(request.stream_id, request.expected, request.events, command),
                      true});
   }
-  add_notify(steps);
+  add_notify(steps, requests);
   auto separate = conn_->exec_pipeline(steps);
   for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
     if (!separate) {
@@ -549,12 +567,19 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
   }
 }
 
-void PostgresEventStore::add_notify(std::vector<Connection::PipelineStep>& steps) const {
+void PostgresEventStore::add_notify(std::vector<Connection::PipelineStep>& steps,
+                                    std::span<const WriteRequest> requests) const {
   // The wake-up rides in the same round trip, in its own transaction committed without waiting
   // for the WAL flush: inside the appends' transaction it would serialize every writer's commit
   // on PostgreSQL's notification lock, and a lost notification only delays readers (they also
-  // poll). A failed append makes it a spurious wake-up, which readers tolerate.
-  if (options_.notify) steps.push_back({"notify", Params(), true});
+  // poll). A failed append makes it a spurious wake-up, which readers tolerate. It names the
+  // event types, so that a daemon wakes only the handlers of those types.
+  if (!options_.notify) return;
+  std::vector<std::string> types;
+  for (const WriteRequest& request : requests) {
+    for (const EventData& event : request.events) types.push_back(event.type);
+  }
+  steps.push_back({"notify", Params().add(notice_types_suffix(std::move(types))), true});
 }
 
 Result<std::vector<RecordedEvent>> PostgresEventStore::read_stream(std::string_view stream_id,
@@ -646,12 +671,9 @@ Result<AllPage> PostgresEventStore::read_all(Position after, size_t max_count) {
 Result<AllPage> PostgresEventStore::read_all_of_types(Position after, size_t max_count,
                                                       std::span<const std::string> types) {
   if (auto connected = ensure_connected(); !connected) return connected.error();
-  std::string type_array = "{";
-  for (const std::string& type : types) append_array_element(type_array, type);
-  type_array.push_back('}');
   Params params;
   params.add(std::to_string(after.commit_id)).add(after.global_position).add(limit_of(max_count));
-  params.add(std::move(type_array));
+  params.add(text_array(types));
   auto rows = conn_->exec_prepared("read_all_of_types", params);
   if (!rows) return rows.error();
   AllPage page;
@@ -689,11 +711,14 @@ Result<bool> PostgresEventStore::events_behind_watermark_exist() {
   return rows->rows() > 0;
 }
 
-Result<bool> PostgresEventStore::events_after_exist(Position after) {
+Result<bool> PostgresEventStore::events_after_exist(Position after,
+                                                    std::span<const std::string> types) {
   if (auto connected = ensure_connected(); !connected) return connected.error();
+  Params params;
+  params.add(std::to_string(after.commit_id)).add(after.global_position);
+  if (!types.empty()) params.add(text_array(types));
   auto rows = conn_->exec_prepared(
-      "events_after_exist",
-      Params().add(std::to_string(after.commit_id)).add(after.global_position));
+      types.empty() ? "events_after_exist" : "events_of_types_after_exist", params);
   if (!rows) return rows.error();
   return rows->rows() > 0;
 }
@@ -787,5 +812,30 @@ Result<std::optional<CommandRecord>> PostgresEventStore::find_command(const Uuid
 }
 
 int PostgresEventStore::backend_pid() const { return conn_->backend_pid(); }
+
+std::string notice_types_suffix(std::vector<std::string> types) {
+  // NOTIFY payloads must stay under 8,000 bytes; a batch of many types announces any type.
+  constexpr size_t kMaxTypesBytes = 4000;
+  std::sort(types.begin(), types.end());
+  types.erase(std::unique(types.begin(), types.end()), types.end());
+  std::string suffix =
+      " " + nlohmann::json(types).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return suffix.size() > kMaxTypesBytes ? std::string() : suffix;
+}
+
+std::optional<std::vector<std::string>> notice_types(std::string_view payload) {
+  size_t space = payload.find(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  nlohmann::json list = nlohmann::json::parse(payload.substr(space + 1), nullptr, false);
+  if (!list.is_array()) return std::nullopt;
+  std::vector<std::string> types;
+  for (const nlohmann::json& type : list) {
+    if (!type.is_string()) return std::nullopt;
+    types.push_back(type.get<std::string>());
+  }
+  std::sort(types.begin(), types.end());
+  types.erase(std::unique(types.begin(), types.end()), types.end());
+  return types;
+}
 
 }  // namespace cqrs::pg

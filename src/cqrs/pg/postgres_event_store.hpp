@@ -13,15 +13,29 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "cqrs/event_store.hpp"
 #include "cqrs/pg/connection.hpp"
 
 namespace cqrs::pg {
 
-// NOTIFY channel signalled after each append; the payload is the new head's global position.
+// NOTIFY channel signalled after each append. The payload is the new head's global position,
+// then a space and a JSON array of the appended event types: `42 ["GiftCardIssued"]`. A payload
+// with the position only (when the types would not fit) stands for any type.
 inline constexpr std::string_view kEventsChannel = "cqrs_events";
+
+// The event types a notification on kEventsChannel announces, sorted and unique; nullopt when
+// the appends may have had any type (also for a payload this build cannot read).
+std::optional<std::vector<std::string>> notice_types(std::string_view payload);
+
+// The part of a notification's payload after the position for appends of `types` (" [...]"),
+// or "" when they would make the payload too long (it then stands for any type).
+std::string notice_types_suffix(std::vector<std::string> types);
 
 struct PostgresStoreOptions {
   // Refuse to open unless the database is migrated to exactly this build's schema version.
@@ -73,8 +87,8 @@ class PostgresEventStore final : public EventStore {
   // Whether any stored event is behind the watermark (cheap: one index probe).
   Result<bool> events_behind_watermark_exist();
   // Whether any stored event comes after `after` in $all order, readable by read_all() yet or
-  // not (one index probe).
-  Result<bool> events_after_exist(Position after);
+  // not (one index probe). With `types`, only events of those types count.
+  Result<bool> events_after_exist(Position after, std::span<const std::string> types = {});
 
   // The server process behind this store's connection.
   int backend_pid() const;
@@ -89,7 +103,9 @@ class PostgresEventStore final : public EventStore {
   explicit PostgresEventStore(std::unique_ptr<Connection> conn, PostgresStoreOptions options);
   Result<void> prepare_statements();
   Result<void> ensure_connected();
-  void add_notify(std::vector<Connection::PipelineStep>& steps) const;
+  // Adds the wake-up for appends of `requests` (their event types go into the payload).
+  void add_notify(std::vector<Connection::PipelineStep>& steps,
+                  std::span<const WriteRequest> requests) const;
   // write() for requests without claims: one transaction, one round trip, per-request results.
   void write_group(std::span<const WriteRequest> requests, const std::vector<size_t>& pending,
                    std::vector<WriteResult>& results);
