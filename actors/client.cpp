@@ -30,6 +30,10 @@ class ClientConfig : public caf::actor_system_config {
     set("logger.verbosity", caf::atom("quiet"));
     // CAF 0.17's BASP worker hub loses replies under many concurrent connections.
     set("middleman.workers", size_t{0});
+    // The client's actors only send requests and hand replies over: one scheduler thread that
+    // sleeps on a condition variable, instead of CAF's default of at least four polling ones.
+    set("scheduler.policy", caf::atom("sharing"));
+    set("scheduler.max-threads", size_t{1});
     if (tls.enabled()) {
       load<caf::openssl::manager>();
       openssl_certificate = tls.cert;

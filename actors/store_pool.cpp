@@ -2,7 +2,9 @@
 #include "actors/store_pool.hpp"
 
 #include <caf/all.hpp>
+#include <chrono>
 #include <deque>
+#include <set>
 
 #include "actors/queries.hpp"
 #include "actors/replies.hpp"
@@ -20,15 +22,20 @@ struct PendingLoad {
   caf::typed_response_promise<LoadOutcome> promise;
 };
 
+using Clock = std::chrono::steady_clock;
+
 struct PoolState {
   std::vector<caf::actor> workers;
   std::vector<caf::actor> idle;
   std::deque<PendingWrite> writes;
   std::deque<PendingLoad> loads;
   size_t max_batch = 256;
-  bool prefer_loads = false;               // alternate, so neither kind starves the other
-  size_t next_query = 0;                   // round robin of admin queries over the workers
-  std::shared_ptr<DaemonMetrics> metrics;  // may be null
+  std::chrono::milliseconds write_stall{20};
+  std::multiset<Clock::time_point> writes_started;  // of the write batches in flight
+  bool recheck_armed = false;                       // a pump is scheduled for a stalled batch
+  bool prefer_loads = false;                        // alternate, so neither kind starves the other
+  size_t next_query = 0;                            // round robin of admin queries over the workers
+  std::shared_ptr<DaemonMetrics> metrics;           // may be null
   static inline const char* name = "cqrs.store_pool";
 };
 
@@ -49,6 +56,7 @@ void count_write_batch(const PoolState& st, const std::vector<WriteResult>& resu
 
 void dispatch_writes(PoolActor* self, caf::actor worker) {
   auto& st = self->state;
+  auto started = st.writes_started.insert(Clock::now());
   size_t count = std::min(st.writes.size(), st.max_batch);
   std::vector<WriteRequest> batch;
   std::vector<caf::typed_response_promise<WriteResult>> promises;
@@ -61,7 +69,8 @@ void dispatch_writes(PoolActor* self, caf::actor worker) {
   }
   self->request(worker, caf::infinite, write_atom::value, std::move(batch))
       .then(
-          [self, worker, promises](std::vector<WriteResult>& results) mutable {
+          [self, worker, promises, started](std::vector<WriteResult>& results) mutable {
+            self->state.writes_started.erase(started);
             count_write_batch(self->state, results);
             for (size_t idx = 0; idx < promises.size(); ++idx) {
               promises[idx].deliver(
@@ -73,7 +82,8 @@ void dispatch_writes(PoolActor* self, caf::actor worker) {
             self->state.idle.push_back(worker);
             pump(self);
           },
-          [self, worker, promises](caf::error& err) mutable {
+          [self, worker, promises, started](caf::error& err) mutable {
+            self->state.writes_started.erase(started);
             Error error = Error::unavailable("store worker failed: " + self->system().render(err));
             for (auto& promise : promises) promise.deliver(WriteResult{{}, error, {}, {}});
             self->state.idle.push_back(worker);
@@ -120,12 +130,30 @@ void dispatch_loads(PoolActor* self, caf::actor worker) {
           });
 }
 
+// Whether waiting writes may start a batch now (see store_pool.hpp); when they must wait for a
+// batch in flight that is not yet stalled, a pump is scheduled for the moment it would be.
+bool may_write(PoolActor* self) {
+  auto& st = self->state;
+  if (st.writes.empty()) return false;
+  if (st.writes_started.empty() || st.writes.size() >= st.max_batch) return true;
+  auto stalled_at = *st.writes_started.rbegin() + st.write_stall;
+  auto now = Clock::now();
+  if (now >= stalled_at) return true;
+  if (!st.recheck_armed) {
+    st.recheck_armed = true;
+    self->delayed_send(self, stalled_at - now, write_atom::value);
+  }
+  return false;
+}
+
 void pump(PoolActor* self) {
   auto& st = self->state;
-  while (!st.idle.empty() && (!st.writes.empty() || !st.loads.empty())) {
+  while (!st.idle.empty()) {
+    bool writable = may_write(self);
+    if (!writable && st.loads.empty()) break;
     caf::actor worker = st.idle.back();
     st.idle.pop_back();
-    bool take_load = !st.loads.empty() && (st.writes.empty() || st.prefer_loads);
+    bool take_load = !st.loads.empty() && (!writable || st.prefer_loads);
     st.prefer_loads = !st.prefer_loads;
     if (take_load) {
       dispatch_loads(self, worker);
@@ -138,12 +166,12 @@ void pump(PoolActor* self) {
   }
 }
 
-caf::behavior store_pool(PoolActor* self, std::vector<caf::actor> workers, size_t max_batch,
-                         std::shared_ptr<DaemonMetrics> metrics) {
+caf::behavior store_pool(PoolActor* self, std::vector<caf::actor> workers, StorePoolConfig config) {
   self->state.workers = workers;
   self->state.idle = workers;
-  self->state.max_batch = std::max<size_t>(1, max_batch);
-  self->state.metrics = std::move(metrics);
+  self->state.max_batch = std::max<size_t>(1, config.max_batch);
+  self->state.write_stall = config.write_stall;
+  self->state.metrics = std::move(config.metrics);
   if (self->state.metrics) {
     self->state.metrics->store_workers.set(static_cast<double>(workers.size()));
   }
@@ -154,6 +182,11 @@ caf::behavior store_pool(PoolActor* self, std::vector<caf::actor> workers, size_
         self->state.writes.push_back(PendingWrite{std::move(request), promise});
         pump(self);
         return promise;
+      },
+      [self](write_atom) {
+        // The batch in flight may have stalled: look again.
+        self->state.recheck_armed = false;
+        pump(self);
       },
       [self](load_atom, LoadJob& job) -> caf::result<LoadOutcome> {
         auto promise = self->make_response_promise<LoadOutcome>();
@@ -234,7 +267,7 @@ caf::actor spawn_store_pool(caf::actor_system& system, StoreFactory factory,
   for (size_t idx = 0; idx < std::max<size_t>(1, config.workers); ++idx) {
     workers.push_back(system.spawn<caf::detached>(store_worker, factory));
   }
-  return system.spawn(store_pool, std::move(workers), config.max_batch, std::move(config.metrics));
+  return system.spawn(store_pool, std::move(workers), std::move(config));
 }
 
 }  // namespace cqrs::actors

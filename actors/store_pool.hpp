@@ -2,6 +2,13 @@
 // cooperative dispatcher in front of them that batches waiting writes into one transaction
 // (group commit). Every libpq call happens on a worker's own thread, never on the scheduler.
 //
+// One write batch is in flight at a time, and the writes that arrive meanwhile wait to go
+// together in the next one: on a few cores, concurrent small transactions cost more CPU per
+// command than they save in commit latency. A second batch starts beside it only when the queue
+// already fills a whole batch, or when the newest batch in flight has run for `write_stall` (a
+// lock wait, say), so that one slow transaction cannot hold every command back. Loads use any idle
+// worker.
+//
 // Protocol of the pool actor:
 //   (write_atom, WriteRequest)  -> WriteResult   one request, batched with whatever else waits
 //   (load_atom, LoadJob)        -> LoadOutcome   snapshot + events of one stream, batched with
@@ -11,6 +18,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <chrono>
 #include <functional>
 #include <memory>
 
@@ -27,6 +35,8 @@ using StoreFactory = std::function<Result<std::shared_ptr<EventStore>>()>;
 struct StorePoolConfig {
   size_t workers = 4;
   size_t max_batch = 256;  // WriteRequests per transaction (and LoadJobs per query) at most
+  // How long a write batch runs before another may start beside it (see above).
+  std::chrono::milliseconds write_stall{20};
   // When set: events appended, batch sizes and busy workers are counted there.
   std::shared_ptr<DaemonMetrics> metrics;
 };

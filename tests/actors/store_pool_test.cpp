@@ -1,0 +1,222 @@
+// The store pool's write dispatch: one write batch in flight, the writes that arrive meanwhile go
+// together in the next batch, and a batch that stalls lets another start beside it. A real actor
+// system (the workers are detached threads) over an in-memory store whose writes can be held.
+#define GTEST_DONT_DEFINE_FAIL 1
+#include "actors/store_pool.hpp"
+
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "cqrs/memory_event_store.hpp"
+
+namespace cqrs::actors {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// An in-memory store that records each write batch's size and, while `hold` is set, keeps
+// every write waiting until released.
+class GatedStore final : public EventStore {
+ public:
+  struct Gate {
+    std::mutex mutex;
+    std::condition_variable changed;
+    bool hold = false;
+    std::vector<size_t> batches;  // sizes, in the order the writes began
+    int running = 0;              // writes inside write() now
+    int most_running = 0;
+  };
+
+  explicit GatedStore(std::shared_ptr<Gate> gate, std::shared_ptr<InMemoryEventStore> inner)
+      : gate_(std::move(gate)), inner_(std::move(inner)) {}
+
+  std::vector<WriteResult> write(std::span<const WriteRequest> requests) override {
+    {
+      std::unique_lock lock(gate_->mutex);
+      gate_->batches.push_back(requests.size());
+      gate_->most_running = std::max(gate_->most_running, ++gate_->running);
+      gate_->changed.notify_all();
+      gate_->changed.wait(lock, [&] { return !gate_->hold; });
+    }
+    auto results = inner_->write(requests);
+    std::lock_guard lock(gate_->mutex);
+    --gate_->running;
+    gate_->changed.notify_all();
+    return results;
+  }
+  Result<AppendResult> append(std::string_view stream_id, ExpectedVersion expected,
+                              std::span<const EventData> events) override {
+    return inner_->append(stream_id, expected, events);
+  }
+  Result<std::vector<RecordedEvent>> read_stream(std::string_view stream_id, int64_t from_version,
+                                                 size_t max_count, Direction direction) override {
+    return inner_->read_stream(stream_id, from_version, max_count, direction);
+  }
+  Result<int64_t> stream_version(std::string_view stream_id) override {
+    return inner_->stream_version(stream_id);
+  }
+  Result<AllPage> read_all(Position after, size_t max_count) override {
+    return inner_->read_all(after, max_count);
+  }
+  Result<std::optional<Position>> load_checkpoint(std::string_view handler) override {
+    return inner_->load_checkpoint(handler);
+  }
+  Result<void> save_checkpoint(std::string_view handler, Position position) override {
+    return inner_->save_checkpoint(handler, position);
+  }
+  Result<void> save_snapshot(const Snapshot& snapshot) override {
+    return inner_->save_snapshot(snapshot);
+  }
+  Result<std::optional<Snapshot>> load_snapshot(std::string_view stream_id) override {
+    return inner_->load_snapshot(stream_id);
+  }
+  Result<bool> record_command(const CommandRecord& record) override {
+    return inner_->record_command(record);
+  }
+  Result<std::optional<CommandRecord>> find_command(const Uuid& command_id) override {
+    return inner_->find_command(command_id);
+  }
+
+ private:
+  std::shared_ptr<Gate> gate_;
+  std::shared_ptr<InMemoryEventStore> inner_;
+};
+
+WriteRequest one_event(const std::string& stream_id) {
+  WriteRequest request;
+  request.stream_id = stream_id;
+  request.expected = ExpectedVersion::no_stream();
+  EventData event;
+  event.type = "Happened";
+  event.data = "{}";
+  request.events.push_back(event);
+  return request;
+}
+
+class StorePoolTest : public ::testing::Test {
+ protected:
+  void start(std::chrono::milliseconds write_stall) {
+    StoreFactory factory = [gate = gate_, inner = inner_]() -> Result<std::shared_ptr<EventStore>> {
+      return std::shared_ptr<EventStore>(std::make_shared<GatedStore>(gate, inner));
+    };
+    StorePoolConfig config;
+    config.workers = 4;
+    config.max_batch = 64;
+    config.write_stall = write_stall;
+    pool_ = spawn_store_pool(system_, factory, config);
+  }
+
+  // Sends writes to streams s<first>.. (their replies are dropped: the store tells the outcome).
+  void send_writes(int first, int count) {
+    for (int idx = first; idx < first + count; ++idx) {
+      caf::anon_send(pool_, write_atom::value, one_event("s" + std::to_string(idx)));
+    }
+  }
+
+  // Waits until `done` holds for the gate, at most `limit`.
+  bool wait_gate(const std::function<bool(GatedStore::Gate&)>& done,
+                 std::chrono::milliseconds limit) {
+    std::unique_lock lock(gate_->mutex);
+    return gate_->changed.wait_for(lock, limit, [&] { return done(*gate_); });
+  }
+
+  void hold() {
+    std::lock_guard lock(gate_->mutex);
+    gate_->hold = true;
+  }
+
+  void release() {
+    std::lock_guard lock(gate_->mutex);
+    gate_->hold = false;
+    gate_->changed.notify_all();
+  }
+
+  // Every stream s0..s<count-1> got its event.
+  bool all_stored(int count) {
+    for (int idx = 0; idx < count; ++idx) {
+      auto version = inner_->stream_version("s" + std::to_string(idx));
+      if (!version || *version != 1) return false;
+    }
+    return true;
+  }
+
+  void TearDown() override {
+    release();
+    caf::anon_send_exit(pool_, caf::exit_reason::user_shutdown);
+  }
+
+  caf::actor_system_config config_;
+  caf::actor_system system_{config_};
+  std::shared_ptr<GatedStore::Gate> gate_ = std::make_shared<GatedStore::Gate>();
+  std::shared_ptr<InMemoryEventStore> inner_ = std::make_shared<InMemoryEventStore>();
+  caf::actor pool_;
+};
+
+TEST_F(StorePoolTest, WritesArrivingWhileABatchRunsGoTogetherInTheNext) {
+  start(10s);  // no batch stalls within the test
+  hold();
+  send_writes(0, 1);
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 1; }, 10s));
+  send_writes(1, 9);
+  // Three workers are idle, but the nine wait for the batch in flight.
+  std::this_thread::sleep_for(200ms);
+  {
+    std::lock_guard lock(gate_->mutex);
+    EXPECT_EQ(gate_->batches, std::vector<size_t>{1});
+  }
+  release();
+  ASSERT_TRUE(
+      wait_gate([](auto& gate) { return gate.running == 0 && gate.batches.size() >= 2; }, 10s));
+  {
+    std::lock_guard lock(gate_->mutex);
+    EXPECT_EQ(gate_->batches, (std::vector<size_t>{1, 9}));
+    EXPECT_EQ(gate_->most_running, 1);
+  }
+  EXPECT_TRUE(all_stored(10));
+}
+
+TEST_F(StorePoolTest, AStalledBatchLetsTheNextStartBesideIt) {
+  start(100ms);
+  hold();
+  send_writes(0, 1);
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 1; }, 10s));
+  auto sent = Clock::now();
+  send_writes(1, 3);
+  // The first batch is still held: after the stall time the three start on another worker.
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 2; }, 10s));
+  EXPECT_GE(Clock::now() - sent, 80ms);  // not at once (timer slack aside)
+  {
+    std::lock_guard lock(gate_->mutex);
+    EXPECT_EQ(gate_->batches, (std::vector<size_t>{1, 3}));
+    EXPECT_EQ(gate_->running, 2);
+  }
+  release();
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.running == 0; }, 10s));
+  EXPECT_TRUE(all_stored(4));
+}
+
+TEST_F(StorePoolTest, AFullBatchWaitingStartsBesideTheOneInFlight) {
+  start(10s);
+  hold();
+  send_writes(0, 1);
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 1; }, 10s));
+  send_writes(1, 64);  // max_batch: a whole batch is waiting
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 2; }, 2s));
+  {
+    std::lock_guard lock(gate_->mutex);
+    EXPECT_EQ(gate_->batches, (std::vector<size_t>{1, 64}));
+  }
+  release();
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.running == 0; }, 10s));
+  EXPECT_TRUE(all_stored(65));
+}
+
+}  // namespace
+}  // namespace cqrs::actors
