@@ -3,6 +3,7 @@
 
 #include <caf/all.hpp>
 #include <list>
+#include <utility>
 #include <variant>
 
 #include "actors/replies.hpp"
@@ -29,6 +30,9 @@ struct AggregateState {
   int64_t version = 0;
   int64_t snapshot_version = 0;
   bool loaded = false;
+  // Decided without loading (a creating command, see AggregateBuilder::creates): the stream is
+  // taken to be new until the append says so.
+  bool assumed_empty = false;
   bool busy = false;
   int attempts = 0;
   uint64_t received = 0;
@@ -59,6 +63,7 @@ void forget_state(AggregateActor* self) {
   st.version = 0;
   st.snapshot_version = 0;
   st.loaded = false;
+  st.assumed_empty = false;
 }
 
 Result<void> apply_recorded(AggregateState& st, const std::vector<RecordedEvent>& events) {
@@ -124,6 +129,12 @@ void load(AggregateActor* self, Continue then) {
             finish_front(self, error_reply(errc::kStoreUnavailable,
                                            "loading failed: " + self->system().render(err)));
           });
+}
+
+// Drops a state that was only assumed, loads the stream and decides the front command again.
+void load_and_decide_again(AggregateActor* self) {
+  forget_state(self);
+  load(self, [self] { decide(self); });
 }
 
 void maybe_snapshot(AggregateActor* self) {
@@ -195,6 +206,20 @@ void record_outcome(AggregateActor* self, WriteRequest request, std::string repl
       .then(
           [self, reply, events](WriteResult& result) {
             auto& state = self->state;
+            bool assumed = std::exchange(state.assumed_empty, false);
+            if (assumed && !result.ok()) {
+              const Error& error = *result.error;
+              if (error.is(errc::kDuplicateCommand) && result.existing_result) {
+                forget_state(self);  // the recorded answer stands; the state is unknown
+                finish_front(self, *result.existing_result);
+                return;
+              }
+              if (error.is(errc::kWrongExpectedVersion) || error.is(errc::kAlreadyTaken)) {
+                load_and_decide_again(self);  // the stream exists: decide against it
+                return;
+              }
+              forget_state(self);  // other errors answer as usual, and the next command loads
+            }
             if (result.ok()) {
               for (const NewEvent& event : events) {
                 if (auto applied = state.instance->apply(event.type, event.data); !applied) {
@@ -275,6 +300,13 @@ void decide(AggregateActor* self) {
     return;
   }
 
+  if (st.assumed_empty && (outcome.rejected() || outcome.events().empty())) {
+    // Only an append can confirm that the stream is new; an outcome without events is decided
+    // again against the loaded stream before it is recorded.
+    load_and_decide_again(self);
+    return;
+  }
+
   WriteRequest request;
   request.stream_id = st.stream_id;
   request.expected = ExpectedVersion::exact(st.version);
@@ -313,10 +345,22 @@ void decide(AggregateActor* self) {
   record_outcome(self, std::move(request), std::move(reply_text), std::move(outcome.events()));
 }
 
+// Whether `pending` is a command declared as creating its aggregate.
+bool creates(const std::variant<PendingCommand, PendingQuery>& pending) {
+  const auto* command = std::get_if<PendingCommand>(&pending);
+  return command != nullptr && command->envelope.command.type->creates;
+}
+
 void next(AggregateActor* self) {
   auto& st = self->state;
   if (st.busy || st.queue.empty()) return;
   st.busy = true;
+  if (!st.loaded && creates(st.queue.front())) {
+    st.loaded = true;
+    st.assumed_empty = true;
+    decide(self);
+    return;
+  }
   if (!st.loaded) {
     load(self, [self] {
       self->state.busy = false;

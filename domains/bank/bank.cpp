@@ -232,10 +232,12 @@ void register_domain(cqrs::Domain& domain) {
   domain.aggregate<Account>("Account", "account", "account_id")
       .handles<OpenAccount, DepositMoney, WithdrawMoney, CloseAccount, DebitAccount, CreditAccount,
                RefundAccount>()
+      .creates<OpenAccount>()
       .applies<AccountOpened, MoneyDeposited, MoneyWithdrawn, AccountClosed, AccountDebited,
                TransferDebitRejected, AccountCredited, TransferCreditRejected, AccountRefunded>();
   domain.aggregate<Transfer>("Transfer", "transfer", "transfer_id")
       .handles<TransferMoney, CompleteTransfer, FailTransfer>()
+      .creates<TransferMoney>()
       .applies<TransferRequested, TransferCompleted, TransferFailed>();
   domain.add_handler(std::make_shared<AccountsProjector>());
   domain.add_handler(std::make_shared<TransfersProjector>());

@@ -72,6 +72,7 @@ void GiftCard::apply(const GiftCardCancelled&) { status = "cancelled"; }
 void register_domain(cqrs::Domain& domain) {
   domain.aggregate<GiftCard>("GiftCard", "giftcard", "card_id")
       .handles<IssueGiftCard, RedeemGiftCard, CancelGiftCard>()
+      .creates<IssueGiftCard>()
       .applies<GiftCardIssued, GiftCardRedeemed, GiftCardEmptied, GiftCardCancelled>();
   domain.add_handler(std::make_shared<SummaryProjector>());
 }

@@ -112,6 +112,15 @@ TEST_F(DomainDecoding, RegisteringTheSameAggregateTwiceIsAProgrammingError) {
   EXPECT_THROW(giftcard::register_domain(domain_), std::logic_error);
 }
 
+TEST_F(DomainDecoding, OnlyHandledCommandsCanBeDeclaredCreating) {
+  EXPECT_TRUE(domain_.find_command("IssueGiftCard")->creates);
+  EXPECT_FALSE(domain_.find_command("RedeemGiftCard")->creates);
+  Domain other;
+  auto builder = other.aggregate<giftcard::GiftCard>("GiftCard", "giftcard", "card_id");
+  builder.handles<giftcard::RedeemGiftCard>();
+  EXPECT_THROW(builder.creates<giftcard::IssueGiftCard>(), std::logic_error);
+}
+
 TEST(AggregateInstance, RebuildsStateFromStoredEventsAndSnapshots) {
   Domain domain;
   giftcard::register_domain(domain);

@@ -58,6 +58,8 @@ struct CommandType {
   std::function<std::shared_ptr<const void>(const nlohmann::json&)> decode;
   // Runs the aggregate's execute() for this command type.
   std::function<Outcome(const void* aggregate, const void* command)> execute;
+  // The command usually starts a new stream (AggregateBuilder::creates).
+  bool creates = false;
 };
 
 // A command decoded and addressed, ready for its aggregate.
@@ -181,6 +183,7 @@ class Domain {
   friend class AggregateBuilder;
   AggregateType& add_aggregate(std::unique_ptr<AggregateType> type);
   void add_command(std::unique_ptr<CommandType> command);
+  void mark_creating(const AggregateType& aggregate, std::string_view command);
 
   std::vector<std::unique_ptr<AggregateType>> aggregates_;
   std::map<std::string, std::unique_ptr<CommandType>, std::less<>> commands_;
@@ -239,6 +242,19 @@ class AggregateBuilder {
   template <Message... Es>
   AggregateBuilder& applies() {
     (add_event<Es>(), ...);
+    return *this;
+  }
+
+  // The commands that usually start a new stream (IssueGiftCard, OpenAccount). An aggregate not
+  // yet loaded decides them against its empty state without reading the stream first, and the
+  // append expects the stream not to exist; if it does, the aggregate loads it and decides
+  // again. That saves a store round trip for every new aggregate and costs one more when such a
+  // command meets an existing stream. Outcomes are the same either way: a rejection, or an
+  // outcome without events, is always decided again against the loaded stream before it is
+  // recorded. Each must be among the commands of handles(); throws std::logic_error otherwise.
+  template <Message... Cs>
+  AggregateBuilder& creates() {
+    (domain_.mark_creating(type_, type_name_of<Cs>()), ...);
     return *this;
   }
 
