@@ -270,6 +270,8 @@ void record_outcome(AggregateActor* self, WriteRequest request, std::string repl
             finish_front(self, error_reply(error, pending.envelope.command_id.to_string()));
           },
           [self](caf::error& err) {
+            // Whether the append happened is unknown: the next command loads the stream.
+            forget_state(self);
             auto& pending = std::get<PendingCommand>(self->state.queue.front());
             finish_front(self, error_reply(errc::kStoreUnavailable, self->system().render(err),
                                            pending.envelope.command_id.to_string()));
@@ -287,12 +289,20 @@ void decide(AggregateActor* self) {
   try {
     outcome = st.instance->execute(envelope.command);
   } catch (const std::exception& ex) {
+    if (st.assumed_empty) {
+      load_and_decide_again(self);  // the failure against the stream itself is the answer
+      return;
+    }
     forget_state(self);
     finish_front(self,
                  error_reply(errc::kExecutionFailed,
                              envelope.command.type->name + " failed: " + ex.what(), command_id));
     return;
   } catch (...) {
+    if (st.assumed_empty) {
+      load_and_decide_again(self);
+      return;
+    }
     forget_state(self);
     finish_front(
         self, error_reply(errc::kExecutionFailed,
@@ -320,6 +330,10 @@ void decide(AggregateActor* self) {
 
   auto claims = normalized_claims(st, outcome);
   if (!claims) {
+    if (st.assumed_empty) {
+      load_and_decide_again(self);
+      return;
+    }
     finish_front(self, error_reply(claims.error(), command_id));
     return;
   }

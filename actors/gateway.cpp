@@ -127,7 +127,8 @@ std::vector<std::string> behind(const GatewayState& st, const Position& position
                                 const std::vector<std::string>& types) {
   std::vector<std::string> names;
   for (const HandlerRef& handler : st.handlers) {
-    if (!handler.strong || !handles_any(handler.event_types, types)) continue;
+    // No types known (a reply without its events): every strong handler counts.
+    if (!handler.strong || (!types.empty() && !handles_any(handler.event_types, types))) continue;
     auto it = st.handler_positions.find(handler.name);
     if (it == st.handler_positions.end() || it->second < position) names.push_back(handler.name);
   }

@@ -103,6 +103,7 @@ class ActorTest : public ::testing::Test, public test_coordinator_fixture<Config
     giftcard::register_domain(domain_);
     domain_.aggregate<Bomb>("Bomb", "bomb", "bomb_id")
         .handles<ArmBomb, Detonate>()
+        .creates<ArmBomb, Detonate>()
         .applies<BombArmed>();
     pool_ = sys.spawn(fake_pool, probe_);
     router_ = spawn_router(sys, pool_, aggregate_config);
@@ -333,6 +334,16 @@ TEST_F(ActorTest, ExceptionFailsThatCommandOnlyAndPersistsNothing) {
   EXPECT_EQ(stream("bomb-b1").size(), 1u);
   EXPECT_EQ(dispatch("ArmBomb", {{"bomb_id", "b1"}})["version"], 2)
       << "the state was rebuilt from the store after the exception";
+}
+
+// An exception from domain code while the aggregate only assumed a new stream is not the
+// answer yet: the stream is loaded and the command decided again (here it throws again).
+TEST_F(ActorTest, ExceptionAgainstAnAssumedNewStreamIsDecidedAgainAfterLoading) {
+  start();
+  auto failed = dispatch("Detonate", {{"bomb_id", "b9"}});
+  EXPECT_EQ(failed["error"], "execution_failed") << failed;
+  EXPECT_EQ(probe_->loads, 1) << "answered before the stream was read";
+  EXPECT_EQ(probe_->writes, 0);
 }
 
 TEST_F(ActorTest, RepeatedCommandIdGetsTheFirstOutcomeAndAppendsNothing) {
