@@ -587,11 +587,19 @@ HandlerRunner::Step HandlerRunner::fail(const RecordedEvent& record, const std::
 
 Result<int64_t> HandlerRunner::lag() {
   if (auto ready = open_store(); !ready) return ready.error();
-  auto rows = store_->connection().exec(
+  // Only events of the handler's types: it is not woken for the others, so it passes them
+  // only at its next wake-up or poll, and they need no work.
+  pg::Params params;
+  params.add(std::to_string(position_.commit_id)).add(position_.global_position);
+  std::string sql =
       "SELECT count(*) FROM cqrs.events"
       " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-      " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)",
-      pg::Params().add(std::to_string(position_.commit_id)).add(position_.global_position));
+      " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)";
+  if (!event_types_.empty()) {
+    params.add(pg::text_array(event_types_));
+    sql += " AND event_type = ANY($3::text[])";
+  }
+  auto rows = store_->connection().exec(sql, params);
   if (!rows) return rows.error();
   return rows->int64(0, 0);
 }

@@ -303,6 +303,13 @@ void append_array_element(std::string& literal, std::string_view value) {
   literal.push_back('"');
 }
 
+std::string text_array(std::span<const std::string> values) {
+  std::string literal = "{";
+  for (const std::string& value : values) append_array_element(literal, value);
+  literal.push_back('}');
+  return literal;
+}
+
 void append_array_null(std::string& literal) {
   if (literal.size() > 1) literal.push_back(',');
   literal.append("NULL");

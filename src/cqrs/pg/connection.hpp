@@ -135,6 +135,8 @@ Result<std::string> with_database(const std::string& conninfo, std::string_view 
 void append_array_element(std::string& literal, std::string_view value);
 // Appends an SQL NULL element to such a literal.
 void append_array_null(std::string& literal);
+// A whole text[] literal of `values`.
+std::string text_array(std::span<const std::string> values);
 
 // Quotes an identifier for DDL that cannot take parameters (CREATE DATABASE name).
 std::string quote_identifier(std::string_view name);

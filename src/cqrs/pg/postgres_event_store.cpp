@@ -283,14 +283,6 @@ Result<void> PostgresEventStore::ensure_connected() {
 
 namespace {
 
-// A text[] literal of `values`.
-std::string text_array(std::span<const std::string> values) {
-  std::string literal = "{";
-  for (const std::string& value : values) append_array_element(literal, value);
-  literal.push_back('}');
-  return literal;
-}
-
 // Parameters of the "append" statement for one request.
 Params append_params(std::string_view stream_id, ExpectedVersion expected,
                      std::span<const EventData> events, const CommandRecord* command) {
