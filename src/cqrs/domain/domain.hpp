@@ -251,7 +251,8 @@ class AggregateBuilder {
   // again. That saves a store round trip for every new aggregate and costs one more when such a
   // command meets an existing stream. Outcomes are the same either way: a rejection, an
   // outcome without events or an exception is always decided again against the loaded stream
-  // before it is answered. Each must be among the commands of handles(); throws std::logic_error otherwise.
+  // before it is answered. Each must be among the commands of handles(); throws
+  // std::logic_error otherwise.
   template <Message... Cs>
   AggregateBuilder& creates() {
     (domain_.mark_creating(type_, type_name_of<Cs>()), ...);
