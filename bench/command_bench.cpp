@@ -76,8 +76,8 @@ constexpr double kSingleP50GoalMs = 1.5;
 constexpr double kRssGoalBytes = 1024.0 * 1024 * 1024;
 constexpr double kIdleKeptGrowth = 0.1;  // "back near the start": keeps <= 10% of its growth
 constexpr auto kIdleSettleLimit = 60s;
-constexpr double kIdleCpuPercent = 3;      // "idle" between phases: under 3% of a core
-constexpr size_t kReuseCards = 50'000;     // --cards: new cards issued after idle (reuse check)
+constexpr double kIdleCpuPercent = 3;   // "idle" between phases: under 3% of a core
+constexpr size_t kReuseCards = 50'000;  // --cards: new cards issued after idle (reuse check)
 
 std::atomic<bool> g_interrupted{false};
 
