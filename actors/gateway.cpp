@@ -1,7 +1,6 @@
 // Gateway: envelope decoding (cqrs/envelope.hpp), middleware, and the hand-off to the router.
 #include "actors/gateway.hpp"
 
-#include <algorithm>
 #include <caf/all.hpp>
 #include <map>
 #include <unordered_map>
@@ -116,9 +115,7 @@ std::vector<std::string> event_types_of(const nlohmann::json& reply) {
     auto type = event.is_object() ? event.find("type") : event.end();
     if (type != event.end() && type->is_string()) types.push_back(type->get<std::string>());
   }
-  std::sort(types.begin(), types.end());
-  types.erase(std::unique(types.begin(), types.end()), types.end());
-  return types;
+  return sorted_types(std::move(types));
 }
 
 // The strong handlers of one of `types` (sorted) that have not yet processed `position`. A

@@ -5,7 +5,6 @@
 //   cqrsd [--config-file=config/cqrsd.conf] [--db.url=URL] [--server.port=4242] ...
 //   cqrsd migrate [--db.url=URL]      apply the schema migrations and exit
 //   cqrsd --long-help                 every option with its default (--help: CAF's own)
-#include <algorithm>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
@@ -242,9 +241,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
     for (const auto& handler : domain.handlers()) {
       auto actor = cqrs::actors::spawn_handler_actor(system, handler, url, &domain.upcasters(),
                                                      gateway, handler_config);
-      std::vector<std::string> types = handler->event_types();
-      std::sort(types.begin(), types.end());
-      types.erase(std::unique(types.begin(), types.end()), types.end());
+      std::vector<std::string> types = cqrs::sorted_types(handler->event_types());
       handler_actors.push_back(actor);
       wake_targets.push_back({actor, types});
       handler_refs.push_back({handler->name(), std::string(cqrs::to_string(handler->kind())),

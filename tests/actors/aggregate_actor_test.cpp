@@ -145,6 +145,17 @@ class ActorTest : public ::testing::Test, public test_coordinator_fixture<Config
     return live;
   }
 
+  // Another process issued the card: its event is in the store, no actor here has seen it.
+  void issue_elsewhere(const std::string& card_id, int64_t amount) {
+    EventData issued;
+    issued.type = "GiftCardIssued";
+    issued.data = nlohmann::json{{"card_id", card_id}, {"amount", amount}}.dump();
+    ASSERT_TRUE(
+        probe_->store
+            ->append("giftcard-" + card_id, ExpectedVersion::no_stream(), std::span(&issued, 1))
+            .ok());
+  }
+
   std::vector<RecordedEvent> stream(std::string_view id) {
     return *probe_->store->read_stream(id, 1, 1000, Direction::kForward);
   }
@@ -169,12 +180,7 @@ TEST_F(ActorTest, RoutesEachStreamToItsOwnActor) {
 // fails its append (the stream exists), and the aggregate loads the stream and decides again.
 TEST_F(ActorTest, CreatingCommandOnAnExistingStreamLoadsItAndDecidesAgain) {
   start();
-  EventData issued;
-  issued.type = "GiftCardIssued";
-  issued.data = R"({"card_id":"c1","amount":100})";
-  ASSERT_TRUE(
-      probe_->store->append("giftcard-c1", ExpectedVersion::no_stream(), std::span(&issued, 1))
-          .ok());
+  issue_elsewhere("c1", 100);
   auto reply = dispatch("IssueGiftCard", {{"card_id", "c1"}, {"amount", 50}});
   EXPECT_EQ(reply["error"], "gift_card_exists") << reply;
   EXPECT_EQ(probe_->loads, 1);
@@ -189,12 +195,7 @@ TEST_F(ActorTest, CreatingCommandOnAnExistingStreamLoadsItAndDecidesAgain) {
 // recorded, and a retry of the command id gets that same answer.
 TEST_F(ActorTest, CreatingCommandRejectedWithoutLoadingIsDecidedAgainstTheStream) {
   start();
-  EventData issued;
-  issued.type = "GiftCardIssued";
-  issued.data = R"({"card_id":"c1","amount":100})";
-  ASSERT_TRUE(
-      probe_->store->append("giftcard-c1", ExpectedVersion::no_stream(), std::span(&issued, 1))
-          .ok());
+  issue_elsewhere("c1", 100);
   std::string id = Uuid::random().to_string();
   auto reply = dispatch("IssueGiftCard", {{"card_id", "c1"}, {"amount", 0}}, id);
   EXPECT_EQ(reply["error"], "gift_card_exists") << reply;

@@ -127,9 +127,26 @@ class StorePoolTest : public ::testing::Test {
     return gate_->changed.wait_for(lock, limit, [&] { return done(*gate_); });
   }
 
-  void hold() {
+  // Starts the pool and a first write batch (one write) that stays in flight until release().
+  bool start_holding_one(std::chrono::milliseconds write_stall) {
+    start(write_stall);
+    {
+      std::lock_guard lock(gate_->mutex);
+      gate_->hold = true;
+    }
+    send_writes(0, 1);
+    return wait_gate([](auto& gate) { return gate.batches.size() == 1; }, 10s);
+  }
+
+  // What the gate saw so far, read under its lock.
+  struct Seen {
+    std::vector<size_t> batches;
+    int running = 0;
+    int most_running = 0;
+  };
+  Seen seen() {
     std::lock_guard lock(gate_->mutex);
-    gate_->hold = true;
+    return {gate_->batches, gate_->running, gate_->most_running};
   }
 
   void release() {
@@ -160,59 +177,39 @@ class StorePoolTest : public ::testing::Test {
 };
 
 TEST_F(StorePoolTest, WritesArrivingWhileABatchRunsGoTogetherInTheNext) {
-  start(10s);  // no batch stalls within the test
-  hold();
-  send_writes(0, 1);
-  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 1; }, 10s));
+  ASSERT_TRUE(start_holding_one(10s));  // no batch stalls within the test
   send_writes(1, 9);
   // Three workers are idle, but the nine wait for the batch in flight.
   std::this_thread::sleep_for(200ms);
-  {
-    std::lock_guard lock(gate_->mutex);
-    EXPECT_EQ(gate_->batches, std::vector<size_t>{1});
-  }
+  EXPECT_EQ(seen().batches, std::vector<size_t>{1});
   release();
   ASSERT_TRUE(
       wait_gate([](auto& gate) { return gate.running == 0 && gate.batches.size() >= 2; }, 10s));
-  {
-    std::lock_guard lock(gate_->mutex);
-    EXPECT_EQ(gate_->batches, (std::vector<size_t>{1, 9}));
-    EXPECT_EQ(gate_->most_running, 1);
-  }
+  EXPECT_EQ(seen().batches, (std::vector<size_t>{1, 9}));
+  EXPECT_EQ(seen().most_running, 1);
   EXPECT_TRUE(all_stored(10));
 }
 
 TEST_F(StorePoolTest, AStalledBatchLetsTheNextStartBesideIt) {
-  start(100ms);
-  hold();
-  send_writes(0, 1);
-  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 1; }, 10s));
+  ASSERT_TRUE(start_holding_one(100ms));
   auto sent = Clock::now();
   send_writes(1, 3);
   // The first batch is still held: after the stall time the three start on another worker.
   ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 2; }, 10s));
   EXPECT_GE(Clock::now() - sent, 80ms);  // not at once (timer slack aside)
-  {
-    std::lock_guard lock(gate_->mutex);
-    EXPECT_EQ(gate_->batches, (std::vector<size_t>{1, 3}));
-    EXPECT_EQ(gate_->running, 2);
-  }
+  Seen now = seen();
+  EXPECT_EQ(now.batches, (std::vector<size_t>{1, 3}));
+  EXPECT_EQ(now.running, 2);
   release();
   ASSERT_TRUE(wait_gate([](auto& gate) { return gate.running == 0; }, 10s));
   EXPECT_TRUE(all_stored(4));
 }
 
 TEST_F(StorePoolTest, AFullBatchWaitingStartsBesideTheOneInFlight) {
-  start(10s);
-  hold();
-  send_writes(0, 1);
-  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 1; }, 10s));
+  ASSERT_TRUE(start_holding_one(10s));
   send_writes(1, 64);  // max_batch: a whole batch is waiting
   ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 2; }, 2s));
-  {
-    std::lock_guard lock(gate_->mutex);
-    EXPECT_EQ(gate_->batches, (std::vector<size_t>{1, 64}));
-  }
+  EXPECT_EQ(seen().batches, (std::vector<size_t>{1, 64}));
   release();
   ASSERT_TRUE(wait_gate([](auto& gate) { return gate.running == 0; }, 10s));
   EXPECT_TRUE(all_stored(65));

@@ -12,6 +12,7 @@
 // of running each handler in exactly one cqrsd process at a time.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -99,6 +100,13 @@ class Handler {
     return opts.strong.value_or(kind() == HandlerKind::kProjector);
   }
 };
+
+// `types` sorted and without repeats, as handles_any() takes them.
+inline std::vector<std::string> sorted_types(std::vector<std::string> types) {
+  std::sort(types.begin(), types.end());
+  types.erase(std::unique(types.begin(), types.end()), types.end());
+  return types;
+}
 
 // Whether a handler of `handled` types (empty: every type) handles one of `appended`. Both are
 // sorted.

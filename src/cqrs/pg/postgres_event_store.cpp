@@ -283,6 +283,24 @@ Result<void> PostgresEventStore::ensure_connected() {
 
 namespace {
 
+// The types of `events`, for the wake-up's payload.
+std::vector<std::string> types_of(std::span<const EventData> events) {
+  std::vector<std::string> types;
+  for (const EventData& event : events) types.push_back(event.type);
+  return types;
+}
+
+// The types of the events of requests[pending...].
+std::vector<std::string> types_of(std::span<const WriteRequest> requests,
+                                  const std::vector<size_t>& pending) {
+  std::vector<std::string> types;
+  for (size_t idx : pending) {
+    std::vector<std::string> more = types_of(requests[idx].events);
+    types.insert(types.end(), more.begin(), more.end());
+  }
+  return types;
+}
+
 // Parameters of the "append" statement for one request.
 Params append_params(std::string_view stream_id, ExpectedVersion expected,
                      std::span<const EventData> events, const CommandRecord* command) {
@@ -423,9 +441,7 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   if (auto connected = ensure_connected(); !connected) return connected.error();
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append", append_params(stream_id, expected, events, nullptr), true});
-  WriteRequest announced;
-  announced.events.assign(events.begin(), events.end());
-  add_notify(steps, std::span<const WriteRequest>(&announced, 1));
+  add_notify(steps, types_of(events));
   auto results = conn_->exec_pipeline(steps);
   if (!results) return results.error();
   auto& rows = (*results)[0];
@@ -481,7 +497,7 @@ WriteResult PostgresEventStore::write_claiming(const WriteRequest& request) {
   }
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append_claiming", std::move(params), true});
-  add_notify(steps, std::span<const WriteRequest>(&request, 1));
+  add_notify(steps, types_of(request.events));
   auto ran = conn_->exec_pipeline(steps);
   if (!ran) return WriteResult{{}, ran.error(), {}, {}};
   auto& rows = (*ran)[0];
@@ -513,7 +529,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
     steps.push_back({"append_batch", batch_params(requests, round), false});
   }
   steps.back().sync_after = true;
-  add_notify(steps, requests);
+  add_notify(steps, types_of(requests, pending));
   auto grouped = conn_->exec_pipeline(steps);
   if (!grouped) {
     for (size_t idx : pending) results[idx] = WriteResult{{}, grouped.error(), {}, {}};
@@ -548,7 +564,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
                      append_params(request.stream_id, request.expected, request.events, command),
                      true});
   }
-  add_notify(steps, requests);
+  add_notify(steps, types_of(requests, pending));
   auto separate = conn_->exec_pipeline(steps);
   for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
     if (!separate) {
@@ -560,18 +576,15 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
 }
 
 void PostgresEventStore::add_notify(std::vector<Connection::PipelineStep>& steps,
-                                    std::span<const WriteRequest> requests) const {
+                                    std::vector<std::string> types) const {
   // The wake-up rides in the same round trip, in its own transaction committed without waiting
   // for the WAL flush: inside the appends' transaction it would serialize every writer's commit
   // on PostgreSQL's notification lock, and a lost notification only delays readers (they also
   // poll). A failed append makes it a spurious wake-up, which readers tolerate. It names the
   // event types, so that a daemon wakes only the handlers of those types.
-  if (!options_.notify) return;
-  std::vector<std::string> types;
-  for (const WriteRequest& request : requests) {
-    for (const EventData& event : request.events) types.push_back(event.type);
+  if (options_.notify) {
+    steps.push_back({"notify", Params().add(notice_types_suffix(std::move(types))), true});
   }
-  steps.push_back({"notify", Params().add(notice_types_suffix(std::move(types))), true});
 }
 
 Result<std::vector<RecordedEvent>> PostgresEventStore::read_stream(std::string_view stream_id,
@@ -805,11 +818,19 @@ Result<std::optional<CommandRecord>> PostgresEventStore::find_command(const Uuid
 
 int PostgresEventStore::backend_pid() const { return conn_->backend_pid(); }
 
+namespace {
+
+void sort_unique(std::vector<std::string>& types) {
+  std::sort(types.begin(), types.end());
+  types.erase(std::unique(types.begin(), types.end()), types.end());
+}
+
+}  // namespace
+
 std::string notice_types_suffix(std::vector<std::string> types) {
   // NOTIFY payloads must stay under 8,000 bytes; a batch of many types announces any type.
   constexpr size_t kMaxTypesBytes = 4000;
-  std::sort(types.begin(), types.end());
-  types.erase(std::unique(types.begin(), types.end()), types.end());
+  sort_unique(types);
   std::string suffix =
       " " + nlohmann::json(types).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return suffix.size() > kMaxTypesBytes ? std::string() : suffix;
@@ -825,8 +846,7 @@ std::optional<std::vector<std::string>> notice_types(std::string_view payload) {
     if (!type.is_string()) return std::nullopt;
     types.push_back(type.get<std::string>());
   }
-  std::sort(types.begin(), types.end());
-  types.erase(std::unique(types.begin(), types.end()), types.end());
+  sort_unique(types);
   return types;
 }
 

@@ -103,9 +103,9 @@ class PostgresEventStore final : public EventStore {
   explicit PostgresEventStore(std::unique_ptr<Connection> conn, PostgresStoreOptions options);
   Result<void> prepare_statements();
   Result<void> ensure_connected();
-  // Adds the wake-up for appends of `requests` (their event types go into the payload).
+  // Adds the wake-up for appends of events of `types` (named in the payload).
   void add_notify(std::vector<Connection::PipelineStep>& steps,
-                  std::span<const WriteRequest> requests) const;
+                  std::vector<std::string> types) const;
   // write() for requests without claims: one transaction, one round trip, per-request results.
   void write_group(std::span<const WriteRequest> requests, const std::vector<size_t>& pending,
                    std::vector<WriteResult>& results);
