@@ -1,6 +1,6 @@
 // The gift card read model: giftcard_summary, one row per card (schema/004_read_models.sql),
-// its projector, and the read the demo web page serves. Every commit that changes the table
-// sends a NOTIFY on the channel kSummaryChannel (schema/008_giftcard_summary_notify.sql).
+// its projector, and the read the demo web page serves. After each batch it commits, and after a
+// reset, the projector's runtime sends a NOTIFY on the channel kSummaryChannel.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +32,7 @@ class SummaryProjector : public cqrs::Projector {
   std::vector<std::string> event_types() const override;
   cqrs::Result<void> project(const cqrs::Event& event, cqrs::ProjectionSql& sql) override;
   std::string reset_sql() const override { return "TRUNCATE giftcard_summary"; }
+  std::string change_channel() const override { return std::string(kSummaryChannel); }
 };
 
 // The newest `limit` cards (by issue time, then card id) and totals over all cards, read in one

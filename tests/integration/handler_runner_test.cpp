@@ -22,7 +22,8 @@ using namespace std::chrono_literals;
 // events whose data is {"poison": true}.
 class ItemProjector : public Projector {
  public:
-  explicit ItemProjector(HandlerOptions options = {}) : options_(options) {}
+  explicit ItemProjector(HandlerOptions options = {}, std::string channel = {})
+      : options_(options), channel_(std::move(channel)) {}
   std::string name() const override { return "items"; }
   std::vector<std::string> event_types() const override { return {"Item"}; }
   HandlerOptions options() const override { return options_; }
@@ -43,9 +44,11 @@ class ItemProjector : public Projector {
     return {};
   }
   std::string reset_sql() const override { return "TRUNCATE seen"; }
+  std::string change_channel() const override { return channel_; }
 
  private:
   HandlerOptions options_;
+  std::string channel_;
 };
 
 class HandlerRunnerTest : public ::testing::Test {
@@ -267,6 +270,40 @@ TEST_F(HandlerRunnerTest, ResetRebuildsTheSameRows) {
   auto after = sql_->exec("SELECT string_agg(event_id || label, ',' ORDER BY event_id) FROM seen");
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(before->text(0, 0), after->text(0, 0));
+}
+
+// A projector with a change channel announces each committed batch that projected something, and
+// each reset, after the commit; pages with nothing of its types and rolled-back work announce
+// nothing.
+TEST_F(HandlerRunnerTest, ChangeChannelIsNotifiedAfterEachCommittedBatchAndReset) {
+  auto listener = db_->connect();
+  ASSERT_TRUE(listener->listen("seen_changed"));
+  auto pending = [&](int timeout_ms) -> size_t {
+    auto received = listener->wait_notifications(timeout_ms);
+    EXPECT_TRUE(received.ok());
+    return received ? received->size() : 0;
+  };
+  HandlerOptions options;
+  options.max_attempts = 5;
+  options.backoff_base = 10ms;
+  HandlerRunner runner(std::make_shared<ItemProjector>(options, "seen_changed"), db_->url());
+
+  append("a", {R"({"label":"a1"})", R"({"label":"a2"})"});
+  drain(runner);
+  EXPECT_EQ(pending(5000), 1u) << "one notification for the batch";
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 2) << "announced after its commit";
+
+  append("b", {R"({"label":"b1"})"}, "Other");
+  drain(runner);
+  EXPECT_EQ(pending(300), 0u) << "a page without the projector's types changes nothing";
+
+  append("c", {R"({"poison":true})"});
+  EXPECT_EQ(runner.step().next, Next::kRetryAfter);
+  EXPECT_EQ(pending(300), 0u) << "a rolled-back batch changes nothing";
+
+  ASSERT_TRUE(runner.reset().ok());
+  EXPECT_EQ(pending(5000), 1u) << "a reset empties the read model";
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 0);
 }
 
 // Counts deliveries per event id; fails the first delivery of events marked {"flaky": true}.

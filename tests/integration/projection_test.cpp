@@ -276,6 +276,17 @@ TEST_F(Projections, SubscribeToExactlyTheEventsTheyProject) {
   EXPECT_EQ(transfers_.name(), "bank_transfers");
 }
 
+// The web page's signal: the gift card projector names its channel, and no trigger notifies from
+// inside its transactions (that would hold PostgreSQL's notification lock through their commits).
+TEST_F(Projections, GiftCardSummaryAnnouncesChangesAfterItsTransactions) {
+  EXPECT_EQ(giftcards_.change_channel(), std::string(giftcard::kSummaryChannel));
+  EXPECT_EQ(accounts_.change_channel(), "");
+  EXPECT_EQ(transfers_.change_channel(), "");
+  EXPECT_EQ(rows("SELECT tgname FROM pg_trigger"
+                 " WHERE tgrelid = 'public.giftcard_summary'::regclass AND NOT tgisinternal"),
+            Rows{});
+}
+
 TEST_F(Projections, AnEventWithoutItsRowFails) {
   History history;
   history.add("giftcard-x", giftcard::GiftCardRedeemed{"x", 1, 9})

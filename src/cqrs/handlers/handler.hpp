@@ -149,6 +149,13 @@ class Projector : public Handler {
   // Empties the read model for a rebuild (TRUNCATE or DELETE statements); run in the same
   // transaction that resets the checkpoint.
   virtual std::string reset_sql() const = 0;
+  // When not empty: a channel on which the runtime sends NOTIFY (empty payload) after each
+  // committed batch that projected an event, and after a reset, so that readers of the read
+  // model (a live page, say) know to read it again. It goes in a transaction of its own, after
+  // the commit: a NOTIFY inside the batch's transaction would hold PostgreSQL's notification
+  // lock through that commit's WAL flush, and every other notifying commit in the cluster (the
+  // store's appends among them) would wait for it.
+  virtual std::string change_channel() const { return {}; }
 };
 
 // A command a process manager wants dispatched.

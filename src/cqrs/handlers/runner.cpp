@@ -208,6 +208,17 @@ Result<void> HandlerRunner::skip_to(Position end, bool write_now) {
   return {};
 }
 
+void HandlerRunner::notify_change() {
+  if (handler_->kind() != HandlerKind::kProjector) return;
+  std::string channel = static_cast<const Projector&>(*handler_).change_channel();
+  if (channel.empty()) return;
+  // Committed without waiting for the WAL flush: a lost notification only delays a reader. A
+  // failure is left to the next statement on this connection, which reconnects.
+  (void)store_->connection().exec(
+      "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')",
+      pg::Params().add(channel));
+}
+
 void HandlerRunner::mark_stored(Position position) {
   stored_ = position;
   last_saved_ = Clock::now();
@@ -343,6 +354,10 @@ HandlerRunner::Step HandlerRunner::run_projector(const std::vector<RecordedEvent
     }
     outcome.committed = true;
     mark_stored(end);
+    if (std::any_of(events.begin(), events.begin() + static_cast<std::ptrdiff_t>(count),
+                    [&](const auto& e) { return wanted(e); })) {
+      notify_change();
+    }
     return outcome;
   };
 
@@ -672,6 +687,7 @@ Result<void> HandlerRunner::reset() {
     return rollback(removed.error());
   }
   if (auto committed = sql.exec("COMMIT"); !committed) return rollback(committed.error());
+  notify_change();
   position_ = Position{};
   stored_ = Position{};
   status_.position.reset();

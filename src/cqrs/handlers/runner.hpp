@@ -118,6 +118,8 @@ class HandlerRunner {
   // Moves the position over events this handler does not handle; writes it when `write_now`
   // or kIdleCheckpointEvery passed since the last write, else it moves in memory only.
   Result<void> skip_to(Position end, bool write_now);
+  // NOTIFY on the projector's change channel, if it has one; see Projector::change_channel().
+  void notify_change();
   std::chrono::milliseconds recheck_delay(bool progressed);
   Step fail(const RecordedEvent& record, const std::string& error, size_t handled);
   void lose_connection(const Error& error);
