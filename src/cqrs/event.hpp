@@ -92,8 +92,8 @@ enum class Direction { kForward, kBackward };
 // position, or the `after` that was passed when the page is empty).
 struct AllPage {
   std::vector<RecordedEvent> events;
-  Position next;       // where the next page starts (the last event read, or scanned past)
-  size_t scanned = 0;  // events the page covered; more than events.size() when filtered
+  Position next;      // where the next page starts (the last event read, or skipped past)
+  bool more = false;  // the page stopped at its size limit: more events may follow at once
 };
 
 // The latest saved state of one aggregate stream.

@@ -211,7 +211,7 @@ Result<AllPage> InMemoryEventStore::read_all(Position after, size_t max_count) {
     page.events.push_back(*it);
   }
   if (!page.events.empty()) page.next = page.events.back().position();
-  page.scanned = page.events.size();
+  page.more = page.events.size() == max_count;
   return page;
 }
 

@@ -38,9 +38,9 @@ class PostgresStore : public ::testing::Test {
   std::unique_ptr<Connection> raw_;
 };
 
-TEST_F(PostgresStore, ReadAllOfTypesFetchesThoseTypesAndCoversTheWholePage) {
-  std::vector<EventData> events(5);
-  const char* types[] = {"A", "B", "A", "C", "A"};
+TEST_F(PostgresStore, ReadAllOfTypesReturnsThoseTypesAndMovesPastTheOthers) {
+  std::vector<EventData> events(6);
+  const char* types[] = {"A", "B", "A", "C", "B", "A"};
   for (size_t idx = 0; idx < events.size(); ++idx) {
     events[idx].type = types[idx];
     events[idx].data = "{}";
@@ -57,29 +57,39 @@ TEST_F(PostgresStore, ReadAllOfTypesFetchesThoseTypesAndCoversTheWholePage) {
   }
   auto all = store_->read_all(Position{}, 10);
   ASSERT_TRUE(all.ok());
-  ASSERT_EQ(all->events.size(), 5u);
+  ASSERT_EQ(all->events.size(), 6u);
 
-  std::vector<std::string> wanted = {"B", "C"};
-  auto first = store_->read_all_of_types(Position{}, 3, wanted);
+  // A repeated type changes nothing.
+  std::vector<std::string> wanted = {"C", "B", "B"};
+  auto first = store_->read_all_of_types(Position{}, 2, wanted);
   ASSERT_TRUE(first.ok()) << first.error().to_string();
-  ASSERT_EQ(first->events.size(), 1u);
+  ASSERT_EQ(first->events.size(), 2u);
   EXPECT_EQ(first->events[0].type, "B");
   EXPECT_EQ(first->events[0].stream_version, 2);
-  EXPECT_EQ(first->scanned, 3u);
-  EXPECT_EQ(first->next, all->events[2].position()) << "the page ends past the skipped event";
+  EXPECT_EQ(first->events[1].type, "C");
+  EXPECT_EQ(first->events[1].data, "{}");
+  EXPECT_TRUE(first->more) << "a full page";
+  EXPECT_EQ(first->next, all->events[3].position()) << "a full page ends at its last event";
 
   auto rest = store_->read_all_of_types(first->next, 10, wanted);
   ASSERT_TRUE(rest.ok());
   ASSERT_EQ(rest->events.size(), 1u);
-  EXPECT_EQ(rest->events[0].type, "C");
-  EXPECT_EQ(rest->events[0].data, "{}");
-  EXPECT_EQ(rest->scanned, 2u);
-  EXPECT_EQ(rest->next, all->events[4].position());
+  EXPECT_EQ(rest->events[0].stream_version, 5);
+  EXPECT_FALSE(rest->more);
+  EXPECT_EQ(rest->next, all->events[5].position()) << "past the trailing event of another type";
 
   auto none = store_->read_all_of_types(rest->next, 10, wanted);
   ASSERT_TRUE(none.ok());
-  EXPECT_EQ(none->scanned, 0u);
+  EXPECT_TRUE(none->events.empty());
+  EXPECT_FALSE(none->more);
   EXPECT_EQ(none->next, rest->next);
+
+  // Nothing of the types at all: the page still moves past everything visible.
+  std::vector<std::string> absent = {"Z"};
+  auto skipped = store_->read_all_of_types(Position{}, 10, absent);
+  ASSERT_TRUE(skipped.ok());
+  EXPECT_TRUE(skipped->events.empty());
+  EXPECT_EQ(skipped->next, all->events[5].position());
 }
 
 TEST_F(PostgresStore, UpdatingAStoredEventFails) {

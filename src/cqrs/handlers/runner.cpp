@@ -259,7 +259,7 @@ HandlerRunner::Step HandlerRunner::step() {
   if (status_.state == HandlerState::kStandby) return {Step::Next::kStandby, kStandbyDelay, 0};
   if (status_.state == HandlerState::kStopped) return {Step::Next::kStopped, {}, 0};
 
-  // A handler of some types reads only those whole; the page still covers every event.
+  // A handler of some types reads only those; its page moves past the others.
   auto page = event_types_.empty()
                   ? store_->read_all(position_, options_.batch_size)
                   : store_->read_all_of_types(position_, options_.batch_size, event_types_);
@@ -269,7 +269,7 @@ HandlerRunner::Step HandlerRunner::step() {
     return {Step::Next::kRetryAfter, kReconnectDelay, 0};
   }
   page_end_ = page->next;
-  if (page->scanned == 0) {
+  if (page->events.empty() && page->next == position_) {
     if (!failing_at_) status_.state = HandlerState::kRunning;
     // Caught up: store a position that only moved in memory (skipped pages), so that other
     // processes following the stored checkpoint (strong consistency on a standby) see it.
@@ -293,7 +293,7 @@ HandlerRunner::Step HandlerRunner::step() {
       step = run_event_handler(page->events);
       break;
   }
-  if (step.next == Step::Next::kWait && page->scanned == options_.batch_size) {
+  if (step.next == Step::Next::kWait && page->more) {
     step.next = Step::Next::kContinue;  // a full page: there is probably more
   }
   if (step.next == Step::Next::kWait) step.delay = recheck_delay(true);

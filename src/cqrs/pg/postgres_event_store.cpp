@@ -102,32 +102,41 @@ std::vector<Statement> statements() {
                        " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
                        " ORDER BY cqrs.events.transaction_id, cqrs.events.global_position"
                        " LIMIT $3"},
-      // read_all for some event types: the page is cut from the (transaction_id,
-      // global_position) index as for read_all, but only rows of those types are fetched
-      // whole. A last row (kind 2) says where the page ended and how many events it covered.
+      // read_all for some event types, through events_by_type_idx (schema/010): the first $3
+      // events of those types after ($1, $2) and below the watermark (one index range per type,
+      // merged), then those rows whole. Events of other types cost nothing, however many. When
+      // fewer than $3 match, a last row (kind 2) gives the newest position below the watermark:
+      // every event of the types up to it was returned, so the next page may start there.
       // Columns: kind, the order (xid8, position), then the event columns.
       {"read_all_of_types",
-       "WITH page AS MATERIALIZED ("
-       " SELECT transaction_id, global_position FROM cqrs.events"
-       " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-       " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
-       " ORDER BY transaction_id, global_position LIMIT $3),"
-       " edge AS (SELECT transaction_id, global_position, count(*) OVER () AS scanned"
-       "  FROM page ORDER BY transaction_id DESC, global_position DESC LIMIT 1) "
-       // LATERAL + LIMIT: one index probe per page row. A plain join's generic plan hashes
-       // a sequential scan of the whole table.
-       "SELECT 1 AS kind, e.* FROM page AS p CROSS JOIN LATERAL ("
+       "WITH bound AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
+       " keys AS MATERIALIZED ("
+       "  SELECT k.transaction_id, k.global_position"
+       "  FROM (SELECT DISTINCT unnest($4::text[])) AS t(type)"
+       "  CROSS JOIN LATERAL (SELECT x.transaction_id, x.global_position FROM cqrs.events AS x"
+       "   WHERE x.event_type = t.type AND x.transaction_id < (SELECT xmin FROM bound)"
+       "   AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
+       "   ORDER BY x.transaction_id, x.global_position LIMIT $3) AS k"
+       "  ORDER BY k.transaction_id, k.global_position LIMIT $3),"
+       " head AS (SELECT x.transaction_id, x.global_position FROM cqrs.events AS x"
+       "  WHERE x.transaction_id < (SELECT xmin FROM bound)"
+       "  AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
+       "  AND (SELECT count(*) FROM keys) < $3"
+       "  ORDER BY x.transaction_id DESC, x.global_position DESC LIMIT 1) "
+       // LATERAL + LIMIT: one index probe per key. A plain join's generic plan hashes a
+       // sequential scan of the whole table.
+       "SELECT 1 AS kind, e.* FROM keys AS p CROSS JOIN LATERAL ("
        " SELECT x.transaction_id AS xid, x.global_position AS pos,"
        " x.global_position, x.transaction_id::text, x.stream_id, x.stream_version,"
        " x.event_id::text, x.event_type, x.event_version, x.data::text, x.metadata::text,"
        " (extract(epoch FROM x.created_at) * 1000000)::bigint"
        " FROM cqrs.events AS x"
        " WHERE x.transaction_id = p.transaction_id AND x.global_position = p.global_position"
-       " AND x.event_type = ANY($4::text[]) LIMIT 1) AS e "
+       " LIMIT 1) AS e "
        "UNION ALL "
        "SELECT 2, transaction_id, global_position, global_position, transaction_id::text,"
-       " NULL::text, scanned, NULL::text, NULL::text, NULL::int, NULL::text, NULL::text,"
-       " NULL::bigint FROM edge "
+       " NULL::text, NULL::bigint, NULL::text, NULL::text, NULL::int, NULL::text, NULL::text,"
+       " NULL::bigint FROM head "
        "ORDER BY 1, 2, 3"},
       // Qualified ORDER BY: the output column transaction_id::text is also named
       // transaction_id, and an unqualified name would sort by it (as text, and unindexed).
@@ -149,11 +158,11 @@ std::vector<Statement> statements() {
        "SELECT 1 FROM cqrs.events"
        " WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)"
        " ORDER BY transaction_id, global_position LIMIT 1"},
+      // One probe of events_by_type_idx per type.
       {"events_of_types_after_exist",
-       "SELECT 1 FROM cqrs.events"
-       " WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)"
-       " AND event_type = ANY($3::text[])"
-       " ORDER BY transaction_id, global_position LIMIT 1"},
+       "SELECT 1 FROM unnest($3::text[]) AS t(type) WHERE EXISTS (SELECT 1 FROM cqrs.events AS x"
+       " WHERE x.event_type = t.type"
+       " AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)) LIMIT 1"},
       {"load_checkpoint",
        "SELECT transaction_id::text, global_position FROM cqrs.checkpoints "
        "WHERE handler_name = $1"},
@@ -669,7 +678,7 @@ Result<AllPage> PostgresEventStore::read_all(Position after, size_t max_count) {
   AllPage page;
   page.events = events_from(*rows);
   page.next = page.events.empty() ? after : page.events.back().position();
-  page.scanned = page.events.size();
+  page.more = page.events.size() == max_count;
   return page;
 }
 
@@ -686,11 +695,12 @@ Result<AllPage> PostgresEventStore::read_all_of_types(Position after, size_t max
   for (int row = 0; row < rows->rows(); ++row) {
     if (rows->int64(row, 0) == 1) {
       page.events.push_back(event_at(*rows, row, 3));
+      page.next = page.events.back().position();
     } else {
       page.next = Position{to_uint64(rows->text(row, 4)), rows->int64(row, 3)};
-      page.scanned = static_cast<size_t>(rows->int64(row, 6));
     }
   }
+  page.more = page.events.size() == max_count;
   return page;
 }
 

@@ -75,8 +75,9 @@ class PostgresEventStore final : public EventStore {
   Result<void> commit_with_checkpoint(std::string_view handler, Position position,
                                       const std::function<Result<void>(Connection&)>& work);
 
-  // read_all, but only events whose type is in `types` come back whole; page.next and
-  // page.scanned cover every event the page passed (handlers skip the rest cheaply).
+  // read_all of the events whose type is in `types`: up to `max_count` of them, found through an
+  // index by type, so events of other types are never read. When fewer match, page.next is the
+  // newest position readers can see, past every skipped event.
   Result<AllPage> read_all_of_types(Position after, size_t max_count,
                                     std::span<const std::string> types);
 
