@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <set>
 #include <thread>
 
 #include "cqrs/handlers/handler.hpp"
@@ -158,21 +159,80 @@ TEST_F(PostgresStore, UnreachableServerIsStoreUnavailable) {
   EXPECT_NE(store.error().message().find("cannot connect"), std::string::npos);
 }
 
+// Waits for notifications on kEventsChannel until one announces a head of at least `head`;
+// returns every payload received (empty when none did within 5 s).
+std::vector<std::string> notices_until(Connection& listener, int64_t head) {
+  std::vector<std::string> payloads;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto received = listener.wait_notifications(200);
+    if (!received) return {};
+    payloads.insert(payloads.end(), received->begin(), received->end());
+    if (!payloads.empty() && std::stoll(payloads.back()) >= head) return payloads;
+  }
+  return {};
+}
+
 TEST_F(PostgresStore, AppendNotifiesListenersWithTheNewHead) {
   ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
   append_one("s");
+  auto first = notices_until(*raw_, 1);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0], R"(1 ["Happened"])");
+  EXPECT_EQ(notice_types(first[0]), std::vector<std::string>{"Happened"});
   append_one("t");
-  std::vector<std::string> payloads;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (payloads.size() < 2 && std::chrono::steady_clock::now() < deadline) {
-    auto received = raw_->wait_notifications(200);
-    ASSERT_TRUE(received.ok()) << received.error().to_string();
-    payloads.insert(payloads.end(), received->begin(), received->end());
+  auto second = notices_until(*raw_, 2);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0], R"(2 ["Happened"])");
+}
+
+// The appends of every store of a process go out through one extra connection, coalesced: the
+// last notification always announces the last append, with the types of all of them.
+TEST_F(PostgresStore, StoresOfOneProcessShareOneNotifyingConnection) {
+  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
+  auto backends = [&] {
+    auto rows = raw_->exec(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND backend_type = 'client backend'");
+    return rows ? rows->int64(0, 0) : -1;
+  };
+  append_one("warm-up");  // starts the sender's connection
+  ASSERT_FALSE(notices_until(*raw_, 1).empty());
+  int64_t before = backends();
+  constexpr int kStores = 4;
+  constexpr int kAppendsEach = 50;
+  std::vector<std::unique_ptr<PostgresEventStore>> stores;
+  for (int idx = 0; idx < kStores; ++idx) {
+    auto store = PostgresEventStore::open(db_->url());
+    ASSERT_TRUE(store.ok()) << store.error().to_string();
+    stores.push_back(std::move(store).value());
   }
-  ASSERT_EQ(payloads.size(), 2u);
-  EXPECT_EQ(payloads[0], R"(1 ["Happened"])");
-  EXPECT_EQ(payloads[1], R"(2 ["Happened"])");
-  EXPECT_EQ(notice_types(payloads[0]), std::vector<std::string>{"Happened"});
+  EXPECT_EQ(backends(), before + kStores) << "one connection per store, none more";
+  std::vector<std::thread> writers;
+  for (int idx = 0; idx < kStores; ++idx) {
+    writers.emplace_back([&, idx] {
+      for (int append_idx = 0; append_idx < kAppendsEach; ++append_idx) {
+        EventData event;
+        event.type = "Type" + std::to_string(idx);
+        event.data = "{}";
+        auto done = stores[idx]->append("w" + std::to_string(idx), ExpectedVersion::any(),
+                                        std::span(&event, 1));
+        EXPECT_TRUE(done.ok());
+      }
+    });
+  }
+  for (auto& writer : writers) writer.join();
+  const int64_t last = 1 + kStores * kAppendsEach;
+  auto payloads = notices_until(*raw_, last);
+  ASSERT_FALSE(payloads.empty()) << "no notification announced the last append";
+  EXPECT_LE(payloads.size(), size_t{kStores * kAppendsEach});
+  std::set<std::string> announced;
+  for (const std::string& payload : payloads) {
+    auto types = notice_types(payload);
+    ASSERT_TRUE(types.has_value()) << payload;
+    announced.insert(types->begin(), types->end());
+  }
+  EXPECT_EQ(announced, (std::set<std::string>{"Type0", "Type1", "Type2", "Type3"}));
 }
 
 // A group commit announces each type once, sorted, whatever request it came from; a daemon

@@ -10,6 +10,7 @@
 #include "cqrs/append_validation.hpp"
 #include "cqrs/pg/connection.hpp"
 #include "cqrs/pg/migrate.hpp"
+#include "cqrs/pg/notice_sender.hpp"
 
 namespace cqrs::pg {
 namespace {
@@ -38,10 +39,8 @@ std::vector<Statement> statements() {
        "pg_current_xact_id()::text FROM cqrs.append_batch($1::text[], $2::bigint[], $3::int[], "
        "$4::uuid[], $5::jsonb[], "
        "$6::int[], $7::int[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[])"},
-      // The wake-up gets its own transaction, committed without waiting for the WAL flush: a
-      // notification lost in a crash only delays readers, and an fsync here would double the
-      // cost of every append.
-      // $1: the event types, see notice_types_suffix().
+      // The wake-up sent in an append's round trip (see NoticeSender): its own transaction,
+      // committed without waiting for the WAL flush. $1: the types, see notice_types_suffix().
       {"notify", "SELECT set_config('synchronous_commit', 'off', true), pg_notify('" +
                      std::string(kEventsChannel) +
                      "', pg_sequence_last_value('cqrs.events_global_position_seq')::text"
@@ -275,6 +274,7 @@ Result<std::unique_ptr<PostgresEventStore>> PostgresEventStore::open(const std::
   std::unique_ptr<PostgresEventStore> store(
       new PostgresEventStore(std::move(conn).value(), options));
   if (auto prepared = store->prepare_statements(); !prepared) return prepared.error();
+  if (options.notify) store->notices_ = NoticeSender::for_database(conninfo);
   return store;
 }
 
@@ -299,11 +299,13 @@ std::vector<std::string> types_of(std::span<const EventData> events) {
   return types;
 }
 
-// The types of the events of requests[pending...].
+// The types of the events of requests[pending...] that were appended.
 std::vector<std::string> types_of(std::span<const WriteRequest> requests,
-                                  const std::vector<size_t>& pending) {
+                                  const std::vector<size_t>& pending,
+                                  const std::vector<WriteResult>& results) {
   std::vector<std::string> types;
   for (size_t idx : pending) {
+    if (!results[idx].ok()) continue;
     std::vector<std::string> more = types_of(requests[idx].events);
     types.insert(types.end(), more.begin(), more.end());
   }
@@ -450,13 +452,14 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   if (auto connected = ensure_connected(); !connected) return connected.error();
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append", append_params(stream_id, expected, events, nullptr), true});
-  add_notify(steps, types_of(events));
+  Notice notice = claim_notice(steps, types_of(events));
   auto results = conn_->exec_pipeline(steps);
   if (!results) return results.error();
   auto& rows = (*results)[0];
   if (!rows) return rows.error();
   WriteResult result = interpret_append(*rows, 0, stream_id, expected, nullptr);
   if (!result.ok()) return *result.error;
+  if (!notice.claimed()) notify(types_of(events));
   return std::move(*result.appended);
 }
 
@@ -506,11 +509,15 @@ WriteResult PostgresEventStore::write_claiming(const WriteRequest& request) {
   }
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append_claiming", std::move(params), true});
-  add_notify(steps, types_of(request.events));
+  Notice notice = claim_notice(steps, types_of(request.events));
   auto ran = conn_->exec_pipeline(steps);
   if (!ran) return WriteResult{{}, ran.error(), {}, {}};
   auto& rows = (*ran)[0];
-  if (rows) return interpret_append(*rows, 0, request.stream_id, request.expected, command);
+  if (rows) {
+    WriteResult result = interpret_append(*rows, 0, request.stream_id, request.expected, command);
+    if (result.ok() && !notice.claimed()) notify(types_of(request.events));
+    return result;
+  }
   WriteResult result{{}, rows.error(), {}, {}};
   if (rows.error().is(errc::kAlreadyTaken)) {
     // The message ends with "(claim #N)": the claim that another stream owns.
@@ -530,15 +537,18 @@ WriteResult PostgresEventStore::write_claiming(const WriteRequest& request) {
 void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
                                      const std::vector<size_t>& pending,
                                      std::vector<WriteResult>& results) {
-  // The whole group in one transaction and one round trip: one batch statement per round, then
-  // the wake-up.
+  // The whole group in one transaction and one round trip: one batch statement per round.
   auto rounds = rounds_of(requests, pending);
   std::vector<Connection::PipelineStep> steps;
   for (const auto& round : rounds) {
     steps.push_back({"append_batch", batch_params(requests, round), false});
   }
   steps.back().sync_after = true;
-  add_notify(steps, types_of(requests, pending));
+  std::vector<std::string> types;
+  for (size_t idx : pending) {
+    for (const EventData& event : requests[idx].events) types.push_back(event.type);
+  }
+  Notice notice = claim_notice(steps, std::move(types));
   auto grouped = conn_->exec_pipeline(steps);
   if (!grouped) {
     for (size_t idx : pending) results[idx] = WriteResult{{}, grouped.error(), {}, {}};
@@ -560,6 +570,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
         interpret(rounds[round_no][row], (*grouped)[round_no], static_cast<int>(row));
       }
     }
+    if (!notice.claimed()) notify(types_of(requests, pending, results));
     return;
   }
 
@@ -573,7 +584,6 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
                      append_params(request.stream_id, request.expected, request.events, command),
                      true});
   }
-  add_notify(steps, types_of(requests, pending));
   auto separate = conn_->exec_pipeline(steps);
   for (size_t pending_idx = 0; pending_idx < pending.size(); ++pending_idx) {
     if (!separate) {
@@ -582,18 +592,27 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
       interpret(pending[pending_idx], (*separate)[pending_idx], 0);
     }
   }
+  notify(types_of(requests, pending, results));
 }
 
-void PostgresEventStore::add_notify(std::vector<Connection::PipelineStep>& steps,
-                                    std::vector<std::string> types) const {
-  // The wake-up rides in the same round trip, in its own transaction committed without waiting
-  // for the WAL flush: inside the appends' transaction it would serialize every writer's commit
-  // on PostgreSQL's notification lock, and a lost notification only delays readers (they also
-  // poll). A failed append makes it a spurious wake-up, which readers tolerate. It names the
-  // event types, so that a daemon wakes only the handlers of those types.
-  if (options_.notify) {
-    steps.push_back({"notify", Params().add(notice_types_suffix(std::move(types))), true});
-  }
+PostgresEventStore::Notice::~Notice() {
+  if (sender_ != nullptr) sender_->end_append();
+}
+
+PostgresEventStore::Notice PostgresEventStore::claim_notice(
+    std::vector<Connection::PipelineStep>& steps, std::vector<std::string> types) const {
+  if (!notices_ || types.empty()) return Notice{};
+  if (!notices_->begin_append()) return Notice{notices_.get(), false};
+  steps.push_back({"notify", Params().add(notice_types_suffix(std::move(types))), true});
+  return Notice{notices_.get(), true};
+}
+
+void PostgresEventStore::notify(const std::vector<std::string>& types) const {
+  // After the commit, through the process's NoticeSender thread, which coalesces the
+  // notifications of many connections. It names the event types, so that a
+  // daemon wakes only the handlers of those types. A request that appended nothing (only a
+  // command record) announces nothing.
+  if (notices_ && !types.empty()) notices_->post(types);
 }
 
 Result<std::vector<RecordedEvent>> PostgresEventStore::read_stream(std::string_view stream_id,

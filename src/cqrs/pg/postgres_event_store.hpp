@@ -24,6 +24,8 @@
 
 namespace cqrs::pg {
 
+class NoticeSender;
+
 // NOTIFY channel signalled after each append. The payload is the new head's global position,
 // then a space and a JSON array of the appended event types: `42 ["GiftCardIssued"]`. A payload
 // with the position only (when the types would not fit) stands for any type.
@@ -40,7 +42,8 @@ std::string notice_types_suffix(std::vector<std::string> types);
 struct PostgresStoreOptions {
   // Refuse to open unless the database is migrated to exactly this build's schema version.
   bool require_current_schema = true;
-  // Send NOTIFY on kEventsChannel after each successful append.
+  // Send NOTIFY on kEventsChannel after successful appends (see NoticeSender: one connection per
+  // process and database sends them for every store, coalesced).
   bool notify = true;
 };
 
@@ -104,9 +107,27 @@ class PostgresEventStore final : public EventStore {
   explicit PostgresEventStore(std::unique_ptr<Connection> conn, PostgresStoreOptions options);
   Result<void> prepare_statements();
   Result<void> ensure_connected();
-  // Adds the wake-up for appends of events of `types` (named in the payload).
-  void add_notify(std::vector<Connection::PipelineStep>& steps,
-                  std::vector<std::string> types) const;
+  // One append running, for the NoticeSender; claimed() when its notification rides in its own
+  // round trip.
+  class Notice {
+   public:
+    Notice() = default;
+    Notice(NoticeSender* sender, bool claimed) : sender_(sender), claimed_(claimed) {}
+    Notice(const Notice&) = delete;
+    Notice& operator=(const Notice&) = delete;
+    ~Notice();
+    bool claimed() const { return claimed_; }
+
+   private:
+    NoticeSender* sender_ = nullptr;
+    bool claimed_ = false;
+  };
+  // Adds the notification for appends of `types` to `steps` when no other append of the process
+  // runs (see NoticeSender); otherwise the caller notify()s after the commit.
+  Notice claim_notice(std::vector<Connection::PipelineStep>& steps,
+                      std::vector<std::string> types) const;
+  // Announces committed appends of events of `types` through the NoticeSender's thread.
+  void notify(const std::vector<std::string>& types) const;
   // write() for requests without claims: one transaction, one round trip, per-request results.
   void write_group(std::span<const WriteRequest> requests, const std::vector<size_t>& pending,
                    std::vector<WriteResult>& results);
@@ -115,6 +136,7 @@ class PostgresEventStore final : public EventStore {
 
   std::unique_ptr<Connection> conn_;
   PostgresStoreOptions options_;
+  std::shared_ptr<NoticeSender> notices_;  // null without options_.notify
 };
 
 }  // namespace cqrs::pg

@@ -1,0 +1,56 @@
+// Sends the event store's wake-ups (NOTIFY on kEventsChannel) for every store of a process that
+// shares a database, from one connection of its own, coalescing what arrives while one is sent.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace cqrs::pg {
+
+// A notification is a short transaction of its own, committed without waiting for the WAL flush,
+// and sent only after the appends it announces committed. When no other append of the process
+// is running and no notification is being sent, the appending connection sends it itself, in the
+// append's round trip (begin_append). Otherwise the append posts its event types and returns,
+// and a thread sends one notification for everything posted meanwhile. Without that, many
+// connections appending at once each sent their own, and those transactions queued on PostgreSQL's
+// notification lock: a third of the append rate at 16 connections. Lost notifications (a broken
+// connection, a crash) only delay readers, which also poll.
+class NoticeSender {
+ public:
+  // The sender of `conninfo` in this process, created on first use; it stops when the last
+  // holder lets go.
+  static std::shared_ptr<NoticeSender> for_database(const std::string& conninfo);
+
+  explicit NoticeSender(std::string conninfo);
+  ~NoticeSender();  // sends what is still pending, then stops
+  NoticeSender(const NoticeSender&) = delete;
+  NoticeSender& operator=(const NoticeSender&) = delete;
+
+  // Brackets every append. begin_append() returns true when no other append of the process is
+  // running and no notification is being sent or waiting: the caller then sends its own in the
+  // append's round trip. Otherwise it post()s once the append committed.
+  bool begin_append();
+  void end_append();
+  // Announces committed appends of events of `types`. Never blocks on the database.
+  void post(const std::vector<std::string>& types);
+
+ private:
+  void run();
+
+  const std::string conninfo_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  bool pending_ = false;
+  bool sending_ = false;  // the thread is sending one
+  int appending_ = 0;     // appends running
+  std::set<std::string> types_;
+  std::thread thread_;
+};
+
+}  // namespace cqrs::pg
