@@ -8,7 +8,7 @@
 //
 // usage: command_bench [--seconds N] [--quick] [--windows 1,16,64,256] [--url CONNINFO]
 //                      [--issue-percent 30] [--cards N] [--idle-timeout 5s] [--memory-only]
-//                      [--cqrsd-arg FLAG]... [--keep]
+//                      [--cqrsd-arg FLAG]... [--open-loop-log FILE] [--keep]
 //
 // The server is DATABASE_URL (or --url; a postgresql:// URL or a libpq keyword string). The run
 // creates database cqrs_bench_<pid> there, lets cqrsd migrate it, and stops cqrsd (SIGTERM) and
@@ -94,6 +94,7 @@ struct Options {
   std::vector<std::string> daemon_args;  // extra cqrsd flags (--cqrsd-arg), for experiments
   bool throughput = true;
   bool keep_database = false;
+  std::string open_loop_log;  // --open-loop-log: every measured open-loop command's timing
 };
 
 double seconds_between(Clock::time_point from, Clock::time_point to) {
@@ -385,7 +386,7 @@ std::vector<Command> make_commands(CommandMix& mix, const std::vector<std::strin
 // are not counted.
 Figures run_open_loop(cqrs::Client& client, const std::vector<std::string>& known_cards,
                       double issue_share, double rate, double warmup_seconds, double seconds,
-                      const std::string& prefix, pid_t daemon_pid) {
+                      const std::string& prefix, pid_t daemon_pid, FILE* log) {
   const auto total = static_cast<size_t>(rate * (warmup_seconds + seconds));
   CommandMix mix(prefix, 7919, issue_share);
   std::vector<Command> commands = make_commands(mix, known_cards, total);
@@ -409,6 +410,10 @@ Figures run_open_loop(cqrs::Client& client, const std::vector<std::string>& know
         if (!cpu_before) cpu_before = sample_cpu(daemon_pid);
         last_reply = std::max(last_reply, now);
         figures.latencies_ms.push_back(ms_between(due, now));
+        if (log != nullptr) {
+          std::fprintf(log, "%.3f %.3f %s\n", ms_between(measured_from, due),
+                       figures.latencies_ms.back(), commands[index].issue ? "issue" : "redeem");
+        }
         (commands[index].issue ? figures.issue_latencies_ms : figures.redeem_latencies_ms)
             .push_back(figures.latencies_ms.back());
         figures.count(status, reply);
@@ -799,8 +804,18 @@ int run_throughput(const Options& options, const std::string& conninfo, PGconn* 
   });
   settle(admin, pid, last_send);
   double half_rate = peak->cqrsd.rate / 2;
+  FILE* log = nullptr;
+  if (!options.open_loop_log.empty()) {
+    log = std::fopen(options.open_loop_log.c_str(), "w");
+    if (log == nullptr) {
+      std::fprintf(stderr, "command_bench: cannot write %s\n", options.open_loop_log.c_str());
+      return 1;
+    }
+    std::fprintf(log, "# due_ms latency_ms kind (due_ms from the start of the measured run)\n");
+  }
   Figures half = run_open_loop(*client, known_cards, options.issue_share, half_rate,
-                               options.probe_seconds, options.seconds, "o-", pid);
+                               options.probe_seconds, options.seconds, "o-", pid, log);
+  if (log != nullptr) std::fclose(log);
   last_send = Clock::now();
   if (g_interrupted) return 1;
   std::printf("open loop at %s cmd/s (half of the peak, %s cmd/s at window %zu): %s\n",
@@ -1040,7 +1055,8 @@ void print_usage() {
       stderr,
       "usage: command_bench [--seconds N] [--quick] [--windows LIST] [--url CONNINFO]\n"
       "                     [--issue-percent P] [--cards N] [--idle-timeout DURATION]\n"
-      "                     [--memory-only] [--cqrsd-arg FLAG]... [--keep]\n"
+      "                     [--memory-only] [--cqrsd-arg FLAG]... [--open-loop-log FILE]\n"
+      "                     [--keep]\n"
       "  --seconds N         measure each workload for about N seconds (default 5)\n"
       "  --quick             1 second per workload (smoke run)\n"
       "  --windows LIST      in-flight windows, comma-separated (default 1,16,64,256)\n"
@@ -1050,6 +1066,7 @@ void print_usage() {
       "  --memory-only       skip the throughput and latency runs (with --cards)\n"
       "  --issue-percent P   share of IssueGiftCard in the mix (default 30; the rest redeem)\n"
       "  --cqrsd-arg FLAG    pass FLAG to cqrsd as well (repeatable), e.g. --db.pool_size=8\n"
+      "  --open-loop-log F   write each measured open-loop command's due time and latency to F\n"
       "  --keep              keep the benchmark database for inspection (default: drop it)\n");
 }
 
@@ -1093,6 +1110,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.issue_share = percent / 100;
     } else if (arg == "--memory-only") {
       options.throughput = false;
+    } else if (arg == "--open-loop-log" && has_value) {
+      options.open_loop_log = argv[++idx];
     } else if (arg == "--keep") {
       options.keep_database = true;
     } else {
