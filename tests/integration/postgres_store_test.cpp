@@ -8,6 +8,7 @@
 
 #include "cqrs/handlers/handler.hpp"
 #include "cqrs/pg/connection.hpp"
+#include "cqrs/pg/notice_sender.hpp"
 #include "cqrs/pg/postgres_event_store.hpp"
 #include "support/test_database.hpp"
 
@@ -233,6 +234,46 @@ TEST_F(PostgresStore, StoresOfOneProcessShareOneNotifyingConnection) {
     announced.insert(types->begin(), types->end());
   }
   EXPECT_EQ(announced, (std::set<std::string>{"Type0", "Type1", "Type2", "Type3"}));
+}
+
+// The sender's connection, closed by the server while idle, is opened again and the notification
+// still goes out.
+TEST_F(PostgresStore, NoticeSenderReconnectsAfterTheServerClosedItsConnection) {
+  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
+  append_one("s");  // the head the notifications carry
+  ASSERT_FALSE(notices_until(*raw_, 1).empty());
+  auto sender = NoticeSender::for_database(db_->url());
+  sender->post({"First"});
+  auto first = notices_until(*raw_, 1);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(notice_types(first[0]), std::vector<std::string>{"First"});
+  auto terminated = raw_->exec(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+      " WHERE datname = current_database() AND backend_type = 'client backend'"
+      " AND pid <> pg_backend_pid() AND pid <> $1",
+      Params().add(int64_t{store_->backend_pid()}));
+  ASSERT_TRUE(terminated.ok()) << terminated.error().to_string();
+  ASSERT_EQ(terminated->int64(0, 0), 1) << "the sender's connection is the only other one";
+  sender->post({"Second"});
+  auto second = notices_until(*raw_, 1);
+  ASSERT_EQ(second.size(), 1u) << "the notification after the reconnect was lost";
+  EXPECT_EQ(notice_types(second[0]), std::vector<std::string>{"Second"});
+}
+
+TEST(ConnectionOptions, WithOptionSetsOrKeepsAKeyword) {
+  auto added = with_option("postgresql://u@127.0.0.1:5432/db", "connect_timeout", "5", false);
+  ASSERT_TRUE(added.ok());
+  EXPECT_NE(added->find("connect_timeout='5'"), std::string::npos) << *added;
+  EXPECT_NE(added->find("dbname='db'"), std::string::npos) << *added;
+  auto kept = with_option("host=h connect_timeout=2", "connect_timeout", "5", false);
+  ASSERT_TRUE(kept.ok());
+  EXPECT_NE(kept->find("connect_timeout='2'"), std::string::npos) << *kept;
+  EXPECT_EQ(kept->find("'5'"), std::string::npos) << *kept;
+  auto replaced = with_option("host=h dbname=a", "dbname", "b", true);
+  ASSERT_TRUE(replaced.ok());
+  EXPECT_NE(replaced->find("dbname='b'"), std::string::npos) << *replaced;
+  EXPECT_EQ(replaced->find("dbname='a'"), std::string::npos) << *replaced;
+  EXPECT_FALSE(with_option("host='unterminated", "dbname", "b", true).ok());
 }
 
 // A group commit announces each type once, sorted, whatever request it came from; a daemon

@@ -267,6 +267,11 @@ Error error_from(PGconn* conn, PGresult* result) {
 }
 
 Result<std::string> with_database(const std::string& conninfo, std::string_view dbname) {
+  return with_option(conninfo, "dbname", dbname, true);
+}
+
+Result<std::string> with_option(const std::string& conninfo, std::string_view keyword,
+                                std::string_view value, bool replace) {
   char* parse_error = nullptr;
   PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &parse_error);
   if (options == nullptr) {
@@ -274,9 +279,9 @@ Result<std::string> with_database(const std::string& conninfo, std::string_view 
     if (parse_error != nullptr) PQfreemem(parse_error);
     return Error::invalid(errc::kInvalidArgument, "cannot parse database URL: " + reason);
   }
-  auto quote_value = [](std::string_view value) {
+  auto quote_value = [](std::string_view text) {
     std::string out = "'";
-    for (char c : value) {
+    for (char c : text) {
       if (c == '\\' || c == '\'') out.push_back('\\');
       out.push_back(c);
     }
@@ -284,11 +289,16 @@ Result<std::string> with_database(const std::string& conninfo, std::string_view 
     return out;
   };
   std::string out;
+  bool set = false;
   for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
-    if (std::string_view(option->keyword) == "dbname" || option->val == nullptr) continue;
+    if (option->val == nullptr) continue;
+    if (std::string_view(option->keyword) == keyword) {
+      if (replace) continue;
+      set = true;
+    }
     out += std::string(option->keyword) + "=" + quote_value(option->val) + " ";
   }
-  out += "dbname=" + quote_value(dbname);
+  if (!set) out += std::string(keyword) + "=" + quote_value(value);
   PQconninfoFree(options);
   return out;
 }

@@ -129,6 +129,10 @@ Error error_from(pg_conn* conn, pg_result* result);
 // Returns `conninfo` (keyword string or URL) with its database name replaced by `dbname`, as a
 // keyword string. Errors: invalid_argument when libpq cannot parse `conninfo`.
 Result<std::string> with_database(const std::string& conninfo, std::string_view dbname);
+// Returns `conninfo` as a keyword string with `keyword` set to `value`; with `replace` false, a
+// value `conninfo` already has is kept. Errors: invalid_argument when libpq cannot parse it.
+Result<std::string> with_option(const std::string& conninfo, std::string_view keyword,
+                                std::string_view value, bool replace);
 
 // Appends `value` as one quoted element to a Postgres array literal being built ("{" first,
 // "}" last), escaping quotes and backslashes. Arrays travel as one text parameter.

@@ -10,6 +10,14 @@ namespace cqrs::pg {
 namespace {
 
 constexpr auto kReconnectDelay = std::chrono::milliseconds(100);
+// Bounds how long stopping can wait for the sender to give up on an unreachable server.
+constexpr const char* kConnectTimeoutSeconds = "5";
+
+// conninfo with a connect timeout, unless it has one.
+std::string bounded(const std::string& conninfo) {
+  auto with_timeout = with_option(conninfo, "connect_timeout", kConnectTimeoutSeconds, false);
+  return with_timeout ? *with_timeout : conninfo;
+}
 
 }  // namespace
 
@@ -28,7 +36,7 @@ std::shared_ptr<NoticeSender> NoticeSender::for_database(const std::string& conn
 }
 
 NoticeSender::NoticeSender(std::string conninfo)
-    : conninfo_(std::move(conninfo)), thread_([this] { run(); }) {}
+    : conninfo_(bounded(conninfo)), thread_([this] { run(); }) {}
 
 NoticeSender::~NoticeSender() {
   {
@@ -74,15 +82,25 @@ void NoticeSender::run() {
     sending_ = true;
     bool stopping = stopping_;
     lock.unlock();
-    if (conn && !conn->is_ok()) (void)conn->reconnect();
-    if (!conn) {
-      if (auto opened = Connection::open(conninfo_); opened) conn = std::move(opened).value();
+    // A connection idle for long may have been closed by the server (a restart, a timeout) and
+    // fail its next statement: reconnect and send again once. Without a connection, keep the
+    // types for the next attempt.
+    Params params;
+    params.add(notice_types_suffix(types));
+    bool sent = false;
+    for (int attempt = 0; attempt < 2 && !sent; ++attempt) {
+      if (conn && !conn->is_ok()) (void)conn->reconnect();
+      if (!conn) {
+        if (auto opened = Connection::open(conninfo_); opened) conn = std::move(opened).value();
+      }
+      if (!conn || !conn->is_ok()) break;
+      sent = conn->exec(sql, params).ok() || conn->is_ok();  // an SQL error is not retried
     }
-    if (conn && conn->is_ok()) {
-      // A failure loses this notification only; the next one reconnects.
-      (void)conn->exec(sql, Params().add(notice_types_suffix(std::move(types))));
-    } else if (!stopping) {
+    if (!sent && !stopping) {
       std::this_thread::sleep_for(kReconnectDelay);
+      std::lock_guard relock(mutex_);
+      pending_ = true;
+      types_.insert(types.begin(), types.end());
     }
     lock.lock();
     sending_ = false;

@@ -459,7 +459,7 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   if (!rows) return rows.error();
   WriteResult result = interpret_append(*rows, 0, stream_id, expected, nullptr);
   if (!result.ok()) return *result.error;
-  if (!notice.claimed()) notify(types_of(events));
+  if (!notice.sent(*results)) notify(types_of(events));
   return std::move(*result.appended);
 }
 
@@ -515,7 +515,7 @@ WriteResult PostgresEventStore::write_claiming(const WriteRequest& request) {
   auto& rows = (*ran)[0];
   if (rows) {
     WriteResult result = interpret_append(*rows, 0, request.stream_id, request.expected, command);
-    if (result.ok() && !notice.claimed()) notify(types_of(request.events));
+    if (result.ok() && !notice.sent(*ran)) notify(types_of(request.events));
     return result;
   }
   WriteResult result{{}, rows.error(), {}, {}};
@@ -570,7 +570,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
         interpret(rounds[round_no][row], (*grouped)[round_no], static_cast<int>(row));
       }
     }
-    if (!notice.claimed()) notify(types_of(requests, pending, results));
+    if (!notice.sent(*grouped)) notify(types_of(requests, pending, results));
     return;
   }
 

@@ -117,6 +117,10 @@ class PostgresEventStore final : public EventStore {
     Notice& operator=(const Notice&) = delete;
     ~Notice();
     bool claimed() const { return claimed_; }
+    // Whether the claimed notification went out: it is the last step of `ran`.
+    bool sent(const std::vector<Result<QueryResult>>& ran) const {
+      return claimed_ && !ran.empty() && ran.back().ok();
+    }
 
    private:
     NoticeSender* sender_ = nullptr;
