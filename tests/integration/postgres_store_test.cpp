@@ -294,13 +294,7 @@ TEST_F(PostgresStore, GroupCommitNotifiesTheTypesOfEveryRequest) {
   auto results = store_->write(requests);
   ASSERT_EQ(results.size(), 2u);
   ASSERT_TRUE(results[0].ok() && results[1].ok());
-  std::vector<std::string> payloads;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (payloads.empty() && std::chrono::steady_clock::now() < deadline) {
-    auto received = raw_->wait_notifications(200);
-    ASSERT_TRUE(received.ok()) << received.error().to_string();
-    payloads.insert(payloads.end(), received->begin(), received->end());
-  }
+  std::vector<std::string> payloads = notices_until(*raw_, 4);
   ASSERT_EQ(payloads.size(), 1u);
   EXPECT_EQ(payloads[0], R"(4 ["Alpha","Zeta"])");
 }

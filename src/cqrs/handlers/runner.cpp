@@ -333,8 +333,10 @@ HandlerRunner::Step HandlerRunner::run_projector(const std::vector<RecordedEvent
       return outcome;
     };
     BatchProjectionSql sql(conn);
+    bool projected_any = false;
     for (size_t idx = 0; idx < count; ++idx) {
       if (!wanted(events[idx])) continue;
+      projected_any = true;
       sql.set_event(idx);
       std::string error;
       auto event = decode(events[idx], error);
@@ -354,10 +356,7 @@ HandlerRunner::Step HandlerRunner::run_projector(const std::vector<RecordedEvent
     }
     outcome.committed = true;
     mark_stored(end);
-    if (std::any_of(events.begin(), events.begin() + static_cast<std::ptrdiff_t>(count),
-                    [&](const auto& e) { return wanted(e); })) {
-      notify_change();
-    }
+    if (projected_any) notify_change();
     return outcome;
   };
 

@@ -66,11 +66,16 @@ void NoticeSender::post(const std::vector<std::string>& types) {
   wake_.notify_one();
 }
 
+std::string NoticeSender::statement() {
+  // Its own transaction, committed without waiting for the WAL flush: a notification lost in a
+  // crash only delays readers.
+  return "SELECT set_config('synchronous_commit', 'off', true), pg_notify('" +
+         std::string(kEventsChannel) +
+         "', pg_sequence_last_value('cqrs.events_global_position_seq')::text || $1::text)";
+}
+
 void NoticeSender::run() {
-  const std::string sql =
-      "SELECT set_config('synchronous_commit', 'off', true), pg_notify('" +
-      std::string(kEventsChannel) +
-      "', pg_sequence_last_value('cqrs.events_global_position_seq')::text || $1::text)";
+  const std::string sql = statement();
   std::unique_ptr<Connection> conn;
   std::unique_lock lock(mutex_);
   while (true) {

@@ -39,6 +39,9 @@ class NoticeSender {
   // Announces committed appends of events of `types`. Never blocks on the database.
   void post(const std::vector<std::string>& types);
 
+  // The statement that sends one notification; $1 is notice_types_suffix() of the types.
+  static std::string statement();
+
  private:
   void run();
 

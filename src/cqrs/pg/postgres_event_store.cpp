@@ -39,12 +39,8 @@ std::vector<Statement> statements() {
        "pg_current_xact_id()::text FROM cqrs.append_batch($1::text[], $2::bigint[], $3::int[], "
        "$4::uuid[], $5::jsonb[], "
        "$6::int[], $7::int[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[])"},
-      // The wake-up sent in an append's round trip (see NoticeSender): its own transaction,
-      // committed without waiting for the WAL flush. $1: the types, see notice_types_suffix().
-      {"notify", "SELECT set_config('synchronous_commit', 'off', true), pg_notify('" +
-                     std::string(kEventsChannel) +
-                     "', pg_sequence_last_value('cqrs.events_global_position_seq')::text"
-                     " || $1::text)"},
+      // The wake-up sent in an append's round trip (see NoticeSender).
+      {"notify", NoticeSender::statement()},
       {"read_forward", "SELECT " + columns +
                            " FROM cqrs.events WHERE stream_id = $1 AND stream_version >= $2 "
                            "ORDER BY stream_version LIMIT $3"},
@@ -299,13 +295,13 @@ std::vector<std::string> types_of(std::span<const EventData> events) {
   return types;
 }
 
-// The types of the events of requests[pending...] that were appended.
+// The types of the events of requests[pending...]; with `results`, only of those appended.
 std::vector<std::string> types_of(std::span<const WriteRequest> requests,
                                   const std::vector<size_t>& pending,
-                                  const std::vector<WriteResult>& results) {
+                                  const std::vector<WriteResult>* results) {
   std::vector<std::string> types;
   for (size_t idx : pending) {
-    if (!results[idx].ok()) continue;
+    if (results != nullptr && !(*results)[idx].ok()) continue;
     std::vector<std::string> more = types_of(requests[idx].events);
     types.insert(types.end(), more.begin(), more.end());
   }
@@ -452,14 +448,15 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   if (auto connected = ensure_connected(); !connected) return connected.error();
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append", append_params(stream_id, expected, events, nullptr), true});
-  Notice notice = claim_notice(steps, types_of(events));
+  std::vector<std::string> types = types_of(events);
+  Notice notice = claim_notice(steps, types);
   auto results = conn_->exec_pipeline(steps);
   if (!results) return results.error();
   auto& rows = (*results)[0];
   if (!rows) return rows.error();
   WriteResult result = interpret_append(*rows, 0, stream_id, expected, nullptr);
   if (!result.ok()) return *result.error;
-  if (!notice.sent(*results)) notify(types_of(events));
+  if (!notice.sent(*results)) notify(types);
   return std::move(*result.appended);
 }
 
@@ -509,13 +506,14 @@ WriteResult PostgresEventStore::write_claiming(const WriteRequest& request) {
   }
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append_claiming", std::move(params), true});
-  Notice notice = claim_notice(steps, types_of(request.events));
+  std::vector<std::string> types = types_of(request.events);
+  Notice notice = claim_notice(steps, types);
   auto ran = conn_->exec_pipeline(steps);
   if (!ran) return WriteResult{{}, ran.error(), {}, {}};
   auto& rows = (*ran)[0];
   if (rows) {
     WriteResult result = interpret_append(*rows, 0, request.stream_id, request.expected, command);
-    if (result.ok() && !notice.sent(*ran)) notify(types_of(request.events));
+    if (result.ok() && !notice.sent(*ran)) notify(types);
     return result;
   }
   WriteResult result{{}, rows.error(), {}, {}};
@@ -544,11 +542,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
     steps.push_back({"append_batch", batch_params(requests, round), false});
   }
   steps.back().sync_after = true;
-  std::vector<std::string> types;
-  for (size_t idx : pending) {
-    for (const EventData& event : requests[idx].events) types.push_back(event.type);
-  }
-  Notice notice = claim_notice(steps, std::move(types));
+  Notice notice = claim_notice(steps, types_of(requests, pending, nullptr));
   auto grouped = conn_->exec_pipeline(steps);
   if (!grouped) {
     for (size_t idx : pending) results[idx] = WriteResult{{}, grouped.error(), {}, {}};
@@ -570,7 +564,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
         interpret(rounds[round_no][row], (*grouped)[round_no], static_cast<int>(row));
       }
     }
-    if (!notice.sent(*grouped)) notify(types_of(requests, pending, results));
+    if (!notice.sent(*grouped)) notify(types_of(requests, pending, &results));
     return;
   }
 
@@ -592,7 +586,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
       interpret(pending[pending_idx], (*separate)[pending_idx], 0);
     }
   }
-  notify(types_of(requests, pending, results));
+  notify(types_of(requests, pending, &results));
 }
 
 PostgresEventStore::Notice::~Notice() {
@@ -600,10 +594,10 @@ PostgresEventStore::Notice::~Notice() {
 }
 
 PostgresEventStore::Notice PostgresEventStore::claim_notice(
-    std::vector<Connection::PipelineStep>& steps, std::vector<std::string> types) const {
+    std::vector<Connection::PipelineStep>& steps, const std::vector<std::string>& types) const {
   if (!notices_ || types.empty()) return Notice{};
   if (!notices_->begin_append()) return Notice{notices_.get(), false};
-  steps.push_back({"notify", Params().add(notice_types_suffix(std::move(types))), true});
+  steps.push_back({"notify", Params().add(notice_types_suffix(types)), true});
   return Notice{notices_.get(), true};
 }
 

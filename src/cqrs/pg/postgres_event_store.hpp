@@ -107,7 +107,7 @@ class PostgresEventStore final : public EventStore {
   explicit PostgresEventStore(std::unique_ptr<Connection> conn, PostgresStoreOptions options);
   Result<void> prepare_statements();
   Result<void> ensure_connected();
-  // One append running, for the NoticeSender; claimed() when its notification rides in its own
+  // One append running, for the NoticeSender; claimed when its notification rides in its own
   // round trip.
   class Notice {
    public:
@@ -116,7 +116,6 @@ class PostgresEventStore final : public EventStore {
     Notice(const Notice&) = delete;
     Notice& operator=(const Notice&) = delete;
     ~Notice();
-    bool claimed() const { return claimed_; }
     // Whether the claimed notification went out: it is the last step of `ran`.
     bool sent(const std::vector<Result<QueryResult>>& ran) const {
       return claimed_ && !ran.empty() && ran.back().ok();
@@ -129,7 +128,7 @@ class PostgresEventStore final : public EventStore {
   // Adds the notification for appends of `types` to `steps` when no other append of the process
   // runs (see NoticeSender); otherwise the caller notify()s after the commit.
   Notice claim_notice(std::vector<Connection::PipelineStep>& steps,
-                      std::vector<std::string> types) const;
+                      const std::vector<std::string>& types) const;
   // Announces committed appends of events of `types` through the NoticeSender's thread.
   void notify(const std::vector<std::string>& types) const;
   // write() for requests without claims: one transaction, one round trip, per-request results.
