@@ -128,7 +128,7 @@ class BenchDaemon {
       : dir_(std::move(dir)), interrupted_(interrupted) {}
 
   bool wait_listening(std::string& error) {
-    constexpr std::string_view kMarker = "cqrsd: listening on ";
+    constexpr std::string_view kMarker = ": listening on ";  // "cqrsd: listening on ..."
     std::string output;
     auto deadline = Clock::now() + kStartTimeout;
     while (true) {
@@ -142,11 +142,11 @@ class BenchDaemon {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
-        error = "cqrsd exited before listening (see its messages above)";
+        error = "the server exited before listening (see its messages above)";
         return false;
       }
       if (*interrupted_ || Clock::now() >= deadline) {
-        error = *interrupted_ ? "interrupted" : "cqrsd did not report listening in time";
+        error = *interrupted_ ? "interrupted" : "the server did not report listening in time";
         return false;
       }
       pollfd poller{out_fd_, POLLIN, 0};
@@ -162,7 +162,7 @@ class BenchDaemon {
       while (read(fd, buffer, sizeof buffer) > 0) {
       }
     });
-    if (port_ == 0) error = "cannot read the port from cqrsd's output";
+    if (port_ == 0) error = "cannot read the port from the server's output";
     return port_ != 0;
   }
 

@@ -8,7 +8,7 @@
 //
 // usage: command_bench [--seconds N] [--quick] [--windows 1,16,64,256] [--url CONNINFO]
 //                      [--issue-percent 30] [--cards N] [--idle-timeout 5s] [--memory-only]
-//                      [--cqrsd-arg FLAG]... [--open-loop-log FILE] [--keep]
+//                      [--cqrsd-arg FLAG]... [--open-loop-log FILE] [--transport-floor] [--keep]
 //
 // The server is DATABASE_URL (or --url; a postgresql:// URL or a libpq keyword string). The run
 // creates database cqrs_bench_<pid> there, lets cqrsd migrate it, and stops cqrsd (SIGTERM) and
@@ -54,6 +54,9 @@
 #ifndef CQRSD_BIN
 #error "CQRSD_BIN (the path of the cqrsd executable) must be defined by the build"
 #endif
+#ifndef TRANSPORT_FLOOR_BIN
+#error "TRANSPORT_FLOOR_BIN (the path of bench/transport_floor) must be defined by the build"
+#endif
 
 namespace {
 
@@ -94,6 +97,7 @@ struct Options {
   std::string idle_timeout = "5s";
   std::vector<std::string> daemon_args;  // extra cqrsd flags (--cqrsd-arg), for experiments
   bool throughput = true;
+  bool transport_floor = false;  // --transport-floor: the CAF echo server instead of cqrsd
   bool keep_database = false;
   std::string open_loop_log;  // --open-loop-log: every measured open-loop command's timing
 };
@@ -900,6 +904,91 @@ int run_throughput(const Options& options, const std::string& conninfo, PGconn* 
   return 0;
 }
 
+// --transport-floor: the same client and commands against bench/transport_floor, a server that
+// answers every dispatch at once (no parsing, no aggregate, no database), and the raw baseline at
+// the same windows. The floor's rate bounds what any cqrsd can reach on this machine with CAF
+// remote messaging; when it is below kRatioGoal x raw, that goal is out of reach here.
+int run_transport_floor(const Options& options, const std::string& conninfo, PGconn* admin,
+                        std::vector<std::string>& table) {
+  std::string error;
+  auto server = Daemon::start(TRANSPORT_FLOOR_BIN, {}, &g_interrupted, error);
+  if (!server) {
+    std::fprintf(stderr, "command_bench: starting transport_floor: %s\n", error.c_str());
+    return 1;
+  }
+  auto client = connect_client(*server, error);
+  if (!client) {
+    std::fprintf(stderr, "command_bench: %s\n", error.c_str());
+    return 1;
+  }
+  pid_t pid = server->pid();
+  std::printf(
+      "transport floor: pid %d on 127.0.0.1:%u answers every dispatch at once (its CPU is shown "
+      "in the cqrsd column)\n\n",
+      pid, server->port());
+  // Redeems of cards that need not exist: the floor server reads nothing.
+  std::vector<std::string> known_cards;
+  for (int idx = 0; idx < 1000; ++idx) known_cards.push_back("floor-" + std::to_string(idx));
+
+  table.push_back(
+      "| Window | Transport floor cmd/s | p50 ms | p95 ms | p99 ms | Raw INSERT+COMMIT/s | "
+      "Floor/raw | CPU % floor server / client | " +
+      fixed(kRatioGoal, 0) + "x raw reachable? |");
+  table.push_back("|---|--:|--:|--:|--:|--:|--:|--:|---|");
+  size_t free_connections = available_connections(admin);
+  Clock::time_point last_send = Clock::now();
+  int phase = 0;
+  for (size_t window : options.windows) {
+    ++phase;
+    CommandMix mix("f" + std::to_string(phase) + "-", 2000 + phase, options.issue_share);
+    settle(admin, pid, last_send);
+    Figures probe =
+        run_windowed(*client, make_commands(mix, known_cards, std::max<size_t>(4 * window, 20'000)),
+                     window, pid);
+    if (problems_reported(probe, "floor probe")) return 1;
+    auto count = static_cast<size_t>(
+        std::max(static_cast<double>(8 * window), probe.rate * options.seconds));
+    Figures floor = run_windowed(*client, make_commands(mix, known_cards, count), window, pid);
+    last_send = Clock::now();
+    if (g_interrupted) return 1;
+    if (problems_reported(floor, "floor window " + std::to_string(window))) return 1;
+    size_t connections = std::min(window, free_connections);
+    settle(admin, pid, last_send);
+    auto raw = run_raw(conninfo, connections, options.issue_share,
+                       std::min(1.0, options.seconds / 4), options.seconds, pid, error);
+    if (!raw) {
+      std::fprintf(stderr, "command_bench: raw baseline: %s\n", error.c_str());
+      return 1;
+    }
+    double ratio = floor.rate / raw->rate;
+    bool reachable = ratio >= kRatioGoal;
+    bool judged = window >= kRatioGoalMinWindow;  // the goal is for high concurrency
+    std::printf("window %4zu  floor %s\n              cpu: %s\n", window, floor.summary().c_str(),
+                describe(floor.cpu).c_str());
+    std::printf("              raw   %s on %zu connection%s\n              cpu: %s\n",
+                raw->summary().c_str(), connections, connections == 1 ? "" : "s",
+                describe(raw->cpu).c_str());
+    std::printf("              floor/raw %.2f%s\n\n", ratio,
+                !judged     ? ""
+                : reachable ? ": CAF transport alone leaves room for 2x raw"
+                            : ": 2x raw is out of reach: CAF transport alone is slower");
+    std::string raw_cell = with_commas(raw->rate);
+    if (connections != window) raw_cell += " (" + std::to_string(connections) + " conns)";
+    table.push_back("| " + std::to_string(window) + " | " + latency_cells(floor) + " | " +
+                    raw_cell + " | " + fixed(ratio, 2) + " | " + fixed(floor.cpu.daemon, 0) +
+                    " / " + fixed(floor.cpu.client, 0) + " | " +
+                    (!judged     ? "–"
+                     : reachable ? "yes"
+                                 : "**no**") +
+                    " |");
+  }
+  client.reset();
+  if (std::string stopped = server->stop(); !stopped.empty()) {
+    std::printf("WARNING: transport_floor %s\n", stopped.c_str());
+  }
+  return 0;
+}
+
 int run_memory(const Options& options, const std::string& conninfo,
                std::vector<std::string>& table) {
   std::string error;
@@ -1033,7 +1122,8 @@ int run(const Options& options, const std::string& conninfo) {
     return 1;
   }
   std::printf("machine: %s\n", machine_description(admin.get()).c_str());
-  std::printf("cqrsd: %s\n", CQRSD_BIN);
+  std::printf("%s: %s\n", options.transport_floor ? "server" : "cqrsd",
+              options.transport_floor ? TRANSPORT_FLOOR_BIN : CQRSD_BIN);
   std::printf(
       "settings: %s s per measurement; mix %d%% IssueGiftCard / %d%% RedeemGiftCard; %s seed "
       "cards\n\n",
@@ -1043,7 +1133,10 @@ int run(const Options& options, const std::string& conninfo) {
   std::fflush(stdout);
 
   std::vector<std::string> table;
-  if (options.throughput) {
+  if (options.transport_floor) {
+    if (int code = run_transport_floor(options, conninfo, admin.get(), table); code != 0)
+      return code;
+  } else if (options.throughput) {
     if (int code = run_throughput(options, conninfo, admin.get(), table); code != 0) return code;
   }
   if (options.cards > 0) {
@@ -1061,7 +1154,7 @@ void print_usage() {
       "usage: command_bench [--seconds N] [--quick] [--windows LIST] [--url CONNINFO]\n"
       "                     [--issue-percent P] [--cards N] [--idle-timeout DURATION]\n"
       "                     [--memory-only] [--cqrsd-arg FLAG]... [--open-loop-log FILE]\n"
-      "                     [--keep]\n"
+      "                     [--transport-floor] [--keep]\n"
       "  --seconds N         measure each workload for about N seconds (default 5)\n"
       "  --quick             1 second per workload (smoke run)\n"
       "  --windows LIST      in-flight windows, comma-separated (default 1,16,64,256)\n"
@@ -1072,6 +1165,8 @@ void print_usage() {
       "  --issue-percent P   share of IssueGiftCard in the mix (default 30; the rest redeem)\n"
       "  --cqrsd-arg FLAG    pass FLAG to cqrsd as well (repeatable), e.g. --db.pool_size=8\n"
       "  --open-loop-log F   write each measured open-loop command's due time and latency to F\n"
+      "  --transport-floor   instead of cqrsd, measure bench/transport_floor (CAF remote\n"
+      "                      messaging with no work behind it) against the raw baseline\n"
       "  --keep              keep the benchmark database for inspection (default: drop it)\n");
 }
 
@@ -1113,6 +1208,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       double percent = std::atof(argv[++idx]);
       if (percent < 0 || percent > 100) return std::nullopt;
       options.issue_share = percent / 100;
+    } else if (arg == "--transport-floor") {
+      options.transport_floor = true;
     } else if (arg == "--memory-only") {
       options.throughput = false;
     } else if (arg == "--open-loop-log" && has_value) {
@@ -1124,6 +1221,7 @@ std::optional<Options> parse_options(int argc, char** argv) {
     }
   }
   if (!options.throughput && options.cards == 0) return std::nullopt;
+  if (options.transport_floor && (!options.throughput || options.cards > 0)) return std::nullopt;
   return options;
 }
 
