@@ -356,6 +356,65 @@ TEST_F(PostgresStore, CommitWithCheckpointRollsBackBothWhenTheWorkFails) {
   append_one("s");
 }
 
+// An append that began before another writer committed the stream's next version: `other` holds
+// the stream's lock with version 1 appended but not committed; the store's append starts, waits
+// for the lock, and is let go by the commit. However the append is written, it must then decide
+// on the committed head (version 1), not on what it could see when it began. Returns the
+// store's answer.
+Result<AppendResult> append_racing_a_commit(testing::TestDatabase& db, PostgresEventStore& store,
+                                            Connection& other, ExpectedVersion expected) {
+  EXPECT_TRUE(other.exec("BEGIN").ok());
+  auto first = other.exec(
+      "SELECT status FROM cqrs.append_to_stream('s', -1, ARRAY[gen_random_uuid()],"
+      " ARRAY['Happened'], ARRAY[1], ARRAY['{\"n\":1}'::jsonb], ARRAY['{}'::jsonb])");
+  EXPECT_TRUE(first.ok()) << first.error().to_string();
+  EventData event;
+  event.type = "Happened";
+  event.data = R"({"n":2})";
+  Result<AppendResult> answer = Error::internal("not_answered", "the append did not return");
+  std::thread appender([&] { answer = store.append("s", expected, std::span(&event, 1)); });
+  // Wait until the store's statement is waiting for the stream's lock (its snapshot is taken).
+  auto watcher = db.connect();
+  bool waiting = false;
+  for (int poll = 0; poll < 500 && !waiting; ++poll) {
+    auto rows = watcher->exec(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND wait_event = 'advisory' AND pid <> pg_backend_pid()");
+    waiting = rows.ok() && rows->int64(0, 0) > 0;
+    if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(waiting) << "the store's append never waited for the stream's lock";
+  EXPECT_TRUE(other.exec("COMMIT").ok());
+  appender.join();
+  return answer;
+}
+
+TEST_F(PostgresStore, AnyVersionAppendThatLostARaceIsStoredAfterTheWinner) {
+  auto appended = append_racing_a_commit(*db_, *store_, *raw_, ExpectedVersion::any());
+  ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  EXPECT_EQ(appended->stream_version, 2);
+  auto stored = store_->read_stream("s", 1, 10, Direction::kForward);
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 2u);
+  EXPECT_EQ(stored->at(0).data, R"({"n": 1})");
+  EXPECT_EQ(stored->at(1).data, R"({"n": 2})");
+}
+
+TEST_F(PostgresStore, ExactVersionAppendThatLostARaceNamesTheActualVersion) {
+  auto appended = append_racing_a_commit(*db_, *store_, *raw_, ExpectedVersion::exact(0));
+  ASSERT_FALSE(appended.ok());
+  EXPECT_EQ(appended.error().code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(appended.error().actual_version(), std::optional<int64_t>(1));
+  EXPECT_EQ(*store_->stream_version("s"), 1);
+}
+
+TEST_F(PostgresStore, NoStreamAppendThatLostARaceSaysTheStreamExists) {
+  auto appended = append_racing_a_commit(*db_, *store_, *raw_, ExpectedVersion::no_stream());
+  ASSERT_FALSE(appended.ok());
+  EXPECT_EQ(appended.error().code(), errc::kStreamExists);
+  EXPECT_EQ(*store_->stream_version("s"), 1);
+}
+
 TEST_F(PostgresStore, OpeningAnUnmigratedDatabaseSaysToMigrate) {
   auto bare = testing::TestDatabase::create(/*migrated=*/false);
   ASSERT_NE(bare, nullptr);
