@@ -281,6 +281,9 @@ struct AppendFigures {
   double events_per_s = 0;
   double p50_ms = 0;
   double p99_ms = 0;
+  // CPU per append during the window, in µs: steadier across a noisy host's runs than the rates.
+  double postgres_us = 0;  // every "postgres" process
+  double client_us = 0;    // this process (the writers, and the store's notifying thread)
 };
 
 struct alignas(64) WriterCounter {
@@ -350,10 +353,12 @@ std::optional<AppendFigures> measure_appends(const AppendWorkload& workload,
   interruptible_sleep(options.warmup_seconds);
   measuring = true;
   int64_t appends_before = total_appends();
+  CpuSample cpu_before = sample_cpu(0);
   Clock::time_point window_start = Clock::now();
   interruptible_sleep(options.seconds);
   int64_t appends_after = total_appends();
   Clock::time_point window_end = Clock::now();
+  CpuUse cpu = cpu_between(cpu_before, sample_cpu(0));
   measuring = false;
   stop = true;
   for (std::thread& thread : threads) thread.join();
@@ -367,6 +372,11 @@ std::optional<AppendFigures> measure_appends(const AppendWorkload& workload,
   double elapsed = seconds_between(window_start, window_end);
   figures.appends_per_s = static_cast<double>(appends_after - appends_before) / elapsed;
   figures.events_per_s = figures.appends_per_s * workload.events_per_append;
+  if (appends_after > appends_before) {
+    auto appends = static_cast<double>(appends_after - appends_before);
+    figures.postgres_us = cpu.postgres / appends * 1e6;
+    figures.client_us = cpu.client / appends * 1e6;
+  }
   std::vector<double> all_latencies;
   for (const auto& writer_latencies : latencies_ms) {
     all_latencies.insert(all_latencies.end(), writer_latencies.begin(), writer_latencies.end());
@@ -580,15 +590,18 @@ int run(const Options& options, const std::string& conninfo) {
     }
     double ratio = store->events_per_s / raw->events_per_s;
     double floor_ratio = floor->events_per_s / raw->events_per_s;
-    std::printf("append %-27s store %9s ev/s %8s appends/s (p50 %6.2f ms, p99 %6.2f ms)\n",
-                label.c_str(), with_commas(store->events_per_s).c_str(),
-                with_commas(store->appends_per_s).c_str(), store->p50_ms, store->p99_ms);
-    std::printf("       %-27s raw   %9s ev/s %8s appends/s (p50 %6.2f ms, p99 %6.2f ms)\n", "",
-                with_commas(raw->events_per_s).c_str(), with_commas(raw->appends_per_s).c_str(),
-                raw->p50_ms, raw->p99_ms);
-    std::printf("       %-27s floor %9s ev/s %8s appends/s (p50 %6.2f ms, p99 %6.2f ms)\n", "",
-                with_commas(floor->events_per_s).c_str(), with_commas(floor->appends_per_s).c_str(),
-                floor->p50_ms, floor->p99_ms);
+    auto line = [&](const char* lead, const char* name, const AppendFigures& figures) {
+      std::printf(
+          "%-6s %-27s %-5s %9s ev/s %8s appends/s (p50 %6.2f ms, p99 %6.2f ms; CPU per append: "
+          "postgres %s µs, client %s µs)\n",
+          lead, lead[0] == '\0' ? "" : label.c_str(), name,
+          with_commas(figures.events_per_s).c_str(), with_commas(figures.appends_per_s).c_str(),
+          figures.p50_ms, figures.p99_ms, fixed(figures.postgres_us, 0).c_str(),
+          fixed(figures.client_us, 0).c_str());
+    };
+    line("append", "store", *store);
+    line("", "raw", *raw);
+    line("", "floor", *floor);
     std::printf("       %-27s store/raw %.2f (goal >= %.1f: %s); floor/raw %.2f (%s)\n\n", "",
                 ratio, kAppendRatioGoal, ratio >= kAppendRatioGoal ? "met" : "MISSED", floor_ratio,
                 floor_ratio >= kAppendRatioGoal
