@@ -25,6 +25,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
 #include <chrono>
 #include <memory>
 #include <vector>
@@ -41,6 +42,11 @@ struct GatewayConfig {
   // once (bounded memory under a flood; clients retry later).
   size_t max_in_flight = 4096;
 };
+
+// CAF settings of a process that publishes a gateway (cqrsd, and bench/transport_floor, which must
+// measure CAF as cqrsd runs it): the middleman loaded, CAF's logger quiet, deserialization on the
+// multiplexer thread, work sharing, and one scheduler thread per core but one.
+void configure_gateway_process(caf::actor_system_config& cfg);
 
 // `domain` must outlive the gateway.
 caf::actor spawn_gateway(caf::actor_system& system, const Domain& domain, caf::actor router,

@@ -1,7 +1,8 @@
 // transport_floor: the cheapest possible cqrsd, for command_bench --transport-floor. It publishes
 // one actor that answers every dispatch with the same "ok" reply, at once: no JSON parsing, no
-// aggregate, no database. CAF is configured as cqrsd configures it (one scheduler thread per core
-// but one, work sharing, deserialization on the multiplexer thread). So the rate the client
+// aggregate, no database. CAF is configured by cqrsd's own configure_gateway_process (one
+// scheduler thread per core but one, work sharing, deserialization on the multiplexer thread).
+// So the rate the client
 // reaches against it bounds what any cqrsd on the same machine can reach with CAF remote
 // messaging, before a single byte is written to PostgreSQL.
 //
@@ -14,8 +15,8 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
-#include <thread>
 
+#include "actors/gateway.hpp"
 #include "actors/messages.hpp"
 
 namespace {
@@ -29,14 +30,7 @@ constexpr std::string_view kReply =
 
 class FloorConfig : public caf::actor_system_config {
  public:
-  FloorConfig() {
-    load<caf::io::middleman>();
-    set("logger.verbosity", caf::atom("quiet"));
-    set("middleman.workers", size_t{0});
-    set("scheduler.policy", caf::atom("sharing"));
-    unsigned cores = std::thread::hardware_concurrency();
-    set("scheduler.max-threads", size_t{cores > 1 ? cores - 1 : 1});
-  }
+  FloorConfig() { cqrs::actors::configure_gateway_process(*this); }
 };
 
 caf::behavior echo_gateway(caf::event_based_actor*) {

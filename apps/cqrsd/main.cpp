@@ -59,22 +59,7 @@ class DaemonConfig : public caf::actor_system_config {
   bool web_enabled = false;
 
   DaemonConfig() {
-    load<caf::io::middleman>();
-    set("logger.verbosity", caf::atom("quiet"));
-    // CAF 0.17.6's BASP worker hub (middleman.workers) loses replies when many clients connect
-    // at once (tests/system/transport_test.cpp); deserialize on the multiplexer thread instead.
-    set("middleman.workers", size_t{0});
-    // Work sharing (one queue, condition variable) instead of work stealing (workers that poll
-    // with short sleeps): on a few cores the polling's wake-ups cost more than they save; one
-    // command at a time answers about 0.3 ms sooner and throughput is unchanged.
-    set("scheduler.policy", caf::atom("sharing"));
-    // One core is left to the multiplexer, the store workers and the handlers (and, often,
-    // PostgreSQL on the same host); CAF's default, at least four threads, spreads each command's
-    // hops (gateway, router, aggregate, pool) over threads that wake one another. On 2 cores
-    // one thread took the peak from ~10,700 to ~11,200 commands/s and cut cqrsd's CPU per
-    // command by ~15%.
-    unsigned cores = std::thread::hardware_concurrency();
-    set("scheduler.max-threads", size_t{cores > 1 ? cores - 1 : 1});
+    cqrs::actors::configure_gateway_process(*this);
     opt_group{custom_options_, "db"}
         .add(db_url, "url", "PostgreSQL URL (default: DATABASE_URL, else libpq's PG* variables)")
         .add(pool_size, "pool_size", "store connections (detached writer/loader workers)")
