@@ -1,114 +1,344 @@
 // Input checks shared by the event stores.
 #include "cqrs/append_validation.hpp"
 
-#include <nlohmann/json.hpp>
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
 #include <unordered_set>
 
 namespace cqrs {
 namespace {
 
-// A SAX consumer that accepts any well-formed JSON, remembers whether the top-level value is an
-// object and rejects strings or keys containing NUL.
-class PayloadChecker : public nlohmann::json::json_sax_t {
+// The length of the UTF-8 sequence that starts at text[idx] (a byte >= 0x80), or 0 when it is
+// malformed: a bad lead or continuation byte, truncated, overlong, a surrogate or beyond U+10FFFF.
+size_t utf8_sequence_length(std::string_view text, size_t idx) {
+  auto byte = static_cast<unsigned char>(text[idx]);
+  size_t length;
+  uint32_t code_point;
+  if ((byte & 0xE0) == 0xC0) {
+    length = 2;
+    code_point = byte & 0x1F;
+  } else if ((byte & 0xF0) == 0xE0) {
+    length = 3;
+    code_point = byte & 0x0F;
+  } else if ((byte & 0xF8) == 0xF0) {
+    length = 4;
+    code_point = byte & 0x07;
+  } else {
+    return 0;
+  }
+  if (idx + length > text.size()) return 0;
+  for (size_t cont_idx = 1; cont_idx < length; ++cont_idx) {
+    auto cont = static_cast<unsigned char>(text[idx + cont_idx]);
+    if ((cont & 0xC0) != 0x80) return 0;
+    code_point = code_point << 6 | (cont & 0x3F);
+  }
+  static constexpr uint32_t kMinForLength[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (code_point < kMinForLength[length] || code_point > 0x10FFFF ||
+      (code_point >= 0xD800 && code_point <= 0xDFFF)) {
+    return 0;
+  }
+  return length;
+}
+
+// Where a JSON text first goes wrong: the byte offset and what is wrong there.
+struct JsonProblem {
+  size_t position;
+  const char* reason;
+};
+
+// A strict RFC 8259 checker that builds nothing: one pass over the bytes, with a stack of the
+// open containers. Beyond the grammar it rejects what PostgreSQL's jsonb cannot store or
+// refuses: malformed UTF-8, NUL (raw or as \u0000) and unpaired UTF-16 surrogate escapes.
+class JsonChecker {
  public:
-  bool null() override { return note_scalar(); }
-  bool boolean(bool) override { return note_scalar(); }
-  bool number_integer(number_integer_t) override { return note_scalar(); }
-  bool number_unsigned(number_unsigned_t) override { return note_scalar(); }
-  bool number_float(number_float_t, const string_t&) override { return note_scalar(); }
-  bool string(string_t& value) override {
-    note_scalar();
-    return check_nul(value);
-  }
-  bool binary(binary_t&) override { return note_scalar(); }
-  bool start_object(std::size_t) override {
-    if (depth_++ == 0) top_is_object_ = true;
-    return true;
-  }
-  bool key(string_t& value) override { return check_nul(value); }
-  bool end_object() override {
-    --depth_;
-    return true;
-  }
-  bool start_array(std::size_t) override {
-    ++depth_;
-    return true;
-  }
-  bool end_array() override {
-    --depth_;
-    return true;
-  }
-  bool parse_error(std::size_t position, const std::string&,
-                   const nlohmann::json::exception& ex) override {
-    error_ = "not valid JSON at byte " + std::to_string(position) + " (" + ex.what() + ")";
-    return false;
+  explicit JsonChecker(std::string_view text) : text_(text) {}
+
+  std::optional<JsonProblem> check() {
+    skip_whitespace();
+    top_is_object_ = pos_ < text_.size() && text_[pos_] == '{';
+    while (true) {
+      if (!value()) return problem_;
+      if (opened_) {  // the next value is the new container's first element
+        opened_ = false;
+        continue;
+      }
+      // After a value: close containers or move to the next element.
+      while (true) {
+        skip_whitespace();
+        if (open_.empty()) {
+          if (pos_ != text_.size()) return fail("unexpected text after the JSON value");
+          return std::nullopt;
+        }
+        char closer = open_.back() == '{' ? '}' : ']';
+        if (pos_ < text_.size() && text_[pos_] == closer) {
+          open_.pop_back();
+          ++pos_;
+          continue;
+        }
+        if (pos_ >= text_.size() || text_[pos_] != ',') {
+          return fail(closer == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+        }
+        ++pos_;
+        if (closer == '}' && !member_key()) return problem_;
+        break;
+      }
+    }
   }
 
   bool top_is_object() const { return top_is_object_; }
-  const std::string& error() const { return error_; }
 
  private:
-  bool note_scalar() { return true; }
-  bool check_nul(const string_t& value) {
-    if (value.find('\0') == string_t::npos) return true;
-    error_ = "contains a NUL character (\\u0000), which cannot be stored";
+  std::optional<JsonProblem> fail(const char* reason) {
+    problem_ = JsonProblem{pos_, reason};
+    return problem_;
+  }
+  bool failed(const char* reason) {
+    fail(reason);
     return false;
   }
 
-  int depth_ = 0;
+  void skip_whitespace() {
+    while (pos_ < text_.size()) {
+      char c = text_[pos_];
+      if (c != ' ' && c != '\t' && c != '\n' && c != '\r') return;
+      ++pos_;
+    }
+  }
+
+  // One value. A container only opens here (opened_; its elements follow in check()'s loop, so
+  // nesting never deepens the C++ stack); an empty one opens and closes here.
+  bool value() {
+    skip_whitespace();
+    if (pos_ >= text_.size()) return failed("expected a value, found the end of the text");
+    switch (text_[pos_]) {
+      case '{':
+        ++pos_;
+        skip_whitespace();
+        if (pos_ < text_.size() && text_[pos_] == '}') {
+          ++pos_;
+          return true;
+        }
+        open_.push_back('{');
+        opened_ = true;
+        return member_key();
+      case '[':
+        ++pos_;
+        skip_whitespace();
+        if (pos_ < text_.size() && text_[pos_] == ']') {
+          ++pos_;
+          return true;
+        }
+        open_.push_back('[');
+        opened_ = true;
+        return true;
+      case '"':
+        return string();
+      case 't':
+        return literal("true");
+      case 'f':
+        return literal("false");
+      case 'n':
+        return literal("null");
+      default:
+        return number();
+    }
+  }
+
+  // `"key" :` of an object member.
+  bool member_key() {
+    skip_whitespace();
+    if (pos_ >= text_.size() || text_[pos_] != '"') return failed("expected a string key");
+    if (!string()) return false;
+    skip_whitespace();
+    if (pos_ >= text_.size() || text_[pos_] != ':') return failed("expected ':'");
+    ++pos_;
+    return true;
+  }
+
+  bool literal(std::string_view word) {
+    if (text_.substr(pos_, word.size()) != word) return failed("expected a value");
+    pos_ += word.size();
+    return true;
+  }
+
+  size_t digits() {
+    size_t start = pos_;
+    while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') ++pos_;
+    return pos_ - start;
+  }
+
+  // A number as RFC 8259 writes it, within what PostgreSQL's numeric can hold: at most 131,072
+  // digits before the decimal point and 16,383 after it, counting the fraction's written digits
+  // (its display scale), as numeric_in does.
+  bool number() {
+    if (text_[pos_] == '-') ++pos_;
+    size_t integer_start = pos_;
+    if (pos_ < text_.size() && text_[pos_] == '0') {
+      ++pos_;
+    } else if (digits() == 0) {
+      return failed("expected a value");
+    }
+    std::string_view integer = text_.substr(integer_start, pos_ - integer_start);
+    std::string_view fraction;
+    if (pos_ < text_.size() && text_[pos_] == '.') {
+      ++pos_;
+      size_t fraction_start = pos_;
+      if (digits() == 0) return failed("expected a digit after the decimal point");
+      fraction = text_.substr(fraction_start, pos_ - fraction_start);
+    }
+    int64_t exponent = 0;
+    if (pos_ < text_.size() && (text_[pos_] == 'e' || text_[pos_] == 'E')) {
+      ++pos_;
+      bool negative = pos_ < text_.size() && text_[pos_] == '-';
+      if (pos_ < text_.size() && (text_[pos_] == '+' || text_[pos_] == '-')) ++pos_;
+      size_t exponent_start = pos_;
+      if (digits() == 0) return failed("expected a digit in the exponent");
+      for (char c : text_.substr(exponent_start, pos_ - exponent_start)) {
+        exponent = std::min<int64_t>(exponent * 10 + (c - '0'), kMaxExponent);
+      }
+      if (negative) exponent = -exponent;
+    }
+    // The decimal weight of the first non-zero digit (10^weight); none for a zero.
+    std::optional<int64_t> weight;
+    if (size_t first = integer.find_first_not_of('0'); first != std::string_view::npos) {
+      weight = static_cast<int64_t>(integer.size() - first) - 1;
+    } else if (first = fraction.find_first_not_of('0'); first != std::string_view::npos) {
+      weight = -static_cast<int64_t>(first) - 1;
+    }
+    int64_t scale = std::max<int64_t>(0, static_cast<int64_t>(fraction.size()) - exponent);
+    if (exponent >= kMaxExponent || exponent <= -kMaxExponent || scale > kMaxScale ||
+        (weight && *weight + exponent > kMaxWeight)) {
+      pos_ = integer_start;
+      return failed(
+          "a number beyond what PostgreSQL can store (at most 131072 digits before the decimal "
+          "point and 16383 after it)");
+    }
+    return true;
+  }
+
+  static constexpr int64_t kMaxExponent = 1'073'741'823;  // numeric_in refuses |e| >= INT_MAX / 2
+  static constexpr int64_t kMaxScale = 16'383;
+  static constexpr int64_t kMaxWeight = 131'071;
+
+  // Four hex digits after \u; -1 when they are not.
+  int hex4() {
+    if (pos_ + 4 > text_.size()) return -1;
+    int code = 0;
+    for (size_t idx = 0; idx < 4; ++idx) {
+      char c = text_[pos_ + idx];
+      int digit = c >= '0' && c <= '9'   ? c - '0'
+                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                  : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                         : -1;
+      if (digit < 0) return -1;
+      code = code << 4 | digit;
+    }
+    pos_ += 4;
+    return code;
+  }
+
+  bool string() {
+    ++pos_;  // the opening quote
+    while (pos_ < text_.size()) {
+      auto byte = static_cast<unsigned char>(text_[pos_]);
+      if (byte == '"') {
+        ++pos_;
+        return true;
+      }
+      if (byte == '\\') {
+        if (!escape()) return false;
+      } else if (byte == 0) {
+        return failed("contains a NUL character, which cannot be stored");
+      } else if (byte < 0x20) {
+        return failed("a control character in a string must be escaped");
+      } else if (byte < 0x80) {
+        ++pos_;
+      } else {
+        size_t length = utf8_sequence_length(text_, pos_);
+        if (length == 0) return failed("malformed UTF-8");
+        pos_ += length;
+      }
+    }
+    return failed("unterminated string");
+  }
+
+  bool escape() {
+    size_t start = pos_;
+    ++pos_;  // the backslash
+    if (pos_ >= text_.size()) return failed("unterminated string");
+    char kind = text_[pos_++];
+    if (kind != 'u') {
+      if (std::string_view("\"\\/bfnrt").find(kind) != std::string_view::npos) return true;
+      pos_ = start;
+      return failed("invalid escape sequence");
+    }
+    int code = hex4();
+    if (code < 0) {
+      pos_ = start;
+      return failed("\\u needs four hex digits");
+    }
+    if (code == 0) {
+      pos_ = start;
+      return failed("contains a NUL character (\\u0000), which cannot be stored");
+    }
+    if (code >= 0xDC00 && code <= 0xDFFF) {
+      pos_ = start;
+      return failed("a low surrogate escape without a high surrogate before it");
+    }
+    if (code >= 0xD800 && code <= 0xDBFF) {
+      int low = -1;
+      if (text_.substr(pos_, 2) == "\\u") {
+        pos_ += 2;
+        low = hex4();
+      }
+      if (low < 0xDC00 || low > 0xDFFF) {
+        pos_ = start;
+        return failed("a high surrogate escape without a low surrogate after it");
+      }
+    }
+    return true;
+  }
+
+  std::string_view text_;
+  size_t pos_ = 0;
+  std::string open_;  // '{' or '[' per open container, innermost last
+  bool opened_ = false;
   bool top_is_object_ = false;
-  std::string error_;
+  std::optional<JsonProblem> problem_;
 };
+
+// validate_json with the message's subject built only when there is a problem.
+template <typename What>
+Result<void> check_json(std::string_view text, bool must_be_object, const What& what) {
+  JsonChecker checker(text);
+  if (auto problem = checker.check()) {
+    return Error::invalid(errc::kInvalidPayload,
+                          std::string(what()) + " is not valid JSON at byte " +
+                              std::to_string(problem->position) + ": " + problem->reason);
+  }
+  if (must_be_object && !checker.top_is_object()) {
+    return Error::invalid(errc::kInvalidPayload, std::string(what()) + " must be a JSON object");
+  }
+  return {};
+}
 
 }  // namespace
 
 Result<void> validate_json(std::string_view text, bool must_be_object, std::string_view what) {
-  PayloadChecker checker;
-  bool ok = nlohmann::json::sax_parse(text.begin(), text.end(), &checker);
-  if (!ok) {
-    return Error::invalid(errc::kInvalidPayload,
-                          std::string(what) + " is " +
-                              (checker.error().empty() ? "not valid JSON" : checker.error()));
-  }
-  if (must_be_object && !checker.top_is_object()) {
-    return Error::invalid(errc::kInvalidPayload, std::string(what) + " must be a JSON object");
-  }
-  return {};
+  return check_json(text, must_be_object, [&] { return what; });
 }
 
 bool is_valid_utf8(std::string_view text) {
   size_t idx = 0;
   while (idx < text.size()) {
-    auto byte = static_cast<unsigned char>(text[idx]);
-    size_t length;
-    uint32_t code_point;
-    if (byte < 0x80) {
+    if (static_cast<unsigned char>(text[idx]) < 0x80) {
       ++idx;
       continue;
-    } else if ((byte & 0xE0) == 0xC0) {
-      length = 2;
-      code_point = byte & 0x1F;
-    } else if ((byte & 0xF0) == 0xE0) {
-      length = 3;
-      code_point = byte & 0x0F;
-    } else if ((byte & 0xF8) == 0xF0) {
-      length = 4;
-      code_point = byte & 0x07;
-    } else {
-      return false;
     }
-    if (idx + length > text.size()) return false;
-    for (size_t cont_idx = 1; cont_idx < length; ++cont_idx) {
-      auto cont = static_cast<unsigned char>(text[idx + cont_idx]);
-      if ((cont & 0xC0) != 0x80) return false;
-      code_point = code_point << 6 | (cont & 0x3F);
-    }
-    // Overlong forms, surrogates and values beyond U+10FFFF are not UTF-8.
-    static constexpr uint32_t kMinForLength[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (code_point < kMinForLength[length] || code_point > 0x10FFFF ||
-        (code_point >= 0xD800 && code_point <= 0xDFFF)) {
-      return false;
-    }
+    size_t length = utf8_sequence_length(text, idx);
+    if (length == 0) return false;
     idx += length;
   }
   return true;
@@ -140,33 +370,36 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
     return Error::invalid(errc::kInvalidArgument, "an append needs at least one event");
   }
   std::unordered_set<Uuid> seen_ids;
-  seen_ids.reserve(events.size());
+  if (events.size() > 1) seen_ids.reserve(events.size());
   for (size_t event_idx = 0; event_idx < events.size(); ++event_idx) {
     const EventData& event = events[event_idx];
-    std::string where = "event " + std::to_string(event_idx);
+    auto where = [&] { return "event " + std::to_string(event_idx); };
     if (event.type.empty() || !is_valid_utf8(event.type) ||
         event.type.find('\0') != std::string::npos) {
       return Error::invalid(errc::kInvalidArgument,
-                            where + ": event type must be non-empty UTF-8 text");
+                            where() + ": event type must be non-empty UTF-8 text");
     }
     if (event.type_version < 1) {
       return Error::invalid(errc::kInvalidArgument,
-                            where + " (" + event.type + "): type version must be >= 1");
+                            where() + " (" + event.type + "): type version must be >= 1");
     }
     if (event.event_id.is_nil()) {
       return Error::invalid(errc::kInvalidArgument,
-                            where + " (" + event.type + "): event id must not be nil");
+                            where() + " (" + event.type + "): event id must not be nil");
     }
-    if (!seen_ids.insert(event.event_id).second) {
+    if (events.size() > 1 && !seen_ids.insert(event.event_id).second) {
       return Error::conflict(errc::kDuplicateEvent, "event id " + event.event_id.to_string() +
                                                         " appears twice in one append");
     }
-    if (auto checked = validate_json(event.data, false, where + " (" + event.type + ") data");
+    if (auto checked =
+            check_json(event.data, false, [&] { return where() + " (" + event.type + ") data"; });
         !checked) {
       return checked;
     }
-    if (auto checked =
-            validate_json(event.metadata, true, where + " (" + event.type + ") metadata");
+    // The events of one command usually share its metadata: text already checked is not again.
+    if (event_idx > 0 && event.metadata == events[event_idx - 1].metadata) continue;
+    if (auto checked = check_json(event.metadata, true,
+                                  [&] { return where() + " (" + event.type + ") metadata"; });
         !checked) {
       return checked;
     }

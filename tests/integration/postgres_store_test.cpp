@@ -6,10 +6,12 @@
 #include <set>
 #include <thread>
 
+#include "cqrs/append_validation.hpp"
 #include "cqrs/handlers/handler.hpp"
 #include "cqrs/pg/connection.hpp"
 #include "cqrs/pg/notice_sender.hpp"
 #include "cqrs/pg/postgres_event_store.hpp"
+#include "support/json_edits.hpp"
 #include "support/test_database.hpp"
 
 namespace cqrs::pg {
@@ -39,6 +41,45 @@ class PostgresStore : public ::testing::Test {
   std::unique_ptr<PostgresEventStore> store_;
   std::unique_ptr<Connection> raw_;
 };
+
+// The stores check payloads before they reach the database, so that a bad one gets a clear error
+// and cannot fail a whole group commit. The check must accept exactly what jsonb accepts: here
+// both judge the same random edits of JSON documents. (Text that is not UTF-8 or holds a NUL byte
+// cannot be sent as a text parameter at all; the checker refuses it.)
+TEST_F(PostgresStore, PayloadCheckAgreesWithJsonb) {
+  ASSERT_TRUE(raw_->exec("CREATE FUNCTION pg_temp.is_jsonb(t text) RETURNS bool LANGUAGE plpgsql "
+                         "AS $$ BEGIN PERFORM t::jsonb; RETURN true; "
+                         "EXCEPTION WHEN others THEN RETURN false; END $$")
+                  .ok());
+  std::vector<std::string> texts;
+  for (std::string& text : testing::random_json_edits(20'000, 20261128)) {
+    if (is_valid_utf8(text) && text.find('\0') == std::string::npos) {
+      texts.push_back(std::move(text));
+    }
+  }
+  // Numbers at numeric's limits, which random edits do not reach.
+  for (const char* text : {"1e131071", "1e131072", "1e-16383", "1e-16384", "1.0000e-16380",
+                           "0e99999999", "0e1000000000000", "[0.5e-16383]"}) {
+    texts.emplace_back(text);
+  }
+  std::string literal = "{";
+  for (const std::string& text : texts) append_array_element(literal, text);
+  literal += "}";
+  auto verdicts = raw_->exec("SELECT pg_temp.is_jsonb(t)::text FROM unnest($1::text[]) AS t",
+                             Params().add(literal));
+  ASSERT_TRUE(verdicts.ok()) << verdicts.error().to_string();
+  ASSERT_EQ(verdicts->rows(), static_cast<int>(texts.size()));
+  int accepted = 0;
+  for (size_t idx = 0; idx < texts.size(); ++idx) {
+    bool by_postgres = verdicts->text(static_cast<int>(idx), 0) == "true";
+    auto checked = validate_json(texts[idx], false, "text");
+    ASSERT_EQ(checked.ok(), by_postgres)
+        << "text: " << texts[idx] << (checked.ok() ? "" : "\n" + checked.error().to_string());
+    accepted += by_postgres ? 1 : 0;
+  }
+  EXPECT_GT(accepted, 1'000);
+  EXPECT_GT(static_cast<int>(texts.size()) - accepted, 1'000);
+}
 
 TEST_F(PostgresStore, ReadAllOfTypesReturnsThoseTypesAndMovesPastTheOthers) {
   std::vector<EventData> events(6);

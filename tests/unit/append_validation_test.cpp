@@ -3,6 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "support/json_edits.hpp"
+
 namespace cqrs {
 namespace {
 
@@ -78,6 +84,140 @@ TEST(AppendValidation, RejectsStreamIdsWithNul) {
   EventData event = valid_event();
   EXPECT_EQ(validate_append(stream, ExpectedVersion::any(), std::span(&event, 1)).error().code(),
             errc::kInvalidArgument);
+}
+
+bool json_ok(std::string_view text) { return validate_json(text, false, "text").ok(); }
+
+TEST(JsonCheck, AcceptsEveryKindOfValue) {
+  for (const char* text :
+       {"0", "-0", "12.5e-3", "1E+2", "-1.0E2", "true", "false", "null", "\"\"", "[]", "{}",
+        " [1, [2, [3]], {\"a\": {\"b\": []}}] ", "\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t\"",
+        "\"\\u00e9 \\uD83C\\uDF81\"", "\"M\xC3\xBCller \xF0\x9F\x8E\x81\"", "\t\r\n{}\n"}) {
+    EXPECT_TRUE(json_ok(text)) << text << ": "
+                               << validate_json(text, false, "text").error().to_string();
+  }
+}
+
+TEST(JsonCheck, RejectsWhatTheGrammarForbids) {
+  for (const char* text : {"",
+                           "  ",
+                           "01",
+                           "1.",
+                           ".5",
+                           "1e",
+                           "+1",
+                           "-",
+                           "[1,]",
+                           "{\"a\":1,}",
+                           "{a:1}",
+                           "{\"a\" 1}",
+                           "[1 2]",
+                           "tru",
+                           "nul",
+                           "True",
+                           "[",
+                           "{\"a\":",
+                           "\"abc",
+                           "1 2",
+                           "{} x",
+                           "'a'",
+                           "[1]]",
+                           "\"\\x\"",
+                           "\"\\u12\"",
+                           "\"a\tb\"",
+                           "NaN",
+                           "// c\n1",
+                           "\xEF\xBB\xBF{}"}) {
+    auto checked = validate_json(text, false, "text");
+    ASSERT_FALSE(checked.ok()) << text;
+    EXPECT_EQ(checked.error().code(), errc::kInvalidPayload);
+    EXPECT_NE(checked.error().message().find("text is not valid JSON at byte "), std::string::npos)
+        << checked.error().message();
+  }
+}
+
+TEST(JsonCheck, RejectsWhatJsonbCannotStore) {
+  EXPECT_NE(validate_json("[\"a\\u0000\"]", false, "t").error().message().find("NUL"),
+            std::string::npos);
+  EXPECT_FALSE(json_ok(std::string("\"a\0b\"", 5)));
+  EXPECT_FALSE(json_ok("\"\\uD83C\""));         // a high surrogate alone
+  EXPECT_FALSE(json_ok("\"\\uD83C\\u0041\""));  // ... followed by no low surrogate
+  EXPECT_FALSE(json_ok("\"\\uDF81\""));         // a low surrogate alone
+  EXPECT_FALSE(json_ok("\"\xC3\x28\""));        // malformed UTF-8 in a string
+  EXPECT_FALSE(json_ok("\"\xED\xA0\x80\""));    // an encoded surrogate
+}
+
+// The limits PostgreSQL 15's numeric_in puts on a jsonb number (checked against psql).
+TEST(JsonCheck, KeepsNumbersWithinWhatPostgresCanStore) {
+  for (const char* text : {"2.5e833", "1e131071", "10e131070", "0.1e131072", "1e-16383",
+                           "1.000e-16380", "1.5e-16382", "0e99999999", "0.0000000000e1"}) {
+    EXPECT_TRUE(json_ok(text)) << text;
+  }
+  for (const char* text :
+       {"1e131072", "10e131071", "1e-16384", "1.0000e-16380", "0.5e-16383", "0e-16384",
+        "0.0e-16383", "0e1000000000000", "1e2147483647", "-1e99999999999999999999"}) {
+    auto checked = validate_json(text, false, "n");
+    ASSERT_FALSE(checked.ok()) << text;
+    EXPECT_NE(checked.error().message().find("beyond what PostgreSQL can store"), std::string::npos)
+        << checked.error().message();
+  }
+}
+
+TEST(JsonCheck, NamesWhereAndWhatWentWrong) {
+  auto checked = validate_json(R"({"a": 1,})", false, "event 0 (E) data");
+  ASSERT_FALSE(checked.ok());
+  EXPECT_EQ(checked.error().message(),
+            "event 0 (E) data is not valid JSON at byte 8: expected a string key");
+  EXPECT_EQ(validate_json("[1]", true, "metadata").error().message(),
+            "metadata must be a JSON object");
+}
+
+TEST(JsonCheck, DeepNestingNeitherOverflowsTheStackNorFails) {
+  constexpr size_t kDepth = 1'000'000;
+  std::string nested = std::string(kDepth, '[') + std::string(kDepth, ']');
+  EXPECT_TRUE(json_ok(nested));
+  nested.pop_back();
+  EXPECT_FALSE(json_ok(nested));
+  std::string objects;
+  for (size_t idx = 0; idx < kDepth / 10; ++idx) objects += "{\"k\":";
+  objects += "1" + std::string(kDepth / 10, '}');
+  EXPECT_TRUE(json_ok(objects));
+}
+
+// Random edits of valid documents, judged by the checker and by nlohmann::json: they agree on
+// everything except the two things jsonb refuses and nlohmann accepts (\u0000 and a leading
+// byte order mark; the edits make neither).
+TEST(JsonCheck, AgreesWithAFullParserOnRandomEdits) {
+  int accepted = 0, rejected = 0;
+  for (const std::string& text : testing::random_json_edits(200'000, 20261128)) {
+    bool ours = json_ok(text);
+    bool theirs = nlohmann::json::accept(text);
+    if (ours && !theirs) {
+      // nlohmann keeps numbers as doubles and refuses what overflows one; numeric holds more.
+      try {
+        nlohmann::json parsed = nlohmann::json::parse(text);
+        ADD_FAILURE() << "nlohmann refused, then parsed: " << text;
+      } catch (const nlohmann::json::exception& error) {
+        if (std::string(error.what()).find("number overflow") != std::string::npos) continue;
+      }
+    }
+    ASSERT_EQ(ours, theirs) << "text: " << text;
+    (ours ? accepted : rejected)++;
+  }
+  // Both verdicts occur often, so the agreement means something.
+  EXPECT_GT(accepted, 10'000);
+  EXPECT_GT(rejected, 10'000);
+}
+
+TEST(AppendValidation, ChecksEveryEventsMetadataEvenWhenTheyRepeat) {
+  std::vector<EventData> events = {valid_event(), valid_event(), valid_event()};
+  for (EventData& event : events) event.metadata = R"({"command_id":"c"})";
+  EXPECT_TRUE(validate_append("s", ExpectedVersion::any(), events).ok());
+  events[2].metadata = R"({"command_id":"c"} x)";
+  auto checked = validate_append("s", ExpectedVersion::any(), events);
+  ASSERT_FALSE(checked.ok());
+  EXPECT_NE(checked.error().message().find("event 2 (E) metadata"), std::string::npos)
+      << checked.error().message();
 }
 
 }  // namespace
