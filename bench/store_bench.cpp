@@ -125,10 +125,12 @@ class BatchSource {
     Batch batch;
     batch.stream_id = stream_prefix_ + std::to_string(stream_number_);
     batch.expected_version = version_;
-    // One command produces the batch: its events share the command's metadata.
-    std::string metadata = R"({"command_id":")" + cqrs::Uuid::random().to_string() +
-                           R"(","correlation_id":")" + cqrs::Uuid::random().to_string() +
-                           R"(","causation_id":")" + cqrs::Uuid::random().to_string() + R"("})";
+    // One command produces the batch: its events share the command's metadata, filled in as
+    // cqrsd fills it for a command that names no correlation: a time-ordered command id, which
+    // is also the correlation and the causation.
+    std::string command_id = cqrs::Uuid::time_ordered().to_string();
+    std::string metadata = R"({"command_id":")" + command_id + R"(","correlation_id":")" +
+                           command_id + R"(","causation_id":")" + command_id + R"("})";
     batch.events.reserve(static_cast<size_t>(events_per_append_));
     for (int idx = 0; idx < events_per_append_; ++idx) {
       cqrs::EventData& event = batch.events.emplace_back();
