@@ -456,6 +456,107 @@ TEST_F(PostgresStore, NoStreamAppendThatLostARaceSaysTheStreamExists) {
   EXPECT_EQ(*store_->stream_version("s"), 1);
 }
 
+// A one-event append after a version the store has seen skips the head lookup; the primary key
+// must still catch every case where that version is no longer the head.
+class KnownVersions : public PostgresStore {
+ protected:
+  Result<AppendResult> append_with(PostgresEventStore& store, ExpectedVersion expected, int n) {
+    EventData event;
+    event.type = "Happened";
+    event.data = R"({"n":)" + std::to_string(n) + "}";
+    return store.append("s", expected, std::span(&event, 1));
+  }
+  std::unique_ptr<PostgresEventStore> other() {
+    auto store = PostgresEventStore::open(db_->url());
+    EXPECT_TRUE(store.ok());
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+  // The stored versions of "s", in order.
+  std::vector<int64_t> versions() {
+    std::vector<int64_t> out;
+    auto stored = raw_->exec(
+        "SELECT stream_version FROM cqrs.events WHERE stream_id = 's'"
+        " ORDER BY stream_version");
+    EXPECT_TRUE(stored.ok());
+    for (int row = 0; stored.ok() && row < stored->rows(); ++row) {
+      out.push_back(stored->int64(row, 0));
+    }
+    return out;
+  }
+};
+
+TEST_F(KnownVersions, ExactAppendAfterAVersionThatIsNoLongerTheHeadNamesTheHead) {
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
+  auto second = other();
+  ASSERT_TRUE(append_with(*second, ExpectedVersion::exact(1), 2).ok());
+  ASSERT_TRUE(append_with(*second, ExpectedVersion::exact(2), 3).ok());
+  auto stale = append_with(*store_, ExpectedVersion::exact(1), 4);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.error().code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(stale.error().actual_version(), std::optional<int64_t>(3));
+  auto fresh = append_with(*store_, ExpectedVersion::exact(3), 5);
+  ASSERT_TRUE(fresh.ok()) << fresh.error().to_string();
+  EXPECT_EQ(fresh->stream_version, 4);
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2, 3, 4}));
+}
+
+TEST_F(KnownVersions, AnyAppendAfterAStaleVersionLandsAfterTheHead) {
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::any(), 1).ok());
+  auto second = other();
+  ASSERT_TRUE(append_with(*second, ExpectedVersion::any(), 2).ok());
+  ASSERT_TRUE(append_with(*second, ExpectedVersion::any(), 3).ok());
+  for (ExpectedVersion expected : {ExpectedVersion::any(), ExpectedVersion::stream_exists()}) {
+    auto appended = append_with(*store_, expected, 4);
+    ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  }
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2, 3, 4, 5}));
+}
+
+TEST_F(KnownVersions, ExactAppendBeyondTheHeadIsRefusedAfterAKnownVersion) {
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::any(), 1).ok());
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::any(), 2).ok());
+  auto ahead = append_with(*store_, ExpectedVersion::exact(5), 3);
+  ASSERT_FALSE(ahead.ok());
+  EXPECT_EQ(ahead.error().code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(ahead.error().actual_version(), std::optional<int64_t>(2));
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2}));
+}
+
+// An append inside the caller's own transaction may roll back: its version is not known then.
+TEST_F(KnownVersions, AVersionWrittenInARolledBackTransactionIsNotKnown) {
+  ASSERT_TRUE(store_->connection().exec("BEGIN").ok());
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::exact(1), 2).ok());
+  ASSERT_TRUE(store_->connection().exec("ROLLBACK").ok());
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 3).ok());
+  auto appended = append_with(*store_, ExpectedVersion::exact(2), 4);
+  ASSERT_FALSE(appended.ok()) << "version 3 was written after a rolled-back version 2";
+  EXPECT_EQ(appended.error().code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(appended.error().actual_version(), std::optional<int64_t>(1));
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1}));
+}
+
+// After a reconnect the server may be another one (a promoted replica) that lacks the latest
+// commits: what the store saw before must not count. The lost commit is simulated by deleting it
+// behind the immutability trigger's back.
+TEST_F(KnownVersions, ReconnectingForgetsTheKnownVersions) {
+  for (int n = 1; n <= 3; ++n) ASSERT_TRUE(append_with(*store_, ExpectedVersion::any(), n).ok());
+  ASSERT_TRUE(raw_->exec("ALTER TABLE cqrs.events DISABLE TRIGGER events_immutable_rows").ok());
+  ASSERT_TRUE(
+      raw_->exec("DELETE FROM cqrs.events WHERE stream_id = 's' AND stream_version = 3").ok());
+  ASSERT_TRUE(raw_->exec("ALTER TABLE cqrs.events ENABLE TRIGGER events_immutable_rows").ok());
+  auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
+                           Params().add(int64_t{store_->backend_pid()}));
+  ASSERT_TRUE(killed.ok() && killed->text(0, 0) == "t");
+  EXPECT_FALSE(store_->stream_version("other").ok());  // notices the closed connection
+
+  auto appended = append_with(*store_, ExpectedVersion::exact(3), 4);
+  ASSERT_FALSE(appended.ok()) << "version 4 was written after a missing version 3";
+  EXPECT_EQ(appended.error().code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(appended.error().actual_version(), std::optional<int64_t>(2));
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2}));
+}
+
 TEST_F(PostgresStore, OpeningAnUnmigratedDatabaseSaysToMigrate) {
   auto bare = testing::TestDatabase::create(/*migrated=*/false);
   ASSERT_NE(bare, nullptr);

@@ -91,6 +91,11 @@ Connection::~Connection() {
   if (conn_ != nullptr) PQfinish(conn_);
 }
 
+bool Connection::in_transaction() const {
+  PGTransactionStatusType status = PQtransactionStatus(conn_);
+  return status == PQTRANS_INTRANS || status == PQTRANS_INERROR || status == PQTRANS_ACTIVE;
+}
+
 bool Connection::is_ok() const { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
 
 Result<void> Connection::reconnect() {

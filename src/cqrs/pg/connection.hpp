@@ -75,6 +75,8 @@ class Connection {
   // calls reconnect() before the next statement.
   bool is_ok() const;
   Result<void> reconnect();
+  // Whether a transaction is open (begun by the caller, or failed and not yet rolled back).
+  bool in_transaction() const;
 
   // Runs one or more statements without parameters (DDL, BEGIN/COMMIT, migration scripts).
   Result<QueryResult> exec(std::string_view sql);

@@ -33,11 +33,22 @@ std::vector<Statement> statements() {
        "pg_current_xact_id()::text FROM cqrs.append_to_stream($1, $2, $3::uuid[], $4::text[], "
        "$5::int[], $6::jsonb[], "
        "$7::jsonb[], $8::uuid, $9::jsonb)"},
-      // One event without a command record: a plain INSERT ... SELECT, about a quarter cheaper
-      // for the server than a call of cqrs.append_to_stream. The row to insert comes from the
-      // stream's lock, so the lock is held before the INSERT, as in every append. The head is
-      // read in the snapshot the statement began with, though: when another writer committed
-      // the stream's next version meanwhile, the INSERT fails on the primary key
+      // One event without a command record, after a version known to exist (see known_base):
+      // a plain INSERT under the stream's lock, with no head lookup. Versions have no gaps, so
+      // the next one is free exactly when the known version is the head; when it is not, the
+      // primary key refuses the row (unique_violation) and append() asks
+      // cqrs.append_to_stream, which reads the head under the lock and names it.
+      {"append_after",
+       "INSERT INTO cqrs.events"
+       " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
+       " SELECT $1, $2::bigint + 1, $3::uuid, $4, $5::int, $6::jsonb, $7::jsonb"
+       " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l"  // 'cqrs'
+       " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
+      // One event without a command record, base unknown: a plain INSERT ... SELECT, about a
+      // quarter cheaper for the server than a call of cqrs.append_to_stream. The row to insert
+      // comes from the stream's lock, so the lock is held before the INSERT, as in every append.
+      // The head is read in the snapshot the statement began with, though: when another writer
+      // committed the stream's next version meanwhile, the INSERT fails on the primary key
       // (unique_violation). No row back means the expected version did not hold, or that
       // failure: append() then asks cqrs.append_to_stream, which reads the head under the lock.
       {"append_one",
@@ -467,18 +478,20 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   std::vector<std::string> types = types_of(events);
   if (events.size() == 1) {
     const EventData& event = events.front();
+    std::optional<int64_t> base = known_base(stream_id, expected);
     Params params;
-    params.add(stream_id).add(expected_code(expected)).add(event.event_id.to_string());
-    params.add(event.type).add(static_cast<int64_t>(event.type_version)).add(event.data);
-    params.add(event.metadata);
+    params.add(stream_id).add(base ? *base : expected_code(expected));
+    params.add(event.event_id.to_string()).add(event.type);
+    params.add(static_cast<int64_t>(event.type_version)).add(event.data).add(event.metadata);
     std::vector<Connection::PipelineStep> steps;
-    steps.push_back({"append_one", std::move(params), true});
+    steps.push_back({base ? "append_after" : "append_one", std::move(params), true});
     Notice notice = claim_notice(steps, types);
     auto results = conn_->exec_pipeline(steps);
     if (!results) return results.error();
     auto& rows = (*results)[0];
     if (rows && rows->rows() == 1) {
       if (!notice.sent(*results)) notify(types);
+      note_version(stream_id, rows->int64(0, 1));
       return AppendResult{rows->int64(0, 1), {rows->int64(0, 0)}, to_uint64(rows->text(0, 2))};
     }
     if (!rows && !rows.error().is(errc::kWrongExpectedVersion)) return rows.error();
@@ -493,9 +506,46 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   auto& rows = (*results)[0];
   if (!rows) return rows.error();
   WriteResult result = interpret_append(*rows, 0, stream_id, expected, nullptr);
-  if (!result.ok()) return *result.error;
+  if (!result.ok()) {
+    if (auto actual = result.error->actual_version(); actual && *actual > 0) {
+      note_version(stream_id, *actual);
+    }
+    return *result.error;
+  }
   if (!notice.sent(*results)) notify(types);
+  note_version(stream_id, result.appended->stream_version);
   return std::move(*result.appended);
+}
+
+std::optional<int64_t> PostgresEventStore::known_base(std::string_view stream_id,
+                                                      ExpectedVersion expected) {
+  if (expected.kind() == ExpectedVersion::Kind::kNoStream ||
+      (expected.kind() == ExpectedVersion::Kind::kExact && expected.version() == 0)) {
+    return 0;
+  }
+  if (conn_->backend_pid() != known_backend_) return std::nullopt;
+  auto found = known_versions_.find(stream_id);
+  if (found == known_versions_.end()) return std::nullopt;
+  if (expected.kind() != ExpectedVersion::Kind::kExact) return found->second;  // any, exists
+  // Exact n: n exists when a version at or above it does; n + 1 is free iff n is the head.
+  return found->second >= expected.version() ? std::optional(expected.version()) : std::nullopt;
+}
+
+void PostgresEventStore::note_version(std::string_view stream_id, int64_t version) {
+  constexpr size_t kKnownStreamsLimit = 10'000;
+  // Inside a caller's transaction a write may still roll back, and reads see it before then.
+  if (conn_->in_transaction()) return;
+  if (int backend = conn_->backend_pid(); backend != known_backend_) {
+    known_versions_.clear();
+    known_backend_ = backend;
+  }
+  auto found = known_versions_.find(stream_id);
+  if (found != known_versions_.end()) {
+    found->second = std::max(found->second, version);
+    return;
+  }
+  if (known_versions_.size() >= kKnownStreamsLimit) known_versions_.clear();
+  known_versions_.emplace(std::string(stream_id), version);
 }
 
 std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest> requests) {
@@ -661,7 +711,11 @@ Result<std::vector<RecordedEvent>> PostgresEventStore::read_stream(std::string_v
   auto rows = conn_->exec_prepared(
       direction == Direction::kForward ? "read_forward" : "read_backward", params);
   if (!rows) return rows.error();
-  return events_from(*rows);
+  std::vector<RecordedEvent> events = events_from(*rows);
+  if (!events.empty()) {
+    note_version(stream_id, std::max(events.front().stream_version, events.back().stream_version));
+  }
+  return events;
 }
 
 std::vector<LoadedStream> PostgresEventStore::load_streams(std::span<const StreamLoad> loads) {
@@ -700,6 +754,14 @@ std::vector<LoadedStream> PostgresEventStore::load_streams(std::span<const Strea
       out.events.push_back(event_at(*rows, row, 2));
     }
   }
+  for (size_t idx = 0; idx < loaded.size(); ++idx) {
+    const LoadedStream& out = loaded[idx];
+    if (!out.events.empty()) {
+      note_version(loads[idx].stream_id, out.events.back().stream_version);
+    } else if (out.snapshot) {
+      note_version(loads[idx].stream_id, out.snapshot->stream_version);
+    }
+  }
   return loaded;
 }
 
@@ -708,7 +770,9 @@ Result<int64_t> PostgresEventStore::stream_version(std::string_view stream_id) {
   if (auto connected = ensure_connected(); !connected) return connected.error();
   auto rows = conn_->exec_prepared("stream_version", Params().add(stream_id));
   if (!rows) return rows.error();
-  return rows->rows() == 0 ? int64_t{0} : rows->int64(0, 0);
+  int64_t version = rows->rows() == 0 ? int64_t{0} : rows->int64(0, 0);
+  if (version > 0) note_version(stream_id, version);
+  return version;
 }
 
 Result<std::vector<RecordedEvent>> PostgresEventStore::read_correlated(

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "cqrs/event_store.hpp"
@@ -137,9 +138,25 @@ class PostgresEventStore final : public EventStore {
   // write() for one request with unique claims, in its own transaction.
   WriteResult write_claiming(const WriteRequest& request);
 
+  // The version a one-event append can go right after without reading the stream's head: 0 for
+  // a new stream, or a version this store knows exists. None when it must read the head.
+  std::optional<int64_t> known_base(std::string_view stream_id, ExpectedVersion expected);
+  // Records that `version` of the stream exists (this store wrote or read it).
+  void note_version(std::string_view stream_id, int64_t version);
+
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+  };
+
   std::unique_ptr<Connection> conn_;
   PostgresStoreOptions options_;
   std::shared_ptr<NoticeSender> notices_;  // null without options_.notify
+  // Per stream, the highest version known to exist. Stored events are never deleted, so a
+  // version once seen stays; the map is kept for one server session (known_backend_) only, since
+  // a reconnect may reach another server (a promoted replica) that lacks recent commits.
+  std::unordered_map<std::string, int64_t, StringHash, std::equal_to<>> known_versions_;
+  int known_backend_ = 0;
 };
 
 }  // namespace cqrs::pg
