@@ -277,6 +277,23 @@ TEST_F(PostgresStore, StoresOfOneProcessShareOneNotifyingConnection) {
   EXPECT_EQ(announced, (std::set<std::string>{"Type0", "Type1", "Type2", "Type3"}));
 }
 
+// Notifications are transactions of their own: one writer appending back to back sends at most
+// one per NoticeSender::kMinInterval, and the last one still announces the last append.
+TEST_F(PostgresStore, NotificationsGoOutAtMostOncePerInterval) {
+  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
+  append_one("warm-up");
+  ASSERT_FALSE(notices_until(*raw_, 1).empty());
+  constexpr int kAppends = 200;
+  auto start = std::chrono::steady_clock::now();
+  for (int idx = 0; idx < kAppends; ++idx) append_one("s");
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  auto payloads = notices_until(*raw_, 1 + kAppends);
+  ASSERT_FALSE(payloads.empty()) << "no notification announced the last append";
+  auto intervals = elapsed / NoticeSender::kMinInterval;
+  EXPECT_LE(static_cast<int64_t>(payloads.size()), intervals + 2)
+      << kAppends << " appends in " << std::chrono::duration<double>(elapsed).count() << " s";
+}
+
 // The sender's connection, closed by the server while idle, is opened again and the notification
 // still goes out.
 TEST_F(PostgresStore, NoticeSenderReconnectsAfterTheServerClosedItsConnection) {

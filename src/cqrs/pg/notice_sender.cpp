@@ -48,8 +48,11 @@ NoticeSender::~NoticeSender() {
 }
 
 bool NoticeSender::begin_append() {
+  auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mutex_);
-  return ++appending_ == 1 && !pending_ && !sending_;
+  if (++appending_ != 1 || pending_ || sending_ || now - last_sent_ < kMinInterval) return false;
+  last_sent_ = now;
+  return true;
 }
 
 void NoticeSender::end_append() {
@@ -81,6 +84,8 @@ void NoticeSender::run() {
   while (true) {
     wake_.wait(lock, [&] { return pending_ || stopping_; });
     if (!pending_) return;  // stopping with nothing left to send
+    // What arrives until the interval is over goes out with it.
+    wake_.wait_until(lock, last_sent_ + kMinInterval, [&] { return stopping_; });
     std::vector<std::string> types(types_.begin(), types_.end());
     types_.clear();
     pending_ = false;
@@ -108,6 +113,7 @@ void NoticeSender::run() {
       types_.insert(types.begin(), types.end());
     }
     lock.lock();
+    last_sent_ = std::chrono::steady_clock::now();
     sending_ = false;
     if (stopping) return;
   }

@@ -2,6 +2,7 @@
 // shares a database, from one connection of its own, coalescing what arrives while one is sent.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -20,8 +21,15 @@ namespace cqrs::pg {
 // connections appending at once each sent their own, and those transactions queued on PostgreSQL's
 // notification lock: a third of the append rate at 16 connections. Lost notifications (a broken
 // connection, a crash) only delay readers, which also poll.
+//
+// Notifications go out at most once per kMinInterval: an append within it of the last one posts,
+// and the thread sends one for all of them when the interval is over. Each notification is a
+// transaction, which cost as much server time as a one-event append itself; readers wait at most
+// kMinInterval longer for their wake-up.
 class NoticeSender {
  public:
+  static constexpr std::chrono::milliseconds kMinInterval{2};
+
   // The sender of `conninfo` in this process, created on first use; it stops when the last
   // holder lets go.
   static std::shared_ptr<NoticeSender> for_database(const std::string& conninfo);
@@ -32,8 +40,9 @@ class NoticeSender {
   NoticeSender& operator=(const NoticeSender&) = delete;
 
   // Brackets every append. begin_append() returns true when no other append of the process is
-  // running and no notification is being sent or waiting: the caller then sends its own in the
-  // append's round trip. Otherwise it post()s once the append committed.
+  // running, no notification is being sent or waiting and none went out in the last
+  // kMinInterval: the caller then sends its own in the append's round trip. Otherwise it post()s
+  // once the append committed.
   bool begin_append();
   void end_append();
   // Announces committed appends of events of `types`. Never blocks on the database.
@@ -50,8 +59,9 @@ class NoticeSender {
   std::condition_variable wake_;
   bool stopping_ = false;
   bool pending_ = false;
-  bool sending_ = false;  // the thread is sending one
-  int appending_ = 0;     // appends running
+  bool sending_ = false;                             // the thread is sending one
+  int appending_ = 0;                                // appends running
+  std::chrono::steady_clock::time_point last_sent_;  // the last notification, or its claim
   std::set<std::string> types_;
   std::thread thread_;
 };
