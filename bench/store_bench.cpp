@@ -5,7 +5,7 @@
 // most any such store can reach). Prints per-workload figures and a markdown table for
 // docs/BENCHMARKS.md.
 //
-// usage: store_bench [--seconds N] [--quick] [--url CONNINFO] [--no-notify] [--keep]
+// usage: store_bench [--seconds N] [--quick] [--url CONNINFO] [--no-notify] [--keep] [--only N]
 //
 // The server is DATABASE_URL (or --url; either a postgresql:// URL or a libpq keyword string;
 // when both are absent, libpq's PGHOST/PGPORT/PGUSER defaults). The run creates database
@@ -67,6 +67,7 @@ struct Options {
   std::string base_conninfo;
   bool notify = true;
   bool keep_database = false;
+  int only_workload = 0;  // 1-based; 0: every workload, and the reads
 };
 
 double seconds_between(Clock::time_point from, Clock::time_point to) {
@@ -561,6 +562,7 @@ int run(const Options& options, const std::string& conninfo) {
   int workload_number = 0;
   for (const AppendWorkload& workload : kAppendWorkloads) {
     ++workload_number;
+    if (options.only_workload != 0 && options.only_workload != workload_number) continue;
     std::string label = std::to_string(workload.events_per_append) + " event" +
                         (workload.events_per_append == 1 ? "" : "s") + "/append, " +
                         std::to_string(workload.writers) + " writer" +
@@ -615,6 +617,8 @@ int run(const Options& options, const std::string& conninfo) {
          fixed(floor_ratio, 2),
          std::string("ratio ≥ 0.8: ") + (ratio >= kAppendRatioGoal ? "met" : "**missed**")});
   }
+
+  if (options.only_workload != 0) return 0;
 
   // Reads see settled tables, as autovacuum would leave them: hint bits set, statistics current.
   if (!exec_sql(admin.get(), "VACUUM (ANALYZE) cqrs.events, bench_raw", error)) {
@@ -690,12 +694,14 @@ int run(const Options& options, const std::string& conninfo) {
 void print_usage() {
   std::fprintf(
       stderr,
-      "usage: store_bench [--seconds N] [--quick] [--url CONNINFO] [--no-notify] [--keep]\n"
+      "usage: store_bench [--seconds N] [--quick] [--url CONNINFO] [--no-notify] [--keep] [--only "
+      "N]\n"
       "  --seconds N   measure each workload for N seconds (default 5)\n"
       "  --quick       1 second per workload, short warmup (smoke run)\n"
       "  --url C       server to use (default: $DATABASE_URL, else libpq PG* defaults)\n"
       "  --no-notify   open the store with PostgresStoreOptions::notify = false\n"
-      "  --keep        keep the benchmark database for inspection (default: drop it)\n");
+      "  --keep        keep the benchmark database for inspection (default: drop it)\n"
+      "  --only N      run only append workload N (1-4, in the order printed), no reads\n");
 }
 
 std::optional<Options> parse_options(int argc, char** argv) {
@@ -717,6 +723,9 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.keep_database = true;
     } else if (arg == "--no-notify") {
       options.notify = false;
+    } else if (arg == "--only" && idx + 1 < argc) {
+      options.only_workload = std::atoi(argv[++idx]);
+      if (options.only_workload < 1 || options.only_workload > 4) return std::nullopt;
     } else {
       return std::nullopt;
     }
