@@ -539,6 +539,49 @@ TEST_F(KnownVersions, ExactAppendBeyondTheHeadIsRefusedAfterAKnownVersion) {
   EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2}));
 }
 
+TEST_F(KnownVersions, SeveralEventsAfterAKnownVersionTakeTheNextVersionsInOrder) {
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
+  std::vector<EventData> three(3);
+  for (size_t idx = 0; idx < three.size(); ++idx) {
+    three[idx].type = "Happened";
+    three[idx].data = R"({"k":)" + std::to_string(idx) + "}";
+  }
+  auto appended = store_->append("s", ExpectedVersion::exact(1), three);
+  ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  EXPECT_EQ(appended->stream_version, 4);
+  ASSERT_EQ(appended->global_positions.size(), 3u);
+  EXPECT_LT(appended->global_positions[0], appended->global_positions[1]);
+  EXPECT_LT(appended->global_positions[1], appended->global_positions[2]);
+  auto stored = store_->read_stream("s", 2, 10, Direction::kForward);
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 3u);
+  for (size_t idx = 0; idx < 3; ++idx) {
+    EXPECT_EQ(stored->at(idx).data, R"({"k": )" + std::to_string(idx) + "}");
+    EXPECT_EQ(stored->at(idx).global_position, appended->global_positions[idx]);
+  }
+}
+
+TEST_F(KnownVersions, SeveralEventsAfterAStaleVersionAreRefusedWhole) {
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
+  auto second = other();
+  ASSERT_TRUE(append_with(*second, ExpectedVersion::exact(1), 2).ok());
+  std::vector<EventData> three(3);
+  for (EventData& event : three) {
+    event.type = "Happened";
+    event.data = "{}";
+  }
+  auto stale = store_->append("s", ExpectedVersion::exact(1), three);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.error().code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(stale.error().actual_version(), std::optional<int64_t>(2));
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2}));
+  for (EventData& event : three) event.event_id = Uuid::time_ordered();
+  auto any = store_->append("s", ExpectedVersion::any(), three);
+  ASSERT_TRUE(any.ok()) << any.error().to_string();
+  EXPECT_EQ(any->stream_version, 5);
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2, 3, 4, 5}));
+}
+
 // An append inside the caller's own transaction may roll back: its version is not known then.
 TEST_F(KnownVersions, AVersionWrittenInARolledBackTransactionIsNotKnown) {
   ASSERT_TRUE(store_->connection().exec("BEGIN").ok());

@@ -51,6 +51,16 @@ std::vector<Statement> statements() {
       // committed the stream's next version meanwhile, the INSERT fails on the primary key
       // (unique_violation). No row back means the expected version did not hold, or that
       // failure: append() then asks cqrs.append_to_stream, which reads the head under the lock.
+      // The same for several events, from the arrays cqrs.append_to_stream takes.
+      {"append_after_many",
+       "INSERT INTO cqrs.events"
+       " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
+       " SELECT $1, $2::bigint + e.ord, e.event_id, e.event_type, e.event_version, e.data,"
+       " e.metadata"
+       " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l,"  // 'cqrs'
+       " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
+       "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)"
+       " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
       {"append_one",
        "INSERT INTO cqrs.events"
        " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
@@ -338,8 +348,9 @@ std::vector<std::string> types_of(std::span<const WriteRequest> requests,
 }
 
 // Parameters of the "append" statement for one request.
-Params append_params(std::string_view stream_id, ExpectedVersion expected,
-                     std::span<const EventData> events, const CommandRecord* command) {
+// The events as the five array literals the append statements take: ids, types, type versions,
+// data and metadata.
+void add_event_arrays(Params& params, std::span<const EventData> events) {
   std::string ids = "{", types = "{", versions = "{", data = "{", metadata = "{";
   size_t payload_bytes = 0;
   for (const EventData& event : events) payload_bytes += event.data.size() + 8;
@@ -351,11 +362,17 @@ Params append_params(std::string_view stream_id, ExpectedVersion expected,
     append_array_element(data, event.data);
     append_array_element(metadata, event.metadata);
   }
-  for (std::string* literal : {&ids, &types, &versions, &data, &metadata}) literal->push_back('}');
+  for (std::string* literal : {&ids, &types, &versions, &data, &metadata}) {
+    literal->push_back('}');
+    params.add(std::move(*literal));
+  }
+}
 
+Params append_params(std::string_view stream_id, ExpectedVersion expected,
+                     std::span<const EventData> events, const CommandRecord* command) {
   Params params;
-  params.add(stream_id).add(expected_code(expected)).add(std::move(ids)).add(std::move(types));
-  params.add(std::move(versions)).add(std::move(data)).add(std::move(metadata));
+  params.add(stream_id).add(expected_code(expected));
+  add_event_arrays(params, events);
   if (command != nullptr) {
     params.add(command->command_id.to_string()).add(command->result);
   } else {
@@ -476,23 +493,37 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   if (auto valid = validate_append(stream_id, expected, events); !valid) return valid.error();
   if (auto connected = ensure_connected(); !connected) return connected.error();
   std::vector<std::string> types = types_of(events);
-  if (events.size() == 1) {
-    const EventData& event = events.front();
-    std::optional<int64_t> base = known_base(stream_id, expected);
+  std::optional<int64_t> base = known_base(stream_id, expected);
+  if (events.size() == 1 || base) {
     Params params;
     params.add(stream_id).add(base ? *base : expected_code(expected));
-    params.add(event.event_id.to_string()).add(event.type);
-    params.add(static_cast<int64_t>(event.type_version)).add(event.data).add(event.metadata);
+    const char* statement = "append_after_many";
+    if (events.size() == 1) {
+      const EventData& event = events.front();
+      params.add(event.event_id.to_string()).add(event.type);
+      params.add(static_cast<int64_t>(event.type_version)).add(event.data).add(event.metadata);
+      statement = base ? "append_after" : "append_one";
+    } else {
+      add_event_arrays(params, events);
+    }
     std::vector<Connection::PipelineStep> steps;
-    steps.push_back({base ? "append_after" : "append_one", std::move(params), true});
+    steps.push_back({statement, std::move(params), true});
     Notice notice = claim_notice(steps, types);
     auto results = conn_->exec_pipeline(steps);
     if (!results) return results.error();
     auto& rows = (*results)[0];
-    if (rows && rows->rows() == 1) {
+    if (rows && rows->rows() == static_cast<int>(events.size())) {
       if (!notice.sent(*results)) notify(types);
-      note_version(stream_id, rows->int64(0, 1));
-      return AppendResult{rows->int64(0, 1), {rows->int64(0, 0)}, to_uint64(rows->text(0, 2))};
+      // Rows come back in insertion order, which is the events' order; sorted to be sure.
+      std::vector<std::pair<int64_t, int64_t>> stored;  // (version, global position)
+      for (int row = 0; row < rows->rows(); ++row) {
+        stored.emplace_back(rows->int64(row, 1), rows->int64(row, 0));
+      }
+      std::sort(stored.begin(), stored.end());
+      AppendResult appended{stored.back().first, {}, to_uint64(rows->text(0, 2))};
+      for (const auto& [version, position] : stored) appended.global_positions.push_back(position);
+      note_version(stream_id, appended.stream_version);
+      return appended;
     }
     if (!rows && !rows.error().is(errc::kWrongExpectedVersion)) return rows.error();
     // The expected version did not hold in the statement's snapshot, or another writer took the
