@@ -61,12 +61,16 @@ void NoticeSender::end_append() {
 }
 
 void NoticeSender::post(const std::vector<std::string>& types) {
+  bool was_pending;
   {
     std::lock_guard lock(mutex_);
+    was_pending = pending_;
     pending_ = true;
     types_.insert(types.begin(), types.end());
   }
-  wake_.notify_one();
+  // Once something is pending the thread is awake or waiting out the interval: waking it again
+  // for every append would only cost a context switch each.
+  if (!was_pending) wake_.notify_one();
 }
 
 std::string NoticeSender::statement() {
