@@ -44,13 +44,6 @@ std::vector<Statement> statements() {
        " SELECT $1, $2::bigint + 1, $3::uuid, $4, $5::int, $6::jsonb, $7::jsonb"
        " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l"  // 'cqrs'
        " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
-      // One event without a command record, base unknown: a plain INSERT ... SELECT, about a
-      // quarter cheaper for the server than a call of cqrs.append_to_stream. The row to insert
-      // comes from the stream's lock, so the lock is held before the INSERT, as in every append.
-      // The head is read in the snapshot the statement began with, though: when another writer
-      // committed the stream's next version meanwhile, the INSERT fails on the primary key
-      // (unique_violation). No row back means the expected version did not hold, or that
-      // failure: append() then asks cqrs.append_to_stream, which reads the head under the lock.
       // The same for several events, from the arrays cqrs.append_to_stream takes.
       {"append_after_many",
        "INSERT INTO cqrs.events"
@@ -61,6 +54,13 @@ std::vector<Statement> statements() {
        " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
        "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)"
        " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
+      // One event without a command record, base unknown: a plain INSERT ... SELECT, about a
+      // quarter cheaper for the server than a call of cqrs.append_to_stream. The row to insert
+      // comes from the stream's lock, so the lock is held before the INSERT, as in every append.
+      // The head is read in the snapshot the statement began with, though: when another writer
+      // committed the stream's next version meanwhile, the INSERT fails on the primary key
+      // (unique_violation). No row back means the expected version did not hold, or that
+      // failure: append() then asks cqrs.append_to_stream, which reads the head under the lock.
       {"append_one",
        "INSERT INTO cqrs.events"
        " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
@@ -347,7 +347,6 @@ std::vector<std::string> types_of(std::span<const WriteRequest> requests,
   return types;
 }
 
-// Parameters of the "append" statement for one request.
 // The events as the five array literals the append statements take: ids, types, type versions,
 // data and metadata.
 void add_event_arrays(Params& params, std::span<const EventData> events) {
@@ -368,6 +367,7 @@ void add_event_arrays(Params& params, std::span<const EventData> events) {
   }
 }
 
+// Parameters of the "append" statement for one request.
 Params append_params(std::string_view stream_id, ExpectedVersion expected,
                      std::span<const EventData> events, const CommandRecord* command) {
   Params params;
