@@ -617,13 +617,26 @@ std::unique_ptr<Daemon> start_daemon(const Options& options, const std::string& 
   return Daemon::start(CQRSD_BIN, args, &g_interrupted, error);
 }
 
-std::unique_ptr<cqrs::Client> connect_client(const Daemon& daemon, std::string& error) {
-  auto client = cqrs::Client::connect("127.0.0.1", daemon.port());
-  if (!client) {
-    error = client.error().to_string();
-    return nullptr;
+// A server the benchmark started, and its client. The client goes first when it ends.
+struct Running {
+  std::unique_ptr<Daemon> server;
+  std::unique_ptr<cqrs::Client> client;
+};
+
+// Connects a client to `server`, just started as `name` (null when that failed with `error`).
+// Prints what went wrong and returns nothing on failure.
+std::optional<Running> connected(std::unique_ptr<Daemon> server, const char* name,
+                                 std::string& error) {
+  if (!server) {
+    std::fprintf(stderr, "command_bench: starting %s: %s\n", name, error.c_str());
+    return std::nullopt;
   }
-  return std::move(client).value();
+  auto client = cqrs::Client::connect("127.0.0.1", server->port());
+  if (!client) {
+    std::fprintf(stderr, "command_bench: %s\n", client.error().to_string().c_str());
+    return std::nullopt;
+  }
+  return Running{std::move(server), std::move(client).value()};
 }
 
 // Issues `count` cards named <prefix><n> with a window of kSetupWindow, kMemoryChunk at a time.
@@ -719,20 +732,13 @@ struct ThroughputRow {
 int run_throughput(const Options& options, const std::string& conninfo, PGconn* admin,
                    std::vector<std::string>& table) {
   std::string error;
-  auto daemon = start_daemon(options, conninfo, {}, error);
-  if (!daemon) {
-    std::fprintf(stderr, "command_bench: starting cqrsd: %s\n", error.c_str());
-    return 1;
-  }
+  auto running = connected(start_daemon(options, conninfo, {}, error), "cqrsd", error);
+  if (!running) return 1;
+  auto& [daemon, client] = *running;
   std::string extra;
   for (const std::string& arg : options.daemon_args) extra += " " + arg;
   std::printf("cqrsd pid %d listening on 127.0.0.1:%u (%s)\n", daemon->pid(), daemon->port(),
               extra.empty() ? "default options" : ("extra flags:" + extra).c_str());
-  auto client = connect_client(*daemon, error);
-  if (!client) {
-    std::fprintf(stderr, "command_bench: %s\n", error.c_str());
-    return 1;
-  }
   pid_t pid = daemon->pid();
   std::printf("cqrsd RSS at start: %s\n", mib(rss_bytes(pid)).c_str());
   std::fflush(stdout);
@@ -911,16 +917,10 @@ int run_throughput(const Options& options, const std::string& conninfo, PGconn* 
 int run_transport_floor(const Options& options, const std::string& conninfo, PGconn* admin,
                         std::vector<std::string>& table) {
   std::string error;
-  auto server = Daemon::start(TRANSPORT_FLOOR_BIN, {}, &g_interrupted, error);
-  if (!server) {
-    std::fprintf(stderr, "command_bench: starting transport_floor: %s\n", error.c_str());
-    return 1;
-  }
-  auto client = connect_client(*server, error);
-  if (!client) {
-    std::fprintf(stderr, "command_bench: %s\n", error.c_str());
-    return 1;
-  }
+  auto running = connected(Daemon::start(TRANSPORT_FLOOR_BIN, {}, &g_interrupted, error),
+                           "transport_floor", error);
+  if (!running) return 1;
+  auto& [server, client] = *running;
   pid_t pid = server->pid();
   std::printf(
       "transport floor: pid %d on 127.0.0.1:%u answers every dispatch at once (its CPU is shown "
@@ -992,17 +992,11 @@ int run_transport_floor(const Options& options, const std::string& conninfo, PGc
 int run_memory(const Options& options, const std::string& conninfo,
                std::vector<std::string>& table) {
   std::string error;
-  auto daemon =
-      start_daemon(options, conninfo, {"--aggregates.idle_timeout=" + options.idle_timeout}, error);
-  if (!daemon) {
-    std::fprintf(stderr, "command_bench: starting cqrsd: %s\n", error.c_str());
-    return 1;
-  }
-  auto client = connect_client(*daemon, error);
-  if (!client) {
-    std::fprintf(stderr, "command_bench: %s\n", error.c_str());
-    return 1;
-  }
+  auto running = connected(
+      start_daemon(options, conninfo, {"--aggregates.idle_timeout=" + options.idle_timeout}, error),
+      "cqrsd", error);
+  if (!running) return 1;
+  auto& [daemon, client] = *running;
   pid_t pid = daemon->pid();
   std::printf("\nmemory: %s cards, window %zu, cqrsd with --aggregates.idle_timeout=%s (pid %d)\n",
               with_commas(static_cast<double>(options.cards)).c_str(), kSetupWindow,

@@ -114,25 +114,8 @@ class JsonChecker {
     if (pos_ >= text_.size()) return failed("expected a value, found the end of the text");
     switch (text_[pos_]) {
       case '{':
-        ++pos_;
-        skip_whitespace();
-        if (pos_ < text_.size() && text_[pos_] == '}') {
-          ++pos_;
-          return true;
-        }
-        open_.push_back('{');
-        opened_ = true;
-        return member_key();
       case '[':
-        ++pos_;
-        skip_whitespace();
-        if (pos_ < text_.size() && text_[pos_] == ']') {
-          ++pos_;
-          return true;
-        }
-        open_.push_back('[');
-        opened_ = true;
-        return true;
+        return open_container(text_[pos_]);
       case '"':
         return string();
       case 't':
@@ -144,6 +127,21 @@ class JsonChecker {
       default:
         return number();
     }
+  }
+
+  // `opener` at pos_: an empty container is read whole; otherwise it stays open (with an
+  // object's first key read).
+  bool open_container(char opener) {
+    char closer = opener == '{' ? '}' : ']';
+    ++pos_;
+    skip_whitespace();
+    if (pos_ < text_.size() && text_[pos_] == closer) {
+      ++pos_;
+      return true;
+    }
+    open_.push_back(opener);
+    opened_ = true;
+    return opener == '[' || member_key();
   }
 
   // `"key" :` of an object member.
