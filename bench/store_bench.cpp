@@ -5,7 +5,12 @@
 // most any such store can reach). Prints per-workload figures and a markdown table for
 // docs/BENCHMARKS.md.
 //
-// usage: store_bench [--seconds N] [--quick] [--url CONNINFO] [--no-notify] [--keep] [--only N]
+// usage: store_bench [--seconds N] [--rounds R] [--quick] [--url CONNINFO] [--no-notify] [--keep]
+//                    [--only N]
+//
+// Each append workload runs the three sides (store, raw, floor) in R rounds, the sides taking
+// turns, and reports each ratio as the median of the rounds' ratios: on a shared host, a side
+// measured minutes apart from its baseline sees a different machine.
 //
 // The server is DATABASE_URL (or --url; either a postgresql:// URL or a libpq keyword string;
 // when both are absent, libpq's PGHOST/PGPORT/PGUSER defaults). The run creates database
@@ -62,8 +67,9 @@ std::atomic<bool> g_interrupted{false};
 void on_signal(int) { g_interrupted = true; }
 
 struct Options {
-  double seconds = 5;
-  double warmup_seconds = 1;
+  double seconds = 5;  // measured per side and workload, split evenly over the rounds
+  int rounds = 5;
+  double warmup_seconds = 0.5;  // before each round's window
   std::string base_conninfo;
   bool notify = true;
   bool keep_database = false;
@@ -279,6 +285,19 @@ class RawWriter final : public Writer {
 
 // ---- append measurement ------------------------------------------------------------------------
 
+// What one side did in one round's window.
+struct AppendWindow {
+  int64_t appends = 0;
+  double seconds = 0;
+  CpuUse cpu;
+  std::vector<double> latencies_ms;
+
+  double events_per_s(int events_per_append) const {
+    return seconds > 0 ? static_cast<double>(appends) * events_per_append / seconds : 0;
+  }
+};
+
+// One side's figures over all rounds.
 struct AppendFigures {
   double appends_per_s = 0;
   double events_per_s = 0;
@@ -300,12 +319,12 @@ double percentile(std::vector<double>& sorted_values, double fraction) {
 }
 
 // Runs `workload` with one writer per thread from `make_writer`: all connect, warm up, then the
-// appends completed during a fixed window of `options.seconds` are counted.
+// appends completed during a window of `seconds` are counted.
 template <class MakeWriter>
-std::optional<AppendFigures> measure_appends(const AppendWorkload& workload,
-                                             const std::string& stream_prefix,
-                                             const Options& options, MakeWriter make_writer,
-                                             std::string& error) {
+std::optional<AppendWindow> measure_appends(const AppendWorkload& workload,
+                                            const std::string& stream_prefix, double seconds,
+                                            double warmup_seconds, MakeWriter make_writer,
+                                            std::string& error) {
   const auto writer_count = static_cast<size_t>(workload.writers);
   std::vector<WriterCounter> counters(writer_count);
   std::vector<std::vector<double>> latencies_ms(writer_count);
@@ -353,12 +372,12 @@ std::optional<AppendFigures> measure_appends(const AppendWorkload& workload,
     return sum;
   };
   connected.arrive_and_wait();
-  interruptible_sleep(options.warmup_seconds);
+  interruptible_sleep(warmup_seconds);
   measuring = true;
   int64_t appends_before = total_appends();
   CpuSample cpu_before = sample_cpu(0);
   Clock::time_point window_start = Clock::now();
-  interruptible_sleep(options.seconds);
+  interruptible_sleep(seconds);
   int64_t appends_after = total_appends();
   Clock::time_point window_end = Clock::now();
   CpuUse cpu = cpu_between(cpu_before, sample_cpu(0));
@@ -371,23 +390,65 @@ std::optional<AppendFigures> measure_appends(const AppendWorkload& workload,
     return std::nullopt;
   }
 
+  AppendWindow window;
+  window.appends = appends_after - appends_before;
+  window.seconds = seconds_between(window_start, window_end);
+  window.cpu = cpu;
+  for (auto& writer_latencies : latencies_ms) {
+    window.latencies_ms.insert(window.latencies_ms.end(), writer_latencies.begin(),
+                               writer_latencies.end());
+  }
+  return window;
+}
+
+// One side's figures from its windows in every round: rates over the total time, latencies over
+// every append, CPU per append over every append.
+AppendFigures figures_of(const std::vector<AppendWindow>& windows, int events_per_append) {
+  int64_t appends = 0;
+  double seconds = 0;
+  CpuUse cpu;
+  std::vector<double> latencies;
+  for (const AppendWindow& window : windows) {
+    appends += window.appends;
+    seconds += window.seconds;
+    cpu.postgres += window.cpu.postgres;
+    cpu.client += window.cpu.client;
+    latencies.insert(latencies.end(), window.latencies_ms.begin(), window.latencies_ms.end());
+  }
   AppendFigures figures;
-  double elapsed = seconds_between(window_start, window_end);
-  figures.appends_per_s = static_cast<double>(appends_after - appends_before) / elapsed;
-  figures.events_per_s = figures.appends_per_s * workload.events_per_append;
-  if (appends_after > appends_before) {
-    auto appends = static_cast<double>(appends_after - appends_before);
-    figures.postgres_us = cpu.postgres / appends * 1e6;
-    figures.client_us = cpu.client / appends * 1e6;
+  if (seconds > 0) figures.appends_per_s = static_cast<double>(appends) / seconds;
+  figures.events_per_s = figures.appends_per_s * events_per_append;
+  if (appends > 0) {
+    figures.postgres_us = cpu.postgres / static_cast<double>(appends) * 1e6;
+    figures.client_us = cpu.client / static_cast<double>(appends) * 1e6;
   }
-  std::vector<double> all_latencies;
-  for (const auto& writer_latencies : latencies_ms) {
-    all_latencies.insert(all_latencies.end(), writer_latencies.begin(), writer_latencies.end());
-  }
-  std::sort(all_latencies.begin(), all_latencies.end());
-  figures.p50_ms = percentile(all_latencies, 0.50);
-  figures.p99_ms = percentile(all_latencies, 0.99);
+  std::sort(latencies.begin(), latencies.end());
+  figures.p50_ms = percentile(latencies, 0.50);
+  figures.p99_ms = percentile(latencies, 0.99);
   return figures;
+}
+
+// The ratio of two sides' rates round by round (each pair measured within the same minute), as
+// median, lowest and highest.
+struct PairedRatio {
+  double median = 0;
+  double low = 0;
+  double high = 0;
+};
+
+PairedRatio paired_ratio(const std::vector<AppendWindow>& side,
+                         const std::vector<AppendWindow>& base, int events_per_append) {
+  std::vector<double> ratios;
+  for (size_t round = 0; round < side.size() && round < base.size(); ++round) {
+    double base_rate = base[round].events_per_s(events_per_append);
+    if (base_rate > 0) ratios.push_back(side[round].events_per_s(events_per_append) / base_rate);
+  }
+  if (ratios.empty()) return {};
+  std::sort(ratios.begin(), ratios.end());
+  size_t middle = ratios.size() / 2;
+  double median =
+      ratios.size() % 2 == 1 ? ratios[middle] : (ratios[middle - 1] + ratios[middle]) / 2;
+  return {median, ratios.front(), ratios.back()};
 }
 
 // ---- read measurement --------------------------------------------------------------------------
@@ -553,9 +614,10 @@ int run(const Options& options, const std::string& conninfo) {
 
   std::printf("machine: %s\n", machine_description(admin.get()).c_str());
   std::printf(
-      "settings: %s s per measurement after %s s warmup; a new stream every %d appends; "
+      "settings: each side measured %s s per workload, in %d rounds that alternate the sides, "
+      "each after %s s warmup; a new stream every %d appends; "
       "store NOTIFY %s\n\n",
-      fixed(options.seconds, 1).c_str(), fixed(options.warmup_seconds, 1).c_str(),
+      fixed(options.seconds, 1).c_str(), options.rounds, fixed(options.warmup_seconds, 1).c_str(),
       kAppendsPerStream, options.notify ? "on" : "off");
 
   std::vector<TableRow> table;
@@ -567,32 +629,44 @@ int run(const Options& options, const std::string& conninfo) {
                         (workload.events_per_append == 1 ? "" : "s") + "/append, " +
                         std::to_string(workload.writers) + " writer" +
                         (workload.writers == 1 ? "" : "s");
-    std::string prefix = "giftcard-" + std::to_string(workload_number) + "-";
-    (void)exec_sql(admin.get(), "CHECKPOINT", error);  // each side starts from a clean slate
-    auto store = measure_appends(
-        workload, prefix, options,
-        [&] { return std::make_unique<StoreWriter>(conninfo, options.notify); }, error);
-    if (!store) {
-      std::fprintf(stderr, "store_bench: store, %s: %s\n", label.c_str(), error.c_str());
-      return 1;
-    }
-    // The same rows through plain INSERTs, into the bare table and into the floor table.
-    auto baseline = [&](const char* name, const char* table_name) {
-      (void)exec_sql(admin.get(), "CHECKPOINT", error);
-      auto figures = measure_appends(
-          workload, prefix, options,
-          [&] { return std::make_unique<RawWriter>(conninfo, table_name); }, error);
-      if (!figures) {
-        std::fprintf(stderr, "store_bench: %s, %s: %s\n", name, label.c_str(), error.c_str());
+    // The sides take turns, round by round, and each round starts with the next side, so a
+    // host that gets busier or quieter during the run weighs on all three alike. Each ratio is
+    // the median of the rounds' ratios.
+    enum Side { kStore, kRaw, kFloor, kSides };
+    constexpr const char* kSideNames[kSides] = {"store", "raw", "floor"};
+    std::vector<AppendWindow> windows[kSides];
+    double round_seconds = options.seconds / options.rounds;
+    for (int round = 0; round < options.rounds; ++round) {
+      for (int turn = 0; turn < kSides; ++turn) {
+        int side = (round + turn) % kSides;
+        std::string prefix =
+            "giftcard-" + std::to_string(workload_number) + "-" + std::to_string(round) + "-";
+        (void)exec_sql(admin.get(), "CHECKPOINT", error);  // each side starts from a clean slate
+        std::optional<AppendWindow> window;
+        if (side == kStore) {
+          window = measure_appends(
+              workload, prefix, round_seconds, options.warmup_seconds,
+              [&] { return std::make_unique<StoreWriter>(conninfo, options.notify); }, error);
+        } else {
+          const char* table_name = side == kRaw ? "bench_raw" : "bench_floor";
+          window = measure_appends(
+              workload, prefix, round_seconds, options.warmup_seconds,
+              [&] { return std::make_unique<RawWriter>(conninfo, table_name); }, error);
+        }
+        if (!window) {
+          std::fprintf(stderr, "store_bench: %s, %s: %s\n", kSideNames[side], label.c_str(),
+                       error.c_str());
+          return 1;
+        }
+        windows[side].push_back(std::move(*window));
       }
-      return figures;
-    };
-    auto raw = baseline("raw", "bench_raw");
-    if (!raw) return 1;
-    auto floor = baseline("floor", "bench_floor");
-    if (!floor) return 1;
-    double ratio = store->events_per_s / raw->events_per_s;
-    double floor_ratio = floor->events_per_s / raw->events_per_s;
+    }
+    const int events = workload.events_per_append;
+    AppendFigures store = figures_of(windows[kStore], events);
+    AppendFigures raw = figures_of(windows[kRaw], events);
+    AppendFigures floor = figures_of(windows[kFloor], events);
+    PairedRatio ratio = paired_ratio(windows[kStore], windows[kRaw], events);
+    PairedRatio floor_ratio = paired_ratio(windows[kFloor], windows[kRaw], events);
     auto line = [&](const char* lead, const char* name, const AppendFigures& figures) {
       std::printf(
           "%-6s %-27s %-5s %9s ev/s %8s appends/s (p50 %6.2f ms, p99 %6.2f ms; CPU per append: "
@@ -602,20 +676,24 @@ int run(const Options& options, const std::string& conninfo) {
           figures.p50_ms, figures.p99_ms, fixed(figures.postgres_us, 0).c_str(),
           fixed(figures.client_us, 0).c_str());
     };
-    line("append", "store", *store);
-    line("", "raw", *raw);
-    line("", "floor", *floor);
-    std::printf("       %-27s store/raw %.2f (goal >= %.1f: %s); floor/raw %.2f (%s)\n\n", "",
-                ratio, kAppendRatioGoal, ratio >= kAppendRatioGoal ? "met" : "MISSED", floor_ratio,
-                floor_ratio >= kAppendRatioGoal
-                    ? "the required constraints leave room for the goal"
-                    : "the goal is out of reach for any store with the required constraints");
+    line("append", "store", store);
+    line("", "raw", raw);
+    line("", "floor", floor);
+    bool met = ratio.median >= kAppendRatioGoal;
+    std::printf(
+        "       %-27s store/raw %.2f (rounds %.2f-%.2f; goal >= %.1f: %s); floor/raw %.2f (rounds "
+        "%.2f-%.2f: %s)\n\n",
+        "", ratio.median, ratio.low, ratio.high, kAppendRatioGoal, met ? "met" : "MISSED",
+        floor_ratio.median, floor_ratio.low, floor_ratio.high,
+        floor_ratio.median >= kAppendRatioGoal
+            ? "the required constraints leave room for the goal"
+            : "the goal is out of reach for any store with the required constraints");
     std::fflush(stdout);
-    table.push_back(
-        {"append, " + label, with_commas(store->events_per_s), with_commas(store->appends_per_s),
-         with_commas(raw->events_per_s), with_commas(raw->appends_per_s), fixed(ratio, 2),
-         fixed(floor_ratio, 2),
-         std::string("ratio ≥ 0.8: ") + (ratio >= kAppendRatioGoal ? "met" : "**missed**")});
+    table.push_back({"append, " + label, with_commas(store.events_per_s),
+                     with_commas(store.appends_per_s), with_commas(raw.events_per_s),
+                     with_commas(raw.appends_per_s), fixed(ratio.median, 2),
+                     fixed(floor_ratio.median, 2),
+                     std::string("ratio ≥ 0.8: ") + (met ? "met" : "**missed**")});
   }
 
   if (options.only_workload != 0) return 0;
@@ -694,10 +772,12 @@ int run(const Options& options, const std::string& conninfo) {
 void print_usage() {
   std::fprintf(
       stderr,
-      "usage: store_bench [--seconds N] [--quick] [--url CONNINFO] [--no-notify] [--keep] [--only "
-      "N]\n"
-      "  --seconds N   measure each workload for N seconds (default 5)\n"
-      "  --quick       1 second per workload, short warmup (smoke run)\n"
+      "usage: store_bench [--seconds N] [--rounds R] [--quick] [--url CONNINFO] [--no-notify] "
+      "[--keep] [--only N]\n"
+      "  --seconds N   measure each side of each workload for N seconds in all (default 5)\n"
+      "  --rounds R    split them into R rounds that alternate the sides (default 5); each ratio\n"
+      "                is the median of the rounds' ratios\n"
+      "  --quick       1 second per side in 1 round, short warmup (smoke run)\n"
       "  --url C       server to use (default: $DATABASE_URL, else libpq PG* defaults)\n"
       "  --no-notify   open the store with PostgresStoreOptions::notify = false\n"
       "  --keep        keep the benchmark database for inspection (default: drop it)\n"
@@ -713,9 +793,12 @@ std::optional<Options> parse_options(int argc, char** argv) {
     if (arg == "--seconds" && idx + 1 < argc) {
       options.seconds = std::atof(argv[++idx]);
       if (options.seconds <= 0) return std::nullopt;
-      options.warmup_seconds = std::min(1.0, options.seconds / 4);
+    } else if (arg == "--rounds" && idx + 1 < argc) {
+      options.rounds = std::atoi(argv[++idx]);
+      if (options.rounds < 1) return std::nullopt;
     } else if (arg == "--quick") {
       options.seconds = 1;
+      options.rounds = 1;
       options.warmup_seconds = 0.3;
     } else if (arg == "--url" && idx + 1 < argc) {
       options.base_conninfo = argv[++idx];
