@@ -121,6 +121,7 @@ struct Batch {
   std::string stream_id;
   int64_t expected_version = 0;
   std::vector<cqrs::EventData> events;
+  cqrs::Uuid command_id;
 };
 
 // Produces a writer's batches: distinct streams per writer, a new stream every kAppendsPerStream
@@ -142,7 +143,8 @@ class BatchSource {
     // One command produces the batch: its events share the command's metadata, filled in as
     // cqrsd fills it for a command that names no correlation: a time-ordered command id, which
     // is also the correlation and the causation.
-    std::string command_id = cqrs::Uuid::time_ordered().to_string();
+    batch.command_id = cqrs::Uuid::time_ordered();
+    std::string command_id = batch.command_id.to_string();
     std::string metadata = R"({"command_id":")" + command_id + R"(","correlation_id":")" +
                            command_id + R"(","causation_id":")" + command_id + R"("})";
     batch.events.reserve(static_cast<size_t>(events_per_append_));
@@ -221,9 +223,10 @@ cqrs::actors::StoreFactory store_factory(const std::string& conninfo, bool notif
   };
 }
 
-// The store as cqrsd writes to it: each writer sends its append to the store pool (the actor in
-// front of cqrsd's store connections) and waits for the reply. Appends that arrive while a
-// transaction is in flight go together in the next one (group commit, EventStore::write).
+// The store as cqrsd writes to it: each writer sends its append, with the command's record, to
+// the store pool (the actor in front of cqrsd's store connections) and waits for the reply. Appends
+// that arrive while a transaction is in flight go together in the next one (group commit,
+// EventStore::write).
 class PoolWriter final : public Writer {
  public:
   PoolWriter(caf::actor_system& system, caf::actor pool)
@@ -239,6 +242,16 @@ class PoolWriter final : public Writer {
     request.stream_id = batch.stream_id;
     request.expected = cqrs::ExpectedVersion::exact(batch.expected_version);
     request.events = batch.events;
+    // Recorded with the events, as cqrsd records a command's reply for idempotent dispatch.
+    std::string reply = R"({"status":"ok","stream_id":")" + batch.stream_id + R"(","version":)" +
+                        std::to_string(batch.expected_version + std::ssize(batch.events)) +
+                        R"(,"command_id":")" + batch.command_id.to_string() + R"(","events":[)";
+    for (const cqrs::EventData& event : batch.events) {
+      if (reply.back() != '[') reply += ',';
+      reply += R"({"type":")" + event.type + R"(","data":)" + event.data + "}";
+    }
+    reply += "]}";
+    request.command = cqrs::CommandRecord{batch.command_id, batch.stream_id, std::move(reply)};
     bool ok = false;
     (*self_)
         ->request(pool_, caf::infinite, cqrs::actors::write_atom::value, std::move(request))

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
@@ -580,6 +581,70 @@ TEST_F(KnownVersions, SeveralEventsAfterAStaleVersionAreRefusedWhole) {
   ASSERT_TRUE(any.ok()) << any.error().to_string();
   EXPECT_EQ(any->stream_version, 5);
   EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2, 3, 4, 5}));
+}
+
+// A group commit of one request after a known version: its events and its command record go in
+// one statement, and the record carries the position of the request's last event, as the group
+// statement records it.
+TEST_F(KnownVersions, AWriteOfOneRequestAfterAKnownVersionRecordsItsCommand) {
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
+  WriteRequest request;
+  request.stream_id = "s";
+  request.expected = ExpectedVersion::exact(1);
+  request.events.resize(2);
+  for (EventData& event : request.events) {
+    event.type = "Happened";
+    event.data = "{}";
+  }
+  request.command = CommandRecord{Uuid::time_ordered(), "s", R"({"status":"ok"})"};
+  auto written = store_->write(std::span(&request, 1));
+  ASSERT_EQ(written.size(), 1u);
+  ASSERT_TRUE(written[0].ok()) << written[0].error->to_string();
+  EXPECT_EQ(written[0].appended->stream_version, 3);
+  ASSERT_EQ(written[0].appended->global_positions.size(), 2u);
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2, 3}));
+  auto recorded = store_->find_command(request.command->command_id);
+  ASSERT_TRUE(recorded.ok() && recorded->has_value());
+  EXPECT_EQ(nlohmann::json::parse((*recorded)->result),
+            nlohmann::json({{"status", "ok"},
+                            {"position", written[0].appended->last_position().to_string()}}));
+
+  // The same command id again, after the now known version 3: refused, with the first result.
+  for (EventData& event : request.events) event.event_id = Uuid::time_ordered();
+  request.expected = ExpectedVersion::exact(3);
+  auto again = store_->write(std::span(&request, 1));
+  ASSERT_EQ(again.size(), 1u);
+  ASSERT_FALSE(again[0].ok());
+  EXPECT_EQ(again[0].error->code(), errc::kDuplicateCommand);
+  EXPECT_EQ(again[0].existing_result, std::optional<std::string>((*recorded)->result));
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2, 3}));
+}
+
+// The version known from a group commit is stale once another store appended: the write is
+// refused with the head, and nothing of it (events, command record) is stored.
+TEST_F(KnownVersions, AWriteOfOneRequestAfterAStaleVersionNamesTheHead) {
+  WriteRequest request;
+  request.stream_id = "s";
+  request.expected = ExpectedVersion::no_stream();
+  request.events.resize(1);
+  request.events[0].type = "Happened";
+  request.events[0].data = "{}";
+  request.command = CommandRecord{Uuid::time_ordered(), "s", R"({"status":"ok"})"};
+  ASSERT_TRUE(store_->write(std::span(&request, 1))[0].ok());
+  auto second = other();
+  ASSERT_TRUE(append_with(*second, ExpectedVersion::exact(1), 2).ok());
+  request.expected = ExpectedVersion::exact(1);
+  request.events[0].event_id = Uuid::time_ordered();
+  request.command = CommandRecord{Uuid::time_ordered(), "s", R"({"status":"ok"})"};
+  auto stale = store_->write(std::span(&request, 1));
+  ASSERT_EQ(stale.size(), 1u);
+  ASSERT_FALSE(stale[0].ok());
+  EXPECT_EQ(stale[0].error->code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(stale[0].error->actual_version(), std::optional<int64_t>(2));
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2}));
+  auto recorded = store_->find_command(request.command->command_id);
+  ASSERT_TRUE(recorded.ok());
+  EXPECT_FALSE(recorded->has_value());
 }
 
 // An append inside the caller's own transaction may roll back: its version is not known then.

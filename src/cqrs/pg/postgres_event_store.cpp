@@ -54,6 +54,24 @@ std::vector<Statement> statements() {
        " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
        "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)"
        " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
+      // A group commit of one request after a known version (see write_one_after): its events as
+      // append_after_many appends them, and its command record as cqrs.append_batch records it.
+      // A duplicate command id fails on command_results' primary key; write() then runs the
+      // group statement, which names the first dispatch's result.
+      {"append_after_recorded",
+       "WITH appended AS (INSERT INTO cqrs.events"
+       " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
+       " SELECT $1, $2::bigint + e.ord, e.event_id, e.event_type, e.event_version, e.data,"
+       " e.metadata"
+       " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l,"  // 'cqrs'
+       " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
+       "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)"
+       " RETURNING global_position, stream_version),"
+       " recorded AS (INSERT INTO cqrs.command_results (command_id, stream_id, result)"
+       " SELECT $8::uuid, $1, cqrs.with_position($9::jsonb,"
+       "  (SELECT max(a.global_position) FROM appended AS a)))"
+       " SELECT a.global_position, a.stream_version, pg_current_xact_id()::text"
+       " FROM appended AS a"},
       // One event without a command record, base unknown: a plain INSERT ... SELECT, about a
       // quarter cheaper for the server than a call of cqrs.append_to_stream. The row to insert
       // comes from the stream's lock, so the lock is held before the INSERT, as in every append.
@@ -654,6 +672,12 @@ WriteResult PostgresEventStore::write_claiming(const WriteRequest& request) {
 void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
                                      const std::vector<size_t>& pending,
                                      std::vector<WriteResult>& results) {
+  if (pending.size() == 1) {
+    if (auto written = write_one_after(requests[pending.front()])) {
+      results[pending.front()] = std::move(*written);
+      return;
+    }
+  }
   // The whole group in one transaction and one round trip: one batch statement per round.
   auto rounds = rounds_of(requests, pending);
   std::vector<Connection::PipelineStep> steps;
@@ -684,6 +708,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
       }
     }
     if (!notice.sent(*grouped)) notify(types_of(requests, pending, &results));
+    note_versions(requests, pending, results);
     return;
   }
 
@@ -706,6 +731,56 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
     }
   }
   notify(types_of(requests, pending, &results));
+  note_versions(requests, pending, results);
+}
+
+std::optional<WriteResult> PostgresEventStore::write_one_after(const WriteRequest& request) {
+  if (request.events.empty()) return std::nullopt;
+  std::optional<int64_t> base = known_base(request.stream_id, request.expected);
+  if (!base) return std::nullopt;
+  Params params;
+  params.add(request.stream_id).add(*base);
+  add_event_arrays(params, request.events);
+  const char* statement = "append_after_many";
+  if (request.command) {
+    params.add(request.command->command_id.to_string()).add(request.command->result);
+    statement = "append_after_recorded";
+  }
+  std::vector<Connection::PipelineStep> steps;
+  steps.push_back({statement, std::move(params), true});
+  std::vector<std::string> types = types_of(request.events);
+  Notice notice = claim_notice(steps, types);
+  auto results = conn_->exec_pipeline(steps);
+  if (!results) return WriteResult{{}, results.error(), {}, {}};
+  auto& rows = (*results)[0];
+  // A statement error (the version or the command id was taken, a duplicate event id): the
+  // group statement decides and names what happened.
+  if (!rows || rows->rows() != static_cast<int>(request.events.size())) return std::nullopt;
+  if (!notice.sent(*results)) notify(types);
+  std::vector<std::pair<int64_t, int64_t>> stored;  // (version, global position)
+  for (int row = 0; row < rows->rows(); ++row) {
+    stored.emplace_back(rows->int64(row, 1), rows->int64(row, 0));
+  }
+  std::sort(stored.begin(), stored.end());
+  AppendResult appended{stored.back().first, {}, to_uint64(rows->text(0, 2))};
+  for (const auto& [version, position] : stored) appended.global_positions.push_back(position);
+  note_version(request.stream_id, appended.stream_version);
+  return WriteResult{std::move(appended), {}, {}, {}};
+}
+
+void PostgresEventStore::note_versions(std::span<const WriteRequest> requests,
+                                       const std::vector<size_t>& pending,
+                                       const std::vector<WriteResult>& results) {
+  for (size_t idx : pending) {
+    const WriteResult& result = results[idx];
+    if (result.appended && !result.appended->global_positions.empty()) {
+      note_version(requests[idx].stream_id, result.appended->stream_version);
+    } else if (result.error) {
+      if (auto actual = result.error->actual_version(); actual && *actual > 0) {
+        note_version(requests[idx].stream_id, *actual);
+      }
+    }
+  }
 }
 
 PostgresEventStore::Notice::~Notice() {

@@ -137,9 +137,16 @@ class PostgresEventStore final : public EventStore {
                    std::vector<WriteResult>& results);
   // write() for one request with unique claims, in its own transaction.
   WriteResult write_claiming(const WriteRequest& request);
+  // write() for a group of one request whose base version is known (see known_base): its
+  // events and command record in one INSERT statement, with no head lookup. None when the base
+  // is unknown or the statement failed: the group statement then decides.
+  std::optional<WriteResult> write_one_after(const WriteRequest& request);
+  // Notes the versions that the group's results show to exist.
+  void note_versions(std::span<const WriteRequest> requests, const std::vector<size_t>& pending,
+                     const std::vector<WriteResult>& results);
 
-  // The version a one-event append can go right after without reading the stream's head: 0 for
-  // a new stream, or a version this store knows exists. None when it must read the head.
+  // The version an append can go right after without reading the stream's head: 0 for a new
+  // stream, or a version this store knows exists. None when it must read the head.
   std::optional<int64_t> known_base(std::string_view stream_id, ExpectedVersion expected);
   // Records that `version` of the stream exists (this store wrote or read it).
   void note_version(std::string_view stream_id, int64_t version);
