@@ -30,6 +30,8 @@ struct PoolState {
   std::deque<PendingWrite> writes;
   std::deque<PendingLoad> loads;
   size_t max_batch = 256;
+  size_t max_batch_events = 128;
+  size_t queued_events = 0;  // of the writes waiting
   std::chrono::milliseconds write_stall{20};
   std::multiset<Clock::time_point> writes_started;  // of the write batches in flight
   bool recheck_armed = false;                       // a pump is scheduled for a stalled batch
@@ -57,12 +59,14 @@ void count_write_batch(const PoolState& st, const std::vector<WriteResult>& resu
 void dispatch_writes(PoolActor* self, caf::actor worker) {
   auto& st = self->state;
   auto started = st.writes_started.insert(Clock::now());
-  size_t count = std::min(st.writes.size(), st.max_batch);
   std::vector<WriteRequest> batch;
   std::vector<caf::typed_response_promise<WriteResult>> promises;
-  batch.reserve(count);
-  promises.reserve(count);
-  for (size_t idx = 0; idx < count; ++idx) {
+  size_t events = 0;
+  while (!st.writes.empty() && batch.size() < st.max_batch) {
+    size_t next_events = st.writes.front().request.events.size();
+    if (!batch.empty() && events + next_events > st.max_batch_events) break;
+    events += next_events;
+    st.queued_events -= next_events;
     batch.push_back(std::move(st.writes.front().request));
     promises.push_back(std::move(st.writes.front().promise));
     st.writes.pop_front();
@@ -135,7 +139,10 @@ void dispatch_loads(PoolActor* self, caf::actor worker) {
 bool may_write(PoolActor* self) {
   auto& st = self->state;
   if (st.writes.empty()) return false;
-  if (st.writes_started.empty() || st.writes.size() >= st.max_batch) return true;
+  if (st.writes_started.empty() || st.writes.size() >= st.max_batch ||
+      st.queued_events >= st.max_batch_events) {
+    return true;
+  }
   auto stalled_at = *st.writes_started.rbegin() + st.write_stall;
   auto now = Clock::now();
   if (now >= stalled_at) return true;
@@ -170,6 +177,7 @@ caf::behavior store_pool(PoolActor* self, std::vector<caf::actor> workers, Store
   self->state.workers = workers;
   self->state.idle = workers;
   self->state.max_batch = std::max<size_t>(1, config.max_batch);
+  self->state.max_batch_events = std::max<size_t>(1, config.max_batch_events);
   self->state.write_stall = config.write_stall;
   self->state.metrics = std::move(config.metrics);
   if (self->state.metrics) {
@@ -179,6 +187,7 @@ caf::behavior store_pool(PoolActor* self, std::vector<caf::actor> workers, Store
   return {
       [self](write_atom, WriteRequest& request) -> caf::result<WriteResult> {
         auto promise = self->make_response_promise<WriteResult>();
+        self->state.queued_events += request.events.size();
         self->state.writes.push_back(PendingWrite{std::move(request), promise});
         pump(self);
         return promise;

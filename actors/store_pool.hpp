@@ -5,9 +5,10 @@
 // One write batch is in flight at a time, and the writes that arrive meanwhile wait to go
 // together in the next one: on a few cores, concurrent small transactions cost more CPU per
 // command than they save in commit latency. A second batch starts beside it only when the queue
-// already fills a whole batch, or when the newest batch in flight has run for `write_stall` (a
-// lock wait, say), so that one slow transaction cannot hold every command back. Loads use any idle
-// worker.
+// already fills a whole batch (`max_batch` writes, or `max_batch_events` events: writes of many
+// events keep a server core busy each, so they run side by side), or when the newest batch in
+// flight has run for `write_stall` (a lock wait, say), so that one slow transaction cannot hold
+// every command back. Loads use any idle worker.
 //
 // Protocol of the pool actor:
 //   (write_atom, WriteRequest)  -> WriteResult   one request, batched with whatever else waits
@@ -35,6 +36,9 @@ using StoreFactory = std::function<Result<std::shared_ptr<EventStore>>()>;
 struct StorePoolConfig {
   size_t workers = 4;
   size_t max_batch = 256;  // WriteRequests per transaction (and LoadJobs per query) at most
+  // Events per write transaction at most; a batch holds at least one WriteRequest, however many
+  // events it has. Waiting writes with this many events make a whole batch (see above).
+  size_t max_batch_events = 128;
   // How long a write batch runs before another may start beside it (see above).
   std::chrono::milliseconds write_stall{20};
   // When set: events appended, batch sizes and busy workers are counted there.

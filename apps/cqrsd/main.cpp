@@ -37,6 +37,7 @@ class DaemonConfig : public caf::actor_system_config {
   std::string db_url;
   size_t pool_size = 4;
   size_t max_batch = 256;
+  size_t max_batch_events = 128;
   caf::timespan connect_timeout = std::chrono::seconds(30);
   std::string bind = "127.0.0.1";
   uint16_t port = 4242;
@@ -64,6 +65,8 @@ class DaemonConfig : public caf::actor_system_config {
         .add(db_url, "url", "PostgreSQL URL (default: DATABASE_URL, else libpq's PG* variables)")
         .add(pool_size, "pool_size", "store connections (detached writer/loader workers)")
         .add(max_batch, "max_batch", "appends committed in one transaction at most")
+        .add(max_batch_events, "max_batch_events",
+             "events committed in one transaction at most (unless one append has more)")
         .add(connect_timeout, "connect_timeout", "how long to retry reaching PostgreSQL at start");
     opt_group{custom_options_, "server"}
         .add(bind, "bind", "address the gateway listens on")
@@ -190,6 +193,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
   cqrs::actors::StorePoolConfig pool_config;
   pool_config.workers = cfg.pool_size;
   pool_config.max_batch = cfg.max_batch;
+  pool_config.max_batch_events = cfg.max_batch_events;
   if (observability) pool_config.metrics = observability->metrics();
   auto pool = cqrs::actors::spawn_store_pool(system, factory, pool_config);
   cqrs::actors::AggregateConfig aggregate_config;

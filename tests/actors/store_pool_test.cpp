@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <caf/all.hpp>
 #include <chrono>
 #include <condition_variable>
@@ -100,6 +101,13 @@ WriteRequest one_event(const std::string& stream_id) {
   return request;
 }
 
+WriteRequest events_for(const std::string& stream_id, size_t count) {
+  WriteRequest request = one_event(stream_id);
+  request.events.resize(count, request.events.front());
+  for (EventData& event : request.events) event.event_id = Uuid::time_ordered();
+  return request;
+}
+
 class StorePoolTest : public ::testing::Test {
  protected:
   void start(std::chrono::milliseconds write_stall) {
@@ -109,6 +117,7 @@ class StorePoolTest : public ::testing::Test {
     StorePoolConfig config;
     config.workers = 4;
     config.max_batch = 64;
+    config.max_batch_events = 128;
     config.write_stall = write_stall;
     pool_ = spawn_store_pool(system_, factory, config);
   }
@@ -213,6 +222,51 @@ TEST_F(StorePoolTest, AFullBatchWaitingStartsBesideTheOneInFlight) {
   release();
   ASSERT_TRUE(wait_gate([](auto& gate) { return gate.running == 0; }, 10s));
   EXPECT_TRUE(all_stored(65));
+}
+
+// Writes of many events make a whole batch by their events: they start beside the batch in
+// flight, one batch per write once a write alone comes near max_batch_events.
+TEST_F(StorePoolTest, WritesOfManyEventsStartBesideTheBatchInFlight) {
+  ASSERT_TRUE(start_holding_one(10s));
+  for (int idx = 1; idx <= 3; ++idx) {
+    caf::anon_send(pool_, write_atom::value, events_for("s" + std::to_string(idx), 100));
+  }
+  // 300 events wait (max_batch_events 128): two writes start beside the first, one each; the
+  // third, 100 events, is no whole batch on its own and waits.
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 3; }, 2s));
+  std::this_thread::sleep_for(200ms);
+  Seen now = seen();
+  EXPECT_EQ(now.batches, (std::vector<size_t>{1, 1, 1}));
+  EXPECT_EQ(now.running, 3);
+  release();
+  ASSERT_TRUE(
+      wait_gate([](auto& gate) { return gate.running == 0 && gate.batches.size() == 4; }, 10s));
+  EXPECT_EQ(seen().batches, (std::vector<size_t>{1, 1, 1, 1}));
+  for (int idx = 1; idx <= 3; ++idx) {
+    auto version = inner_->stream_version("s" + std::to_string(idx));
+    ASSERT_TRUE(version.ok());
+    EXPECT_EQ(*version, 100);
+  }
+}
+
+// Writes of few events go together up to max_batch_events.
+TEST_F(StorePoolTest, ABatchHoldsAtMostMaxBatchEventsUnlessOneWriteHasMore) {
+  ASSERT_TRUE(start_holding_one(10s));
+  caf::anon_send(pool_, write_atom::value, events_for("s1", 60));
+  caf::anon_send(pool_, write_atom::value, events_for("s2", 60));
+  caf::anon_send(pool_, write_atom::value, events_for("s3", 60));
+  caf::anon_send(pool_, write_atom::value, events_for("s4", 200));
+  // 380 events wait: 60 + 60 start beside the first; then 60 alone (60 + 200 > 128); then the
+  // 200-event write, a batch on its own.
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 4; }, 2s));
+  std::vector<size_t> sizes = seen().batches;  // the three start on three workers at once
+  std::sort(sizes.begin() + 1, sizes.end());
+  EXPECT_EQ(sizes, (std::vector<size_t>{1, 1, 1, 2}));
+  release();
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.running == 0; }, 10s));
+  auto version = inner_->stream_version("s4");
+  ASSERT_TRUE(version.ok());
+  EXPECT_EQ(*version, 200);
 }
 
 }  // namespace
