@@ -770,9 +770,9 @@ int run(const Options& options, const std::string& conninfo) {
     auto verdict = [](const PairedRatio& paired) {
       return paired.median >= kAppendRatioGoal ? "met" : "MISSED";
     };
-    std::printf("       %-27s store/raw %.2f (rounds %.2f-%.2f): goal >= %.1f %s\n", "",
+    std::printf("       %-27s store/raw %.3f (rounds %.2f-%.2f): goal >= %.1f %s\n", "",
                 ratio.median, ratio.low, ratio.high, kAppendRatioGoal, verdict(ratio));
-    std::printf("       %-27s pool/raw  %.2f (rounds %.2f-%.2f): goal >= %.1f %s\n", "",
+    std::printf("       %-27s pool/raw  %.3f (rounds %.2f-%.2f): goal >= %.1f %s\n", "",
                 pool_ratio.median, pool_ratio.low, pool_ratio.high, kAppendRatioGoal,
                 verdict(pool_ratio));
     std::printf("       %-27s floor/raw %.2f (rounds %.2f-%.2f): %s\n\n", "", floor_ratio.median,
@@ -786,7 +786,7 @@ int run(const Options& options, const std::string& conninfo) {
     };
     table.push_back(
         {"append, " + label, with_commas(store.events_per_s), with_commas(pooled.events_per_s),
-         with_commas(raw.events_per_s), fixed(ratio.median, 2), fixed(pool_ratio.median, 2),
+         with_commas(raw.events_per_s), fixed(ratio.median, 3), fixed(pool_ratio.median, 3),
          fixed(floor_ratio.median, 2),
          std::string("store ") + table_verdict(ratio) + ", pool " + table_verdict(pool_ratio)});
   }
