@@ -661,6 +661,34 @@ TEST_F(KnownVersions, AVersionWrittenInARolledBackTransactionIsNotKnown) {
   EXPECT_EQ(versions(), (std::vector<int64_t>{1}));
 }
 
+// Inside a transaction the caller opened on the store's connection, a failed statement would
+// abort the caller's transaction: appends there go to the functions, which answer a stale version
+// without raising, so the caller's transaction stays usable.
+TEST_F(KnownVersions, AStaleAppendInsideTheCallersTransactionLeavesItUsable) {
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
+  auto second = other();
+  ASSERT_TRUE(append_with(*second, ExpectedVersion::exact(1), 2).ok());
+  ASSERT_TRUE(store_->connection().exec("BEGIN").ok());
+  auto stale = append_with(*store_, ExpectedVersion::exact(1), 3);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.error().code(), errc::kWrongExpectedVersion) << stale.error().to_string();
+  WriteRequest request;
+  request.stream_id = "s";
+  request.expected = ExpectedVersion::exact(1);
+  request.events.resize(1);
+  request.events[0].type = "Happened";
+  request.events[0].data = "{}";
+  request.command = CommandRecord{Uuid::time_ordered(), "s", R"({"status":"ok"})"};
+  auto written = store_->write(std::span(&request, 1));
+  ASSERT_EQ(written.size(), 1u);
+  ASSERT_FALSE(written[0].ok());
+  EXPECT_EQ(written[0].error->code(), errc::kWrongExpectedVersion) << written[0].error->to_string();
+  auto fresh = append_with(*store_, ExpectedVersion::exact(2), 4);
+  ASSERT_TRUE(fresh.ok()) << fresh.error().to_string();
+  ASSERT_TRUE(store_->connection().exec("COMMIT").ok());
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2, 3}));
+}
+
 // After a reconnect the server may be another one (a promoted replica) that lacks the latest
 // commits: what the store saw before must not count. The lost commit is simulated by deleting it
 // behind the immutability trigger's back.

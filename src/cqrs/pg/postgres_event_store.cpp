@@ -512,7 +512,7 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   if (auto connected = ensure_connected(); !connected) return connected.error();
   std::vector<std::string> types = types_of(events);
   std::optional<int64_t> base = known_base(stream_id, expected);
-  if (events.size() == 1 || base) {
+  if (base || (events.size() == 1 && !conn_->in_transaction())) {
     Params params;
     params.add(stream_id).add(base ? *base : expected_code(expected));
     const char* statement = "append_after_many";
@@ -568,6 +568,9 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
 
 std::optional<int64_t> PostgresEventStore::known_base(std::string_view stream_id,
                                                       ExpectedVersion expected) {
+  // In a transaction the caller opened, a statement that fails would abort it: only the
+  // functions, which answer every outcome without raising, run there.
+  if (conn_->in_transaction()) return std::nullopt;
   if (expected.kind() == ExpectedVersion::Kind::kNoStream ||
       (expected.kind() == ExpectedVersion::Kind::kExact && expected.version() == 0)) {
     return 0;

@@ -146,7 +146,8 @@ class PostgresEventStore final : public EventStore {
                      const std::vector<WriteResult>& results);
 
   // The version an append can go right after without reading the stream's head: 0 for a new
-  // stream, or a version this store knows exists. None when it must read the head.
+  // stream, or a version this store knows exists. None when it must read the head, and always
+  // inside a transaction the caller opened.
   std::optional<int64_t> known_base(std::string_view stream_id, ExpectedVersion expected);
   // Records that `version` of the stream exists (this store wrote or read it).
   void note_version(std::string_view stream_id, int64_t version);
