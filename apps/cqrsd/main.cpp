@@ -64,7 +64,8 @@ class DaemonConfig : public caf::actor_system_config {
     opt_group{custom_options_, "db"}
         .add(db_url, "url", "PostgreSQL URL (default: DATABASE_URL, else libpq's PG* variables)")
         .add(pool_size, "pool_size", "store connections (detached writer/loader workers)")
-        .add(max_batch, "max_batch", "appends committed in one transaction at most")
+        .add(max_batch, "max_batch",
+             "appends committed in one transaction at most (see also max_batch_events)")
         .add(max_batch_events, "max_batch_events",
              "events committed in one transaction at most (unless one append has more)")
         .add(connect_timeout, "connect_timeout", "how long to retry reaching PostgreSQL at start");

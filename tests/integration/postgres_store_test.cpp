@@ -2,6 +2,7 @@
 // database, reconnects, notifications, transactional checkpoints, and connection failures.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -659,6 +660,53 @@ TEST_F(KnownVersions, AVersionWrittenInARolledBackTransactionIsNotKnown) {
   EXPECT_EQ(appended.error().code(), errc::kWrongExpectedVersion);
   EXPECT_EQ(appended.error().actual_version(), std::optional<int64_t>(1));
   EXPECT_EQ(versions(), (std::vector<int64_t>{1}));
+}
+
+// A group of one request without a command record takes the same way; a duplicate event id
+// there is named as such by the group statement.
+TEST_F(KnownVersions, AWriteOfOneRequestWithoutACommandAfterAKnownVersion) {
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
+  WriteRequest request;
+  request.stream_id = "s";
+  request.expected = ExpectedVersion::exact(1);
+  request.events.resize(3);
+  for (EventData& event : request.events) {
+    event.type = "Happened";
+    event.data = "{}";
+  }
+  auto written = store_->write(std::span(&request, 1));
+  ASSERT_EQ(written.size(), 1u);
+  ASSERT_TRUE(written[0].ok()) << written[0].error->to_string();
+  EXPECT_EQ(written[0].appended->stream_version, 4);
+  const std::vector<int64_t>& positions = written[0].appended->global_positions;
+  ASSERT_EQ(positions.size(), 3u);
+  EXPECT_TRUE(std::is_sorted(positions.begin(), positions.end()));
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2, 3, 4}));
+
+  request.expected = ExpectedVersion::exact(4);  // the same event ids again
+  auto again = store_->write(std::span(&request, 1));
+  ASSERT_EQ(again.size(), 1u);
+  ASSERT_FALSE(again[0].ok());
+  EXPECT_EQ(again[0].error->code(), errc::kDuplicateEvent) << again[0].error->to_string();
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2, 3, 4}));
+}
+
+// An append that the known versions say must fail goes to the functions at once: it takes no
+// position from the sequence, as a failed INSERT would.
+TEST_F(KnownVersions, AnAppendKnownToFailTakesNoPosition) {
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::exact(1), 2).ok());
+  auto before = append_with(*store_, ExpectedVersion::exact(2), 3);
+  ASSERT_TRUE(before.ok());
+  auto behind = append_with(*store_, ExpectedVersion::exact(1), 4);
+  ASSERT_FALSE(behind.ok());
+  EXPECT_EQ(behind.error().actual_version(), std::optional<int64_t>(3));
+  auto exists = append_with(*store_, ExpectedVersion::no_stream(), 5);
+  ASSERT_FALSE(exists.ok());
+  EXPECT_EQ(exists.error().code(), errc::kStreamExists);
+  auto after = append_with(*store_, ExpectedVersion::exact(3), 6);
+  ASSERT_TRUE(after.ok()) << after.error().to_string();
+  EXPECT_EQ(after->global_positions.front(), before->global_positions.front() + 1);
 }
 
 // Inside a transaction the caller opened on the store's connection, a failed statement would

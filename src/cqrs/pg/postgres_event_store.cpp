@@ -53,6 +53,7 @@ std::vector<Statement> statements() {
        " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l,"  // 'cqrs'
        " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
        "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)"
+       " ORDER BY e.ord"  // positions follow versions
        " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
       // A group commit of one request after a known version (see write_one_after): its events as
       // append_after_many appends them, and its command record as cqrs.append_batch records it.
@@ -66,6 +67,7 @@ std::vector<Statement> statements() {
        " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l,"  // 'cqrs'
        " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
        "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)"
+       " ORDER BY e.ord"
        " RETURNING global_position, stream_version),"
        " recorded AS (INSERT INTO cqrs.command_results (command_id, stream_id, result)"
        " SELECT $8::uuid, $1, cqrs.with_position($9::jsonb,"
@@ -571,16 +573,21 @@ std::optional<int64_t> PostgresEventStore::known_base(std::string_view stream_id
   // In a transaction the caller opened, a statement that fails would abort it: only the
   // functions, which answer every outcome without raising, run there.
   if (conn_->in_transaction()) return std::nullopt;
-  if (expected.kind() == ExpectedVersion::Kind::kNoStream ||
-      (expected.kind() == ExpectedVersion::Kind::kExact && expected.version() == 0)) {
-    return 0;
+  std::optional<int64_t> known;
+  if (conn_->backend_pid() == known_backend_) {
+    if (auto found = known_versions_.find(stream_id); found != known_versions_.end()) {
+      known = found->second;
+    }
   }
-  if (conn_->backend_pid() != known_backend_) return std::nullopt;
-  auto found = known_versions_.find(stream_id);
-  if (found == known_versions_.end()) return std::nullopt;
-  if (expected.kind() != ExpectedVersion::Kind::kExact) return found->second;  // any, exists
-  // Exact n: n exists when a version at or above it does; n + 1 is free iff n is the head.
-  return found->second >= expected.version() ? std::optional(expected.version()) : std::nullopt;
+  // An append that is known to fail goes to the functions at once, which name the head.
+  bool exact = expected.kind() == ExpectedVersion::Kind::kExact;
+  if (expected.kind() == ExpectedVersion::Kind::kNoStream || (exact && expected.version() == 0)) {
+    return known && *known > 0 ? std::nullopt : std::optional<int64_t>(0);
+  }
+  if (!known) return std::nullopt;
+  if (!exact) return known;  // any, stream_exists: after the highest known version
+  // Exact n: n + 1 is free iff n is the head, so n must be the highest version known.
+  return *known == expected.version() ? known : std::nullopt;
 }
 
 void PostgresEventStore::note_version(std::string_view stream_id, int64_t version) {
