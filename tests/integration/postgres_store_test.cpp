@@ -485,6 +485,19 @@ class KnownVersions : public PostgresStore {
     event.data = R"({"n":)" + std::to_string(n) + "}";
     return store.append("s", expected, std::span(&event, 1));
   }
+  // A group commit request for "s" of `count` events, with a command record when `recorded`.
+  static WriteRequest request_for(ExpectedVersion expected, size_t count, bool recorded) {
+    WriteRequest request;
+    request.stream_id = "s";
+    request.expected = expected;
+    request.events.resize(count);
+    for (EventData& event : request.events) {
+      event.type = "Happened";
+      event.data = "{}";
+    }
+    if (recorded) request.command = CommandRecord{Uuid::time_ordered(), "s", R"({"status":"ok"})"};
+    return request;
+  }
   std::unique_ptr<PostgresEventStore> other() {
     auto store = PostgresEventStore::open(db_->url());
     EXPECT_TRUE(store.ok());
@@ -589,15 +602,7 @@ TEST_F(KnownVersions, SeveralEventsAfterAStaleVersionAreRefusedWhole) {
 // statement records it.
 TEST_F(KnownVersions, AWriteOfOneRequestAfterAKnownVersionRecordsItsCommand) {
   ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
-  WriteRequest request;
-  request.stream_id = "s";
-  request.expected = ExpectedVersion::exact(1);
-  request.events.resize(2);
-  for (EventData& event : request.events) {
-    event.type = "Happened";
-    event.data = "{}";
-  }
-  request.command = CommandRecord{Uuid::time_ordered(), "s", R"({"status":"ok"})"};
+  WriteRequest request = request_for(ExpectedVersion::exact(1), 2, true);
   auto written = store_->write(std::span(&request, 1));
   ASSERT_EQ(written.size(), 1u);
   ASSERT_TRUE(written[0].ok()) << written[0].error->to_string();
@@ -624,13 +629,7 @@ TEST_F(KnownVersions, AWriteOfOneRequestAfterAKnownVersionRecordsItsCommand) {
 // The version known from a group commit is stale once another store appended: the write is
 // refused with the head, and nothing of it (events, command record) is stored.
 TEST_F(KnownVersions, AWriteOfOneRequestAfterAStaleVersionNamesTheHead) {
-  WriteRequest request;
-  request.stream_id = "s";
-  request.expected = ExpectedVersion::no_stream();
-  request.events.resize(1);
-  request.events[0].type = "Happened";
-  request.events[0].data = "{}";
-  request.command = CommandRecord{Uuid::time_ordered(), "s", R"({"status":"ok"})"};
+  WriteRequest request = request_for(ExpectedVersion::no_stream(), 1, true);
   ASSERT_TRUE(store_->write(std::span(&request, 1))[0].ok());
   auto second = other();
   ASSERT_TRUE(append_with(*second, ExpectedVersion::exact(1), 2).ok());
@@ -666,14 +665,7 @@ TEST_F(KnownVersions, AVersionWrittenInARolledBackTransactionIsNotKnown) {
 // there is named as such by the group statement.
 TEST_F(KnownVersions, AWriteOfOneRequestWithoutACommandAfterAKnownVersion) {
   ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
-  WriteRequest request;
-  request.stream_id = "s";
-  request.expected = ExpectedVersion::exact(1);
-  request.events.resize(3);
-  for (EventData& event : request.events) {
-    event.type = "Happened";
-    event.data = "{}";
-  }
+  WriteRequest request = request_for(ExpectedVersion::exact(1), 3, false);
   auto written = store_->write(std::span(&request, 1));
   ASSERT_EQ(written.size(), 1u);
   ASSERT_TRUE(written[0].ok()) << written[0].error->to_string();
@@ -720,13 +712,7 @@ TEST_F(KnownVersions, AStaleAppendInsideTheCallersTransactionLeavesItUsable) {
   auto stale = append_with(*store_, ExpectedVersion::exact(1), 3);
   ASSERT_FALSE(stale.ok());
   EXPECT_EQ(stale.error().code(), errc::kWrongExpectedVersion) << stale.error().to_string();
-  WriteRequest request;
-  request.stream_id = "s";
-  request.expected = ExpectedVersion::exact(1);
-  request.events.resize(1);
-  request.events[0].type = "Happened";
-  request.events[0].data = "{}";
-  request.command = CommandRecord{Uuid::time_ordered(), "s", R"({"status":"ok"})"};
+  WriteRequest request = request_for(ExpectedVersion::exact(1), 1, true);
   auto written = store_->write(std::span(&request, 1));
   ASSERT_EQ(written.size(), 1u);
   ASSERT_FALSE(written[0].ok());
