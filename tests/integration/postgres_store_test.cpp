@@ -230,6 +230,25 @@ TEST_F(PostgresStore, AppendNotifiesListenersWithTheNewHead) {
   EXPECT_EQ(second[0], R"(2 ["Happened"])");
 }
 
+// An append inside a transaction the caller opened leaves that transaction's durability alone
+// (the notifying statement must not turn synchronous_commit off for it), and its notification
+// goes out when the caller commits.
+TEST_F(PostgresStore, AnAppendInTheCallersTransactionKeepsItsCommitDurable) {
+  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
+  ASSERT_TRUE(store_->connection().exec("BEGIN").ok());
+  append_one("s");
+  auto setting = store_->connection().exec("SHOW synchronous_commit");
+  ASSERT_TRUE(setting.ok());
+  EXPECT_EQ(setting->text(0, 0), "on");
+  auto early = raw_->wait_notifications(300);
+  ASSERT_TRUE(early.ok());
+  EXPECT_TRUE(early->empty()) << "announced before the commit: " << early->front();
+  ASSERT_TRUE(store_->connection().exec("COMMIT").ok());
+  auto announced = notices_until(*raw_, 1);
+  ASSERT_EQ(announced.size(), 1u);
+  EXPECT_EQ(notice_types(announced[0]), std::vector<std::string>{"Happened"});
+}
+
 // The appends of every store of a process go out through one extra connection, coalesced: the
 // last notification always announces the last append, with the types of all of them.
 TEST_F(PostgresStore, StoresOfOneProcessShareOneNotifyingConnection) {

@@ -76,8 +76,11 @@ void NoticeSender::post(const std::vector<std::string>& types) {
 std::string NoticeSender::statement() {
   // Its own transaction, committed without waiting for the WAL flush: a notification lost in a
   // crash only delays readers.
-  return "SELECT set_config('synchronous_commit', 'off', true), pg_notify('" +
-         std::string(kEventsChannel) +
+  return "SELECT set_config('synchronous_commit', 'off', true), " + statement_at_commit().substr(7);
+}
+
+std::string NoticeSender::statement_at_commit() {
+  return "SELECT pg_notify('" + std::string(kEventsChannel) +
          "', pg_sequence_last_value('cqrs.events_global_position_seq')::text || $1::text)";
 }
 

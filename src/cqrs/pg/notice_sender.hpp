@@ -48,8 +48,12 @@ class NoticeSender {
   // Announces committed appends of events of `types`. Never blocks on the database.
   void post(const std::vector<std::string>& types);
 
-  // The statement that sends one notification; $1 is notice_types_suffix() of the types.
+  // The statement that sends one notification, in a transaction of its own that commits without
+  // waiting for the WAL flush; $1 is notice_types_suffix() of the types.
   static std::string statement();
+  // The same notification for the transaction it runs in, leaving its commit as it is: for a
+  // transaction the caller opened, which PostgreSQL announces when it commits.
+  static std::string statement_at_commit();
 
  private:
   void run();

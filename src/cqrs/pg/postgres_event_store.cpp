@@ -100,6 +100,7 @@ std::vector<Statement> statements() {
        "$6::int[], $7::int[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[])"},
       // The wake-up sent in an append's round trip (see NoticeSender).
       {"notify", NoticeSender::statement()},
+      {"notify_at_commit", NoticeSender::statement_at_commit()},
       {"read_forward", "SELECT " + columns +
                            " FROM cqrs.events WHERE stream_id = $1 AND stream_version >= $2 "
                            "ORDER BY stream_version LIMIT $3"},
@@ -800,6 +801,11 @@ PostgresEventStore::Notice::~Notice() {
 PostgresEventStore::Notice PostgresEventStore::claim_notice(
     std::vector<Connection::PipelineStep>& steps, const std::vector<std::string>& types) const {
   if (!notices_ || types.empty()) return Notice{};
+  if (conn_->in_transaction()) {
+    // The caller's transaction: announced when it commits, and its durability left alone.
+    steps.push_back({"notify_at_commit", Params().add(notice_types_suffix(types)), true});
+    return Notice{nullptr, true};
+  }
   if (!notices_->begin_append()) return Notice{notices_.get(), false};
   steps.push_back({"notify", Params().add(notice_types_suffix(types)), true});
   return Notice{notices_.get(), true};

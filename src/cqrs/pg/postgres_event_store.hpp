@@ -127,7 +127,8 @@ class PostgresEventStore final : public EventStore {
     bool claimed_ = false;
   };
   // Adds the notification for appends of `types` to `steps` when no other append of the process
-  // runs (see NoticeSender); otherwise the caller notify()s after the commit.
+  // runs (see NoticeSender), or when the caller opened the transaction (it goes out at the
+  // caller's commit); otherwise the caller notify()s after the commit.
   Notice claim_notice(std::vector<Connection::PipelineStep>& steps,
                       const std::vector<std::string>& types) const;
   // Announces committed appends of events of `types` through the NoticeSender's thread.
