@@ -249,6 +249,30 @@ TEST_F(PostgresStore, AnAppendInTheCallersTransactionKeepsItsCommitDurable) {
   EXPECT_EQ(notice_types(announced[0]), std::vector<std::string>{"Happened"});
 }
 
+// A group commit inside the caller's transaction whose statement fails names that failure: the
+// transaction is aborted, so the requests are not retried one by one there.
+TEST_F(PostgresStore, AFailedGroupInTheCallersTransactionNamesItsError) {
+  EventData stored;
+  stored.type = "Happened";
+  stored.data = "{}";
+  ASSERT_TRUE(store_->append("s", ExpectedVersion::no_stream(), std::span(&stored, 1)).ok());
+  std::vector<WriteRequest> requests(2);
+  for (size_t idx = 0; idx < requests.size(); ++idx) {
+    requests[idx].stream_id = "t" + std::to_string(idx);
+    requests[idx].expected = ExpectedVersion::no_stream();
+    requests[idx].events.push_back(stored);
+  }
+  requests[1].events[0].event_id = Uuid::time_ordered();  // only the first repeats an event id
+  ASSERT_TRUE(store_->connection().exec("BEGIN").ok());
+  auto written = store_->write(requests);
+  ASSERT_TRUE(store_->connection().exec("ROLLBACK").ok());
+  ASSERT_EQ(written.size(), 2u);
+  for (const WriteResult& result : written) {
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.error->code(), errc::kDuplicateEvent) << result.error->to_string();
+  }
+}
+
 // The appends of every store of a process go out through one extra connection, coalesced: the
 // last notification always announces the last append, with the types of all of them.
 TEST_F(PostgresStore, StoresOfOneProcessShareOneNotifyingConnection) {

@@ -712,7 +712,9 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
   for (size_t round_no = 0; round_no < rounds.size(); ++round_no) {
     all_ran = all_ran && (*grouped)[round_no].ok();
   }
-  if (all_ran || pending.size() == 1) {
+  // In a transaction the caller opened, a statement error aborted it: each request keeps its
+  // statement's error, since running them one by one there would only fail again.
+  if (all_ran || pending.size() == 1 || conn_->in_transaction()) {
     for (size_t round_no = 0; round_no < rounds.size(); ++round_no) {
       for (size_t row = 0; row < rounds[round_no].size(); ++row) {
         interpret(rounds[round_no][row], (*grouped)[round_no], static_cast<int>(row));
