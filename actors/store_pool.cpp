@@ -139,6 +139,8 @@ void dispatch_loads(PoolActor* self, caf::actor worker) {
 bool may_write(PoolActor* self) {
   auto& st = self->state;
   if (st.writes.empty()) return false;
+  // One worker stays free of writes for aggregate loads, which commands wait on.
+  if (st.workers.size() > 1 && st.writes_started.size() + 1 >= st.workers.size()) return false;
   if (st.writes_started.empty() || st.writes.size() >= st.max_batch ||
       st.queued_events >= st.max_batch_events) {
     return true;

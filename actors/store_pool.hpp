@@ -8,7 +8,8 @@
 // already fills a whole batch (`max_batch` writes, or `max_batch_events` events: writes of many
 // events keep a server core busy each, so they run side by side), or when the newest batch in
 // flight has run for `write_stall` (a lock wait, say), so that one slow transaction cannot hold
-// every command back. Loads use any idle worker.
+// every command back. Write batches never take the last idle worker: it is kept for loads, which
+// commands wait on. Loads use any idle worker.
 //
 // Protocol of the pool actor:
 //   (write_atom, WriteRequest)  -> WriteResult   one request, batched with whatever else waits

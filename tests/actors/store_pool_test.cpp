@@ -256,17 +256,44 @@ TEST_F(StorePoolTest, ABatchHoldsAtMostMaxBatchEventsUnlessOneWriteHasMore) {
   caf::anon_send(pool_, write_atom::value, events_for("s2", 60));
   caf::anon_send(pool_, write_atom::value, events_for("s3", 60));
   caf::anon_send(pool_, write_atom::value, events_for("s4", 200));
-  // 380 events wait: 60 + 60 start beside the first; then 60 alone (60 + 200 > 128); then the
-  // 200-event write, a batch on its own.
-  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 4; }, 2s));
-  std::vector<size_t> sizes = seen().batches;  // the three start on three workers at once
+  // 380 events wait: 60 + 60 start beside the first, then 60 alone (60 + 200 > 128). The
+  // 200-event write, a batch on its own, waits: the fourth worker is kept for loads.
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.batches.size() == 3; }, 2s));
+  std::vector<size_t> sizes = seen().batches;  // the two start on two workers at once
   std::sort(sizes.begin() + 1, sizes.end());
-  EXPECT_EQ(sizes, (std::vector<size_t>{1, 1, 1, 2}));
+  EXPECT_EQ(sizes, (std::vector<size_t>{1, 1, 2}));
   release();
-  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.running == 0; }, 10s));
+  ASSERT_TRUE(
+      wait_gate([](auto& gate) { return gate.running == 0 && gate.batches.size() == 4; }, 10s));
+  EXPECT_EQ(seen().batches.back(), 1u);
   auto version = inner_->stream_version("s4");
   ASSERT_TRUE(version.ok());
   EXPECT_EQ(*version, 200);
+}
+
+// However many writes wait, one worker stays free for aggregate loads.
+TEST_F(StorePoolTest, AWorkerStaysFreeForLoadsWhileWritesWait) {
+  ASSERT_TRUE(start_holding_one(10s));
+  for (int idx = 1; idx <= 5; ++idx) {
+    caf::anon_send(pool_, write_atom::value, events_for("s" + std::to_string(idx), 100));
+  }
+  ASSERT_TRUE(wait_gate([](auto& gate) { return gate.running == 3; }, 2s));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(seen().running, 3);  // of four workers
+  caf::scoped_actor self{system_};
+  bool loaded = false;
+  self->request(pool_, std::chrono::seconds(2), load_atom::value, LoadJob{"s0", 0, false})
+      .receive([&](LoadOutcome& outcome) { loaded = !outcome.error.has_value(); },
+               [&](caf::error&) { loaded = false; });
+  EXPECT_TRUE(loaded) << "the load waited for a write batch";
+  release();
+  ASSERT_TRUE(
+      wait_gate([](auto& gate) { return gate.running == 0 && gate.batches.size() == 6; }, 10s));
+  for (int idx = 1; idx <= 5; ++idx) {
+    auto version = inner_->stream_version("s" + std::to_string(idx));
+    ASSERT_TRUE(version.ok());
+    EXPECT_EQ(*version, 100);
+  }
 }
 
 }  // namespace
