@@ -19,6 +19,12 @@ std::string bounded(const std::string& conninfo) {
   return with_timeout ? *with_timeout : conninfo;
 }
 
+// The notification: the head, then $1 (notice_types_suffix() of the types).
+std::string notify_call() {
+  return "pg_notify('" + std::string(kEventsChannel) +
+         "', pg_sequence_last_value('cqrs.events_global_position_seq')::text || $1::text)";
+}
+
 }  // namespace
 
 std::shared_ptr<NoticeSender> NoticeSender::for_database(const std::string& conninfo) {
@@ -76,13 +82,10 @@ void NoticeSender::post(const std::vector<std::string>& types) {
 std::string NoticeSender::statement() {
   // Its own transaction, committed without waiting for the WAL flush: a notification lost in a
   // crash only delays readers.
-  return "SELECT set_config('synchronous_commit', 'off', true), " + statement_at_commit().substr(7);
+  return "SELECT set_config('synchronous_commit', 'off', true), " + notify_call();
 }
 
-std::string NoticeSender::statement_at_commit() {
-  return "SELECT pg_notify('" + std::string(kEventsChannel) +
-         "', pg_sequence_last_value('cqrs.events_global_position_seq')::text || $1::text)";
-}
+std::string NoticeSender::statement_at_commit() { return "SELECT " + notify_call(); }
 
 void NoticeSender::run() {
   const std::string sql = statement();

@@ -437,6 +437,20 @@ WriteResult interpret_append(const QueryResult& rows, int row, std::string_view 
   return result;
 }
 
+// The AppendResult of an INSERT ... RETURNING global_position, stream_version, transaction id
+// (one row per event, at least one). Rows come back in insertion order, which is the events'
+// order; sorted by version to be sure.
+AppendResult inserted_events(const QueryResult& rows) {
+  std::vector<std::pair<int64_t, int64_t>> stored;  // (version, global position)
+  for (int row = 0; row < rows.rows(); ++row) {
+    stored.emplace_back(rows.int64(row, 1), rows.int64(row, 0));
+  }
+  std::sort(stored.begin(), stored.end());
+  AppendResult appended{stored.back().first, {}, to_uint64(rows.text(0, 2))};
+  for (const auto& [version, position] : stored) appended.global_positions.push_back(position);
+  return appended;
+}
+
 // Parameters of the "append_batch" statement for the requests `round` (indexes into requests).
 Params batch_params(std::span<const WriteRequest> requests, const std::vector<size_t>& round) {
   std::string streams = "{", expected = "{", counts = "{", command_ids = "{", command_results = "{";
@@ -535,14 +549,7 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
     auto& rows = (*results)[0];
     if (rows && rows->rows() == static_cast<int>(events.size())) {
       if (!notice.sent(*results)) notify(types);
-      // Rows come back in insertion order, which is the events' order; sorted to be sure.
-      std::vector<std::pair<int64_t, int64_t>> stored;  // (version, global position)
-      for (int row = 0; row < rows->rows(); ++row) {
-        stored.emplace_back(rows->int64(row, 1), rows->int64(row, 0));
-      }
-      std::sort(stored.begin(), stored.end());
-      AppendResult appended{stored.back().first, {}, to_uint64(rows->text(0, 2))};
-      for (const auto& [version, position] : stored) appended.global_positions.push_back(position);
+      AppendResult appended = inserted_events(*rows);
       note_version(stream_id, appended.stream_version);
       return appended;
     }
@@ -770,13 +777,7 @@ std::optional<WriteResult> PostgresEventStore::write_one_after(const WriteReques
   // group statement decides and names what happened.
   if (!rows || rows->rows() != static_cast<int>(request.events.size())) return std::nullopt;
   if (!notice.sent(*results)) notify(types);
-  std::vector<std::pair<int64_t, int64_t>> stored;  // (version, global position)
-  for (int row = 0; row < rows->rows(); ++row) {
-    stored.emplace_back(rows->int64(row, 1), rows->int64(row, 0));
-  }
-  std::sort(stored.begin(), stored.end());
-  AppendResult appended{stored.back().first, {}, to_uint64(rows->text(0, 2))};
-  for (const auto& [version, position] : stored) appended.global_positions.push_back(position);
+  AppendResult appended = inserted_events(*rows);
   note_version(request.stream_id, appended.stream_version);
   return WriteResult{std::move(appended), {}, {}, {}};
 }
