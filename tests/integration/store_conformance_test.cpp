@@ -624,6 +624,60 @@ TEST_P(StoreConformance, ScalarAndArrayPayloadsAreAccepted) {
   EXPECT_EQ(stored[0].data, "42");
 }
 
+// --- metadata that a command's events share ---------------------------------------------------
+
+// `count` events that all carry `metadata`, as one command's events do.
+std::vector<EventData> events_sharing(int count, const std::string& metadata) {
+  std::vector<EventData> out = events(count);
+  for (EventData& each : out) each.metadata = metadata;
+  return out;
+}
+
+// Metadata naming the command `name`, as cqrsd fills it.
+std::string command_metadata(const std::string& name) {
+  return R"({"command_id":")" + name + R"(","correlation_id":"c-)" + name +
+         R"(","causation_id":")" + name + R"(","user":"ünïcode"})";
+}
+
+// Each stored event's metadata, parsed, in stream order.
+std::vector<nlohmann::json> stored_metadata(const std::vector<RecordedEvent>& stored) {
+  std::vector<nlohmann::json> out;
+  for (const RecordedEvent& each : stored) out.push_back(nlohmann::json::parse(each.metadata));
+  return out;
+}
+
+// Appends through every path a store may take (Postgres: the function for a new stream, a plain
+// INSERT after a known version) store shared metadata on each event, and an append whose
+// events differ keeps each its own.
+TEST_P(StoreConformance, EveryEventOfAnAppendKeepsItsMetadataWhetherSharedOrNot) {
+  std::string first = command_metadata("one"), second = command_metadata("two");
+  this->append_ok("s", ExpectedVersion::no_stream(), events_sharing(3, first));
+  this->append_ok("s", ExpectedVersion::exact(3), events_sharing(3, second));
+  std::vector<EventData> mixed = events(3);
+  for (size_t idx = 0; idx < mixed.size(); ++idx) {
+    mixed[idx].metadata = command_metadata("mixed-" + std::to_string(idx));
+  }
+  this->append_ok("s", ExpectedVersion::exact(6), mixed);
+  // Two events that share metadata, then a third whose metadata differs.
+  std::vector<EventData> partly = events_sharing(3, first);
+  partly[2].metadata = second;
+  this->append_ok("s", ExpectedVersion::any(), partly);
+
+  auto got = stored_metadata(this->read("s"));
+  ASSERT_EQ(got.size(), 12u);
+  for (int idx = 0; idx < 3; ++idx) EXPECT_EQ(got[idx], nlohmann::json::parse(first)) << idx;
+  for (int idx = 3; idx < 6; ++idx) EXPECT_EQ(got[idx], nlohmann::json::parse(second)) << idx;
+  for (int idx = 6; idx < 9; ++idx) {
+    EXPECT_EQ(got[idx]["command_id"], "mixed-" + std::to_string(idx - 6)) << idx;
+  }
+  EXPECT_EQ(got[9], nlohmann::json::parse(first));
+  EXPECT_EQ(got[10], nlohmann::json::parse(first));
+  EXPECT_EQ(got[11], nlohmann::json::parse(second));
+  auto all = this->read_all_events(12);
+  ASSERT_EQ(all.size(), 12u);
+  EXPECT_EQ(stored_metadata(all), got) << "$all hands back the same metadata";
+}
+
 // --- group commit (write) ----------------------------------------------------------------------
 
 WriteRequest request(std::string stream, ExpectedVersion expected, int count,
@@ -676,6 +730,53 @@ TEST_P(StoreConformance, WriteRejectsAnInvalidRequestAlone) {
   ASSERT_FALSE(results[0].ok());
   EXPECT_EQ(results[0].error->code(), errc::kInvalidPayload);
   EXPECT_TRUE(results[1].ok());
+}
+
+// A group commit's requests each keep their own metadata, shared or not, and a group of one
+// request after a known version (Postgres: one INSERT with its command record) does too.
+TEST_P(StoreConformance, AGroupCommitKeepsEachRequestsMetadata) {
+  std::string shared_a = command_metadata("a"), shared_d = command_metadata("d");
+  std::vector<WriteRequest> requests = {
+      WriteRequest{"a",
+                   ExpectedVersion::no_stream(),
+                   events_sharing(3, shared_a),
+                   CommandRecord{Uuid::random(), "", R"({"status":"ok"})"},
+                   {}},
+      request("b", ExpectedVersion::any(), 2),
+      WriteRequest{
+          "c", ExpectedVersion::any(), events_sharing(1, command_metadata("c")), std::nullopt, {}},
+      WriteRequest{"d", ExpectedVersion::any(), events_sharing(2, shared_d), std::nullopt, {}}};
+  requests[1].events[0].metadata = command_metadata("b1");
+  requests[1].events[1].metadata = command_metadata("b2");
+  auto results = this->store_->write(requests);
+  ASSERT_EQ(results.size(), 4u);
+  for (const WriteResult& result : results) {
+    ASSERT_TRUE(result.ok()) << result.error->to_string();
+  }
+  std::string later = command_metadata("a-later");
+  auto again = this->store_->write(std::vector<WriteRequest>{
+      WriteRequest{"a",
+                   ExpectedVersion::exact(3),
+                   events_sharing(2, later),
+                   CommandRecord{Uuid::random(), "", R"({"status":"ok"})"},
+                   {}}});
+  ASSERT_TRUE(again[0].ok()) << again[0].error->to_string();
+
+  auto a = stored_metadata(this->read("a"));
+  ASSERT_EQ(a.size(), 5u);
+  for (int idx = 0; idx < 3; ++idx) EXPECT_EQ(a[idx], nlohmann::json::parse(shared_a)) << idx;
+  for (int idx = 3; idx < 5; ++idx) EXPECT_EQ(a[idx], nlohmann::json::parse(later)) << idx;
+  auto b = stored_metadata(this->read("b"));
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0]["command_id"], "b1");
+  EXPECT_EQ(b[1]["command_id"], "b2");
+  auto c = stored_metadata(this->read("c"));
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0]["command_id"], "c");
+  auto d = stored_metadata(this->read("d"));
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[0], nlohmann::json::parse(shared_d));
+  EXPECT_EQ(d[1], nlohmann::json::parse(shared_d));
 }
 
 TEST_P(StoreConformance, WriteRecordsTheCommandAndRefusesItsDuplicate) {

@@ -44,12 +44,13 @@ std::vector<Statement> statements() {
        " SELECT $1, $2::bigint + 1, $3::uuid, $4, $5::int, $6::jsonb, $7::jsonb"
        " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l"  // 'cqrs'
        " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
-      // The same for several events, from the arrays cqrs.append_to_stream takes.
+      // The same for several events, from the arrays cqrs.append_to_stream takes (metadata that
+      // all the events share is one element: see add_event_arrays).
       {"append_after_many",
        "INSERT INTO cqrs.events"
        " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
        " SELECT $1, $2::bigint + e.ord, e.event_id, e.event_type, e.event_version, e.data,"
-       " e.metadata"
+       " coalesce(e.metadata, ($7::jsonb[])[1])"
        " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l,"  // 'cqrs'
        " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
        "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)"
@@ -63,7 +64,7 @@ std::vector<Statement> statements() {
        "WITH appended AS (INSERT INTO cqrs.events"
        " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
        " SELECT $1, $2::bigint + e.ord, e.event_id, e.event_type, e.event_version, e.data,"
-       " e.metadata"
+       " coalesce(e.metadata, ($7::jsonb[])[1])"
        " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l,"  // 'cqrs'
        " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
        "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)"
@@ -97,7 +98,8 @@ std::vector<Statement> statements() {
        "SELECT status, stream_version, global_positions::text, existing_result::text, "
        "pg_current_xact_id()::text FROM cqrs.append_batch($1::text[], $2::bigint[], $3::int[], "
        "$4::uuid[], $5::jsonb[], "
-       "$6::int[], $7::int[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[])"},
+       "$6::int[], $7::int[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[], "
+       "$13::jsonb[])"},
       // The wake-up sent in an append's round trip (see NoticeSender).
       {"notify", NoticeSender::statement()},
       {"notify_at_commit", NoticeSender::statement_at_commit()},
@@ -368,9 +370,21 @@ std::vector<std::string> types_of(std::span<const WriteRequest> requests,
   return types;
 }
 
+// Whether all of `events` (more than one) carry the same metadata, as a command's events do. The
+// append statements then take it once: PostgreSQL parses it into jsonb once instead of once per
+// event (schema/012).
+bool shares_metadata(std::span<const EventData> events) {
+  if (events.size() < 2) return false;
+  for (const EventData& event : events.subspan(1)) {
+    if (event.metadata != events.front().metadata) return false;
+  }
+  return true;
+}
+
 // The events as the five array literals the append statements take: ids, types, type versions,
-// data and metadata.
+// data and metadata. Shared metadata is one element, which stands for every event's.
 void add_event_arrays(Params& params, std::span<const EventData> events) {
+  const bool share_metadata = shares_metadata(events);
   std::string ids = "{", types = "{", versions = "{", data = "{", metadata = "{";
   size_t payload_bytes = 0;
   for (const EventData& event : events) payload_bytes += event.data.size() + 8;
@@ -380,7 +394,9 @@ void add_event_arrays(Params& params, std::span<const EventData> events) {
     append_array_element(types, event.type);
     append_array_element(versions, std::to_string(event.type_version));
     append_array_element(data, event.data);
-    append_array_element(metadata, event.metadata);
+    if (!share_metadata || &event == &events.front()) {
+      append_array_element(metadata, event.metadata);
+    }
   }
   for (std::string* literal : {&ids, &types, &versions, &data, &metadata}) {
     literal->push_back('}');
@@ -455,9 +471,15 @@ AppendResult inserted_events(const QueryResult& rows) {
 Params batch_params(std::span<const WriteRequest> requests, const std::vector<size_t>& round) {
   std::string streams = "{", expected = "{", counts = "{", command_ids = "{", command_results = "{";
   std::string owners = "{", seqs = "{", ids = "{", types = "{", versions = "{", data = "{",
-              metadata = "{";
+              metadata = "{", shared_metadata = "{";
   for (size_t request_no = 0; request_no < round.size(); ++request_no) {
     const WriteRequest& request = requests[round[request_no]];
+    const bool share_metadata = shares_metadata(request.events);
+    if (share_metadata) {
+      append_array_element(shared_metadata, request.events.front().metadata);
+    } else {
+      append_array_null(shared_metadata);
+    }
     append_array_element(streams, request.stream_id);
     append_array_element(expected, std::to_string(expected_code(request.expected)));
     append_array_element(counts, std::to_string(request.events.size()));
@@ -477,12 +499,17 @@ Params batch_params(std::span<const WriteRequest> requests, const std::vector<si
       append_array_element(types, event.type);
       append_array_element(versions, std::to_string(event.type_version));
       append_array_element(data, event.data);
-      append_array_element(metadata, event.metadata);
+      if (share_metadata) {
+        append_array_null(metadata);
+      } else {
+        append_array_element(metadata, event.metadata);
+      }
     }
   }
   Params params;
-  for (std::string* literal : {&streams, &expected, &counts, &command_ids, &command_results,
-                               &owners, &seqs, &ids, &types, &versions, &data, &metadata}) {
+  for (std::string* literal :
+       {&streams, &expected, &counts, &command_ids, &command_results, &owners, &seqs, &ids, &types,
+        &versions, &data, &metadata, &shared_metadata}) {
     literal->push_back('}');
     params.add(std::move(*literal));
   }
