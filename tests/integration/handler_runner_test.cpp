@@ -138,6 +138,34 @@ TEST_F(HandlerRunnerTest, ProjectsEveryEventOnceAndSkipsOtherTypes) {
   EXPECT_EQ(count("SELECT count(*) FROM seen"), 4);
 }
 
+// One append of five items is one run in the type index (schema/013). A checkpoint inside it,
+// after a page of two, counts the rest of the run as lag, and a restart there projects exactly
+// the rest.
+TEST_F(HandlerRunnerTest, ACheckpointInsideARunResumesWithTheRestOfIt) {
+  append("a", {R"({"label":"1"})", R"({"label":"2"})", R"({"label":"3"})", R"({"label":"4"})",
+               R"({"label":"5"})"});
+  append("b", {R"({"label":"other"})"}, "Other");
+  HandlerOptions options;
+  options.batch_size = 2;
+  auto runner =
+      std::make_unique<HandlerRunner>(std::make_shared<ItemProjector>(options), db_->url());
+  auto lag = runner->lag();
+  ASSERT_TRUE(lag.ok()) << lag.error().to_string();
+  EXPECT_EQ(*lag, 5);
+  runner->step();
+  ASSERT_EQ(count("SELECT count(*) FROM seen"), 2);
+  lag = runner->lag();
+  ASSERT_TRUE(lag.ok()) << lag.error().to_string();
+  EXPECT_EQ(*lag, 3);
+  runner = std::make_unique<HandlerRunner>(std::make_shared<ItemProjector>(options), db_->url());
+  drain(*runner);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 5);
+  EXPECT_EQ(count("SELECT count(DISTINCT label) FROM seen"), 5);
+  lag = runner->lag();
+  ASSERT_TRUE(lag.ok());
+  EXPECT_EQ(*lag, 0);
+}
+
 TEST_F(HandlerRunnerTest, NeverSkipsAnEventCommittedOutOfOrder) {
   HandlerRunner runner(std::make_shared<ItemProjector>(), db_->url());
   auto held = db_->connect();

@@ -797,5 +797,175 @@ TEST_F(PostgresStore, OpeningAnUnmigratedDatabaseSaysToMigrate) {
       << store.error().message();
 }
 
+// Runs (schema/013): the type and correlation indexes hold the first event of each stretch of
+// one append's events that share their type and metadata, and reads widen each to its run.
+class Runs : public PostgresStore {
+ protected:
+  // Events of `types` (one letter each), all with the metadata of correlation `correlation`.
+  static std::vector<EventData> events_of(std::string_view types,
+                                          const std::string& correlation = "corr") {
+    std::vector<EventData> out;
+    for (char type : types) {
+      EventData& event = out.emplace_back();
+      event.type = std::string(1, type);
+      event.data = R"({"n":)" + std::to_string(out.size()) + "}";
+      event.metadata = R"({"correlation_id":")" + correlation + R"("})";
+    }
+    return out;
+  }
+  void append(std::string_view stream, std::vector<EventData> events) {
+    auto appended = store_->append(stream, ExpectedVersion::any(), events);
+    ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  }
+  // run_length of each event of `stream`, in version order.
+  std::vector<int64_t> runs_of(const std::string& stream) {
+    std::vector<int64_t> out;
+    auto rows = raw_->exec(
+        "SELECT run_length FROM cqrs.events WHERE stream_id = $1 ORDER BY stream_version",
+        Params().add(stream));
+    EXPECT_TRUE(rows.ok()) << rows.error().to_string();
+    for (int row = 0; rows.ok() && row < rows->rows(); ++row) out.push_back(rows->int64(row, 0));
+    return out;
+  }
+  // Every event in $all once the store's appends are visible there.
+  std::vector<RecordedEvent> settled_all() {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto held = store_->events_behind_watermark_exist();
+      if (held.ok() && !*held) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    auto all = store_->read_all(Position{}, 10'000);
+    EXPECT_TRUE(all.ok());
+    return all.ok() ? all->events : std::vector<RecordedEvent>{};
+  }
+  static std::vector<Uuid> ids(const std::vector<RecordedEvent>& events) {
+    std::vector<Uuid> out;
+    for (const RecordedEvent& event : events) out.push_back(event.event_id);
+    return out;
+  }
+};
+
+TEST_F(Runs, EveryPathStoresOneRunPerStretchOfOneTypeAndMetadata) {
+  append("new", events_of("AAA"));   // a new stream: cqrs.append_to_stream
+  append("new", events_of("AABA"));  // after a known version: one INSERT
+  std::vector<EventData> differing = events_of("AAA");
+  differing[2].metadata = R"({"correlation_id":"other"})";
+  append("new", differing);
+  append("new", events_of("D"));  // one event
+  EXPECT_EQ(runs_of("new"), (std::vector<int64_t>{3, 0, 0, 2, 0, 1, 1, 2, 0, 1, 1}));
+
+  std::vector<WriteRequest> group(2);
+  group[0].stream_id = "g1";
+  group[0].expected = ExpectedVersion::no_stream();
+  group[0].events = events_of("BBA");
+  group[1].stream_id = "g2";
+  group[1].expected = ExpectedVersion::any();
+  group[1].events = events_of("CC");
+  for (const WriteResult& result : store_->write(group)) {
+    ASSERT_TRUE(result.ok()) << result.error->to_string();
+  }
+  EXPECT_EQ(runs_of("g1"), (std::vector<int64_t>{2, 0, 1}));
+  EXPECT_EQ(runs_of("g2"), (std::vector<int64_t>{2, 0}));
+
+  // A group of one request after a known version, with its command record.
+  std::vector<WriteRequest> one(1);
+  one[0].stream_id = "g1";
+  one[0].expected = ExpectedVersion::exact(3);
+  one[0].events = events_of("EEEF");
+  one[0].command = CommandRecord{Uuid::time_ordered(), "g1", R"({"status":"ok"})"};
+  auto written = store_->write(one);
+  ASSERT_TRUE(written[0].ok()) << written[0].error->to_string();
+  EXPECT_EQ(runs_of("g1"), (std::vector<int64_t>{2, 0, 1, 3, 0, 0, 1}));
+}
+
+// Pages of any size, from the origin and from wherever the last one ended (often inside a run),
+// return every event of the types once, in $all order.
+TEST_F(Runs, TypedPagesOfEverySizeReturnEachEventOnceInOrder) {
+  append("s1", events_of("AAAAA"));
+  append("s2", events_of("BBB"));
+  append("s1", events_of("AABA"));
+  append("s3", events_of("A"));
+  append("s2", events_of("BAAAA"));
+  append("s3", events_of("CCAAC"));
+  std::vector<RecordedEvent> all = settled_all();
+  ASSERT_EQ(all.size(), 23u);
+  for (const std::vector<std::string>& types :
+       {std::vector<std::string>{"A"}, std::vector<std::string>{"B"},
+        std::vector<std::string>{"A", "B"}, std::vector<std::string>{"C", "A"}}) {
+    std::vector<RecordedEvent> expected;
+    for (const RecordedEvent& event : all) {
+      if (std::find(types.begin(), types.end(), event.type) != types.end()) {
+        expected.push_back(event);
+      }
+    }
+    for (size_t page_size : {1, 2, 3, 4, 7, 100}) {
+      std::vector<RecordedEvent> got;
+      Position position;
+      for (int page_no = 0; page_no < 100; ++page_no) {
+        auto page = store_->read_all_of_types(position, page_size, types);
+        ASSERT_TRUE(page.ok()) << page.error().to_string();
+        ASSERT_LE(page->events.size(), page_size);
+        got.insert(got.end(), page->events.begin(), page->events.end());
+        position = page->next;
+        if (!page->more) break;
+      }
+      EXPECT_EQ(ids(got), ids(expected)) << "types " << types.front() << ", pages of " << page_size;
+      EXPECT_EQ(position, all.back().position()) << "the last page moves past everything";
+    }
+  }
+}
+
+TEST_F(Runs, ATraceFindsEveryEventOfItsCorrelationInEachRun) {
+  append("s1", events_of("AAA", "x"));
+  append("s2", events_of("B", "y"));
+  append("s1", events_of("AB", "x"));
+  append("s3", events_of("CC", "x"));
+  std::vector<RecordedEvent> all = settled_all();
+  std::vector<RecordedEvent> expected;
+  for (const RecordedEvent& event : all) {
+    if (event.stream_id != "s2") expected.push_back(event);
+  }
+  auto traced = store_->read_correlated("x", 100);
+  ASSERT_TRUE(traced.ok()) << traced.error().to_string();
+  EXPECT_EQ(ids(*traced), ids(expected));
+  auto first = store_->read_correlated("x", 4);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(ids(*first), ids(std::vector<RecordedEvent>(expected.begin(), expected.begin() + 4)));
+}
+
+// Rows stored before runs existed, or by an INSERT that does not name run_length, are runs of
+// one: both indexes still find them.
+TEST_F(Runs, RowsWithoutARunLengthAreRunsOfOne) {
+  ASSERT_TRUE(raw_->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id, "
+                         "event_type, data, metadata) SELECT 'old', v, gen_random_uuid(), 'A', "
+                         "'{}', '{\"correlation_id\":\"x\"}' FROM generate_series(1, 3) AS v")
+                  .ok());
+  EXPECT_EQ(runs_of("old"), (std::vector<int64_t>{1, 1, 1}));
+  std::vector<RecordedEvent> all = settled_all();
+  ASSERT_EQ(all.size(), 3u);
+  std::vector<std::string> types{"A"};
+  auto page = store_->read_all_of_types(Position{}, 2, types);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->events.size(), 2u);
+  auto rest = store_->read_all_of_types(page->next, 2, types);
+  ASSERT_TRUE(rest.ok());
+  ASSERT_EQ(rest->events.size(), 1u);
+  EXPECT_EQ(rest->events[0].stream_version, 3);
+  auto traced = store_->read_correlated("x", 10);
+  ASSERT_TRUE(traced.ok());
+  EXPECT_EQ(ids(*traced), ids(all));
+}
+
+TEST_F(Runs, EventsAfterAPositionInsideARunExist) {
+  append("s", events_of("AAA"));
+  std::vector<RecordedEvent> all = settled_all();
+  ASSERT_EQ(all.size(), 3u);
+  std::vector<std::string> mine{"A"}, other{"B"};
+  EXPECT_TRUE(*store_->events_after_exist(all[1].position(), mine));
+  EXPECT_FALSE(*store_->events_after_exist(all[1].position(), other));
+  EXPECT_FALSE(*store_->events_after_exist(all[2].position(), mine)) << "the run's last event";
+}
+
 }  // namespace
 }  // namespace cqrs::pg

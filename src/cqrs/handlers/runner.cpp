@@ -610,8 +610,15 @@ Result<int64_t> HandlerRunner::lag() {
       " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
       " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)";
   if (!event_types_.empty()) {
+    // Through the type index, which holds the first event of each run (schema/013): the runs
+    // that start after the position, and the rest of the one it is inside.
     params.add(pg::text_array(event_types_));
-    sql += " AND event_type = ANY($3::text[])";
+    sql =
+        "SELECT (SELECT coalesce(sum(run_length), 0) FROM cqrs.events"
+        " WHERE run_length > 0 AND event_type = ANY($3::text[])"
+        " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+        " AND (transaction_id, global_position) > ($1::xid8, $2::bigint))"
+        " + (SELECT count(*) FROM cqrs.rest_of_run($1::xid8, $2::bigint, $3::text[]))";
   }
   auto rows = store_->connection().exec(sql, params);
   if (!rows) return rows.error();

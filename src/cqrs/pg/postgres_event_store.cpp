@@ -31,8 +31,7 @@ std::vector<Statement> statements() {
       {"append",
        "SELECT status, stream_version, global_positions::text, existing_result::text, "
        "pg_current_xact_id()::text FROM cqrs.append_to_stream($1, $2, $3::uuid[], $4::text[], "
-       "$5::int[], $6::jsonb[], "
-       "$7::jsonb[], $8::uuid, $9::jsonb)"},
+       "$5::int[], $6::jsonb[], $7::jsonb[], $8::uuid, $9::jsonb, $10::int[])"},
       // One event without a command record, after a version known to exist (see known_base):
       // a plain INSERT under the stream's lock, with no head lookup. Versions have no gaps, so
       // the next one is free exactly when the known version is the head; when it is not, the
@@ -48,12 +47,14 @@ std::vector<Statement> statements() {
       // all the events share is one element: see add_event_arrays).
       {"append_after_many",
        "INSERT INTO cqrs.events"
-       " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
+       " (stream_id, stream_version, event_id, event_type, event_version, data, metadata,"
+       " run_length)"
        " SELECT $1, $2::bigint + e.ord, e.event_id, e.event_type, e.event_version, e.data,"
-       " coalesce(e.metadata, ($7::jsonb[])[1])"
+       " coalesce(e.metadata, ($7::jsonb[])[1]), e.run_length"
        " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l,"  // 'cqrs'
-       " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
-       "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)"
+       " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::int[])"
+       "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, run_length,"
+       "  ord)"
        " ORDER BY e.ord"  // positions follow versions
        " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
       // A group commit of one request after a known version (see write_one_after): its events as
@@ -62,12 +63,14 @@ std::vector<Statement> statements() {
       // group statement, which names the first dispatch's result.
       {"append_after_recorded",
        "WITH appended AS (INSERT INTO cqrs.events"
-       " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
+       " (stream_id, stream_version, event_id, event_type, event_version, data, metadata,"
+       " run_length)"
        " SELECT $1, $2::bigint + e.ord, e.event_id, e.event_type, e.event_version, e.data,"
-       " coalesce(e.metadata, ($7::jsonb[])[1])"
+       " coalesce(e.metadata, ($7::jsonb[])[1]), e.run_length"
        " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l,"  // 'cqrs'
-       " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
-       "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)"
+       " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $10::int[])"
+       "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, run_length,"
+       "  ord)"
        " ORDER BY e.ord"
        " RETURNING global_position, stream_version),"
        " recorded AS (INSERT INTO cqrs.command_results (command_id, stream_id, result)"
@@ -99,7 +102,7 @@ std::vector<Statement> statements() {
        "pg_current_xact_id()::text FROM cqrs.append_batch($1::text[], $2::bigint[], $3::int[], "
        "$4::uuid[], $5::jsonb[], "
        "$6::int[], $7::int[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[], "
-       "$13::jsonb[])"},
+       "$13::jsonb[], $14::int[])"},
       // The wake-up sent in an append's round trip (see NoticeSender).
       {"notify", NoticeSender::statement()},
       {"notify_at_commit", NoticeSender::statement_at_commit()},
@@ -144,11 +147,16 @@ std::vector<Statement> statements() {
        "pg_current_xact_id()::text FROM cqrs.append_claiming($1, $2, $3::uuid[], $4::text[], "
        "$5::int[], $6::jsonb[], $7::jsonb[], $8::uuid, $9::jsonb, $10::text[], $11::text[], "
        "$12::bool[])"},
-      // Traceability: the events of one correlation (schema/007 indexes the field).
-      {"read_correlated", "SELECT " + columns +
-                              " FROM cqrs.events WHERE (metadata->>'correlation_id') = $1"
-                              " ORDER BY cqrs.events.transaction_id, cqrs.events.global_position"
-                              " LIMIT $2"},
+      // Traceability: the events of one correlation. events_by_correlation holds the first
+      // event of each run (schema/013), whose run shares its correlation: each is widened to its
+      // run through the primary key.
+      {"read_correlated",
+       "SELECT " + columns +
+           " FROM (SELECT e.* FROM cqrs.events AS h CROSS JOIN LATERAL (SELECT * FROM cqrs.events"
+           "  AS x WHERE x.stream_id = h.stream_id AND x.stream_version >= h.stream_version"
+           "  AND x.stream_version < h.stream_version + h.run_length) AS e"
+           "  WHERE (h.metadata->>'correlation_id') = $1 AND h.run_length > 0) AS ev"
+           " ORDER BY ev.transaction_id, ev.global_position LIMIT $2"},
       {"stream_version",
        "SELECT stream_version FROM cqrs.events WHERE stream_id = $1 "
        "ORDER BY stream_version DESC LIMIT 1"},
@@ -159,37 +167,47 @@ std::vector<Statement> statements() {
                        " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
                        " ORDER BY cqrs.events.transaction_id, cqrs.events.global_position"
                        " LIMIT $3"},
-      // read_all for some event types, through events_by_type_idx (schema/010): the first $3
-      // events of those types after ($1, $2) and below the watermark (one index range per type,
-      // merged), then those rows whole. Events of other types cost nothing, however many. When
-      // fewer than $3 match, a last row (kind 2) gives the newest position below the watermark:
-      // every event of the types up to it was returned, so the next page may start there.
-      // Columns: kind, the order (xid8, position), then the event columns.
+      // read_all for some event types, through events_by_type_idx (schema/010, 013): the first
+      // $3 events of those types after ($1, $2) and below the watermark. The index holds the
+      // first event of each run (a stretch of one append's events of one type, contiguous in
+      // $all): the first $3 entries after ($1, $2) (one index range per type, merged) are
+      // widened to their runs through the primary key, and the rest of the run that ($1, $2)
+      // is inside (a page that ended there) comes first. Events of other types cost nothing,
+      // however many. When fewer than $3 match, a last row (kind 2) gives the newest position
+      // below the watermark: every event of the types up to it was returned, so the next page
+      // may start there. Columns: kind, the order (xid8, position), then the event columns.
       {"read_all_of_types",
        "WITH bound AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
        " keys AS MATERIALIZED ("
-       "  SELECT k.transaction_id, k.global_position"
+       "  SELECT k.stream_id, k.stream_version, k.run_length"
        "  FROM (SELECT DISTINCT unnest($4::text[])) AS t(type)"
-       "  CROSS JOIN LATERAL (SELECT x.transaction_id, x.global_position FROM cqrs.events AS x"
-       "   WHERE x.event_type = t.type AND x.transaction_id < (SELECT xmin FROM bound)"
+       "  CROSS JOIN LATERAL (SELECT x.transaction_id, x.global_position, x.stream_id,"
+       "   x.stream_version, x.run_length FROM cqrs.events AS x"
+       "   WHERE x.event_type = t.type AND x.run_length > 0"
+       "   AND x.transaction_id < (SELECT xmin FROM bound)"
        "   AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
        "   ORDER BY x.transaction_id, x.global_position LIMIT $3) AS k"
        "  ORDER BY k.transaction_id, k.global_position LIMIT $3),"
+       // LATERAL with ORDER BY: one index range per run. A plain join's generic plan hashes a
+       // sequential scan of the whole table.
+       " picked AS MATERIALIZED (SELECT * FROM ("
+       "  SELECT r.* FROM cqrs.rest_of_run($1::xid8, $2::bigint, $4::text[]) AS r"
+       "  UNION ALL"
+       "  SELECT e.* FROM keys AS p CROSS JOIN LATERAL (SELECT * FROM cqrs.events AS x"
+       "   WHERE x.stream_id = p.stream_id AND x.stream_version >= p.stream_version"
+       "   AND x.stream_version < p.stream_version + p.run_length"
+       "   ORDER BY x.stream_version) AS e) AS u"
+       "  ORDER BY u.transaction_id, u.global_position LIMIT $3),"
        " head AS (SELECT x.transaction_id, x.global_position FROM cqrs.events AS x"
        "  WHERE x.transaction_id < (SELECT xmin FROM bound)"
        "  AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
-       "  AND (SELECT count(*) FROM keys) < $3"
+       "  AND (SELECT count(*) FROM picked) < $3"
        "  ORDER BY x.transaction_id DESC, x.global_position DESC LIMIT 1) "
-       // LATERAL + LIMIT: one index probe per key. A plain join's generic plan hashes a
-       // sequential scan of the whole table.
-       "SELECT 1 AS kind, e.* FROM keys AS p CROSS JOIN LATERAL ("
-       " SELECT x.transaction_id AS xid, x.global_position AS pos,"
+       "SELECT 1 AS kind, x.transaction_id AS xid, x.global_position AS pos,"
        " x.global_position, x.transaction_id::text, x.stream_id, x.stream_version,"
        " x.event_id::text, x.event_type, x.event_version, x.data::text, x.metadata::text,"
        " (extract(epoch FROM x.created_at) * 1000000)::bigint"
-       " FROM cqrs.events AS x"
-       " WHERE x.transaction_id = p.transaction_id AND x.global_position = p.global_position"
-       " LIMIT 1) AS e "
+       " FROM picked AS x "
        "UNION ALL "
        "SELECT 2, transaction_id, global_position, global_position, transaction_id::text,"
        " NULL::text, NULL::bigint, NULL::text, NULL::text, NULL::int, NULL::text, NULL::text,"
@@ -215,11 +233,12 @@ std::vector<Statement> statements() {
        "SELECT 1 FROM cqrs.events"
        " WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)"
        " ORDER BY transaction_id, global_position LIMIT 1"},
-      // One probe of events_by_type_idx per type.
+      // One probe of events_by_type_idx per type, and the rest of the run ($1, $2) is inside.
       {"events_of_types_after_exist",
        "SELECT 1 FROM unnest($3::text[]) AS t(type) WHERE EXISTS (SELECT 1 FROM cqrs.events AS x"
-       " WHERE x.event_type = t.type"
-       " AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)) LIMIT 1"},
+       " WHERE x.event_type = t.type AND x.run_length > 0"
+       " AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)) "
+       "UNION ALL SELECT 1 FROM cqrs.rest_of_run($1::xid8, $2::bigint, $3::text[]) LIMIT 1"},
       {"load_checkpoint",
        "SELECT transaction_id::text, global_position FROM cqrs.checkpoints "
        "WHERE handler_name = $1"},
@@ -404,9 +423,35 @@ void add_event_arrays(Params& params, std::span<const EventData> events) {
   }
 }
 
-// Parameters of the "append" statement for one request.
+// Appends `events`' run lengths to `literal`, an array literal: a run is a stretch of events
+// that share their type and their metadata (so their correlation). Its first event gets its
+// length, the others 0; the type and correlation indexes hold only first events (schema/013).
+void append_run_lengths(std::string& literal, std::span<const EventData> events) {
+  size_t start = 0;
+  while (start < events.size()) {
+    size_t end = start + 1;
+    while (end < events.size() && events[end].type == events[start].type &&
+           events[end].metadata == events[start].metadata) {
+      ++end;
+    }
+    append_array_element(literal, std::to_string(end - start));
+    for (size_t idx = start + 1; idx < end; ++idx) append_array_element(literal, "0");
+    start = end;
+  }
+}
+
+std::string run_lengths(std::span<const EventData> events) {
+  std::string literal = "{";
+  append_run_lengths(literal, events);
+  literal.push_back('}');
+  return literal;
+}
+
+// Parameters of the "append" statement for one request; without `with_runs`, those of
+// "append_claiming", which stores every event as a run of one.
 Params append_params(std::string_view stream_id, ExpectedVersion expected,
-                     std::span<const EventData> events, const CommandRecord* command) {
+                     std::span<const EventData> events, const CommandRecord* command,
+                     bool with_runs = true) {
   Params params;
   params.add(stream_id).add(expected_code(expected));
   add_event_arrays(params, events);
@@ -415,6 +460,7 @@ Params append_params(std::string_view stream_id, ExpectedVersion expected,
   } else {
     params.add_null().add_null();
   }
+  if (with_runs) params.add(run_lengths(events));
   return params;
 }
 
@@ -471,10 +517,11 @@ AppendResult inserted_events(const QueryResult& rows) {
 Params batch_params(std::span<const WriteRequest> requests, const std::vector<size_t>& round) {
   std::string streams = "{", expected = "{", counts = "{", command_ids = "{", command_results = "{";
   std::string owners = "{", seqs = "{", ids = "{", types = "{", versions = "{", data = "{",
-              metadata = "{", shared_metadata = "{";
+              metadata = "{", shared_metadata = "{", runs = "{";
   for (size_t request_no = 0; request_no < round.size(); ++request_no) {
     const WriteRequest& request = requests[round[request_no]];
     const bool share_metadata = shares_metadata(request.events);
+    append_run_lengths(runs, request.events);
     if (share_metadata) {
       append_array_element(shared_metadata, request.events.front().metadata);
     } else {
@@ -509,7 +556,7 @@ Params batch_params(std::span<const WriteRequest> requests, const std::vector<si
   Params params;
   for (std::string* literal :
        {&streams, &expected, &counts, &command_ids, &command_results, &owners, &seqs, &ids, &types,
-        &versions, &data, &metadata, &shared_metadata}) {
+        &versions, &data, &metadata, &shared_metadata, &runs}) {
     literal->push_back('}');
     params.add(std::move(*literal));
   }
@@ -567,6 +614,7 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
       statement = base ? "append_after" : "append_one";
     } else {
       add_event_arrays(params, events);
+      params.add(run_lengths(events));
     }
     std::vector<Connection::PipelineStep> steps;
     steps.push_back({statement, std::move(params), true});
@@ -675,7 +723,8 @@ std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest>
 
 WriteResult PostgresEventStore::write_claiming(const WriteRequest& request) {
   const CommandRecord* command = request.command ? &*request.command : nullptr;
-  Params params = append_params(request.stream_id, request.expected, request.events, command);
+  Params params =
+      append_params(request.stream_id, request.expected, request.events, command, false);
   std::string scopes = "{", values = "{", releases = "{";
   for (const UniqueClaim& claim : request.claims) {
     append_array_element(scopes, claim.scope);
@@ -793,6 +842,7 @@ std::optional<WriteResult> PostgresEventStore::write_one_after(const WriteReques
     params.add(request.command->command_id.to_string()).add(request.command->result);
     statement = "append_after_recorded";
   }
+  params.add(run_lengths(request.events));  // $8 of append_after_many, $10 of the other
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({statement, std::move(params), true});
   std::vector<std::string> types = types_of(request.events);
