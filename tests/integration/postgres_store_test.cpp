@@ -616,6 +616,7 @@ TEST_F(KnownVersions, SeveralEventsAfterAKnownVersionTakeTheNextVersionsInOrder)
   for (size_t idx = 0; idx < 3; ++idx) {
     EXPECT_EQ(stored->at(idx).data, R"({"k": )" + std::to_string(idx) + "}");
     EXPECT_EQ(stored->at(idx).global_position, appended->global_positions[idx]);
+    EXPECT_EQ(stored->at(idx).commit_id, appended->commit_id) << "the $all position's commit";
   }
 }
 
@@ -717,6 +718,10 @@ TEST_F(KnownVersions, AWriteOfOneRequestWithoutACommandAfterAKnownVersion) {
   ASSERT_EQ(positions.size(), 3u);
   EXPECT_TRUE(std::is_sorted(positions.begin(), positions.end()));
   EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2, 3, 4}));
+  auto stored = store_->read_stream("s", 2, 10, Direction::kForward);
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 3u);
+  EXPECT_EQ(stored->back().position(), written[0].appended->last_position());
 
   request.expected = ExpectedVersion::exact(4);  // the same event ids again
   auto again = store_->write(std::span(&request, 1));

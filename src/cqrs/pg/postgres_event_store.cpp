@@ -56,7 +56,9 @@ std::vector<Statement> statements() {
        "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, run_length,"
        "  ord)"
        " ORDER BY e.ord"  // positions follow versions
-       " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
+       // The transaction id once, on the first event's row: each text conversion costs.
+       " RETURNING global_position, stream_version,"
+       " CASE WHEN stream_version = $2::bigint + 1 THEN pg_current_xact_id()::text END"},
       // A group commit of one request after a known version (see write_one_after): its events as
       // append_after_many appends them, and its command record as cqrs.append_batch records it.
       // A duplicate command id fails on command_results' primary key; write() then runs the
@@ -76,7 +78,8 @@ std::vector<Statement> statements() {
        " recorded AS (INSERT INTO cqrs.command_results (command_id, stream_id, result)"
        " SELECT $8::uuid, $1, cqrs.with_position($9::jsonb,"
        "  (SELECT max(a.global_position) FROM appended AS a)))"
-       " SELECT a.global_position, a.stream_version, pg_current_xact_id()::text"
+       " SELECT a.global_position, a.stream_version,"
+       " CASE WHEN a.stream_version = $2::bigint + 1 THEN pg_current_xact_id()::text END"
        " FROM appended AS a"},
       // One event without a command record, base unknown: a plain INSERT ... SELECT, about a
       // quarter cheaper for the server than a call of cqrs.append_to_stream. The row to insert
@@ -502,13 +505,17 @@ WriteResult interpret_append(const QueryResult& rows, int row, std::string_view 
 // The AppendResult of an INSERT ... RETURNING global_position, stream_version, transaction id
 // (one row per event, at least one). Rows come back in insertion order, which is the events'
 // order; sorted by version to be sure.
+// The rows (global position, version, transaction id) an append statement returned; the
+// transaction id may be on one row only.
 AppendResult inserted_events(const QueryResult& rows) {
   std::vector<std::pair<int64_t, int64_t>> stored;  // (version, global position)
+  std::string_view transaction_id;
   for (int row = 0; row < rows.rows(); ++row) {
     stored.emplace_back(rows.int64(row, 1), rows.int64(row, 0));
+    if (!rows.is_null(row, 2)) transaction_id = rows.text(row, 2);
   }
   std::sort(stored.begin(), stored.end());
-  AppendResult appended{stored.back().first, {}, to_uint64(rows.text(0, 2))};
+  AppendResult appended{stored.back().first, {}, to_uint64(transaction_id)};
   for (const auto& [version, position] : stored) appended.global_positions.push_back(position);
   return appended;
 }
