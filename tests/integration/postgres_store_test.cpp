@@ -972,5 +972,40 @@ TEST_F(Runs, EventsAfterAPositionInsideARunExist) {
   EXPECT_FALSE(*store_->events_after_exist(all[2].position(), mine)) << "the run's last event";
 }
 
+// PostgreSQL plans a prepared statement once for all after a few runs (a generic plan). The
+// reads by type and by correlation must reach their partial indexes in that plan too; a plan
+// that walks $all instead gets slower with every event stored.
+TEST_F(Runs, GenericPlansOfTheReadsUseTheRunIndexes) {
+  append("s", events_of("AAB", "x"));
+  // Enough events of other correlations that walking them all looks costly to the planner.
+  ASSERT_TRUE(raw_->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id, "
+                         "event_type, data, metadata) SELECT 'many-' || (v / 10), v % 10 + 1, "
+                         "gen_random_uuid(), 'C', '{}', jsonb_build_object('correlation_id', "
+                         "'c' || v) FROM generate_series(0, 19999) AS v")
+                  .ok());
+  ASSERT_TRUE(raw_->exec("ANALYZE cqrs.events").ok());
+  Connection& connection = store_->connection();
+  ASSERT_TRUE(connection.exec("SET plan_cache_mode = force_generic_plan").ok());
+  auto plan_of = [&](const std::string& explain) {
+    auto rows = connection.exec(explain);
+    EXPECT_TRUE(rows.ok()) << rows.error().to_string();
+    std::string plan;
+    for (int row = 0; rows.ok() && row < rows->rows(); ++row) {
+      plan += std::string(rows->text(row, 0)) + "\n";
+    }
+    return plan;
+  };
+  // Prepared on first use.
+  ASSERT_TRUE(store_->read_correlated("x", 10).ok());
+  std::vector<std::string> types{"A"};
+  ASSERT_TRUE(store_->read_all_of_types(Position{}, 10, types).ok());
+  std::string correlated = plan_of("EXPLAIN EXECUTE read_correlated('x', 10)");
+  EXPECT_NE(correlated.find("events_by_correlation"), std::string::npos) << correlated;
+  std::string typed = plan_of("EXPLAIN EXECUTE read_all_of_types('0', 0, 10, '{A}')");
+  EXPECT_NE(typed.find("events_by_type_idx"), std::string::npos) << typed;
+  EXPECT_EQ(typed.find("Seq Scan on events"), std::string::npos) << typed;
+  EXPECT_EQ(correlated.find("Seq Scan on events"), std::string::npos) << correlated;
+}
+
 }  // namespace
 }  // namespace cqrs::pg

@@ -152,12 +152,14 @@ std::vector<Statement> statements() {
        "$12::bool[])"},
       // Traceability: the events of one correlation. events_by_correlation holds the first
       // event of each run (schema/013), whose run shares its correlation: each is widened to its
-      // run through the primary key.
+      // run through the primary key. The ORDER BY keeps the LATERAL a per-run probe: as a plain
+      // join, the generic plan walks all of $all instead of the index.
       {"read_correlated",
        "SELECT " + columns +
            " FROM (SELECT e.* FROM cqrs.events AS h CROSS JOIN LATERAL (SELECT * FROM cqrs.events"
            "  AS x WHERE x.stream_id = h.stream_id AND x.stream_version >= h.stream_version"
-           "  AND x.stream_version < h.stream_version + h.run_length) AS e"
+           "  AND x.stream_version < h.stream_version + h.run_length"
+           "  ORDER BY x.stream_version) AS e"
            "  WHERE (h.metadata->>'correlation_id') = $1 AND h.run_length > 0) AS ev"
            " ORDER BY ev.transaction_id, ev.global_position LIMIT $2"},
       {"stream_version",
@@ -181,8 +183,11 @@ std::vector<Statement> statements() {
       // may start there. Columns: kind, the order (xid8, position), then the event columns.
       {"read_all_of_types",
        "WITH bound AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
-       " keys AS MATERIALIZED ("
-       "  SELECT k.stream_id, k.stream_version, k.run_length"
+       // The first runs after ($1, $2) until they hold $3 events.
+       " keys AS MATERIALIZED (SELECT * FROM ("
+       "  SELECT k.stream_id, k.stream_version, k.run_length,"
+       "  sum(k.run_length) OVER (ORDER BY k.transaction_id, k.global_position) - k.run_length"
+       "   AS before"
        "  FROM (SELECT DISTINCT unnest($4::text[])) AS t(type)"
        "  CROSS JOIN LATERAL (SELECT x.transaction_id, x.global_position, x.stream_id,"
        "   x.stream_version, x.run_length FROM cqrs.events AS x"
@@ -190,15 +195,16 @@ std::vector<Statement> statements() {
        "   AND x.transaction_id < (SELECT xmin FROM bound)"
        "   AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
        "   ORDER BY x.transaction_id, x.global_position LIMIT $3) AS k"
-       "  ORDER BY k.transaction_id, k.global_position LIMIT $3),"
+       "  ORDER BY k.transaction_id, k.global_position LIMIT $3) AS r WHERE r.before < $3),"
        // LATERAL with ORDER BY: one index range per run. A plain join's generic plan hashes a
        // sequential scan of the whole table.
        " picked AS MATERIALIZED (SELECT * FROM ("
-       "  SELECT r.* FROM cqrs.rest_of_run($1::xid8, $2::bigint, $4::text[]) AS r"
+       "  (SELECT r.* FROM cqrs.rest_of_run($1::xid8, $2::bigint, $4::text[]) AS r"
+       "   ORDER BY r.stream_version LIMIT $3)"
        "  UNION ALL"
        "  SELECT e.* FROM keys AS p CROSS JOIN LATERAL (SELECT * FROM cqrs.events AS x"
        "   WHERE x.stream_id = p.stream_id AND x.stream_version >= p.stream_version"
-       "   AND x.stream_version < p.stream_version + p.run_length"
+       "   AND x.stream_version < p.stream_version + least(p.run_length, $3 - p.before)"
        "   ORDER BY x.stream_version) AS e) AS u"
        "  ORDER BY u.transaction_id, u.global_position LIMIT $3),"
        " head AS (SELECT x.transaction_id, x.global_position FROM cqrs.events AS x"
