@@ -138,7 +138,7 @@ TEST_F(HandlerRunnerTest, ProjectsEveryEventOnceAndSkipsOtherTypes) {
   EXPECT_EQ(count("SELECT count(*) FROM seen"), 4);
 }
 
-// One append of five items is one run in the type index (schema/013). A checkpoint inside it,
+// One append of five items is one run in the type index (schema/012). A checkpoint inside it,
 // after a page of two, counts the rest of the run as lag, and a restart there projects exactly
 // the rest.
 TEST_F(HandlerRunnerTest, ACheckpointInsideARunResumesWithTheRestOfIt) {

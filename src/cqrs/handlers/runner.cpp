@@ -610,7 +610,7 @@ Result<int64_t> HandlerRunner::lag() {
       " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
       " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)";
   if (!event_types_.empty()) {
-    // Through the type index, which holds the first event of each run (schema/013): the runs
+    // Through the type index, which holds the first event of each run (schema/012): the runs
     // that start after the position, and the rest of the one it is inside.
     params.add(pg::text_array(event_types_));
     sql =

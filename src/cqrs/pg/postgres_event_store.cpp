@@ -151,7 +151,7 @@ std::vector<Statement> statements() {
        "$5::int[], $6::jsonb[], $7::jsonb[], $8::uuid, $9::jsonb, $10::text[], $11::text[], "
        "$12::bool[])"},
       // Traceability: the events of one correlation. events_by_correlation holds the first
-      // event of each run (schema/013), whose run shares its correlation: each is widened to its
+      // event of each run (schema/012), whose run shares its correlation: each is widened to its
       // run through the primary key. The ORDER BY keeps the LATERAL a per-run probe: as a plain
       // join, the generic plan walks all of $all instead of the index.
       {"read_correlated",
@@ -434,7 +434,7 @@ void add_event_arrays(Params& params, std::span<const EventData> events) {
 
 // Appends `events`' run lengths to `literal`, an array literal: a run is a stretch of events
 // that share their type and their metadata (so their correlation). Its first event gets its
-// length, the others 0; the type and correlation indexes hold only first events (schema/013).
+// length, the others 0; the type and correlation indexes hold only first events (schema/012).
 void append_run_lengths(std::string& literal, std::span<const EventData> events) {
   size_t start = 0;
   while (start < events.size()) {

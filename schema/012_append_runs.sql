@@ -1,4 +1,7 @@
--- Events of one append that share their metadata send it once.
+-- Cheaper appends of a command's events: shared metadata sent once, and one index entry per
+-- run of events.
+--
+-- 1. Events of one append that share their metadata send it once.
 --
 -- A command's events carry the same metadata (its command id, correlation and causation), and
 -- the store sent that JSON once per event: PostgreSQL parsed it into jsonb for every row, about
@@ -10,8 +13,62 @@
 --
 -- cqrs.append_batch gains p_shared_metadata, one element per request: a request's metadata
 -- when all its events share it (their elements in p_metadata are then NULL), else NULL.
+--
+-- 2. Runs: the type and correlation indexes hold one entry per run of events instead of one
+-- per event.
+--
+-- A run is a stretch of one append's events, in version order, that share their type and their
+-- metadata (so their correlation): a command that emits 100 events of one type appends one run.
+-- Each of those indexes cost a 100-event append about 2 µs of server time per event, most of
+-- the store's time beyond the constraints it must keep. Now the first event of a run carries
+-- its length in run_length and the others 0; the two indexes hold only the first events, and
+-- reads widen each entry to its run through the primary key (the run's versions). An event
+-- stored before this migration, or by an INSERT that does not name run_length, is a run of one
+-- (the default), so it stays in both indexes as before.
+--
+-- Runs are contiguous in $all: an append's events share a transaction and take increasing
+-- positions in version order. A reader whose position is inside a run (a page that ended
+-- there) continues with the rest of that run: cqrs.rest_of_run.
+--
+-- cqrs.append_to_stream and cqrs.append_batch take the lengths as p_run_lengths, one per event
+-- (NULL: every event a run of one). They are trusted, not checked: the event store computes them
+-- from the events it appends. Other callers pass NULL, which is always safe.
 
-CREATE OR REPLACE FUNCTION cqrs.append_to_stream(
+ALTER TABLE cqrs.events ADD COLUMN run_length int NOT NULL DEFAULT 1;
+
+DROP INDEX cqrs.events_by_type_idx;
+CREATE INDEX events_by_type_idx ON cqrs.events (event_type, transaction_id, global_position)
+  WHERE run_length > 0;
+
+DROP INDEX cqrs.events_by_correlation;
+CREATE INDEX events_by_correlation ON cqrs.events ((metadata->>'correlation_id'))
+  WHERE run_length > 0;
+
+-- The events after the one at (p_transaction_id, p_global_position) in its run, when that run's
+-- type is one of p_types (NULL: any type), in order. Nothing when that position is no event or
+-- the last of its run.
+CREATE FUNCTION cqrs.rest_of_run(p_transaction_id xid8, p_global_position bigint,
+                                 p_types text[])
+RETURNS SETOF cqrs.events
+LANGUAGE sql STABLE AS $$
+  SELECT x.*
+    FROM cqrs.events AS c
+   CROSS JOIN LATERAL (SELECT h.stream_version, h.run_length FROM cqrs.events AS h
+                        WHERE h.stream_id = c.stream_id AND h.stream_version <= c.stream_version
+                          AND h.run_length > 0
+                        ORDER BY h.stream_version DESC LIMIT 1) AS h
+   CROSS JOIN LATERAL (SELECT * FROM cqrs.events AS e
+                        WHERE e.stream_id = c.stream_id AND e.stream_version > c.stream_version
+                          AND e.stream_version < h.stream_version + h.run_length
+                        ORDER BY e.stream_version) AS x
+   WHERE c.transaction_id = p_transaction_id AND c.global_position = p_global_position
+     AND (p_types IS NULL OR c.event_type = ANY (p_types))
+$$;
+
+DROP FUNCTION cqrs.append_to_stream(text, bigint, uuid[], text[], int[], jsonb[], jsonb[], uuid,
+                                    jsonb);
+
+CREATE FUNCTION cqrs.append_to_stream(
   p_stream_id      text,
   p_expected       bigint,
   p_event_ids      uuid[],
@@ -21,6 +78,7 @@ CREATE OR REPLACE FUNCTION cqrs.append_to_stream(
   p_metadata       jsonb[],
   p_command_id     uuid DEFAULT NULL,
   p_command_result jsonb DEFAULT NULL,
+  p_run_lengths    int[] DEFAULT NULL,
   OUT status text,
   OUT stream_version bigint,
   OUT global_positions bigint[],
@@ -73,11 +131,13 @@ BEGIN
 
   WITH inserted AS (
     INSERT INTO cqrs.events
-      (stream_id, stream_version, event_id, event_type, event_version, data, metadata)
+      (stream_id, stream_version, event_id, event_type, event_version, data, metadata,
+       run_length)
     SELECT p_stream_id, v_current + e.ord, e.event_id, e.event_type, e.event_version, e.data,
-           coalesce(e.metadata, p_metadata[1])
-      FROM unnest(p_event_ids, p_types, p_versions, p_data, p_metadata)
-           WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)
+           coalesce(e.metadata, p_metadata[1]), coalesce(e.run_length, 1)
+      FROM unnest(p_event_ids, p_types, p_versions, p_data, p_metadata, p_run_lengths)
+           WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, run_length,
+                                ord)
      ORDER BY e.ord
     RETURNING cqrs.events.global_position, cqrs.events.stream_version AS version
   )
@@ -112,7 +172,8 @@ CREATE FUNCTION cqrs.append_batch(
   p_versions         int[],
   p_data             jsonb[],
   p_metadata         jsonb[],
-  p_shared_metadata  jsonb[] DEFAULT NULL)
+  p_shared_metadata  jsonb[] DEFAULT NULL,
+  p_run_lengths      int[] DEFAULT NULL)
 RETURNS TABLE (status text, stream_version bigint, global_positions bigint[],
                existing_result jsonb)
 LANGUAGE plpgsql
@@ -159,13 +220,14 @@ BEGIN
   ),
   inserted AS (
     INSERT INTO cqrs.events
-      (stream_id, stream_version, event_id, event_type, event_version, data, metadata)
+      (stream_id, stream_version, event_id, event_type, event_version, data, metadata,
+       run_length)
     SELECT c.stream_id, c.current_version + e.seq, e.event_id, e.event_type, e.event_version,
-           e.data, coalesce(e.metadata, c.shared_metadata)
+           e.data, coalesce(e.metadata, c.shared_metadata), coalesce(e.run_length, 1)
       FROM unnest(p_event_requests, p_event_seqs, p_event_ids, p_types, p_versions, p_data,
-                  p_metadata)
+                  p_metadata, p_run_lengths)
            WITH ORDINALITY AS e(request, seq, event_id, event_type, event_version, data,
-                                metadata, ord)
+                                metadata, run_length, ord)
       JOIN checked AS c ON c.idx = e.request AND c.outcome = 'ok'
      ORDER BY e.ord
     RETURNING cqrs.events.stream_id AS stream_id, cqrs.events.stream_version AS version,
