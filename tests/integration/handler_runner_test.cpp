@@ -166,6 +166,37 @@ TEST_F(HandlerRunnerTest, ACheckpointInsideARunResumesWithTheRestOfIt) {
   EXPECT_EQ(*lag, 0);
 }
 
+// The same through $all's order index (schema/013), for a handler of every type.
+TEST_F(HandlerRunnerTest, ACheckpointInsideARunOfAllResumesWithTheRestOfIt) {
+  struct EveryTypeProjector : ItemProjector {
+    using ItemProjector::ItemProjector;
+    std::vector<std::string> event_types() const override { return {}; }
+  };
+  append("a", {R"({"label":"1"})", R"({"label":"2"})", R"({"label":"3"})", R"({"label":"4"})",
+               R"({"label":"5"})"});
+  append("b", {R"({"label":"other"})"}, "Other");
+  HandlerOptions options;
+  options.batch_size = 2;
+  auto runner =
+      std::make_unique<HandlerRunner>(std::make_shared<EveryTypeProjector>(options), db_->url());
+  auto lag = runner->lag();
+  ASSERT_TRUE(lag.ok()) << lag.error().to_string();
+  EXPECT_EQ(*lag, 6);
+  runner->step();
+  ASSERT_EQ(count("SELECT count(*) FROM seen"), 2);
+  lag = runner->lag();
+  ASSERT_TRUE(lag.ok()) << lag.error().to_string();
+  EXPECT_EQ(*lag, 4);
+  runner =
+      std::make_unique<HandlerRunner>(std::make_shared<EveryTypeProjector>(options), db_->url());
+  drain(*runner);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 6);
+  EXPECT_EQ(count("SELECT count(DISTINCT label) FROM seen"), 6);
+  lag = runner->lag();
+  ASSERT_TRUE(lag.ok());
+  EXPECT_EQ(*lag, 0);
+}
+
 TEST_F(HandlerRunnerTest, NeverSkipsAnEventCommittedOutOfOrder) {
   HandlerRunner runner(std::make_shared<ItemProjector>(), db_->url());
   auto held = db_->connect();

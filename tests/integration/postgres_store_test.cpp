@@ -972,6 +972,96 @@ TEST_F(Runs, EventsAfterAPositionInsideARunExist) {
   EXPECT_FALSE(*store_->events_after_exist(all[2].position(), mine)) << "the run's last event";
 }
 
+// $all in the order PostgreSQL itself gives (transaction, position), for checking the store's
+// reads through runs against.
+std::vector<Uuid> ids_in_stored_order(Connection& raw) {
+  std::vector<Uuid> out;
+  auto rows =
+      raw.exec("SELECT event_id::text FROM cqrs.events ORDER BY transaction_id, global_position");
+  EXPECT_TRUE(rows.ok()) << rows.error().to_string();
+  for (int row = 0; rows.ok() && row < rows->rows(); ++row) {
+    out.push_back(*Uuid::parse(rows->text(row, 0)));
+  }
+  return out;
+}
+
+// $all's order index holds the first event of each run (schema/013). Pages of any size, from
+// the origin and from wherever the last one ended (often inside a run, or inside a group
+// commit's transaction of several runs), return every event once in $all order.
+TEST_F(Runs, PagesOfAllOfEverySizeReturnEachEventOnceInOrder) {
+  append("s1", events_of("AAAAA"));
+  append("s2", events_of("B"));
+  append("s1", events_of("AABA"));
+  std::vector<WriteRequest> group(3);
+  group[0].stream_id = "g1";
+  group[0].events = events_of("CCC");
+  group[1].stream_id = "g2";
+  group[1].events = events_of("D");
+  group[2].stream_id = "g3";
+  group[2].events = events_of("EEEE");
+  for (const WriteResult& result : store_->write(group)) {
+    ASSERT_TRUE(result.ok()) << result.error->to_string();
+  }
+  // Rows that name no run length: runs of one.
+  ASSERT_TRUE(raw_->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id, "
+                         "event_type, data) SELECT 'old', v, gen_random_uuid(), 'A', '{}' "
+                         "FROM generate_series(1, 3) AS v")
+                  .ok());
+  append("s2", events_of("BBAAA"));
+  std::vector<RecordedEvent> all = settled_all();
+  std::vector<Uuid> expected = ids_in_stored_order(*raw_);
+  ASSERT_EQ(expected.size(), 26u);
+  EXPECT_EQ(ids(all), expected);
+  for (size_t page_size : {1, 2, 3, 4, 5, 7, 100}) {
+    std::vector<RecordedEvent> got;
+    Position position;
+    for (int page_no = 0; page_no < 100; ++page_no) {
+      auto page = store_->read_all(position, page_size);
+      ASSERT_TRUE(page.ok()) << page.error().to_string();
+      ASSERT_LE(page->events.size(), page_size);
+      got.insert(got.end(), page->events.begin(), page->events.end());
+      position = page->next;
+      if (!page->more) break;
+    }
+    EXPECT_EQ(ids(got), expected) << "pages of " << page_size;
+    EXPECT_EQ(position, all.back().position());
+  }
+  auto head = store_->head();
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(*head, all.back().position()) << "the head is the last event of the last run";
+}
+
+// A run's events are behind the watermark together, and a position inside a run has the rest
+// of it after it.
+TEST_F(Runs, TheWatermarkAndThePositionsAfterCountEveryEventOfARun) {
+  append("s", events_of("AAA"));
+  std::vector<RecordedEvent> all = settled_all();
+  ASSERT_EQ(all.size(), 3u);
+  std::vector<std::string> any;
+  EXPECT_TRUE(*store_->events_after_exist(all[0].position(), any));
+  EXPECT_TRUE(*store_->events_after_exist(all[1].position(), any));
+  EXPECT_FALSE(*store_->events_after_exist(all[2].position(), any)) << "the run's last event";
+
+  // An open transaction holds the watermark; a run committed after it waits behind it.
+  auto held = db_->connect();
+  ASSERT_TRUE(held->exec("BEGIN").ok());
+  ASSERT_TRUE(held->exec("SELECT cqrs.append_to_stream('held', -1, ARRAY[gen_random_uuid()], "
+                         "ARRAY['A'], ARRAY[1], ARRAY['{}']::jsonb[], ARRAY['{}']::jsonb[])")
+                  .ok());
+  append("t", events_of("AAAA"));
+  auto behind = store_->events_behind_watermark();
+  ASSERT_TRUE(behind.ok()) << behind.error().to_string();
+  EXPECT_EQ(*behind, 4);
+  EXPECT_TRUE(*store_->events_behind_watermark_exist());
+  EXPECT_EQ(*store_->head(), all[2].position()) << "nothing behind the open transaction";
+  EXPECT_TRUE(*store_->events_after_exist(all[2].position(), any)) << "visible or not";
+  ASSERT_TRUE(held->exec("COMMIT").ok());
+  std::vector<RecordedEvent> now = settled_all();
+  ASSERT_EQ(now.size(), 8u);
+  EXPECT_EQ(*store_->events_behind_watermark(), 0);
+  EXPECT_EQ(*store_->head(), now.back().position());
+}
+
 // PostgreSQL plans a prepared statement once for all after a few runs (a generic plan). The
 // reads by type and by correlation must reach their partial indexes in that plan too; a plan
 // that walks $all instead gets slower with every event stored.
@@ -1005,6 +1095,18 @@ TEST_F(Runs, GenericPlansOfTheReadsUseTheRunIndexes) {
   EXPECT_NE(typed.find("events_by_type_idx"), std::string::npos) << typed;
   EXPECT_EQ(typed.find("Seq Scan on events"), std::string::npos) << typed;
   EXPECT_EQ(correlated.find("Seq Scan on events"), std::string::npos) << correlated;
+  // $all's reads, through events_order_idx (schema/013).
+  ASSERT_TRUE(store_->read_all(Position{}, 10).ok());
+  ASSERT_TRUE(store_->head().ok());
+  ASSERT_TRUE(store_->events_after_exist(Position{}, {}).ok());
+  ASSERT_TRUE(store_->events_behind_watermark().ok());
+  for (const char* explain :
+       {"EXPLAIN EXECUTE read_all('0', 0, 10)", "EXPLAIN EXECUTE head",
+        "EXPLAIN EXECUTE events_after_exist('0', 0)", "EXPLAIN EXECUTE behind_watermark"}) {
+    std::string plan = plan_of(explain);
+    EXPECT_NE(plan.find("events_order_idx"), std::string::npos) << explain << "\n" << plan;
+    EXPECT_EQ(plan.find("Seq Scan on events"), std::string::npos) << explain << "\n" << plan;
+  }
 }
 
 }  // namespace

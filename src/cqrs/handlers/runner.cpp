@@ -605,21 +605,21 @@ Result<int64_t> HandlerRunner::lag() {
   // only at its next wake-up or poll, and they need no work.
   pg::Params params;
   params.add(std::to_string(position_.commit_id)).add(position_.global_position);
-  std::string sql =
-      "SELECT count(*) FROM cqrs.events"
-      " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-      " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)";
+  // Through the order index, or the type index for a handler with types: both hold the first
+  // event of each run (schema/012, 013). The runs that start after the position, and the rest
+  // of the one it is inside.
+  std::string of_types;
   if (!event_types_.empty()) {
-    // Through the type index, which holds the first event of each run (schema/012): the runs
-    // that start after the position, and the rest of the one it is inside.
     params.add(pg::text_array(event_types_));
-    sql =
-        "SELECT (SELECT coalesce(sum(run_length), 0) FROM cqrs.events"
-        " WHERE run_length > 0 AND event_type = ANY($3::text[])"
-        " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-        " AND (transaction_id, global_position) > ($1::xid8, $2::bigint))"
-        " + (SELECT count(*) FROM cqrs.rest_of_run($1::xid8, $2::bigint, $3::text[]))";
+    of_types = " AND event_type = ANY($3::text[])";
   }
+  std::string sql =
+      "SELECT (SELECT coalesce(sum(run_length), 0) FROM cqrs.events WHERE run_length > 0" +
+      of_types +
+      " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+      " AND (transaction_id, global_position) > ($1::xid8, $2::bigint))"
+      " + (SELECT count(*) FROM cqrs.rest_of_run($1::xid8, $2::bigint, " +
+      (event_types_.empty() ? "NULL" : "$3::text[]") + "))";
   auto rows = store_->connection().exec(sql, params);
   if (!rows) return rows.error();
   return rows->int64(0, 0);

@@ -20,6 +20,11 @@ constexpr std::string_view kEventColumns =
     "event_type, event_version, data::text, metadata::text, "
     "(extract(epoch FROM created_at) * 1000000)::bigint";
 
+// The stored columns kEventColumns reads, for subqueries that gather rows to read.
+constexpr std::string_view kRowColumns =
+    "global_position, transaction_id, stream_id, stream_version, event_id, event_type, "
+    "event_version, data, metadata, created_at";
+
 struct Statement {
   const char* name;
   std::string sql;
@@ -27,6 +32,7 @@ struct Statement {
 
 std::vector<Statement> statements() {
   std::string columns(kEventColumns);
+  std::string row_columns(kRowColumns);
   return {
       {"append",
        "SELECT status, stream_version, global_positions::text, existing_result::text, "
@@ -166,12 +172,38 @@ std::vector<Statement> statements() {
        "SELECT stream_version FROM cqrs.events WHERE stream_id = $1 "
        "ORDER BY stream_version DESC LIMIT 1"},
       // Only transactions older than every running one: nothing below can still appear.
-      {"read_all", "SELECT " + columns +
-                       " FROM cqrs.events"
-                       " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-                       " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
-                       " ORDER BY cqrs.events.transaction_id, cqrs.events.global_position"
-                       " LIMIT $3"},
+      // events_order_idx holds the first event of each run (schema/013): the first $3 runs after
+      // ($1, $2) until they hold $3 events, each widened to its run through the primary key
+      // (a run of one is its first event alone), after the rest of the run that ($1, $2) is
+      // inside (a page that ended there).
+      {"read_all",
+       "WITH heads AS MATERIALIZED (SELECT * FROM ("
+       "  SELECT k.*,"
+       "  sum(k.run_length) OVER (ORDER BY k.transaction_id, k.global_position) - k.run_length"
+       "   AS before"
+       "  FROM (SELECT * FROM cqrs.events AS x"
+       "   WHERE x.run_length > 0 AND x.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+       "   AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
+       "   ORDER BY x.transaction_id, x.global_position LIMIT $3) AS k) AS r"
+       "  WHERE r.before < $3) "
+       "SELECT " +
+           columns +
+           " FROM ("
+           " (SELECT " +
+           row_columns +
+           " FROM cqrs.rest_of_run($1::xid8, $2::bigint, NULL)"
+           "  ORDER BY stream_version LIMIT $3)"
+           " UNION ALL SELECT " +
+           row_columns +
+           " FROM heads"
+           // LATERAL with ORDER BY: one index range per run longer than one.
+           " UNION ALL SELECT e.* FROM heads AS p CROSS JOIN LATERAL (SELECT " +
+           row_columns +
+           " FROM cqrs.events AS x WHERE p.run_length > 1 AND x.stream_id = p.stream_id"
+           "  AND x.stream_version > p.stream_version"
+           "  AND x.stream_version < p.stream_version + least(p.run_length, $3 - p.before)"
+           "  ORDER BY x.stream_version) AS e) AS ev"
+           " ORDER BY ev.transaction_id, ev.global_position LIMIT $3"},
       // read_all for some event types, through events_by_type_idx (schema/010, 013): the first
       // $3 events of those types after ($1, $2) and below the watermark. The index holds the
       // first event of each run (a stretch of one append's events of one type, contiguous in
@@ -207,11 +239,15 @@ std::vector<Statement> statements() {
        "   AND x.stream_version < p.stream_version + least(p.run_length, $3 - p.before)"
        "   ORDER BY x.stream_version) AS e) AS u"
        "  ORDER BY u.transaction_id, u.global_position LIMIT $3),"
-       " head AS (SELECT x.transaction_id, x.global_position FROM cqrs.events AS x"
-       "  WHERE x.transaction_id < (SELECT xmin FROM bound)"
+       // The last event of the last run below the watermark.
+       " head AS (SELECT e.transaction_id, e.global_position FROM (SELECT x.stream_id,"
+       "  x.stream_version + x.run_length - 1 AS last_version FROM cqrs.events AS x"
+       "  WHERE x.run_length > 0 AND x.transaction_id < (SELECT xmin FROM bound)"
        "  AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
        "  AND (SELECT count(*) FROM picked) < $3"
-       "  ORDER BY x.transaction_id DESC, x.global_position DESC LIMIT 1) "
+       "  ORDER BY x.transaction_id DESC, x.global_position DESC LIMIT 1) AS l"
+       "  JOIN cqrs.events AS e ON e.stream_id = l.stream_id"
+       "  AND e.stream_version = l.last_version) "
        "SELECT 1 AS kind, x.transaction_id AS xid, x.global_position AS pos,"
        " x.global_position, x.transaction_id::text, x.stream_id, x.stream_version,"
        " x.event_id::text, x.event_type, x.event_version, x.data::text, x.metadata::text,"
@@ -222,26 +258,30 @@ std::vector<Statement> statements() {
        " NULL::text, NULL::bigint, NULL::text, NULL::text, NULL::int, NULL::text, NULL::text,"
        " NULL::bigint FROM head "
        "ORDER BY 1, 2, 3"},
-      // Qualified ORDER BY: the output column transaction_id::text is also named
-      // transaction_id, and an unqualified name would sort by it (as text, and unindexed).
+      // The last event of the last run below the watermark.
       {"head",
-       "SELECT transaction_id::text, global_position FROM cqrs.events"
-       " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-       " ORDER BY cqrs.events.transaction_id DESC, cqrs.events.global_position DESC LIMIT 1"},
+       "SELECT e.transaction_id::text, e.global_position FROM (SELECT x.stream_id,"
+       " x.stream_version + x.run_length - 1 AS last_version FROM cqrs.events AS x"
+       " WHERE x.run_length > 0 AND x.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+       " ORDER BY x.transaction_id DESC, x.global_position DESC LIMIT 1) AS l"
+       " JOIN cqrs.events AS e ON e.stream_id = l.stream_id AND e.stream_version = l.last_version"},
+      // A run's events share its transaction: the runs at or above the watermark hold them all.
       {"behind_watermark",
-       "SELECT count(*) FROM cqrs.events"
-       " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"},
+       "SELECT coalesce(sum(run_length), 0) FROM cqrs.events"
+       " WHERE run_length > 0 AND transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"},
       {"behind_watermark_exist",
        "SELECT 1 FROM cqrs.events"
-       " WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"
+       " WHERE run_length > 0 AND transaction_id >= pg_snapshot_xmin(pg_current_snapshot())"
        " ORDER BY transaction_id, global_position LIMIT 1"},
-      // Committed events after a position, whether $all readers can see them yet or not.
+      // Committed events after a position, whether $all readers can see them yet or not: a run
+      // that starts after it, or the rest of the one it is inside.
       {"events_after_exist",
        // A row or none. Not EXISTS: its generic plan is a sequential scan (the planner drops
        // ORDER BY and LIMIT inside EXISTS), which reads the whole table when nothing matches.
-       "SELECT 1 FROM cqrs.events"
-       " WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)"
-       " ORDER BY transaction_id, global_position LIMIT 1"},
+       "(SELECT 1 FROM cqrs.events WHERE run_length > 0"
+       " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
+       " ORDER BY transaction_id, global_position LIMIT 1) "
+       "UNION ALL (SELECT 1 FROM cqrs.rest_of_run($1::xid8, $2::bigint, NULL) LIMIT 1) LIMIT 1"},
       // One probe of events_by_type_idx per type, and the rest of the run ($1, $2) is inside.
       {"events_of_types_after_exist",
        "SELECT 1 FROM unnest($3::text[]) AS t(type) WHERE EXISTS (SELECT 1 FROM cqrs.events AS x"

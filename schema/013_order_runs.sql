@@ -1,0 +1,44 @@
+-- $all's order index holds one entry per run, as the type and correlation indexes do since
+-- schema/012.
+--
+-- events_transaction_order_idx held every event: for a 100-event append, 100 entries at the
+-- right edge of one index that every writer inserts into, about a tenth of the append's server
+-- time. events_order_idx holds the first event of each run (run_length > 0), and reads widen
+-- each entry to its run through the primary key (the run's versions), as read_all_of_types
+-- does. A run of one, the common single-event append, is read from its entry alone.
+--
+-- global_position stays unique by construction (an identity); no index has to say it again.
+--
+-- The position a reader holds may be inside a run (a page that ended there). Its run is the
+-- last run that starts at or before it in its transaction: a transaction's runs never
+-- interleave in $all, since its statements run one after another and each append's events
+-- take increasing positions in version order. cqrs.rest_of_run finds it that way, through
+-- events_order_idx, instead of looking the position up.
+--
+-- The index is rebuilt under the table's lock: appends and reads of cqrs.events wait for it,
+-- about a second per million events (see docs/operations.md).
+
+DROP INDEX cqrs.events_transaction_order_idx;
+CREATE INDEX events_order_idx ON cqrs.events (transaction_id, global_position)
+  WHERE run_length > 0;
+
+-- The events after (p_transaction_id, p_global_position) in the run that holds that position
+-- (or the last run of that transaction before it), when that run's type is one of p_types
+-- (NULL: any type), in order. Nothing when that position is the last of its run.
+CREATE OR REPLACE FUNCTION cqrs.rest_of_run(p_transaction_id xid8, p_global_position bigint,
+                                            p_types text[])
+RETURNS SETOF cqrs.events
+LANGUAGE sql STABLE AS $$
+  SELECT x.*
+    FROM (SELECT h.stream_id, h.stream_version, h.run_length, h.event_type
+            FROM cqrs.events AS h
+           WHERE h.run_length > 0 AND h.transaction_id = p_transaction_id
+             AND h.global_position <= p_global_position
+           ORDER BY h.transaction_id DESC, h.global_position DESC LIMIT 1) AS h
+   CROSS JOIN LATERAL (SELECT * FROM cqrs.events AS e
+                        WHERE e.stream_id = h.stream_id AND e.stream_version > h.stream_version
+                          AND e.stream_version < h.stream_version + h.run_length
+                          AND e.global_position > p_global_position
+                        ORDER BY e.stream_version) AS x
+   WHERE h.run_length > 1 AND (p_types IS NULL OR h.event_type = ANY (p_types))
+$$;
