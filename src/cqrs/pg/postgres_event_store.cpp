@@ -15,15 +15,22 @@
 namespace cqrs::pg {
 namespace {
 
-constexpr std::string_view kEventColumns =
-    "global_position, transaction_id::text, stream_id, stream_version, event_id::text, "
-    "event_type, event_version, data::text, metadata::text, "
-    "(extract(epoch FROM created_at) * 1000000)::bigint";
+// The columns every event read returns (see event_at), of the table or alias `of` ("" for none).
+std::string event_columns(std::string_view of = "") {
+  std::string p(of.empty() ? "" : std::string(of) + ".");
+  return p + "global_position, " + p + "transaction_id::text, " + p + "stream_id, " + p +
+         "stream_version, " + p + "event_id::text, " + p + "event_type, " + p + "event_version, " +
+         p + "data::text, " + p + "metadata::text, (extract(epoch FROM " + p +
+         "created_at) * 1000000)::bigint";
+}
 
-// The stored columns kEventColumns reads, for subqueries that gather rows to read.
-constexpr std::string_view kRowColumns =
-    "global_position, transaction_id, stream_id, stream_version, event_id, event_type, "
-    "event_version, data, metadata, created_at";
+// The stored columns event_columns reads, for subqueries that gather the rows to read.
+std::string row_columns(std::string_view of = "") {
+  std::string p(of.empty() ? "" : std::string(of) + ".");
+  return p + "global_position, " + p + "transaction_id, " + p + "stream_id, " + p +
+         "stream_version, " + p + "event_id, " + p + "event_type, " + p + "event_version, " + p +
+         "data, " + p + "metadata, " + p + "created_at";
+}
 
 struct Statement {
   const char* name;
@@ -31,8 +38,7 @@ struct Statement {
 };
 
 std::vector<Statement> statements() {
-  std::string columns(kEventColumns);
-  std::string row_columns(kRowColumns);
+  std::string columns = event_columns();
   return {
       {"append",
        "SELECT status, stream_version, global_positions::text, existing_result::text, "
@@ -172,38 +178,35 @@ std::vector<Statement> statements() {
        "SELECT stream_version FROM cqrs.events WHERE stream_id = $1 "
        "ORDER BY stream_version DESC LIMIT 1"},
       // Only transactions older than every running one: nothing below can still appear.
-      // events_order_idx holds the first event of each run (schema/013): the first $3 runs after
-      // ($1, $2) until they hold $3 events, each widened to its run through the primary key
-      // (a run of one is its first event alone), after the rest of the run that ($1, $2) is
-      // inside (a page that ended there).
+      // events_order_idx holds the first event of each run (schema/013): the run that ($1, $2)
+      // is inside (a page that ended there), then the runs after it, each widened to its
+      // events through the primary key, in $all order (a run's events are contiguous in it and
+      // follow its versions). A run of one is its first event alone, with no second probe. The
+      // nested loop keeps the runs' order, so the sort only orders each run's own events; and
+      // the LIMIT stops it once the page is full.
       {"read_all",
-       "WITH heads AS MATERIALIZED (SELECT * FROM ("
-       "  SELECT k.*,"
-       "  sum(k.run_length) OVER (ORDER BY k.transaction_id, k.global_position) - k.run_length"
-       "   AS before"
-       "  FROM (SELECT * FROM cqrs.events AS x"
-       "   WHERE x.run_length > 0 AND x.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-       "   AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
-       "   ORDER BY x.transaction_id, x.global_position LIMIT $3) AS k) AS r"
-       "  WHERE r.before < $3) "
-       "SELECT " +
-           columns +
-           " FROM ("
-           " (SELECT " +
-           row_columns +
-           " FROM cqrs.rest_of_run($1::xid8, $2::bigint, NULL)"
-           "  ORDER BY stream_version LIMIT $3)"
-           " UNION ALL SELECT " +
-           row_columns +
-           " FROM heads"
-           // LATERAL with ORDER BY: one index range per run longer than one.
-           " UNION ALL SELECT e.* FROM heads AS p CROSS JOIN LATERAL (SELECT " +
-           row_columns +
-           " FROM cqrs.events AS x WHERE p.run_length > 1 AND x.stream_id = p.stream_id"
-           "  AND x.stream_version > p.stream_version"
-           "  AND x.stream_version < p.stream_version + least(p.run_length, $3 - p.before)"
-           "  ORDER BY x.stream_version) AS e) AS ev"
-           " ORDER BY ev.transaction_id, ev.global_position LIMIT $3"},
+       "SELECT " + event_columns("e") +
+           " FROM ((SELECT * FROM cqrs.events AS h"
+           "  WHERE h.run_length > 0 AND h.transaction_id = $1::xid8"
+           "  AND h.global_position <= $2::bigint"
+           "  ORDER BY h.transaction_id DESC, h.global_position DESC LIMIT 1)"
+           " UNION ALL (SELECT * FROM cqrs.events AS x"
+           "  WHERE x.run_length > 0 AND x.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+           "  AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
+           "  ORDER BY x.transaction_id, x.global_position LIMIT $3)) AS p"
+           " CROSS JOIN LATERAL (SELECT " +
+           row_columns("p") +
+           "  WHERE p.run_length = 1"
+           "  AND (p.transaction_id, p.global_position) > ($1::xid8, $2::bigint)"
+           " UNION ALL (SELECT " +
+           row_columns("y") +
+           " FROM cqrs.events AS y"
+           "  WHERE p.run_length > 1 AND y.stream_id = p.stream_id"
+           "  AND y.stream_version >= p.stream_version"
+           "  AND y.stream_version < p.stream_version + p.run_length"
+           "  AND (y.transaction_id, y.global_position) > ($1::xid8, $2::bigint)"
+           "  ORDER BY y.stream_version LIMIT $3)) AS e"
+           " ORDER BY p.transaction_id, p.global_position, e.stream_version LIMIT $3"},
       // read_all for some event types, through events_by_type_idx (schema/010, 013): the first
       // $3 events of those types after ($1, $2) and below the watermark. The index holds the
       // first event of each run (a stretch of one append's events of one type, contiguous in
@@ -339,7 +342,7 @@ std::vector<int64_t> parse_int_array(std::string_view text) {
   return values;
 }
 
-// The event in `row`, whose kEventColumns start at `first`.
+// The event in `row`, whose event_columns() start at `first`.
 RecordedEvent event_at(const QueryResult& rows, int row, int first = 0) {
   RecordedEvent event;
   event.global_position = rows.int64(row, first);
