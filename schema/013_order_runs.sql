@@ -25,20 +25,31 @@ CREATE INDEX events_order_idx ON cqrs.events (transaction_id, global_position)
 -- The events after (p_transaction_id, p_global_position) in the run that holds that position
 -- (or the last run of that transaction before it), when that run's type is one of p_types
 -- (NULL: any type), in order. Nothing when that position is the last of its run.
+--
+-- The run's events after the position are those of higher versions than the last one at or
+-- before it. Positions rise with versions within a run, by one or more (other sessions take
+-- positions meanwhile), so that version is at most the run's first plus the positions between:
+-- a backward probe from there finds it, usually at once. A reader resuming in a long run (a bulk
+-- append of many events) reads only the rest of it.
 CREATE OR REPLACE FUNCTION cqrs.rest_of_run(p_transaction_id xid8, p_global_position bigint,
                                             p_types text[])
 RETURNS SETOF cqrs.events
 LANGUAGE sql STABLE AS $$
   SELECT x.*
-    FROM (SELECT h.stream_id, h.stream_version, h.run_length, h.event_type
+    FROM (SELECT h.stream_id, h.stream_version, h.run_length, h.event_type, h.global_position
             FROM cqrs.events AS h
            WHERE h.run_length > 0 AND h.transaction_id = p_transaction_id
              AND h.global_position <= p_global_position
            ORDER BY h.transaction_id DESC, h.global_position DESC LIMIT 1) AS h
+   CROSS JOIN LATERAL (SELECT c.stream_version FROM cqrs.events AS c
+                        WHERE c.stream_id = h.stream_id AND c.stream_version >= h.stream_version
+                          AND c.stream_version <= least(h.stream_version + h.run_length - 1,
+                                h.stream_version + (p_global_position - h.global_position))
+                          AND c.global_position <= p_global_position
+                        ORDER BY c.stream_version DESC LIMIT 1) AS c
    CROSS JOIN LATERAL (SELECT * FROM cqrs.events AS e
-                        WHERE e.stream_id = h.stream_id AND e.stream_version > h.stream_version
+                        WHERE e.stream_id = h.stream_id AND e.stream_version > c.stream_version
                           AND e.stream_version < h.stream_version + h.run_length
-                          AND e.global_position > p_global_position
                         ORDER BY e.stream_version) AS x
    WHERE h.run_length > 1 AND (p_types IS NULL OR h.event_type = ANY (p_types))
 $$;

@@ -1062,6 +1062,73 @@ TEST_F(Runs, TheWatermarkAndThePositionsAfterCountEveryEventOfARun) {
   EXPECT_EQ(*store_->head(), now.back().position());
 }
 
+// A reader resuming inside a long run (a bulk append) reads the rest of it, not the whole run
+// again: the position's version is found by a backward probe, not by filtering the run.
+TEST_F(Runs, ResumingInsideALongRunReadsOnlyTheRestOfIt) {
+  append("bulk", events_of(std::string(5000, 'A')));
+  std::vector<RecordedEvent> all = settled_all();
+  ASSERT_EQ(all.size(), 5000u);
+  Position inside = all[4989].position();
+  auto page = store_->read_all(inside, 100);
+  ASSERT_TRUE(page.ok()) << page.error().to_string();
+  EXPECT_EQ(ids(page->events), ids(std::vector<RecordedEvent>(all.begin() + 4990, all.end())));
+  std::vector<std::string> types{"A"};
+  auto typed = store_->read_all_of_types(inside, 100, types);
+  ASSERT_TRUE(typed.ok()) << typed.error().to_string();
+  EXPECT_EQ(ids(typed->events), ids(page->events));
+  // Rows read and dropped on the way: the whole run before the position would be 4,990.
+  auto most_removed = [&](const std::string& explain) {
+    auto rows = store_->connection().exec(explain);
+    EXPECT_TRUE(rows.ok()) << rows.error().to_string();
+    int64_t most = -1;
+    for (int row = 0; rows.ok() && row < rows->rows(); ++row) {
+      std::string line(rows->text(row, 0));
+      most = std::max<int64_t>(most, 0);
+      size_t at = line.find("Rows Removed by Filter: ");
+      if (at != std::string::npos) {
+        most = std::max<int64_t>(most, std::strtoll(line.c_str() + at + 24, nullptr, 10));
+      }
+    }
+    return most;
+  };
+  std::string at =
+      "'" + std::to_string(inside.commit_id) + "', " + std::to_string(inside.global_position);
+  for (const std::string& explain :
+       {"EXPLAIN ANALYZE EXECUTE read_all(" + at + ", 100)",
+        "EXPLAIN ANALYZE EXECUTE read_all_of_types(" + at + ", 100, '{A}')",
+        "EXPLAIN ANALYZE EXECUTE events_after_exist(" + at + ")",
+        "EXPLAIN ANALYZE SELECT * FROM cqrs.rest_of_run(" + at + ", NULL)"}) {
+    int64_t removed = most_removed(explain);
+    EXPECT_GE(removed, 0) << explain;
+    EXPECT_LT(removed, 100) << explain;
+  }
+}
+
+// A position whose transaction is not below the watermark yet (an append's own position, given
+// as a starting point) reads nothing of that transaction until it is.
+TEST_F(Runs, APositionAboveTheWatermarkReadsNothingOfItsRunYet) {
+  auto held = db_->connect();
+  ASSERT_TRUE(held->exec("BEGIN").ok());
+  ASSERT_TRUE(held->exec("SELECT cqrs.append_to_stream('held', -1, ARRAY[gen_random_uuid()], "
+                         "ARRAY['A'], ARRAY[1], ARRAY['{}']::jsonb[], ARRAY['{}']::jsonb[])")
+                  .ok());
+  auto appended = store_->append("t", ExpectedVersion::any(), events_of("AAA"));
+  ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  Position first{appended->commit_id, appended->global_positions.front()};
+  auto page = store_->read_all(first, 10);
+  ASSERT_TRUE(page.ok()) << page.error().to_string();
+  EXPECT_TRUE(page->events.empty());
+  std::vector<std::string> types{"A"};
+  auto typed = store_->read_all_of_types(first, 10, types);
+  ASSERT_TRUE(typed.ok()) << typed.error().to_string();
+  EXPECT_TRUE(typed->events.empty());
+  ASSERT_TRUE(held->exec("COMMIT").ok());
+  settled_all();
+  page = store_->read_all(first, 10);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->events.size(), 2u) << "the rest of the run, once below the watermark";
+}
+
 // PostgreSQL plans a prepared statement once for all after a few runs (a generic plan). The
 // reads by type and by correlation must reach their partial indexes in that plan too; a plan
 // that walks $all instead gets slower with every event stored.
@@ -1107,6 +1174,9 @@ TEST_F(Runs, GenericPlansOfTheReadsUseTheRunIndexes) {
     EXPECT_NE(plan.find("events_order_idx"), std::string::npos) << explain << "\n" << plan;
     EXPECT_EQ(plan.find("Seq Scan on events"), std::string::npos) << explain << "\n" << plan;
   }
+  // read_all sorts only within runs: a full sort would widen every run of the page first.
+  std::string all = plan_of("EXPLAIN EXECUTE read_all('0', 0, 10)");
+  EXPECT_NE(all.find("Incremental Sort"), std::string::npos) << all;
 }
 
 }  // namespace

@@ -186,25 +186,34 @@ std::vector<Statement> statements() {
       // the LIMIT stops it once the page is full.
       {"read_all",
        "SELECT " + event_columns("e") +
-           " FROM ((SELECT * FROM cqrs.events AS h"
-           "  WHERE h.run_length > 0 AND h.transaction_id = $1::xid8"
-           "  AND h.global_position <= $2::bigint"
-           "  ORDER BY h.transaction_id DESC, h.global_position DESC LIMIT 1)"
-           " UNION ALL (SELECT * FROM cqrs.events AS x"
+           // The run ($1, $2) is inside, from the version after it (see cqrs.rest_of_run).
+           " FROM ((SELECT h.*, c.stream_version + 1 AS from_version"
+           "  FROM (SELECT * FROM cqrs.events AS h"
+           "   WHERE h.run_length > 0 AND h.transaction_id = $1::xid8"
+           "   AND h.global_position <= $2::bigint"
+           "   AND h.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+           "   ORDER BY h.transaction_id DESC, h.global_position DESC LIMIT 1) AS h"
+           "  CROSS JOIN LATERAL (SELECT c.stream_version FROM cqrs.events AS c"
+           "   WHERE c.stream_id = h.stream_id AND c.stream_version >= h.stream_version"
+           "   AND c.stream_version <= least(h.stream_version + h.run_length - 1,"
+           "    h.stream_version + ($2::bigint - h.global_position))"
+           "   AND c.global_position <= $2::bigint"
+           "   ORDER BY c.stream_version DESC LIMIT 1) AS c"
+           "  WHERE h.run_length > 1)"
+           // The runs after it.
+           " UNION ALL (SELECT x.*, x.stream_version FROM cqrs.events AS x"
            "  WHERE x.run_length > 0 AND x.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
            "  AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
            "  ORDER BY x.transaction_id, x.global_position LIMIT $3)) AS p"
            " CROSS JOIN LATERAL (SELECT " +
            row_columns("p") +
            "  WHERE p.run_length = 1"
-           "  AND (p.transaction_id, p.global_position) > ($1::xid8, $2::bigint)"
            " UNION ALL (SELECT " +
            row_columns("y") +
            " FROM cqrs.events AS y"
            "  WHERE p.run_length > 1 AND y.stream_id = p.stream_id"
-           "  AND y.stream_version >= p.stream_version"
+           "  AND y.stream_version >= p.from_version"
            "  AND y.stream_version < p.stream_version + p.run_length"
-           "  AND (y.transaction_id, y.global_position) > ($1::xid8, $2::bigint)"
            "  ORDER BY y.stream_version LIMIT $3)) AS e"
            " ORDER BY p.transaction_id, p.global_position, e.stream_version LIMIT $3"},
       // read_all for some event types, through events_by_type_idx (schema/010, 013): the first
@@ -235,6 +244,7 @@ std::vector<Statement> statements() {
        // sequential scan of the whole table.
        " picked AS MATERIALIZED (SELECT * FROM ("
        "  (SELECT r.* FROM cqrs.rest_of_run($1::xid8, $2::bigint, $4::text[]) AS r"
+       "   WHERE r.transaction_id < (SELECT xmin FROM bound)"
        "   ORDER BY r.stream_version LIMIT $3)"
        "  UNION ALL"
        "  SELECT e.* FROM keys AS p CROSS JOIN LATERAL (SELECT * FROM cqrs.events AS x"
