@@ -113,6 +113,35 @@ class HandlerRunnerTest : public ::testing::Test {
     return step;
   }
 
+  // One append of five items is one run in the type index (schema/012) and in $all's (schema/013),
+  // followed by one event of another type. A handler of `Projector`, reading pages of two, counts
+  // `expected` events of lag at first and the rest of the run after its first page (a checkpoint
+  // inside the run); restarted there, it projects exactly the rest, each once.
+  template <class Projector>
+  void resume_inside_a_run(int expected) {
+    append("a", {R"({"label":"1"})", R"({"label":"2"})", R"({"label":"3"})", R"({"label":"4"})",
+                 R"({"label":"5"})"});
+    append("b", {R"({"label":"other"})"}, "Other");
+    HandlerOptions options;
+    options.batch_size = 2;
+    auto runner = std::make_unique<HandlerRunner>(std::make_shared<Projector>(options), db_->url());
+    auto lag = runner->lag();
+    ASSERT_TRUE(lag.ok()) << lag.error().to_string();
+    EXPECT_EQ(*lag, expected);
+    runner->step();
+    ASSERT_EQ(count("SELECT count(*) FROM seen"), 2);
+    lag = runner->lag();
+    ASSERT_TRUE(lag.ok()) << lag.error().to_string();
+    EXPECT_EQ(*lag, expected - 2);
+    runner = std::make_unique<HandlerRunner>(std::make_shared<Projector>(options), db_->url());
+    drain(*runner);
+    EXPECT_EQ(count("SELECT count(*) FROM seen"), expected);
+    EXPECT_EQ(count("SELECT count(DISTINCT label) FROM seen"), expected);
+    lag = runner->lag();
+    ASSERT_TRUE(lag.ok());
+    EXPECT_EQ(*lag, 0);
+  }
+
   std::unique_ptr<testing::TestDatabase> db_;
   std::unique_ptr<pg::Connection> sql_;
   std::unique_ptr<pg::PostgresEventStore> store_;
@@ -138,63 +167,18 @@ TEST_F(HandlerRunnerTest, ProjectsEveryEventOnceAndSkipsOtherTypes) {
   EXPECT_EQ(count("SELECT count(*) FROM seen"), 4);
 }
 
-// One append of five items is one run in the type index (schema/012). A checkpoint inside it,
-// after a page of two, counts the rest of the run as lag, and a restart there projects exactly
-// the rest.
+// A handler of every type: it reads $all itself.
+struct EveryTypeProjector : ItemProjector {
+  using ItemProjector::ItemProjector;
+  std::vector<std::string> event_types() const override { return {}; }
+};
+
 TEST_F(HandlerRunnerTest, ACheckpointInsideARunResumesWithTheRestOfIt) {
-  append("a", {R"({"label":"1"})", R"({"label":"2"})", R"({"label":"3"})", R"({"label":"4"})",
-               R"({"label":"5"})"});
-  append("b", {R"({"label":"other"})"}, "Other");
-  HandlerOptions options;
-  options.batch_size = 2;
-  auto runner =
-      std::make_unique<HandlerRunner>(std::make_shared<ItemProjector>(options), db_->url());
-  auto lag = runner->lag();
-  ASSERT_TRUE(lag.ok()) << lag.error().to_string();
-  EXPECT_EQ(*lag, 5);
-  runner->step();
-  ASSERT_EQ(count("SELECT count(*) FROM seen"), 2);
-  lag = runner->lag();
-  ASSERT_TRUE(lag.ok()) << lag.error().to_string();
-  EXPECT_EQ(*lag, 3);
-  runner = std::make_unique<HandlerRunner>(std::make_shared<ItemProjector>(options), db_->url());
-  drain(*runner);
-  EXPECT_EQ(count("SELECT count(*) FROM seen"), 5);
-  EXPECT_EQ(count("SELECT count(DISTINCT label) FROM seen"), 5);
-  lag = runner->lag();
-  ASSERT_TRUE(lag.ok());
-  EXPECT_EQ(*lag, 0);
+  resume_inside_a_run<ItemProjector>(5);
 }
 
-// The same through $all's order index (schema/013), for a handler of every type.
 TEST_F(HandlerRunnerTest, ACheckpointInsideARunOfAllResumesWithTheRestOfIt) {
-  struct EveryTypeProjector : ItemProjector {
-    using ItemProjector::ItemProjector;
-    std::vector<std::string> event_types() const override { return {}; }
-  };
-  append("a", {R"({"label":"1"})", R"({"label":"2"})", R"({"label":"3"})", R"({"label":"4"})",
-               R"({"label":"5"})"});
-  append("b", {R"({"label":"other"})"}, "Other");
-  HandlerOptions options;
-  options.batch_size = 2;
-  auto runner =
-      std::make_unique<HandlerRunner>(std::make_shared<EveryTypeProjector>(options), db_->url());
-  auto lag = runner->lag();
-  ASSERT_TRUE(lag.ok()) << lag.error().to_string();
-  EXPECT_EQ(*lag, 6);
-  runner->step();
-  ASSERT_EQ(count("SELECT count(*) FROM seen"), 2);
-  lag = runner->lag();
-  ASSERT_TRUE(lag.ok()) << lag.error().to_string();
-  EXPECT_EQ(*lag, 4);
-  runner =
-      std::make_unique<HandlerRunner>(std::make_shared<EveryTypeProjector>(options), db_->url());
-  drain(*runner);
-  EXPECT_EQ(count("SELECT count(*) FROM seen"), 6);
-  EXPECT_EQ(count("SELECT count(DISTINCT label) FROM seen"), 6);
-  lag = runner->lag();
-  ASSERT_TRUE(lag.ok());
-  EXPECT_EQ(*lag, 0);
+  resume_inside_a_run<EveryTypeProjector>(6);
 }
 
 TEST_F(HandlerRunnerTest, NeverSkipsAnEventCommittedOutOfOrder) {

@@ -186,20 +186,11 @@ std::vector<Statement> statements() {
       // the LIMIT stops it once the page is full.
       {"read_all",
        "SELECT " + event_columns("e") +
-           // The run ($1, $2) is inside, from the version after it (see cqrs.rest_of_run).
-           " FROM ((SELECT h.*, c.stream_version + 1 AS from_version"
-           "  FROM (SELECT * FROM cqrs.events AS h"
-           "   WHERE h.run_length > 0 AND h.transaction_id = $1::xid8"
-           "   AND h.global_position <= $2::bigint"
-           "   AND h.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-           "   ORDER BY h.transaction_id DESC, h.global_position DESC LIMIT 1) AS h"
-           "  CROSS JOIN LATERAL (SELECT c.stream_version FROM cqrs.events AS c"
-           "   WHERE c.stream_id = h.stream_id AND c.stream_version >= h.stream_version"
-           "   AND c.stream_version <= least(h.stream_version + h.run_length - 1,"
-           "    h.stream_version + ($2::bigint - h.global_position))"
-           "   AND c.global_position <= $2::bigint"
-           "   ORDER BY c.stream_version DESC LIMIT 1) AS c"
-           "  WHERE h.run_length > 1)"
+           // The run ($1, $2) is inside, from the version after it (cqrs.run_after).
+           " FROM ((SELECT h.*, r.from_version FROM cqrs.run_after($1::xid8, $2::bigint) AS r"
+           "  JOIN cqrs.events AS h"
+           "  ON h.stream_id = r.stream_id AND h.stream_version = r.first_version"
+           "  WHERE h.transaction_id < pg_snapshot_xmin(pg_current_snapshot()))"
            // The runs after it.
            " UNION ALL (SELECT x.*, x.stream_version FROM cqrs.events AS x"
            "  WHERE x.run_length > 0 AND x.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
