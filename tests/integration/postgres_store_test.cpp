@@ -165,6 +165,57 @@ TEST_F(PostgresStore, TruncatingTheEventsTableFails) {
   EXPECT_EQ(count->int64(0, 0), 1);
 }
 
+// The stores check every event before writing it; the database keeps the same rules for any
+// other writer (schema/014: the columns' domains).
+TEST_F(PostgresStore, RowsThatBreakTheColumnRulesAreRefusedByTheDatabase) {
+  auto insert = [&](std::string_view version, std::string_view type, std::string_view type_version,
+                    std::string_view metadata) {
+    return raw_->exec(
+        "INSERT INTO cqrs.events (stream_id, stream_version, event_id, event_type, event_version,"
+        " data, metadata) VALUES ('raw', $1::bigint, gen_random_uuid(), $2, $3::int, '{}', "
+        "$4::jsonb)",
+        Params().add(version).add(type).add(type_version).add(metadata));
+  };
+  struct Case {
+    const char* version;
+    const char* type;
+    const char* type_version;
+    const char* metadata;
+    const char* rule;
+  };
+  for (const Case& bad : {Case{"0", "Happened", "1", "{}", "stream_version_positive"},
+                          Case{"-3", "Happened", "1", "{}", "stream_version_positive"},
+                          Case{"1", "", "1", "{}", "event_type_not_empty"},
+                          Case{"1", "Happened", "0", "{}", "event_version_positive"},
+                          Case{"1", "Happened", "1", "[1]", "event_metadata_is_object"},
+                          Case{"1", "Happened", "1", "\"text\"", "event_metadata_is_object"}}) {
+    auto refused = insert(bad.version, bad.type, bad.type_version, bad.metadata);
+    ASSERT_FALSE(refused.ok()) << bad.rule;
+    EXPECT_NE(refused.error().message().find(bad.rule), std::string::npos)
+        << refused.error().message();
+    EXPECT_NE(refused.error().message().find("SQLSTATE 23514"), std::string::npos)
+        << refused.error().message();
+  }
+  // The same rules hold for the SQL function that other writers may call.
+  auto called = raw_->exec(
+      "SELECT status FROM cqrs.append_to_stream('raw', -1, ARRAY[gen_random_uuid()], "
+      "ARRAY['Happened'], ARRAY[0], ARRAY['{}'::jsonb], ARRAY['{}'::jsonb])");
+  ASSERT_FALSE(called.ok());
+  EXPECT_NE(called.error().message().find("event_version_positive"), std::string::npos)
+      << called.error().message();
+  auto count = raw_->exec("SELECT count(*) FROM cqrs.events");
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(count->int64(0, 0), 0);
+  // A row that keeps them is stored, with the metadata's default when none is given.
+  ASSERT_TRUE(insert("1", "Happened", "1", "{\"k\":1}").ok());
+  auto defaulted = raw_->exec(
+      "INSERT INTO cqrs.events (stream_id, stream_version, event_id, event_type, data)"
+      " VALUES ('raw', 2, gen_random_uuid(), 'Happened', '{}') RETURNING metadata::text");
+  ASSERT_TRUE(defaulted.ok()) << defaulted.error().to_string();
+  EXPECT_EQ(defaulted->text(0, 0), "{}");
+  EXPECT_EQ(*store_->stream_version("raw"), 2);
+}
+
 TEST_F(PostgresStore, ReconnectsAfterTheServerClosesTheConnection) {
   append_one("s");
   auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",

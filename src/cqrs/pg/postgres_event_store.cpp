@@ -191,8 +191,9 @@ std::vector<Statement> statements() {
            "  JOIN cqrs.events AS h"
            "  ON h.stream_id = r.stream_id AND h.stream_version = r.first_version"
            "  WHERE h.transaction_id < pg_snapshot_xmin(pg_current_snapshot()))"
-           // The runs after it.
-           " UNION ALL (SELECT x.*, x.stream_version FROM cqrs.events AS x"
+           // The runs after it. from_version has one type in both branches (bigint, not the
+           // column's domain): only then is the UNION ALL flattened and its order kept.
+           " UNION ALL (SELECT x.*, x.stream_version::bigint FROM cqrs.events AS x"
            "  WHERE x.run_length > 0 AND x.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
            "  AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
            "  ORDER BY x.transaction_id, x.global_position LIMIT $3)) AS p"
