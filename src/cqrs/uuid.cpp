@@ -108,14 +108,14 @@ bool Uuid::is_nil() const {
 
 std::string Uuid::to_string() const {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string text;
-  text.reserve(36);
+  char text[36];
+  char* out = text;
   for (size_t byte_idx = 0; byte_idx < bytes_.size(); ++byte_idx) {
-    if (byte_idx == 4 || byte_idx == 6 || byte_idx == 8 || byte_idx == 10) text.push_back('-');
-    text.push_back(kHex[bytes_[byte_idx] >> 4]);
-    text.push_back(kHex[bytes_[byte_idx] & 0x0F]);
+    if (byte_idx == 4 || byte_idx == 6 || byte_idx == 8 || byte_idx == 10) *out++ = '-';
+    *out++ = kHex[bytes_[byte_idx] >> 4];
+    *out++ = kHex[bytes_[byte_idx] & 0x0F];
   }
-  return text;
+  return std::string(text, sizeof text);
 }
 
 }  // namespace cqrs

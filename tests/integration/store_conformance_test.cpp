@@ -579,6 +579,44 @@ TEST_P(StoreConformance, NonAsciiStreamIdsRoundTrip) {
   EXPECT_EQ(this->version_of("konto-Muller-東京-🎁"), 0);
 }
 
+// Several events travel as array literals: quotes, backslashes, braces and commas in any field
+// must arrive as they were sent, through an append and through a group commit.
+TEST_P(StoreConformance, QuotesBackslashesAndBracesRoundTripInEveryField) {
+  const std::string stream = R"(odd "stream" \ {a,b})";
+  const std::string type = R"(Type "quoted" \ {x,y})";
+  const std::string data = R"({"s":"say \"hi\" \\ {1,2}","\\k":"\"","e":""})";
+  const std::string metadata = R"({"note":"a \"b\" \\ c","correlation_id":"\\\""})";
+  auto make = [&](int count, bool shared) {
+    std::vector<EventData> out;
+    for (int idx = 0; idx < count; ++idx) {
+      EventData made = event(type, data);
+      made.metadata = shared ? metadata : R"({"n":")" + std::to_string(idx) + R"(\\\""})";
+      out.push_back(std::move(made));
+    }
+    return out;
+  };
+  this->append_ok(stream, ExpectedVersion::no_stream(), make(3, true));
+  this->append_ok(stream, ExpectedVersion::exact(3), make(2, false));
+  auto written = this->store_->write(std::vector<WriteRequest>{
+      WriteRequest{stream,
+                   ExpectedVersion::exact(5),
+                   make(2, true),
+                   CommandRecord{Uuid::random(), "", R"({"said":"\"ok\" \\"})"},
+                   {}}});
+  ASSERT_TRUE(written[0].ok()) << written[0].error->to_string();
+  auto stored = this->read(stream);
+  ASSERT_EQ(stored.size(), 7u);
+  for (size_t idx = 0; idx < stored.size(); ++idx) {
+    EXPECT_EQ(stored[idx].stream_id, stream);
+    EXPECT_EQ(stored[idx].type, type);
+    EXPECT_EQ(nlohmann::json::parse(stored[idx].data), nlohmann::json::parse(data)) << idx;
+    std::string expected_metadata =
+        idx == 3 || idx == 4 ? R"({"n":")" + std::to_string(idx - 3) + R"(\\\""})" : metadata;
+    EXPECT_EQ(nlohmann::json::parse(stored[idx].metadata), nlohmann::json::parse(expected_metadata))
+        << idx;
+  }
+}
+
 TEST_P(StoreConformance, InvalidJsonPayloadIsRejectedWithAClearError) {
   Error error = this->append_error("a", ExpectedVersion::any(), {event("E", R"({"a": 1,})")});
   EXPECT_EQ(error.code(), errc::kInvalidPayload);

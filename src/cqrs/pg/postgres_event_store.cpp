@@ -461,7 +461,10 @@ void add_event_arrays(Params& params, std::span<const EventData> events) {
   std::string ids = "{", types = "{", versions = "{", data = "{", metadata = "{";
   size_t payload_bytes = 0;
   for (const EventData& event : events) payload_bytes += event.data.size() + 8;
-  data.reserve(payload_bytes + 2);
+  data.reserve(payload_bytes + payload_bytes / 4 + 2);  // room for some escapes
+  ids.reserve(events.size() * 39 + 2);
+  types.reserve(events.size() * ((events.empty() ? 0 : events.front().type.size()) + 3) + 2);
+  versions.reserve(events.size() * 4 + 2);
   for (const EventData& event : events) {
     append_array_element(ids, event.event_id.to_string());
     append_array_element(types, event.type);
@@ -554,10 +557,8 @@ WriteResult interpret_append(const QueryResult& rows, int row, std::string_view 
 }
 
 // The AppendResult of an INSERT ... RETURNING global_position, stream_version, transaction id
-// (one row per event, at least one). Rows come back in insertion order, which is the events'
-// order; sorted by version to be sure.
-// The rows (global position, version, transaction id) an append statement returned; the
-// transaction id may be on one row only.
+// (one row per event, at least one; the transaction id may be on one row only). Rows come back
+// in insertion order, which is the events' order; sorted by version to be sure.
 AppendResult inserted_events(const QueryResult& rows) {
   std::vector<std::pair<int64_t, int64_t>> stored;  // (version, global position)
   std::string_view transaction_id;
