@@ -1,6 +1,7 @@
 // Shared benchmark helpers.
 #include "bench_support.hpp"
 
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "cqrs/pg/connection.hpp"
 
@@ -194,6 +196,58 @@ CpuUse cpu_between(const CpuSample& from, const CpuSample& to) {
   }
   use.other = std::max(0.0, to.busy - from.busy - use.daemon - use.client - use.postgres);
   return use;
+}
+
+std::string machine_description(PGconn* conn) {
+  utsname names{};
+  uname(&names);
+  std::string cpu = "?";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return "nproc " + std::to_string(std::thread::hardware_concurrency()) + " (" + cpu + "), " +
+         names.machine + ", " + names.sysname + " " + names.release + "; PostgreSQL " +
+         query_value(conn, "SHOW server_version") +
+         " on the same host, fsync=" + query_value(conn, "SHOW fsync") +
+         ", synchronous_commit=" + query_value(conn, "SHOW synchronous_commit") +
+         ", shared_buffers=" + query_value(conn, "SHOW shared_buffers") +
+         ", max_connections=" + query_value(conn, "SHOW max_connections");
+}
+
+std::string default_conninfo() {
+  const char* url = std::getenv("DATABASE_URL");
+  return url == nullptr ? "" : url;
+}
+
+bool take_database_option(int argc, char** argv, int& idx, std::string& conninfo, bool& keep) {
+  std::string_view arg = argv[idx];
+  if (arg == "--url" && idx + 1 < argc) {
+    conninfo = argv[++idx];
+    return true;
+  }
+  if (arg == "--keep") {
+    keep = true;
+    return true;
+  }
+  return false;
+}
+
+int with_bench_database(const std::string& base_conninfo, const char* program, bool keep,
+                        const std::function<int(const std::string& conninfo)>& run) {
+  std::string dbname;
+  std::optional<std::string> conninfo = create_bench_database(base_conninfo, program, dbname);
+  if (!conninfo) return 1;
+  int code = run(*conninfo);
+  if (keep) {
+    std::fprintf(stderr, "%s: kept database %s\n", program, dbname.c_str());
+    return code;
+  }
+  if (!drop_bench_database(base_conninfo, dbname, program)) code = code == 0 ? 1 : code;
+  return code;
 }
 
 }  // namespace cqrs::bench

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -47,6 +48,18 @@ std::optional<std::string> create_bench_database(const std::string& base_conninf
 // Drops it again (WITH FORCE); false, after printing why, when that fails.
 bool drop_bench_database(const std::string& base_conninfo, const std::string& dbname,
                          const char* program);
+// The server a benchmark uses unless told otherwise: $DATABASE_URL, or "" (libpq's PG*
+// defaults).
+std::string default_conninfo();
+// Takes the options every benchmark accepts, --url C and --keep, from argv[idx]; true when it
+// was one of them (idx then points at its last word).
+bool take_database_option(int argc, char** argv, int& idx, std::string& conninfo, bool& keep);
+
+// Runs `run` with the conninfo of a new benchmark database (create_bench_database) and drops
+// the database afterwards, unless `keep`. Returns run's exit code, or 1 when the database could
+// not be made or dropped.
+int with_bench_database(const std::string& base_conninfo, const char* program, bool keep,
+                        const std::function<int(const std::string& conninfo)>& run);
 
 // The raw baselines' bare table: the event's columns, one index (the primary key).
 inline constexpr const char* kRawEventTableDdl =
@@ -54,6 +67,25 @@ inline constexpr const char* kRawEventTableDdl =
     "stream_version bigint NOT NULL, event_id uuid NOT NULL, event_type text NOT NULL, "
     "event_version int NOT NULL DEFAULT 1, data jsonb NOT NULL, metadata jsonb NOT NULL, "
     "created_at timestamptz NOT NULL DEFAULT now())";
+
+// The floor: a table with only what the event store's schema requires of cqrs.events, and no more.
+// The two unique constraints are part of the store's contract (an event id is stored once; a
+// stream's versions are unique), and each row records its transaction, which $all's order
+// needs. global_position is unique by construction (an identity), as in cqrs.events. The index
+// that $all is read through is left out: a store can hold one entry per run of an append's
+// events, as cqrs.events does (schema/013), so that index's cost is not a bound for appends of
+// many events (for single events the floor is looser by that entry). No version check, no function,
+// no command record, no NOTIFY: a plain INSERT of the same rows. No store that keeps those
+// constraints can append faster.
+inline constexpr const char* kFloorEventTableDdl =
+    "CREATE TABLE bench_floor (global_position bigint GENERATED ALWAYS AS IDENTITY, "
+    "transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(), stream_id text NOT NULL, "
+    "stream_version bigint NOT NULL, event_id uuid NOT NULL UNIQUE, event_type text NOT NULL, "
+    "event_version int NOT NULL DEFAULT 1, data jsonb NOT NULL, metadata jsonb NOT NULL, "
+    "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream_id, stream_version))";
+
+// The machine and the server settings, for the header of a benchmark's output.
+std::string machine_description(PGconn* conn);
 
 // ---- /proc: memory and CPU of the processes under test -----------------------------------------
 

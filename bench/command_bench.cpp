@@ -17,7 +17,6 @@
 #include <libpq-fe.h>
 #include <poll.h>
 #include <sys/prctl.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -576,26 +575,6 @@ std::optional<Figures> run_raw(const std::string& conninfo, size_t connections, 
 }
 
 // ---- the run -----------------------------------------------------------------------------------
-
-std::string machine_description(PGconn* conn) {
-  utsname names{};
-  uname(&names);
-  std::string cpu = "?";
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 2);
-      break;
-    }
-  }
-  return "nproc " + std::to_string(std::thread::hardware_concurrency()) + " (" + cpu + "), " +
-         names.machine + ", " + names.sysname + " " + names.release + "; PostgreSQL " +
-         query_value(conn, "SHOW server_version") +
-         " on the same host, fsync=" + query_value(conn, "SHOW fsync") +
-         ", synchronous_commit=" + query_value(conn, "SHOW synchronous_commit") +
-         ", shared_buffers=" + query_value(conn, "SHOW shared_buffers") +
-         ", max_connections=" + query_value(conn, "SHOW max_connections");
-}
 
 // Connections the raw baseline may open: max_connections minus the reserved ones, those in use,
 // cqrsd's (already counted) and a margin for others.
@@ -1166,9 +1145,11 @@ void print_usage() {
 
 std::optional<Options> parse_options(int argc, char** argv) {
   Options options;
-  const char* url = std::getenv("DATABASE_URL");
-  options.base_conninfo = url == nullptr ? "" : url;
+  options.base_conninfo = default_conninfo();
   for (int idx = 1; idx < argc; ++idx) {
+    if (take_database_option(argc, argv, idx, options.base_conninfo, options.keep_database)) {
+      continue;
+    }
     std::string_view arg = argv[idx];
     bool has_value = idx + 1 < argc;
     if (arg == "--seconds" && has_value) {
@@ -1187,8 +1168,6 @@ std::optional<Options> parse_options(int argc, char** argv) {
         options.windows.push_back(static_cast<size_t>(window));
       }
       if (options.windows.empty()) return std::nullopt;
-    } else if (arg == "--url" && has_value) {
-      options.base_conninfo = argv[++idx];
     } else if (arg == "--cards" && has_value) {
       long cards = std::atol(argv[++idx]);
       if (cards <= 0) return std::nullopt;
@@ -1208,8 +1187,6 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.throughput = false;
     } else if (arg == "--open-loop-log" && has_value) {
       options.open_loop_log = argv[++idx];
-    } else if (arg == "--keep") {
-      options.keep_database = true;
     } else {
       return std::nullopt;
     }
@@ -1228,25 +1205,18 @@ int main(int argc, char** argv) {
     print_usage();
     return 2;
   }
-  std::string dbname;
-  std::optional<std::string> conninfo =
-      create_bench_database(options->base_conninfo, "command_bench", dbname);
-  if (!conninfo) return 1;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  int code = 1;
-  try {
-    code = run(*options, *conninfo);
-  } catch (const std::exception& ex) {
-    std::fprintf(stderr, "command_bench: %s\n", ex.what());
-  }
-  if (g_interrupted) std::fprintf(stderr, "command_bench: interrupted\n");
-  if (options->keep_database) {
-    std::fprintf(stderr, "command_bench: kept database %s\n", dbname.c_str());
-    return code;
-  }
-  if (!drop_bench_database(options->base_conninfo, dbname, "command_bench")) {
-    code = code == 0 ? 1 : code;
-  }
-  return code;
+  return with_bench_database(options->base_conninfo, "command_bench", options->keep_database,
+                             [&](const std::string& conninfo) {
+                               int code = 1;
+                               try {
+                                 code = run(*options, conninfo);
+                               } catch (const std::exception& ex) {
+                                 std::fprintf(stderr, "command_bench: %s\n", ex.what());
+                               }
+                               if (g_interrupted)
+                                 std::fprintf(stderr, "command_bench: interrupted\n");
+                               return code;
+                             });
 }

@@ -17,7 +17,6 @@
 // when both are absent, libpq's PGHOST/PGPORT/PGUSER defaults). The run creates database
 // cqrs_bench_<pid> there, migrates it, and drops it at the end (also after Ctrl-C).
 #include <libpq-fe.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -270,22 +269,6 @@ class PoolWriter final : public Writer {
   caf::actor pool_;
   std::unique_ptr<caf::scoped_actor> self_;
 };
-
-// The floor: a table with only what issue 2's schema requires of cqrs.events, and no more. The
-// two unique constraints are part of the store's contract (an event id is stored once; a
-// stream's versions are unique), and each row records its transaction, which $all's order
-// needs. global_position is unique by construction (an identity), as in cqrs.events. The index
-// that $all is read through is left out: a store can hold one entry per run of an append's
-// events, as cqrs.events does (schema/013), so that index's cost is not a bound for appends of
-// many events (for single events the floor is looser by that entry). No version check, no function,
-// no command record, no NOTIFY: a plain INSERT of the same rows. No store that keeps those
-// constraints can append faster.
-constexpr const char* kFloorEventTableDdl =
-    "CREATE TABLE bench_floor (global_position bigint GENERATED ALWAYS AS IDENTITY, "
-    "transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(), stream_id text NOT NULL, "
-    "stream_version bigint NOT NULL, event_id uuid NOT NULL UNIQUE, event_type text NOT NULL, "
-    "event_version int NOT NULL DEFAULT 1, data jsonb NOT NULL, metadata jsonb NOT NULL, "
-    "created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream_id, stream_version))";
 
 // Plain INSERT (autocommit) of the same rows into `table` (bench_raw, or bench_floor): one
 // prepared single-row INSERT, or one prepared INSERT ... SELECT FROM unnest(<arrays>) per batch,
@@ -652,25 +635,6 @@ struct TableRow {
   std::string goal;
 };
 
-std::string machine_description(PGconn* conn) {
-  utsname names{};
-  uname(&names);
-  std::string cpu = "?";
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 2);
-      break;
-    }
-  }
-  return std::to_string(std::thread::hardware_concurrency()) + " CPUs (" + cpu + "), " +
-         names.machine + ", " + names.sysname + " " + names.release + "; PostgreSQL " +
-         query_value(conn, "SHOW server_version") +
-         " on the same host, fsync=" + query_value(conn, "SHOW fsync") +
-         ", synchronous_commit=" + query_value(conn, "SHOW synchronous_commit") +
-         ", shared_buffers=" + query_value(conn, "SHOW shared_buffers");
-}
-
 // Everything after the database exists. Returns the process exit code.
 int run(const Options& options, const std::string& conninfo) {
   std::string error;
@@ -894,9 +858,11 @@ void print_usage() {
 
 std::optional<Options> parse_options(int argc, char** argv) {
   Options options;
-  const char* url = std::getenv("DATABASE_URL");
-  options.base_conninfo = url == nullptr ? "" : url;
+  options.base_conninfo = default_conninfo();
   for (int idx = 1; idx < argc; ++idx) {
+    if (take_database_option(argc, argv, idx, options.base_conninfo, options.keep_database)) {
+      continue;
+    }
     std::string_view arg = argv[idx];
     if (arg == "--seconds" && idx + 1 < argc) {
       options.seconds = std::atof(argv[++idx]);
@@ -908,10 +874,6 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.seconds = 1;
       options.rounds = 1;
       options.warmup_seconds = 0.3;
-    } else if (arg == "--url" && idx + 1 < argc) {
-      options.base_conninfo = argv[++idx];
-    } else if (arg == "--keep") {
-      options.keep_database = true;
     } else if (arg == "--no-notify") {
       options.notify = false;
     } else if (arg == "--only" && idx + 1 < argc) {
@@ -932,19 +894,8 @@ int main(int argc, char** argv) {
     print_usage();
     return 2;
   }
-  std::string dbname;
-  std::optional<std::string> conninfo =
-      create_bench_database(options->base_conninfo, "store_bench", dbname);
-  if (!conninfo) return 1;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  int code = run(*options, *conninfo);
-  if (options->keep_database) {
-    std::fprintf(stderr, "store_bench: kept database %s\n", dbname.c_str());
-    return code;
-  }
-  if (!drop_bench_database(options->base_conninfo, dbname, "store_bench")) {
-    code = code == 0 ? 1 : code;
-  }
-  return code;
+  return with_bench_database(options->base_conninfo, "store_bench", options->keep_database,
+                             [&](const std::string& conninfo) { return run(*options, conninfo); });
 }

@@ -1,0 +1,327 @@
+// append_costs: what each part of cqrs.events costs an append, statement by statement. Where
+// store_bench compares whole appends, this program takes the store's append statement apart:
+// it runs the same rows into tables that differ in one thing each (the raw baseline's bare
+// table, the floor, cqrs.events without its three run indexes, then with one index more at a
+// time, and with the column rules as table CHECK constraints instead of domains), and the
+// store's statement shape (stream lock, RETURNING) against a plain INSERT.
+//
+// The statements take turns, one append each, on one connection: a slow moment of a shared
+// host then costs every variant alike, and the differences between variants stay readable even
+// when the absolute figures move. Server CPU per statement comes from the backend's
+// /proc/<pid>/schedstat (nanoseconds), so the server must run on this host; wall time includes
+// the round trip and the commit.
+//
+// usage: append_costs [--appends N] [--events E] [--url CONNINFO] [--keep]
+//
+// The server is DATABASE_URL (or --url; libpq's PG* defaults when both are absent). The run
+// creates database cqrs_bench_<pid> there, migrates it, and drops it at the end.
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "cqrs/pg/connection.hpp"
+#include "cqrs/pg/migrate.hpp"
+#include "cqrs/uuid.hpp"
+
+namespace {
+
+using namespace cqrs::bench;
+using cqrs::pg::append_array_element;
+
+constexpr int kAppendsPerStream = 10;  // as in store_bench: a new stream every 10 appends
+constexpr int kWarmupAppends = 100;    // per variant, not measured
+
+struct Options {
+  int appends = 3000;  // measured per variant
+  int events = 1;      // per append
+  std::string base_conninfo;
+  bool keep_database = false;
+};
+
+// A plain INSERT as the baselines run it, or the shape of the store's statement for an append
+// after a known version (append_after, append_after_many): the stream's lock, the run lengths,
+// RETURNING.
+enum class Shape { kPlain, kStore };
+
+struct Variant {
+  const char* label;
+  const char* table;
+  Shape shape;
+};
+
+// The tables, each made from the migrated cqrs.events or the baselines' DDL. All start empty
+// and grow alike, since each variant appends the same number of rows.
+constexpr const char* kVariantTablesDdl[] = {
+    kRawEventTableDdl,
+    kFloorEventTableDdl,
+    // cqrs.events with none of the three run indexes ($all order, type, correlation).
+    "CREATE TABLE events_bare (LIKE cqrs.events INCLUDING ALL)",
+    "DROP INDEX events_bare_transaction_id_global_position_idx",
+    "DROP INDEX events_bare_event_type_transaction_id_global_position_idx",
+    "DROP INDEX events_bare_expr_idx",
+    "CREATE TABLE events_order (LIKE events_bare INCLUDING ALL)",
+    "CREATE INDEX ON events_order (transaction_id, global_position) WHERE run_length > 0",
+    "CREATE TABLE events_order_type (LIKE events_order INCLUDING ALL)",
+    "CREATE INDEX ON events_order_type (event_type, transaction_id, global_position)"
+    " WHERE run_length > 0",
+    "CREATE TABLE events_all (LIKE cqrs.events INCLUDING ALL)",
+    // cqrs.events as before schema/014: the column rules as table CHECK constraints.
+    "CREATE TABLE events_checks (LIKE cqrs.events INCLUDING ALL)",
+    "ALTER TABLE events_checks ALTER stream_version TYPE bigint, ALTER event_type TYPE text,"
+    " ALTER event_version TYPE int, ALTER metadata TYPE jsonb,"
+    " ADD CHECK (stream_version > 0), ADD CHECK (event_type <> ''),"
+    " ADD CHECK (event_version >= 1), ADD CHECK (jsonb_typeof(metadata) = 'object')",
+};
+
+constexpr Variant kVariants[] = {
+    {"raw: bare table, plain INSERT", "bench_raw", Shape::kPlain},
+    {"floor: plain INSERT", "bench_floor", Shape::kPlain},
+    {"events, no run indexes, plain INSERT", "events_bare", Shape::kPlain},
+    {"events, no run indexes, store's statement", "events_bare", Shape::kStore},
+    {"  + $all order index", "events_order", Shape::kStore},
+    {"  + type index", "events_order_type", Shape::kStore},
+    {"  + correlation index (= cqrs.events)", "events_all", Shape::kStore},
+    {"cqrs.events with CHECKs, not domains", "events_checks", Shape::kStore},
+};
+constexpr size_t kVariantCount = std::size(kVariants);
+
+std::string statement_sql(const Variant& variant, bool many) {
+  const std::string columns =
+      std::string("INSERT INTO ") + variant.table +
+      " (stream_id, stream_version, event_id, event_type, event_version, data, metadata";
+  const char* lock =
+      " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l";
+  if (!many) {
+    if (variant.shape == Shape::kPlain) {
+      return columns + ") VALUES ($1, $2::bigint + 1, $3, $4, $5, $6, $7)";
+    }
+    return columns + ") SELECT $1, $2::bigint + 1, $3::uuid, $4, $5::int, $6::jsonb, $7::jsonb" +
+           lock + " RETURNING global_position, stream_version, pg_current_xact_id()::text";
+  }
+  const std::string values =
+      " SELECT $1, $2::bigint + e.ord, e.event_id, e.event_type, e.event_version, e.data,"
+      " coalesce(e.metadata, ($7::jsonb[])[1])";
+  if (variant.shape == Shape::kPlain) {
+    return columns + ")" + values +
+           " FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
+           " WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)";
+  }
+  return columns + ", run_length)" + values + ", e.run_length" + lock +
+         ", unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::int[])"
+         " WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, run_length,"
+         " ord) ORDER BY e.ord"
+         " RETURNING global_position, stream_version,"
+         " CASE WHEN stream_version = $2::bigint + 1 THEN pg_current_xact_id()::text END";
+}
+
+// The parameters of one append of `events` events to `stream` after version `base`: the same
+// rows store_bench appends (a command's events, sharing its metadata, one run).
+std::vector<std::string> append_values(const std::string& stream, int64_t base, int events,
+                                       int64_t& card) {
+  std::string command_id = cqrs::Uuid::time_ordered().to_string();
+  std::string metadata = R"({"command_id":")" + command_id + R"(","correlation_id":")" +
+                         command_id + R"(","causation_id":")" + command_id + R"("})";
+  auto data = [&] {
+    return R"({"card_id":"c)" + std::to_string(++card) + R"(","amount":5000,"currency":"EUR"})";
+  };
+  if (events == 1) {
+    return {stream,
+            std::to_string(base),
+            cqrs::Uuid::time_ordered().to_string(),
+            "GiftCardIssued",
+            "1",
+            data(),
+            metadata};
+  }
+  std::string ids = "{", types = "{", versions = "{", payloads = "{", runs = "{";
+  for (int idx = 0; idx < events; ++idx) {
+    append_array_element(ids, cqrs::Uuid::time_ordered().to_string());
+    append_array_element(types, "GiftCardIssued");
+    append_array_element(versions, "1");
+    append_array_element(payloads, data());
+    append_array_element(runs, idx == 0 ? std::to_string(events) : "0");
+  }
+  std::string shared = "{";
+  append_array_element(shared, metadata);
+  std::vector<std::string> values = {
+      stream, std::to_string(base), ids, types, versions, payloads, shared, runs};
+  for (size_t idx = 2; idx < values.size(); ++idx) values[idx].push_back('}');
+  return values;
+}
+
+// Nanoseconds of CPU the process has used, from a descriptor open on its schedstat; -1 when
+// it cannot be read (the server runs elsewhere).
+int64_t cpu_ns(int fd) {
+  if (fd < 0) return -1;
+  char text[64];
+  ssize_t size = pread(fd, text, sizeof text - 1, 0);
+  if (size <= 0) return -1;
+  text[size] = '\0';
+  return std::strtoll(text, nullptr, 10);
+}
+
+struct Samples {
+  std::vector<double> cpu_us;
+  std::vector<double> wall_us;
+};
+
+double mean(const std::vector<double>& values) {
+  return values.empty() ? 0 : std::accumulate(values.begin(), values.end(), 0.0) / values.size();
+}
+
+double median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::nth_element(values.begin(), values.begin() + values.size() / 2, values.end());
+  return values[values.size() / 2];
+}
+
+int run(const Options& options, const std::string& conninfo) {
+  std::string error;
+  {
+    auto conn = cqrs::pg::Connection::open(conninfo);
+    if (!conn) {
+      std::fprintf(stderr, "append_costs: %s\n", conn.error().to_string().c_str());
+      return 1;
+    }
+    if (auto migrated = cqrs::pg::migrate(**conn); !migrated) {
+      std::fprintf(stderr, "append_costs: migrate: %s\n", migrated.error().to_string().c_str());
+      return 1;
+    }
+  }
+  PgConnPtr conn = connect_raw(conninfo, error);
+  if (!conn) {
+    std::fprintf(stderr, "append_costs: %s\n", error.c_str());
+    return 1;
+  }
+  for (const char* ddl : kVariantTablesDdl) {
+    if (!exec_sql(conn.get(), ddl, error)) {
+      std::fprintf(stderr, "append_costs: %s\n", error.c_str());
+      return 1;
+    }
+  }
+  const bool many = options.events > 1;
+  for (size_t idx = 0; idx < kVariantCount; ++idx) {
+    std::string name = "v" + std::to_string(idx);
+    std::string sql = statement_sql(kVariants[idx], many);
+    if (!checked(conn.get(), PQprepare(conn.get(), name.c_str(), sql.c_str(), 0, nullptr), error)) {
+      std::fprintf(stderr, "append_costs: %s: %s\n", kVariants[idx].label, error.c_str());
+      return 1;
+    }
+  }
+  std::string schedstat = "/proc/" + std::to_string(PQbackendPID(conn.get())) + "/schedstat";
+  int backend_fd = open(schedstat.c_str(), O_RDONLY);
+
+  std::printf("machine: %s\n", machine_description(conn.get()).c_str());
+  std::printf(
+      "settings: %d appends of %d event%s per variant (after %d unmeasured), the variants "
+      "taking turns on one connection; a new stream every %d appends\n\n",
+      options.appends, options.events, options.events == 1 ? "" : "s", kWarmupAppends,
+      kAppendsPerStream);
+  if (backend_fd < 0) {
+    std::printf("(the server's /proc is not readable here: wall times only)\n\n");
+  }
+
+  std::vector<Samples> samples(kVariantCount);
+  int64_t card = 0;
+  const int rounds = kWarmupAppends + options.appends;
+  for (int round = 0; round < rounds; ++round) {
+    const std::string stream_suffix = "-" + std::to_string(round / kAppendsPerStream);
+    const int64_t base = static_cast<int64_t>(round % kAppendsPerStream) * options.events;
+    for (size_t idx = 0; idx < kVariantCount; ++idx) {
+      std::vector<std::string> values =
+          append_values("cost-" + std::to_string(idx) + stream_suffix, base, options.events, card);
+      // A plain INSERT of many events takes no run lengths (the last parameter).
+      if (many && kVariants[idx].shape == Shape::kPlain) values.pop_back();
+      std::vector<const char*> pointers;
+      for (const std::string& value : values) pointers.push_back(value.c_str());
+      std::string name = "v" + std::to_string(idx);
+      int64_t cpu_before = cpu_ns(backend_fd);
+      auto started = std::chrono::steady_clock::now();
+      PgResultPtr result =
+          checked(conn.get(),
+                  PQexecPrepared(conn.get(), name.c_str(), static_cast<int>(pointers.size()),
+                                 pointers.data(), nullptr, nullptr, 0),
+                  error);
+      auto ended = std::chrono::steady_clock::now();
+      int64_t cpu_after = cpu_ns(backend_fd);
+      if (!result) {
+        std::fprintf(stderr, "append_costs: %s: %s\n", kVariants[idx].label, error.c_str());
+        return 1;
+      }
+      if (round < kWarmupAppends) continue;
+      samples[idx].wall_us.push_back(
+          std::chrono::duration<double, std::micro>(ended - started).count());
+      if (cpu_before >= 0 && cpu_after >= 0) {
+        samples[idx].cpu_us.push_back(static_cast<double>(cpu_after - cpu_before) / 1000.0);
+      }
+    }
+  }
+  if (backend_fd >= 0) close(backend_fd);
+
+  const Samples& floor = samples[1];
+  std::printf(
+      "| Variant | Server CPU, mean | median | Wall, mean | median | CPU over the floor |\n");
+  std::printf("|---|--:|--:|--:|--:|--:|\n");
+  for (size_t idx = 0; idx < kVariantCount; ++idx) {
+    const Samples& each = samples[idx];
+    std::printf("| %s | %s µs | %s µs | %s µs | %s µs | %+.1f µs |\n", kVariants[idx].label,
+                fixed(mean(each.cpu_us), 1).c_str(), fixed(median(each.cpu_us), 1).c_str(),
+                fixed(mean(each.wall_us), 1).c_str(), fixed(median(each.wall_us), 1).c_str(),
+                mean(each.cpu_us) - mean(floor.cpu_us));
+  }
+  return 0;
+}
+
+void print_usage() {
+  std::fprintf(stderr,
+               "usage: append_costs [--appends N] [--events E] [--url CONNINFO] [--keep]\n"
+               "  --appends N  measured appends per variant (default 3000)\n"
+               "  --events E   events per append (default 1; more use the store's array "
+               "statements)\n"
+               "  --url C      server to use (default: $DATABASE_URL, else libpq PG* defaults)\n"
+               "  --keep       keep the benchmark database for inspection\n");
+}
+
+std::optional<Options> parse_options(int argc, char** argv) {
+  Options options;
+  options.base_conninfo = default_conninfo();
+  for (int idx = 1; idx < argc; ++idx) {
+    if (take_database_option(argc, argv, idx, options.base_conninfo, options.keep_database)) {
+      continue;
+    }
+    std::string_view arg = argv[idx];
+    if (arg == "--appends" && idx + 1 < argc) {
+      options.appends = std::atoi(argv[++idx]);
+      if (options.appends < 1) return std::nullopt;
+    } else if (arg == "--events" && idx + 1 < argc) {
+      options.events = std::atoi(argv[++idx]);
+      if (options.events < 1) return std::nullopt;
+    } else {
+      return std::nullopt;
+    }
+  }
+  return options;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::optional<Options> options = parse_options(argc, argv);
+  if (!options) {
+    print_usage();
+    return 2;
+  }
+  return with_bench_database(options->base_conninfo, "append_costs", options->keep_database,
+                             [&](const std::string& conninfo) { return run(*options, conninfo); });
+}
