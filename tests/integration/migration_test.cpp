@@ -2,7 +2,9 @@
 // refused when the database is newer than the code.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <span>
 #include <thread>
 
 #include "cqrs/pg/connection.hpp"
@@ -114,6 +116,65 @@ TEST_F(Migrations, DatabaseMigratedByAnotherProjectIsRefused) {
   ASSERT_FALSE(report.ok());
   EXPECT_EQ(report.error().code(), errc::kMigrationFailed);
   EXPECT_NE(report.error().message().find("something_else"), std::string::npos);
+}
+
+// schema/014 turns four columns of cqrs.events into domains on a store that already has events:
+// the rows stay as they are (the table keeps its storage: no rewrite), every rule is checked
+// against them, and the planner's statistics of the changed columns are gathered again.
+TEST_F(Migrations, EventDomainsKeepTheStoredEventsAndTheirStatistics) {
+  const std::vector<Migration>& all = embedded_migrations();
+  auto first_after_13 =
+      std::find_if(all.begin(), all.end(), [](const Migration& m) { return m.version > 13; });
+  ASSERT_NE(first_after_13, all.end());
+  ASSERT_EQ(first_after_13->version, 14);
+  std::span<const Migration> up_to_13(all.data(), first_after_13 - all.begin());
+  ASSERT_TRUE(migrate(*conn_, up_to_13).ok());
+  ASSERT_TRUE(conn_
+                  ->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id, "
+                         "event_type, event_version, data, metadata)"
+                         " SELECT 's-' || (g / 10), g % 10 + 1, gen_random_uuid(), 'Happened', "
+                         "1 + g % 2, jsonb_build_object('n', g), "
+                         "jsonb_build_object('correlation_id', 'c-' || (g / 10))"
+                         " FROM generate_series(0, 1999) AS g")
+                  .ok());
+  ASSERT_TRUE(conn_->exec("ANALYZE cqrs.events").ok());
+  const char* kState =
+      "SELECT (SELECT relfilenode FROM pg_class WHERE oid = 'cqrs.events'::regclass)::text,"
+      " (SELECT md5(string_agg(e::text, ',' ORDER BY global_position)) FROM cqrs.events AS e)";
+  auto before = conn_->exec(kState);
+  ASSERT_TRUE(before.ok()) << before.error().to_string();
+
+  auto report = migrate(*conn_);
+  ASSERT_TRUE(report.ok()) << report.error().to_string();
+  EXPECT_EQ(report->version_before, 13);
+  auto after = conn_->exec(kState);
+  ASSERT_TRUE(after.ok()) << after.error().to_string();
+  EXPECT_EQ(after->text(0, 0), before->text(0, 0)) << "cqrs.events was rewritten";
+  EXPECT_EQ(after->text(0, 1), before->text(0, 1)) << "a stored event changed";
+
+  auto statistics = conn_->exec(
+      "SELECT count(*) FROM pg_stats WHERE schemaname = 'cqrs' AND tablename = 'events'"
+      " AND attname IN ('stream_version', 'event_type', 'event_version', 'metadata')");
+  ASSERT_TRUE(statistics.ok());
+  EXPECT_EQ(statistics->int64(0, 0), 4) << "the changed columns have no statistics";
+  auto rules = conn_->exec(
+      "SELECT count(*) FILTER (WHERE convalidated) FROM pg_constraint"
+      " WHERE connamespace = 'cqrs'::regnamespace AND contypid <> 0");
+  ASSERT_TRUE(rules.ok());
+  EXPECT_EQ(rules->int64(0, 0), 4);
+  auto refused = conn_->exec(
+      "INSERT INTO cqrs.events (stream_id, stream_version, event_id, event_type, data)"
+      " VALUES ('s-1', 0, gen_random_uuid(), 'Happened', '{}')");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message().find("stream_version_positive"), std::string::npos)
+      << refused.error().message();
+
+  auto store = PostgresEventStore::open(db_->url());
+  ASSERT_TRUE(store.ok()) << store.error().to_string();
+  auto events = (*store)->read_stream("s-7", 1, 100, Direction::kForward);
+  ASSERT_TRUE(events.ok()) << events.error().to_string();
+  ASSERT_EQ(events->size(), 10u);
+  EXPECT_EQ(events->back().stream_version, 10);
 }
 
 }  // namespace

@@ -235,6 +235,36 @@ TEST_F(PostgresStore, ReconnectsAfterTheServerClosesTheConnection) {
   EXPECT_EQ(*store_->stream_version("s"), 2);
 }
 
+// Another process's migration can change what a prepared statement returns (schema/014 turned
+// four columns into domains). PostgreSQL then refuses the statement on this connection for good
+// ("cached plan must not change result type"): the store answers store_unavailable once, and the
+// next call runs on a new connection with its statements prepared again.
+TEST_F(PostgresStore, AStatementTheSchemaChangedUnderIsPreparedAgain) {
+  append_one("s");
+  append_one("s");
+  auto before = store_->read_stream("s", 1, 10, Direction::kForward);
+  ASSERT_TRUE(before.ok()) << before.error().to_string();
+  ASSERT_EQ(before->size(), 2u);
+
+  auto altered = raw_->exec("ALTER TABLE cqrs.events ALTER COLUMN event_type TYPE text");
+  ASSERT_TRUE(altered.ok()) << altered.error().to_string();
+
+  auto during = store_->read_stream("s", 1, 10, Direction::kForward);
+  ASSERT_FALSE(during.ok());
+  EXPECT_EQ(during.error().code(), errc::kStoreUnavailable);
+  EXPECT_EQ(during.error().kind(), ErrorKind::kUnavailable);
+  EXPECT_NE(during.error().message().find("no longer matches the database schema"),
+            std::string::npos)
+      << during.error().message();
+
+  auto after = store_->read_stream("s", 1, 10, Direction::kForward);
+  ASSERT_TRUE(after.ok()) << after.error().to_string();
+  ASSERT_EQ(after->size(), 2u);
+  EXPECT_EQ((*after)[1].type, "Happened");
+  append_one("s");
+  EXPECT_EQ(*store_->stream_version("s"), 3);
+}
+
 TEST_F(PostgresStore, AppendDuringAnOutageFailsAndWritesNothing) {
   auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
                            Params().add(int64_t{store_->backend_pid()}));

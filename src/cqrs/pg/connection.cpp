@@ -22,6 +22,17 @@ std::string trimmed(const char* text) {
   return out;
 }
 
+// Whether `result` is PostgreSQL refusing a prepared statement whose result columns changed type
+// since it was prepared ("cached plan must not change result type"). The statement did not run.
+// Told by the SQLSTATE and the reporting function, which do not depend on the server's language.
+bool is_stale_plan(const PGresult* result) {
+  if (result == nullptr) return false;
+  const char* sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+  const char* function = PQresultErrorField(result, PG_DIAG_SOURCE_FUNCTION);
+  return sqlstate != nullptr && std::string_view(sqlstate) == "0A000" && function != nullptr &&
+         std::string_view(function) == "RevalidateCachedQuery";
+}
+
 }  // namespace
 
 Params& Params::add(std::string value) {
@@ -96,10 +107,13 @@ bool Connection::in_transaction() const {
   return status == PQTRANS_INTRANS || status == PQTRANS_INERROR || status == PQTRANS_ACTIVE;
 }
 
-bool Connection::is_ok() const { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
+bool Connection::is_ok() const {
+  return conn_ != nullptr && !stale_ && PQstatus(conn_) == CONNECTION_OK;
+}
 
 Result<void> Connection::reconnect() {
   if (conn_ != nullptr) PQfinish(conn_);
+  stale_ = false;
   conn_ = PQconnectdb(conninfo_.c_str());
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
     std::string reason = conn_ == nullptr ? "out of memory" : trimmed(PQerrorMessage(conn_));
@@ -120,6 +134,7 @@ Result<QueryResult> Connection::check(PGresult* result) {
     return QueryResult(result);
   }
   Error error = error_from(conn_, result);
+  if (is_stale_plan(result)) stale_ = true;
   if (result != nullptr) PQclear(result);
   return error;
 }
@@ -241,6 +256,13 @@ Error error_from(PGconn* conn, PGresult* result) {
   std::string message =
       trimmed(result == nullptr ? PQerrorMessage(conn) : PQresultErrorMessage(result));
   if (message.empty()) message = trimmed(PQerrorMessage(conn));
+  if (is_stale_plan(result)) {
+    return Error::unavailable(
+        "a prepared statement no longer matches the database schema, which changed while the "
+        "connection was open (a migration by another process?); the next call reconnects and "
+        "prepares it again: " +
+        message);
+  }
   if (conn == nullptr || PQstatus(conn) != CONNECTION_OK || sqlstate == nullptr ||
       starts_with(sqlstate, "08") || starts_with(sqlstate, "57P")) {
     return Error::unavailable("PostgreSQL connection failed: " + message);

@@ -72,7 +72,9 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   // True when the connection is usable. After a failure that broke the connection, the owner
-  // calls reconnect() before the next statement.
+  // calls reconnect() before the next statement. A prepared statement whose result changed
+  // shape under it (a migration changed a column's type) also makes the connection unusable: a
+  // reconnect prepares every statement again.
   bool is_ok() const;
   Result<void> reconnect();
   // Whether a transaction is open (begun by the caller, or failed and not yet rolled back).
@@ -118,12 +120,14 @@ class Connection {
   Result<QueryResult> check(pg_result* result);
 
   pg_conn* conn_ = nullptr;
+  bool stale_ = false;  // a prepared statement no longer matches the schema
   std::string conninfo_;
   std::vector<std::pair<std::string, std::string>> prepared_;  // replayed after reconnect
   std::unordered_map<std::string, std::string> names_by_sql_;  // prepared_name()'s
 };
 
-// Maps a failed libpq call to an Error: connection problems become store_unavailable; unique
+// Maps a failed libpq call to an Error: connection problems, and prepared statements that the
+// schema changed under (see Connection::is_ok), become store_unavailable; unique
 // violations of the event id become duplicate_event; malformed JSON becomes invalid_payload;
 // anything else is store_error with the server's message.
 Error error_from(pg_conn* conn, pg_result* result);
