@@ -14,13 +14,16 @@
 // usage: append_costs [--appends N] [--events E] [--url CONNINFO] [--keep]
 //
 // The server is DATABASE_URL (or --url; libpq's PG* defaults when both are absent). The run
-// creates database cqrs_bench_<pid> there, migrates it, and drops it at the end.
+// creates database cqrs_bench_<pid> there, migrates it, and drops it at the end (also after
+// Ctrl-C).
 #include <fcntl.h>
 #include <libpq-fe.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <numeric>
@@ -38,6 +41,10 @@ namespace {
 
 using namespace cqrs::bench;
 using cqrs::pg::append_array_element;
+
+std::atomic<bool> g_interrupted{false};  // Ctrl-C: stop, and drop the database
+
+void on_signal(int) { g_interrupted = true; }
 
 constexpr int kAppendsPerStream = 10;  // as in store_bench: a new stream every 10 appends
 constexpr int kWarmupAppends = 100;    // per variant, not measured
@@ -219,8 +226,17 @@ int run(const Options& options, const std::string& conninfo) {
       return 1;
     }
   }
-  std::string schedstat = "/proc/" + std::to_string(PQbackendPID(conn.get())) + "/schedstat";
-  int backend_fd = open(schedstat.c_str(), O_RDONLY);
+  // The backend's pid names a process here only when the server runs on this host (not in
+  // another pid namespace): its name tells.
+  std::string proc = "/proc/" + std::to_string(PQbackendPID(conn.get()));
+  std::string comm;
+  if (std::FILE* file = std::fopen((proc + "/comm").c_str(), "r")) {
+    char text[32] = {};
+    if (std::fgets(text, sizeof text, file) != nullptr) comm = text;
+    std::fclose(file);
+  }
+  int backend_fd =
+      comm.starts_with("postgres") ? open((proc + "/schedstat").c_str(), O_RDONLY) : -1;
 
   std::printf("machine: %s\n", machine_description(conn.get()).c_str());
   std::printf(
@@ -235,7 +251,7 @@ int run(const Options& options, const std::string& conninfo) {
   std::vector<Samples> samples(kVariantCount);
   int64_t card = 0;
   const int rounds = kWarmupAppends + options.appends;
-  for (int round = 0; round < rounds; ++round) {
+  for (int round = 0; round < rounds && !g_interrupted; ++round) {
     const std::string stream_suffix = "-" + std::to_string(round / kAppendsPerStream);
     const int64_t base = static_cast<int64_t>(round % kAppendsPerStream) * options.events;
     for (size_t idx = 0; idx < kVariantCount; ++idx) {
@@ -257,6 +273,7 @@ int run(const Options& options, const std::string& conninfo) {
       int64_t cpu_after = cpu_ns(backend_fd);
       if (!result) {
         std::fprintf(stderr, "append_costs: %s: %s\n", kVariants[idx].label, error.c_str());
+        if (backend_fd >= 0) close(backend_fd);
         return 1;
       }
       if (round < kWarmupAppends) continue;
@@ -268,6 +285,10 @@ int run(const Options& options, const std::string& conninfo) {
     }
   }
   if (backend_fd >= 0) close(backend_fd);
+  if (g_interrupted) {
+    std::fprintf(stderr, "append_costs: interrupted\n");
+    return 130;
+  }
 
   const Samples& floor = samples[1];
   std::printf(
@@ -322,6 +343,8 @@ int main(int argc, char** argv) {
     print_usage();
     return 2;
   }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
   return with_bench_database(options->base_conninfo, "append_costs", options->keep_database,
                              [&](const std::string& conninfo) { return run(*options, conninfo); });
 }

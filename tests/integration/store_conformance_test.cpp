@@ -581,29 +581,48 @@ TEST_P(StoreConformance, NonAsciiStreamIdsRoundTrip) {
 
 // Several events travel as array literals: quotes, backslashes, braces and commas in any field
 // must arrive as they were sent, through an append and through a group commit.
+// Every way a value reaches the Postgres store: as a plain parameter, or as an element of an
+// array literal (several events; group commits). The first append goes through
+// cqrs.append_to_stream (the stream is new to this store), the second after the version the store
+// knows, and the write of two requests through cqrs.append_batch, where stream ids, types and
+// command results are array elements too. "NULL" and padded values must come back as they went.
 TEST_P(StoreConformance, QuotesBackslashesAndBracesRoundTripInEveryField) {
   const std::string stream = R"(odd "stream" \ {a,b})";
   const std::string type = R"(Type "quoted" \ {x,y})";
+  const std::string other_stream = "NULL";
+  const std::string other_type = " NULL ";
   const std::string data = R"({"s":"say \"hi\" \\ {1,2}","\\k":"\"","e":""})";
   const std::string metadata = R"({"note":"a \"b\" \\ c","correlation_id":"\\\""})";
-  auto make = [&](int count, bool shared) {
+  const std::string said = R"("ok" \ {1,2} NULL)";
+  auto make = [&](std::string_view event_type, int count, bool shared) {
     std::vector<EventData> out;
     for (int idx = 0; idx < count; ++idx) {
-      EventData made = event(type, data);
+      EventData made = event(std::string(event_type), data);
       made.metadata = shared ? metadata : R"({"n":")" + std::to_string(idx) + R"(\\\""})";
       out.push_back(std::move(made));
     }
     return out;
   };
-  this->append_ok(stream, ExpectedVersion::no_stream(), make(3, true));
-  this->append_ok(stream, ExpectedVersion::exact(3), make(2, false));
-  auto written = this->store_->write(std::vector<WriteRequest>{
-      WriteRequest{stream,
-                   ExpectedVersion::exact(5),
-                   make(2, true),
-                   CommandRecord{Uuid::random(), "", R"({"said":"\"ok\" \\"})"},
-                   {}}});
+  this->append_ok(stream, ExpectedVersion::any(), make(type, 3, true));
+  this->append_ok(stream, ExpectedVersion::exact(3), make(type, 2, false));
+  const Uuid first_command = Uuid::random();
+  const Uuid second_command = Uuid::random();
+  auto result_of = [&](int idx) { return nlohmann::json{{"said", said}, {"n", idx}}.dump(); };
+  auto written = this->store_->write(
+      std::vector<WriteRequest>{WriteRequest{stream,
+                                             ExpectedVersion::exact(5),
+                                             make(type, 2, true),
+                                             CommandRecord{first_command, "", result_of(1)},
+                                             {}},
+                                WriteRequest{other_stream,
+                                             ExpectedVersion::no_stream(),
+                                             make(other_type, 2, false),
+                                             CommandRecord{second_command, "", result_of(2)},
+                                             {}}});
+  ASSERT_EQ(written.size(), 2u);
   ASSERT_TRUE(written[0].ok()) << written[0].error->to_string();
+  ASSERT_TRUE(written[1].ok()) << written[1].error->to_string();
+
   auto stored = this->read(stream);
   ASSERT_EQ(stored.size(), 7u);
   for (size_t idx = 0; idx < stored.size(); ++idx) {
@@ -614,6 +633,26 @@ TEST_P(StoreConformance, QuotesBackslashesAndBracesRoundTripInEveryField) {
         idx == 3 || idx == 4 ? R"({"n":")" + std::to_string(idx - 3) + R"(\\\""})" : metadata;
     EXPECT_EQ(nlohmann::json::parse(stored[idx].metadata), nlohmann::json::parse(expected_metadata))
         << idx;
+  }
+  auto others = this->read(other_stream);
+  ASSERT_EQ(others.size(), 2u);
+  for (size_t idx = 0; idx < others.size(); ++idx) {
+    EXPECT_EQ(others[idx].stream_id, other_stream);
+    EXPECT_EQ(others[idx].type, other_type);
+    EXPECT_EQ(nlohmann::json::parse(others[idx].metadata),
+              nlohmann::json::parse(R"({"n":")" + std::to_string(idx) + R"(\\\""})"))
+        << idx;
+  }
+  int idx = 0;
+  for (const Uuid& command : {first_command, second_command}) {
+    ++idx;
+    auto found = this->store_->find_command(command);
+    ASSERT_TRUE(found.ok()) << found.error().to_string();
+    ASSERT_TRUE(found->has_value()) << idx;
+    EXPECT_EQ((*found)->stream_id, idx == 1 ? stream : other_stream);
+    auto result = nlohmann::json::parse((*found)->result);
+    EXPECT_EQ(result.at("said"), said) << (*found)->result;
+    EXPECT_EQ(result.at("n"), idx) << (*found)->result;
   }
 }
 

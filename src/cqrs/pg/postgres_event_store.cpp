@@ -52,7 +52,7 @@ std::vector<Statement> statements() {
       {"append_after",
        "INSERT INTO cqrs.events"
        " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
-       " SELECT $1, $2::bigint + 1, $3::uuid, $4, $5::int, $6::jsonb, $7::jsonb"
+       " SELECT $1, $2::bigint + 1, $3::uuid, $4::text, $5::int, $6::jsonb, $7::jsonb"
        " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l"  // 'cqrs'
        " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
       // The same for several events, from the arrays cqrs.append_to_stream takes (metadata that
@@ -103,7 +103,7 @@ std::vector<Statement> statements() {
       {"append_one",
        "INSERT INTO cqrs.events"
        " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
-       " SELECT $1, h.version + 1, $3::uuid, $4, $5::int, $6::jsonb, $7::jsonb"
+       " SELECT $1, h.version + 1, $3::uuid, $4::text, $5::int, $6::jsonb, $7::jsonb"
        " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l"  // 'cqrs'
        " CROSS JOIN LATERAL (SELECT l.locked, coalesce((SELECT e.stream_version"
        "  FROM cqrs.events AS e WHERE e.stream_id = $1"
