@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -401,6 +402,207 @@ TEST_F(PostgresStore, StoresOfOneProcessShareOneNotifyingConnection) {
     announced.insert(types->begin(), types->end());
   }
   EXPECT_EQ(announced, (std::set<std::string>{"Type0", "Type1", "Type2", "Type3"}));
+}
+
+// Options of a store whose appends wait for a group as long as a test needs.
+PostgresStoreOptions patient() {
+  PostgresStoreOptions options;
+  options.group_wait = std::chrono::seconds(60);
+  return options;
+}
+
+// Stores of one process whose appends arrive while AppendGroups' slots are taken: two appends
+// lead and wait inside the database for stream locks that `blocker` holds; the appends after them
+// wait for a group. Returns the leaders' threads; release() lets everything run.
+class BlockedGroups {
+ public:
+  BlockedGroups(const testing::TestDatabase& db, PostgresEventStore& probe)
+      : db_(db), probe_(probe), blocker_(db.connect()) {
+    EXPECT_NE(blocker_, nullptr);
+    for (const char* stream : {"held-1", "held-2"}) {
+      EXPECT_TRUE(
+          blocker_->exec("SELECT pg_advisory_lock(1668379251, hashtext($1))", Params().add(stream))
+              .ok());
+      leaders_.emplace_back([this, stream] {
+        auto store = PostgresEventStore::open(db_.url());
+        ASSERT_TRUE(store.ok()) << store.error().to_string();
+        EventData event;
+        event.type = "Held";
+        auto done = (*store)->append(stream, ExpectedVersion::no_stream(), std::span(&event, 1));
+        EXPECT_TRUE(done.ok()) << done.error().to_string();
+      });
+    }
+    // Both leaders wait for their locks: every group slot is taken.
+    wait_for([&] {
+      auto rows = blocker_->exec(
+          "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted");
+      return rows.ok() && rows->int64(0, 0) == 2;
+    });
+  }
+
+  // Waits until `count` appends wait for a group.
+  void wait_for_waiting(size_t count) {
+    wait_for([&] { return probe_.appends_waiting() == count; });
+  }
+
+  void release() {
+    EXPECT_TRUE(blocker_->exec("SELECT pg_advisory_unlock_all()").ok());
+    for (auto& leader : leaders_) leader.join();
+    leaders_.clear();
+  }
+
+  ~BlockedGroups() {
+    if (!leaders_.empty()) release();
+  }
+
+ private:
+  static void wait_for(const std::function<bool()>& done) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!done()) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "timed out";
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  const testing::TestDatabase& db_;
+  PostgresEventStore& probe_;
+  std::unique_ptr<Connection> blocker_;
+  std::vector<std::thread> leaders_;
+};
+
+// Appends of many stores that arrive together commit together: one statement and one
+// transaction for those that waited, each append atomic, with its own versions and positions.
+TEST_F(PostgresStore, AppendsThatArriveTogetherCommitInOneGroup) {
+  constexpr int kWriters = 8;
+  std::vector<std::unique_ptr<PostgresEventStore>> stores;
+  for (int idx = 0; idx < kWriters; ++idx) {
+    auto store = PostgresEventStore::open(db_->url(), patient());
+    ASSERT_TRUE(store.ok()) << store.error().to_string();
+    stores.push_back(std::move(store).value());
+  }
+  std::vector<Result<AppendResult>> results(kWriters, Error::internal(errc::kStoreError, "unset"));
+  BlockedGroups blocked(*db_, *store_);
+  std::vector<std::thread> writers;
+  for (int idx = 0; idx < kWriters; ++idx) {
+    writers.emplace_back([&, idx] {
+      std::vector<EventData> events(1 + idx % 3);  // one to three events
+      for (EventData& event : events) {
+        event.type = "Grouped" + std::to_string(idx % 2);
+        event.data = R"({"writer":)" + std::to_string(idx) + "}";
+      }
+      results[idx] =
+          stores[idx]->append("g-" + std::to_string(idx), ExpectedVersion::no_stream(), events);
+    });
+  }
+  blocked.wait_for_waiting(kWriters);
+  blocked.release();
+  for (auto& writer : writers) writer.join();
+
+  for (int idx = 0; idx < kWriters; ++idx) {
+    ASSERT_TRUE(results[idx].ok()) << results[idx].error().to_string();
+    const int count = 1 + idx % 3;
+    EXPECT_EQ(results[idx]->stream_version, count);
+    auto stored = store_->read_stream("g-" + std::to_string(idx), 1, 10, Direction::kForward);
+    ASSERT_TRUE(stored.ok());
+    ASSERT_EQ(stored->size(), static_cast<size_t>(count));
+    ASSERT_EQ(results[idx]->global_positions.size(), static_cast<size_t>(count));
+    for (int event = 0; event < count; ++event) {
+      EXPECT_EQ((*stored)[event].global_position, results[idx]->global_positions[event]);
+      EXPECT_EQ((*stored)[event].data, R"({"writer": )" + std::to_string(idx) + "}");
+    }
+    EXPECT_EQ((*stored)[0].position().commit_id, results[idx]->commit_id);
+    // The store knows the version it wrote: the next append goes right after it.
+    EventData more;
+    more.type = "More";
+    auto next = stores[idx]->append("g-" + std::to_string(idx), ExpectedVersion::exact(count),
+                                    std::span(&more, 1));
+    ASSERT_TRUE(next.ok()) << next.error().to_string();
+    EXPECT_EQ(next->stream_version, count + 1);
+  }
+  // The waiting appends went out in at most two groups (each slot promotes one leader, which
+  // takes every append waiting then).
+  auto transactions = raw_->exec(
+      "SELECT count(DISTINCT transaction_id) FROM cqrs.events"
+      " WHERE stream_id LIKE 'g-%' AND stream_version = 1");
+  ASSERT_TRUE(transactions.ok());
+  EXPECT_LE(transactions->int64(0, 0), 2);
+  EXPECT_GE(transactions->int64(0, 0), 1);
+}
+
+// A group whose statement fails stores nothing of it; every append of it then runs alone, so
+// the one with a stale version and the one with a stored event id get their own errors, and
+// the others are stored.
+TEST_F(PostgresStore, AFailedGroupStoresTheOthersAndNamesEachError) {
+  constexpr int kWriters = 6;
+  std::vector<std::unique_ptr<PostgresEventStore>> stores;
+  for (int idx = 0; idx < kWriters; ++idx) {
+    auto store = PostgresEventStore::open(db_->url(), patient());
+    ASSERT_TRUE(store.ok()) << store.error().to_string();
+    stores.push_back(std::move(store).value());
+  }
+  // Writer 0 knows version 1 of "stale"; another writer then stores version 2 behind its back.
+  EventData first;
+  first.type = "First";
+  ASSERT_TRUE(stores[0]->append("stale", ExpectedVersion::no_stream(), std::span(&first, 1)).ok());
+  ASSERT_TRUE(raw_->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id,"
+                         " event_type, data) VALUES ('stale', 2, gen_random_uuid(), 'Behind',"
+                         " '{}')")
+                  .ok());
+  // Writer 1 sends an event id that is stored already.
+  const Uuid taken = first.event_id;
+
+  std::vector<Result<AppendResult>> results(kWriters, Error::internal(errc::kStoreError, "unset"));
+  BlockedGroups blocked(*db_, *store_);
+  std::vector<std::thread> writers;
+  for (int idx = 0; idx < kWriters; ++idx) {
+    writers.emplace_back([&, idx] {
+      EventData event;
+      event.type = "Grouped";
+      if (idx == 1) event.event_id = taken;
+      std::string stream = idx == 0 ? "stale" : "f-" + std::to_string(idx);
+      ExpectedVersion expected =
+          idx == 0 ? ExpectedVersion::exact(1) : ExpectedVersion::no_stream();
+      results[idx] = stores[idx]->append(stream, expected, std::span(&event, 1));
+    });
+  }
+  blocked.wait_for_waiting(kWriters);
+  blocked.release();
+  for (auto& writer : writers) writer.join();
+
+  ASSERT_FALSE(results[0].ok());
+  EXPECT_EQ(results[0].error().code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(results[0].error().actual_version(), std::optional<int64_t>(2));
+  ASSERT_FALSE(results[1].ok());
+  EXPECT_EQ(results[1].error().code(), errc::kDuplicateEvent);
+  for (int idx = 2; idx < kWriters; ++idx) {
+    ASSERT_TRUE(results[idx].ok()) << results[idx].error().to_string();
+    EXPECT_EQ(results[idx]->stream_version, 1);
+  }
+  EXPECT_EQ(*store_->stream_version("stale"), 2);
+  EXPECT_EQ(*store_->stream_version("f-1"), 0);
+  auto count = raw_->exec("SELECT count(*) FROM cqrs.events WHERE stream_id LIKE 'f-%'");
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(count->int64(0, 0), kWriters - 2);
+}
+
+// An append that no group takes within PostgresStoreOptions::group_wait runs alone: here both
+// slots stay taken by appends that wait for locks, and it is stored all the same.
+TEST_F(PostgresStore, AnAppendNoGroupTakesRunsAloneAfterItsWait) {
+  PostgresStoreOptions options;
+  options.group_wait = std::chrono::milliseconds(20);
+  auto store = PostgresEventStore::open(db_->url(), options);
+  ASSERT_TRUE(store.ok()) << store.error().to_string();
+  BlockedGroups blocked(*db_, *store_);
+  EventData event;
+  event.type = "Alone";
+  auto started = std::chrono::steady_clock::now();
+  auto done = (*store)->append("alone", ExpectedVersion::no_stream(), std::span(&event, 1));
+  ASSERT_TRUE(done.ok()) << done.error().to_string();
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(20));
+  EXPECT_EQ(store_->appends_waiting(), 0u);
+  EXPECT_EQ(*store_->stream_version("held-1"), 0) << "the slots were still taken";
+  blocked.release();
+  EXPECT_EQ(*store_->stream_version("held-1"), 1);
 }
 
 // Notifications are transactions of their own: one writer appending back to back sends at most

@@ -111,6 +111,27 @@ std::vector<Statement> statements() {
        " WHERE CASE $2::bigint WHEN -1 THEN true WHEN -2 THEN h.version = 0"
        "  WHEN -3 THEN h.version > 0 ELSE h.version = $2::bigint END"
        " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
+      // Appends of several stores after known versions, in one statement (see AppendGroups):
+      // every stream's lock first, in the order of their keys as cqrs.append_batch takes them,
+      // then the rows in the order of the arrays. $1 and $2 hold one element per append, the
+      // rest one per event. A version another writer took fails the whole statement on the
+      // primary key; each append then runs alone.
+      {"append_group",
+       "INSERT INTO cqrs.events"
+       " (stream_id, stream_version, event_id, event_type, event_version, data, metadata,"
+       " run_length)"
+       " SELECT ($1::text[])[e.job], e.stream_version, e.event_id, e.event_type, e.event_version,"
+       " e.data, coalesce(e.metadata, ($2::jsonb[])[e.job]), e.run_length"
+       " FROM (SELECT count(pg_advisory_xact_lock(1668379251, k.key)) AS locked"  // 'cqrs'
+       "  FROM (SELECT DISTINCT hashtext(s.stream_id) AS key"
+       "   FROM unnest($1::text[]) AS s(stream_id) ORDER BY 1) AS k) AS l,"
+       " unnest($3::int[], $4::bigint[], $5::uuid[], $6::text[], $7::int[], $8::jsonb[],"
+       "  $9::jsonb[], $10::int[])"
+       "  WITH ORDINALITY AS e(job, stream_version, event_id, event_type, event_version, data,"
+       "  metadata, run_length, ord)"
+       " ORDER BY e.ord"
+       " RETURNING global_position, stream_version,"
+       " CASE WHEN run_length > 0 THEN pg_current_xact_id()::text END"},
       // Group commit: many requests in one statement; see schema/002_append_batch.sql.
       {"append_batch",
        "SELECT status, stream_version, global_positions::text, existing_result::text, "
@@ -406,6 +427,9 @@ Result<std::unique_ptr<PostgresEventStore>> PostgresEventStore::open(const std::
       new PostgresEventStore(std::move(conn).value(), options));
   if (auto prepared = store->prepare_statements(); !prepared) return prepared.error();
   if (options.notify) store->notices_ = NoticeSender::for_database(conninfo);
+  if (options.group_appends) {
+    store->groups_ = AppendGroups::for_key(conninfo + (options.notify ? "\n+notify" : "\n-notify"));
+  }
   return store;
 }
 
@@ -502,6 +526,45 @@ std::string run_lengths(std::span<const EventData> events) {
   append_run_lengths(literal, events);
   literal.push_back('}');
   return literal;
+}
+
+// Parameters of the "append_group" statement: per job its stream and the metadata its events
+// share (NULL when they differ), per event its job (1-based), version and columns.
+Params group_params(std::span<AppendGroups::Job* const> group) {
+  std::string streams = "{", shared_metadata = "{", jobs = "{", versions = "{", ids = "{",
+              types = "{", type_versions = "{", data = "{", metadata = "{", runs = "{";
+  for (size_t job_no = 0; job_no < group.size(); ++job_no) {
+    const AppendGroups::Job& job = *group[job_no];
+    const bool share_metadata = shares_metadata(job.events);
+    append_array_element(streams, job.stream_id);
+    if (share_metadata) {
+      append_array_element(shared_metadata, job.events.front().metadata);
+    } else {
+      append_array_null(shared_metadata);
+    }
+    append_run_lengths(runs, job.events);
+    int64_t version = job.base;
+    for (const EventData& event : job.events) {
+      append_array_element(jobs, std::to_string(job_no + 1));
+      append_array_element(versions, std::to_string(++version));
+      append_array_element(ids, event.event_id.to_string());
+      append_array_element(types, event.type);
+      append_array_element(type_versions, std::to_string(event.type_version));
+      append_array_element(data, event.data);
+      if (share_metadata) {
+        append_array_null(metadata);
+      } else {
+        append_array_element(metadata, event.metadata);
+      }
+    }
+  }
+  Params params;
+  for (std::string* literal : {&streams, &shared_metadata, &jobs, &versions, &ids, &types,
+                               &type_versions, &data, &metadata, &runs}) {
+    literal->push_back('}');
+    params.add(std::move(*literal));
+  }
+  return params;
 }
 
 // Parameters of the "append" statement for one request; without `with_runs`, those of
@@ -660,8 +723,75 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
                                                 std::span<const EventData> events) {
   if (auto valid = validate_append(stream_id, expected, events); !valid) return valid.error();
   if (auto connected = ensure_connected(); !connected) return connected.error();
-  std::vector<std::string> types = types_of(events);
   std::optional<int64_t> base = known_base(stream_id, expected);
+  if (base && groups_ && events.size() <= AppendGroups::kMaxJobEvents) {
+    AppendGroups::Job job;
+    job.stream_id = stream_id;
+    job.expected = expected;
+    job.base = *base;
+    job.events = events;
+    job.max_wait = options_.group_wait;
+    groups_->run(job, [this](std::span<AppendGroups::Job* const> group) { run_group(group); });
+    if (job.result) {
+      if (job.result->ok()) note_version(stream_id, (*job.result)->stream_version);
+      return std::move(*job.result);
+    }
+  }
+  return append_alone(stream_id, expected, events, base);
+}
+
+void PostgresEventStore::run_group(std::span<AppendGroups::Job* const> group) {
+  if (group.size() == 1) {
+    AppendGroups::Job& job = *group.front();
+    job.result = append_alone(job.stream_id, job.expected, job.events, job.base);
+    return;
+  }
+  std::vector<std::string> types;
+  for (const AppendGroups::Job* job : group) {
+    for (const EventData& event : job->events) types.push_back(event.type);
+  }
+  std::vector<Connection::PipelineStep> steps;
+  steps.push_back({"append_group", group_params(group), true});
+  Notice notice = claim_notice(steps, types);
+  auto ran = conn_->exec_pipeline(steps);
+  auto fail_all = [&](const Error& error) {
+    for (AppendGroups::Job* job : group) job->result = error;
+  };
+  // A broken connection leaves the outcome unknown: the appends must not run again.
+  if (!ran) return fail_all(ran.error());
+  auto& rows = (*ran)[0];
+  if (!rows) {
+    if (rows.error().kind() == ErrorKind::kUnavailable) fail_all(rows.error());
+    return;  // nothing was stored: each append runs alone and gets its own answer
+  }
+  if (!notice.sent(*ran)) notify(types);
+  // The rows come back in the order of the arrays: each job's events, one job after the other.
+  int row = 0;
+  for (AppendGroups::Job* job : group) {
+    AppendResult appended;
+    std::string_view transaction_id;
+    for (size_t idx = 0; idx < job->events.size(); ++idx, ++row) {
+      if (row >= rows->rows() || rows->int64(row, 1) != job->base + static_cast<int64_t>(idx) + 1) {
+        job->result = Error::internal(errc::kStoreError,
+                                      "a group append returned rows out of order for stream '" +
+                                          std::string(job->stream_id) + "'");
+        break;
+      }
+      appended.global_positions.push_back(rows->int64(row, 0));
+      if (!rows->is_null(row, 2)) transaction_id = rows->text(row, 2);
+    }
+    if (job->result) continue;
+    appended.stream_version = job->base + static_cast<int64_t>(job->events.size());
+    appended.commit_id = to_uint64(transaction_id);
+    job->result = std::move(appended);
+  }
+}
+
+Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id,
+                                                      ExpectedVersion expected,
+                                                      std::span<const EventData> events,
+                                                      std::optional<int64_t> base) {
+  std::vector<std::string> types = types_of(events);
   if (base || (events.size() == 1 && !conn_->in_transaction())) {
     Params params;
     params.add(stream_id).add(base ? *base : expected_code(expected));
@@ -1203,6 +1333,8 @@ Result<std::optional<CommandRecord>> PostgresEventStore::find_command(const Uuid
 }
 
 int PostgresEventStore::backend_pid() const { return conn_->backend_pid(); }
+
+size_t PostgresEventStore::appends_waiting() const { return groups_ ? groups_->waiting() : 0; }
 
 namespace {
 

@@ -11,6 +11,7 @@
 // ends; events_behind_watermark() reports how much is held back.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "cqrs/event_store.hpp"
+#include "cqrs/pg/append_groups.hpp"
 #include "cqrs/pg/connection.hpp"
 
 namespace cqrs::pg {
@@ -46,6 +48,13 @@ struct PostgresStoreOptions {
   // Send NOTIFY on kEventsChannel after successful appends (see NoticeSender: one connection per
   // process and database sends them for every store, coalesced).
   bool notify = true;
+  // Commit appends that arrive together from several stores of the process in one statement
+  // (see AppendGroups): more appends per second, and fewer commits, when many threads append.
+  bool group_appends = true;
+  // How long an append waits for a group to take it before it runs alone. A group takes about a
+  // millisecond; this bounds the wait when every slot is held by appends that wait for locks in
+  // the database (which may be locks the waiting thread holds on another connection).
+  std::chrono::milliseconds group_wait{50};
 };
 
 class PostgresEventStore final : public EventStore {
@@ -97,6 +106,9 @@ class PostgresEventStore final : public EventStore {
 
   // The server process behind this store's connection.
   int backend_pid() const;
+  // Appends of this process's stores (on this database) waiting to join a group now (see
+  // AppendGroups); 0 without options.group_appends.
+  size_t appends_waiting() const;
 
   // The connection itself, for callers that run their own SQL between store calls (handler
   // runtime: locks, transactions). Do not leave a transaction open across store calls.
@@ -108,6 +120,12 @@ class PostgresEventStore final : public EventStore {
   explicit PostgresEventStore(std::unique_ptr<Connection> conn, PostgresStoreOptions options);
   Result<void> prepare_statements();
   Result<void> ensure_connected();
+  // append() without a group: `base` as known_base() found it.
+  Result<AppendResult> append_alone(std::string_view stream_id, ExpectedVersion expected,
+                                    std::span<const EventData> events, std::optional<int64_t> base);
+  // Runs a group of appends (see AppendGroups) on this store's connection and sets their
+  // results; a group of one runs as append_alone.
+  void run_group(std::span<AppendGroups::Job* const> group);
   // One append running, for the NoticeSender; claimed when its notification rides in its own
   // round trip.
   class Notice {
@@ -161,6 +179,7 @@ class PostgresEventStore final : public EventStore {
   std::unique_ptr<Connection> conn_;
   PostgresStoreOptions options_;
   std::shared_ptr<NoticeSender> notices_;  // null without options_.notify
+  std::shared_ptr<AppendGroups> groups_;   // null without options_.group_appends
   // Per stream, the highest version known to exist. Stored events are never deleted, so a
   // version once seen stays; the map is kept for one server session (known_backend_) only, since
   // a reconnect may reach another server (a promoted replica) that lacks recent commits.
