@@ -6,7 +6,8 @@
 // writers' appends are group committed with EventStore::write, as cqrsd commits its commands).
 // Prints per-workload figures and a markdown table for docs/BENCHMARKS.md.
 //
-// usage: store_bench [--seconds N] [--rounds R] [--quick] [--url CONNINFO] [--no-notify] [--keep]
+// usage: store_bench [--seconds N] [--rounds R] [--quick] [--url CONNINFO] [--no-notify]
+//                    [--no-groups] [--keep]
 //                    [--only N]
 //
 // Each append workload runs the four sides (store, pool, raw, floor) in R rounds, the sides taking
@@ -78,6 +79,7 @@ struct Options {
   double warmup_seconds = 0.5;  // before each round's window
   std::string base_conninfo;
   bool notify = true;
+  bool group_appends = true;
   bool keep_database = false;
   int only_workload = 0;  // 1-based; 0: every workload, and the reads
 };
@@ -184,8 +186,10 @@ class Writer {
 
 class StoreWriter final : public Writer {
  public:
-  StoreWriter(std::string conninfo, bool notify) : conninfo_(std::move(conninfo)) {
+  StoreWriter(std::string conninfo, bool notify, bool group_appends)
+      : conninfo_(std::move(conninfo)) {
     options_.notify = notify;
+    options_.group_appends = group_appends;
   }
 
   bool connect(std::string& error) override {
@@ -665,9 +669,9 @@ int run(const Options& options, const std::string& conninfo) {
   std::printf(
       "settings: each side measured %s s per workload, in %d rounds that alternate the sides, "
       "each after %s s warmup; a new stream every %d appends; "
-      "store NOTIFY %s\n\n",
+      "store NOTIFY %s, groups %s\n\n",
       fixed(options.seconds, 1).c_str(), options.rounds, fixed(options.warmup_seconds, 1).c_str(),
-      kAppendsPerStream, options.notify ? "on" : "off");
+      kAppendsPerStream, options.notify ? "on" : "off", options.group_appends ? "on" : "off");
 
   std::vector<TableRow> table;
   int workload_number = 0;
@@ -695,7 +699,11 @@ int run(const Options& options, const std::string& conninfo) {
         if (side == kStore) {
           window = measure_appends(
               workload, prefix, round_seconds, options.warmup_seconds,
-              [&] { return std::make_unique<StoreWriter>(conninfo, options.notify); }, error);
+              [&] {
+                return std::make_unique<StoreWriter>(conninfo, options.notify,
+                                                     options.group_appends);
+              },
+              error);
         } else if (side == kPool) {
           // A fresh pool each time, with cqrsd's defaults, so its connections start as the
           // others' do.
@@ -845,13 +853,14 @@ void print_usage() {
   std::fprintf(
       stderr,
       "usage: store_bench [--seconds N] [--rounds R] [--quick] [--url CONNINFO] [--no-notify] "
-      "[--keep] [--only N]\n"
+      "[--no-groups] [--keep] [--only N]\n"
       "  --seconds N   measure each side of each workload for N seconds in all (default 5)\n"
       "  --rounds R    split them into R rounds that alternate the sides (default 5); each ratio\n"
       "                is the median of the rounds' ratios\n"
       "  --quick       1 second per side in 1 round, short warmup (smoke run)\n"
       "  --url C       server to use (default: $DATABASE_URL, else libpq PG* defaults)\n"
       "  --no-notify   open the store with PostgresStoreOptions::notify = false\n"
+      "  --no-groups   open the store with PostgresStoreOptions::group_appends = false\n"
       "  --keep        keep the benchmark database for inspection (default: drop it)\n"
       "  --only N      run only append workload N (1-4, in the order printed), no reads\n");
 }
@@ -876,6 +885,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.warmup_seconds = 0.3;
     } else if (arg == "--no-notify") {
       options.notify = false;
+    } else if (arg == "--no-groups") {
+      options.group_appends = false;
     } else if (arg == "--only" && idx + 1 < argc) {
       options.only_workload = std::atoi(argv[++idx]);
       if (options.only_workload < 1 || options.only_workload > 4) return std::nullopt;
