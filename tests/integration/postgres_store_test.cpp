@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <future>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -603,6 +606,97 @@ TEST_F(PostgresStore, AnAppendNoGroupTakesRunsAloneAfterItsWait) {
   EXPECT_EQ(*store_->stream_version("held-1"), 0) << "the slots were still taken";
   blocked.release();
   EXPECT_EQ(*store_->stream_version("held-1"), 1);
+}
+
+// A thread that holds a stream's lock in its own transaction and then appends to another stream
+// through a second store must not wait forever for a group that waits for that lock: the group
+// gives up on the lock after group_lock_wait, and its appends run alone.
+TEST_F(PostgresStore, AGroupDoesNotWaitForALockItsOwnMemberHolds) {
+  auto holder = PostgresEventStore::open(db_->url());
+  auto second = PostgresEventStore::open(db_->url(), patient());
+  auto other = PostgresEventStore::open(db_->url(), patient());
+  ASSERT_TRUE(holder.ok() && second.ok() && other.ok());
+  ASSERT_TRUE((*holder)->connection().exec("BEGIN").ok());
+  EventData held;
+  held.type = "Held";
+  ASSERT_TRUE((*holder)->append("t", ExpectedVersion::no_stream(), std::span(&held, 1)).ok());
+
+  BlockedGroups blocked(*db_, *store_);
+  std::promise<Result<AppendResult>> holder_append;
+  std::future<Result<AppendResult>> holder_done = holder_append.get_future();
+  std::thread holder_thread([&] {
+    EventData event;
+    event.type = "Elsewhere";
+    holder_append.set_value(
+        (*second)->append("s", ExpectedVersion::no_stream(), std::span(&event, 1)));
+  });
+  blocked.wait_for_waiting(1);
+  Result<AppendResult> other_result = Error::internal(errc::kStoreError, "unset");
+  std::thread other_thread([&] {
+    EventData event;
+    event.type = "Waits";
+    other_result = (*other)->append("t", ExpectedVersion::no_stream(), std::span(&event, 1));
+  });
+  blocked.wait_for_waiting(2);
+  blocked.release();  // one group takes both: "s", and "t", whose lock the holder's transaction has
+
+  bool finished = holder_done.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  if (!finished) {  // unblock the group before failing, so that the test can end
+    (void)raw_->exec("SELECT pg_terminate_backend($1)",
+                     Params().add(int64_t{(*holder)->backend_pid()}));
+  }
+  holder_thread.join();
+  ASSERT_TRUE(finished) << "the append waited for a group that waited for its own thread's lock";
+  Result<AppendResult> appended = holder_done.get();
+  ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  EXPECT_EQ(appended->stream_version, 1);
+  ASSERT_TRUE((*holder)->connection().exec("COMMIT").ok());
+  other_thread.join();
+  // It ran alone, waited for the holder's commit, and was told of it.
+  ASSERT_FALSE(other_result.ok());
+  EXPECT_EQ(other_result.error().code(), errc::kStreamExists) << other_result.error().to_string();
+  EXPECT_EQ(*store_->stream_version("t"), 1);
+}
+
+// Many stores appending to one stream with `any`: their known versions are soon stale, and each
+// group reads the heads under the locks, so every append is stored once, versions 1..n.
+TEST_F(PostgresStore, StoresAppendingToOneStreamTogetherLeaveNoGap) {
+  constexpr int kWriters = 8;
+  constexpr int kAppendsEach = 40;
+  std::vector<std::unique_ptr<PostgresEventStore>> stores;
+  for (int idx = 0; idx < kWriters; ++idx) {
+    auto store = PostgresEventStore::open(db_->url());
+    ASSERT_TRUE(store.ok()) << store.error().to_string();
+    stores.push_back(std::move(store).value());
+  }
+  std::mutex mutex;
+  std::map<int64_t, int64_t> position_of_version;  // as the appends were told
+  std::vector<std::thread> writers;
+  for (int idx = 0; idx < kWriters; ++idx) {
+    writers.emplace_back([&, idx] {
+      for (int round = 0; round < kAppendsEach; ++round) {
+        std::vector<EventData> events(1 + (idx + round) % 2);
+        for (EventData& event : events) event.type = "Shared";
+        auto done = stores[idx]->append("hot", ExpectedVersion::any(), events);
+        ASSERT_TRUE(done.ok()) << done.error().to_string();
+        std::lock_guard lock(mutex);
+        for (size_t event = 0; event < events.size(); ++event) {
+          int64_t version = done->stream_version - static_cast<int64_t>(events.size() - 1 - event);
+          EXPECT_TRUE(position_of_version.emplace(version, done->global_positions[event]).second)
+              << "version " << version << " told twice";
+        }
+      }
+    });
+  }
+  for (auto& writer : writers) writer.join();
+  auto stored = store_->read_stream("hot", 1, 10'000, Direction::kForward);
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), position_of_version.size());
+  for (size_t idx = 0; idx < stored->size(); ++idx) {
+    const RecordedEvent& event = (*stored)[idx];
+    EXPECT_EQ(event.stream_version, static_cast<int64_t>(idx) + 1);
+    EXPECT_EQ(position_of_version[event.stream_version], event.global_position);
+  }
 }
 
 // Notifications are transactions of their own: one writer appending back to back sends at most

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <vector>
 
 namespace cqrs::pg {
@@ -21,10 +22,67 @@ std::shared_ptr<AppendGroups> AppendGroups::for_key(const std::string& key) {
   return groups;
 }
 
-void AppendGroups::run(Job& job, const GroupRunner& run) {
-  std::unique_lock lock(mutex_);
-  if (in_flight_ < kMaxInFlight && queue_.empty()) {
+namespace {
+
+std::string key_of(std::string_view server, std::string_view stream_id) {
+  std::string key;
+  key.reserve(server.size() + 1 + stream_id.size());
+  key.append(server).push_back('\n');
+  key.append(stream_id);
+  return key;
+}
+
+}  // namespace
+
+bool AppendGroups::freshen(Job& job) {
+  auto known = versions_.find(job.key);
+  if (known == versions_.end() || known->second <= job.base) return true;
+  auto kind = job.expected.kind();
+  if (kind != ExpectedVersion::Kind::kAny && kind != ExpectedVersion::Kind::kStreamExists) {
+    return false;  // no_stream or exact(base): a newer version exists, so it must fail
+  }
+  job.base = known->second;
+  return true;
+}
+
+void AppendGroups::note_locked(const std::string& key, int64_t version) {
+  auto [it, added] = versions_.try_emplace(key, version);
+  if (!added) {
+    it->second = std::max(it->second, version);
+  } else if (versions_.size() > kMaxKnownStreams) {
+    versions_.clear();
+    versions_.emplace(key, version);
+  }
+}
+
+void AppendGroups::note(std::string_view server, std::string_view stream_id, int64_t version) {
+  std::string key = key_of(server, stream_id);
+  std::lock_guard lock(mutex_);
+  note_locked(key, version);
+}
+
+void AppendGroups::promote_next() {
+  for (auto it = queue_.begin(); it != queue_.end() && in_flight_ < kMaxInFlight;) {
+    Job* next = *it;
+    if (running_.contains(next->key)) {
+      ++it;
+      continue;
+    }
+    it = queue_.erase(it);
+    running_.insert(next->key);
+    next->lead = true;
     ++in_flight_;
+    next->wake.notify_one();
+  }
+}
+
+void AppendGroups::run(Job& job, const GroupRunner& run) {
+  job.key = key_of(job.server, job.stream_id);
+  std::unique_lock lock(mutex_);
+  if (!freshen(job)) return;  // known to fail: alone, it is told why
+  if (in_flight_ < kMaxInFlight && queue_.empty() && !running_.contains(job.key)) {
+    ++in_flight_;
+    running_.insert(job.key);
   } else {
     queue_.push_back(&job);
     if (!job.wake.wait_for(lock, job.max_wait, [&] { return job.done || job.lead || job.taken; })) {
@@ -33,47 +91,79 @@ void AppendGroups::run(Job& job, const GroupRunner& run) {
     }
     job.wake.wait(lock, [&] { return job.done || job.lead; });
     if (job.done) return;
-    // Promoted to lead: the slot is counted already, and the job left the queue.
+    // Promoted to lead: the slot and the stream are taken already, and the job left the queue.
+    // Groups that ran meanwhile may have stored newer versions of its stream.
+    if (!freshen(job)) {
+      running_.erase(job.key);
+      --in_flight_;
+      promote_next();
+      return;
+    }
   }
 
-  // The group: this job, then the waiting ones in order, one per stream, within the size bound.
-  std::vector<Job*> group{&job};
-  size_t events = job.events.size();
-  std::set<std::string_view> streams{job.stream_id};
-  for (auto it = queue_.begin(); it != queue_.end();) {
-    Job* waiting = *it;
-    if (events + waiting->events.size() > kMaxGroupEvents) break;
-    if (!streams.insert(waiting->stream_id).second) {
-      ++it;  // a second append to a stream waits for the next group
-      continue;
+  // The group: this job, then the waiting ones in order: one per stream, none of a stream another
+  // group is writing, all of this job's server, within the size bound. Waiting appends that are
+  // known to fail leave to run alone. Should this fail (out of memory), the jobs taken so far run
+  // alone.
+  std::vector<Job*> group;
+  bool formed = false;
+  try {
+    group.push_back(&job);
+    size_t events = job.events.size();
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      Job* waiting = *it;
+      if (events + waiting->events.size() > kMaxGroupEvents) break;
+      if (waiting->server != job.server || running_.contains(waiting->key)) {
+        ++it;
+        continue;
+      }
+      it = queue_.erase(it);
+      if (!freshen(*waiting)) {
+        waiting->done = true;
+        waiting->wake.notify_one();
+        continue;
+      }
+      events += waiting->events.size();
+      waiting->taken = true;
+      running_.insert(waiting->key);
+      group.push_back(waiting);
     }
-    events += waiting->events.size();
-    waiting->taken = true;
-    group.push_back(waiting);
-    it = queue_.erase(it);
+    formed = true;
+  } catch (...) {
   }
   lock.unlock();
 
-  try {
-    run(group);
-  } catch (...) {
-    // Whatever did not get a result runs alone.
+  if (formed) {
+    // An exception leaves the outcome of the group's appends unknown: none may run again.
+    std::string failure;
+    try {
+      run(group);
+    } catch (const std::exception& error) {
+      failure = error.what();
+    } catch (...) {
+      failure = "unknown exception";
+    }
+    if (!failure.empty()) {
+      for (Job* member : group) {
+        if (!member->result) {
+          member->result = Error::internal(errc::kStoreError, "a group append failed: " + failure);
+        }
+      }
+    }
   }
 
   lock.lock();
   for (Job* member : group) {
+    if (member->result && member->result->ok()) {
+      note_locked(member->key, (*member->result)->stream_version);
+    }
+    running_.erase(member->key);
     if (member == &job) continue;
     member->done = true;
     member->wake.notify_one();
   }
   --in_flight_;
-  if (!queue_.empty() && in_flight_ < kMaxInFlight) {
-    Job* next = queue_.front();
-    queue_.pop_front();
-    next->lead = true;
-    ++in_flight_;
-    next->wake.notify_one();
-  }
+  promote_next();
 }
 
 size_t AppendGroups::waiting() const {

@@ -13,6 +13,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "cqrs/event.hpp"
 #include "cqrs/result.hpp"
@@ -25,15 +27,21 @@ namespace cqrs::pg {
 // An append that finds a free slot leads at once: alone, it runs as it would without groups. An
 // append that finds both slots taken waits; when a group ends, the first waiting append leads
 // the next one and takes every waiting append along (up to kMaxGroupEvents events, one append
-// per stream). With one writer nothing ever waits; with many, a group commits in one round
-// trip what took one each, so the server's work and the commits per append shrink.
+// per stream, of the leader's server, none of a stream the other group is writing). With one writer
+// nothing ever waits; with many, a group commits in one round trip what took one each, so the
+// server's work and the commits per append shrink.
 //
 // Two slots, not one: while one group waits for its commit to reach the disk, the next one runs.
 //
-// Only appends after a version the store knows (see PostgresEventStore::known_base) outside a
-// caller's transaction take part. Their statement needs no head lookup: a stale version fails
-// the whole group on the primary key, and then every append of it runs again alone, which
-// names the error of the one that failed (see Job::result).
+// Only appends after a version their store knows (see PostgresEventStore::known_base), outside
+// a caller's transaction, of at most kMaxJobEvents events, take part: their statement needs no
+// head lookup. Many stores appending to one stream each know an older version than the last
+// one written, so the groups remember the newest version of each stream that the process's
+// appends stored and append after it (an `any` or `stream_exists` append), or let the append run
+// alone when it is known to fail (`no_stream`, `exact`). A group's statement waits for each of
+// its streams' locks at most group_lock_wait. A version another writer took (another process)
+// fails the whole statement, and a lock that does not come in time too; the appends that stored
+// nothing then run again alone, which names their outcome (see Job::result).
 class AppendGroups {
  public:
   static constexpr int kMaxInFlight = 2;
@@ -47,17 +55,22 @@ class AppendGroups {
   struct Job {
     std::string_view stream_id;
     ExpectedVersion expected = ExpectedVersion::any();
-    int64_t base = 0;  // the version the events go right after
+    int64_t base = 0;  // a version of the stream its store knows to exist (0: a new stream)
+    // The server its store learned `base` from (see PostgresEventStore::server_identity): a group
+    // holds only appends of the server its leader is connected to, so that a version one server
+    // has is never assumed on another (a promoted replica may lack the latest commits).
+    std::string_view server;
     std::span<const EventData> events;
     // How long it waits for a group to take it before it runs alone (see
     // PostgresStoreOptions::group_wait).
     std::chrono::milliseconds max_wait{0};
-    // Set by the group's leader. Left empty when the group's statement failed without
-    // committing anything: the append then runs alone.
+    // Set by the group's leader. Left empty when the append stored nothing (its expected
+    // version did not hold, or the group's transaction failed): it then runs alone.
     std::optional<Result<AppendResult>> result;
 
    private:
     friend class AppendGroups;
+    std::string key;     // server and stream
     bool done = false;   // its group ran
     bool lead = false;   // it leads the next group
     bool taken = false;  // a group took it
@@ -79,10 +92,28 @@ class AppendGroups {
   // Appends waiting for a group now (for tests).
   size_t waiting() const;
 
+  // Records that `version` of a stream exists on `server`, for an append that ran alone: groups
+  // then append after it, not after an older version a store remembers (see Job::base).
+  void note(std::string_view server, std::string_view stream_id, int64_t version);
+
  private:
+  static constexpr size_t kMaxKnownStreams = 10'000;
+
+  // Brings `job`'s base up to the newest version of its stream the groups know. False when the
+  // append is known to fail (no_stream or exact(base) of a stream with a newer version).
+  bool freshen(Job& job);
+  void note_locked(const std::string& key, int64_t version);
+  // Hands free slots to the first waiting appends whose streams no group is writing.
+  void promote_next();
+
   mutable std::mutex mutex_;
   int in_flight_ = 0;
   std::deque<Job*> queue_;
+  // The server and stream (Job::key) of every append in a running group, or promoted to lead:
+  // two groups never write one stream at once, so neither fails on the other's versions.
+  std::unordered_set<std::string> running_;
+  // The newest version of each stream (by Job::key) that appends of the process stored.
+  std::unordered_map<std::string, int64_t> versions_;
 };
 
 }  // namespace cqrs::pg

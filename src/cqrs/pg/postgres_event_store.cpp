@@ -111,26 +111,33 @@ std::vector<Statement> statements() {
        " WHERE CASE $2::bigint WHEN -1 THEN true WHEN -2 THEN h.version = 0"
        "  WHEN -3 THEN h.version > 0 ELSE h.version = $2::bigint END"
        " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
-      // Appends of several stores after known versions, in one statement (see AppendGroups):
-      // every stream's lock first, in the order of their keys as cqrs.append_batch takes them,
-      // then the rows in the order of the arrays. $1 and $2 hold one element per append, the
-      // rest one per event. A version another writer took fails the whole statement on the
-      // primary key; each append then runs alone.
+      // Appends of several stores after known versions, in one statement (see AppendGroups).
+      // It takes every stream's lock first, in the order of their keys as cqrs.append_batch
+      // takes them, waiting at most $12 for each (lock_timeout: a group must not wait long for a
+      // lock that someone who waits for the group may hold). It stores the rows in the order of
+      // the arrays, each append's events after the version its store knew, and only when that
+      // version exists on this server (the leader's connection may reach another server than
+      // the one a follower learned its version from, after a failover). $1, $2 and $3 hold one
+      // element per append (stream, known version, the metadata its events share or NULL); the
+      // rest one per event. An append whose version is missing stores nothing and returns no
+      // row; a version another writer took fails the statement on the primary key. Either way
+      // the append runs again alone, which names the outcome.
       {"append_group",
        "INSERT INTO cqrs.events"
        " (stream_id, stream_version, event_id, event_type, event_version, data, metadata,"
        " run_length)"
-       " SELECT ($1::text[])[e.job], e.stream_version, e.event_id, e.event_type, e.event_version,"
-       " e.data, coalesce(e.metadata, ($2::jsonb[])[e.job]), e.run_length"
+       " SELECT ($1::text[])[e.job], ($2::bigint[])[e.job] + e.nth, e.event_id, e.event_type,"
+       " e.event_version, e.data, coalesce(e.metadata, ($3::jsonb[])[e.job]), e.run_length"
        " FROM (SELECT count(pg_advisory_xact_lock(1668379251, k.key)) AS locked"  // 'cqrs'
-       "  FROM (SELECT DISTINCT hashtext(s.stream_id) AS key"
+       "  FROM (SELECT set_config('lock_timeout', $12, true)) AS t,"
+       "  (SELECT DISTINCT hashtext(s.stream_id) AS key"
        "   FROM unnest($1::text[]) AS s(stream_id) ORDER BY 1) AS k) AS l,"
-       " unnest($3::int[], $4::bigint[], $5::uuid[], $6::text[], $7::int[], $8::jsonb[],"
-       "  $9::jsonb[], $10::int[])"
-       "  WITH ORDINALITY AS e(job, stream_version, event_id, event_type, event_version, data,"
-       "  metadata, run_length, ord)"
+       " unnest($4::int[], $5::int[], $6::uuid[], $7::text[], $8::int[], $9::jsonb[],"
+       "  $10::jsonb[], $11::int[])"
+       "  WITH ORDINALITY AS e(job, nth, event_id, event_type, event_version, data, metadata,"
+       "  run_length, ord)"
        " ORDER BY e.ord"
-       " RETURNING global_position, stream_version,"
+       " RETURNING stream_id::text, stream_version, global_position,"
        " CASE WHEN run_length > 0 THEN pg_current_xact_id()::text END"},
       // Group commit: many requests in one statement; see schema/002_append_batch.sql.
       {"append_batch",
@@ -528,25 +535,28 @@ std::string run_lengths(std::span<const EventData> events) {
   return literal;
 }
 
-// Parameters of the "append_group" statement: per job its stream and the metadata its events
-// share (NULL when they differ), per event its job (1-based), version and columns.
-Params group_params(std::span<AppendGroups::Job* const> group) {
-  std::string streams = "{", shared_metadata = "{", jobs = "{", versions = "{", ids = "{",
+// Parameters of the "append_group" statement: per job its stream, known version and the
+// metadata its events share (NULL when they differ); per event its job (1-based), its place in
+// the job (1-based) and its columns; then `lock_wait`.
+Params group_params(std::span<AppendGroups::Job* const> group,
+                    std::chrono::milliseconds lock_wait) {
+  std::string streams = "{", bases = "{", shared_metadata = "{", jobs = "{", nths = "{", ids = "{",
               types = "{", type_versions = "{", data = "{", metadata = "{", runs = "{";
   for (size_t job_no = 0; job_no < group.size(); ++job_no) {
     const AppendGroups::Job& job = *group[job_no];
     const bool share_metadata = shares_metadata(job.events);
     append_array_element(streams, job.stream_id);
+    append_array_element(bases, std::to_string(job.base));
     if (share_metadata) {
       append_array_element(shared_metadata, job.events.front().metadata);
     } else {
       append_array_null(shared_metadata);
     }
     append_run_lengths(runs, job.events);
-    int64_t version = job.base;
+    int nth = 0;
     for (const EventData& event : job.events) {
       append_array_element(jobs, std::to_string(job_no + 1));
-      append_array_element(versions, std::to_string(++version));
+      append_array_element(nths, std::to_string(++nth));
       append_array_element(ids, event.event_id.to_string());
       append_array_element(types, event.type);
       append_array_element(type_versions, std::to_string(event.type_version));
@@ -559,11 +569,12 @@ Params group_params(std::span<AppendGroups::Job* const> group) {
     }
   }
   Params params;
-  for (std::string* literal : {&streams, &shared_metadata, &jobs, &versions, &ids, &types,
+  for (std::string* literal : {&streams, &bases, &shared_metadata, &jobs, &nths, &ids, &types,
                                &type_versions, &data, &metadata, &runs}) {
     literal->push_back('}');
     params.add(std::move(*literal));
   }
+  params.add(std::to_string(lock_wait.count()) + "ms");
   return params;
 }
 
@@ -724,8 +735,10 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   if (auto valid = validate_append(stream_id, expected, events); !valid) return valid.error();
   if (auto connected = ensure_connected(); !connected) return connected.error();
   std::optional<int64_t> base = known_base(stream_id, expected);
-  if (base && groups_ && events.size() <= AppendGroups::kMaxJobEvents) {
+  if (base && groups_ && events.size() <= AppendGroups::kMaxJobEvents &&
+      !server_identity().empty()) {
     AppendGroups::Job job;
+    job.server = server_identity_;
     job.stream_id = stream_id;
     job.expected = expected;
     job.base = *base;
@@ -737,7 +750,11 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
       return std::move(*job.result);
     }
   }
-  return append_alone(stream_id, expected, events, base);
+  Result<AppendResult> appended = append_alone(stream_id, expected, events, base);
+  if (appended && groups_ && !server_identity_.empty() && server_backend_ == conn_->backend_pid()) {
+    groups_->note(server_identity_, stream_id, appended->stream_version);
+  }
+  return appended;
 }
 
 void PostgresEventStore::run_group(std::span<AppendGroups::Job* const> group) {
@@ -751,7 +768,7 @@ void PostgresEventStore::run_group(std::span<AppendGroups::Job* const> group) {
     for (const EventData& event : job->events) types.push_back(event.type);
   }
   std::vector<Connection::PipelineStep> steps;
-  steps.push_back({"append_group", group_params(group), true});
+  steps.push_back({"append_group", group_params(group, options_.group_lock_wait), true});
   Notice notice = claim_notice(steps, types);
   auto ran = conn_->exec_pipeline(steps);
   auto fail_all = [&](const Error& error) {
@@ -759,32 +776,44 @@ void PostgresEventStore::run_group(std::span<AppendGroups::Job* const> group) {
   };
   // A broken connection leaves the outcome unknown: the appends must not run again.
   if (!ran) return fail_all(ran.error());
-  auto& rows = (*ran)[0];
-  if (!rows) {
-    if (rows.error().kind() == ErrorKind::kUnavailable) fail_all(rows.error());
-    return;  // nothing was stored: each append runs alone and gets its own answer
+  if (!(*ran)[0]) {
+    if ((*ran)[0].error().kind() == ErrorKind::kUnavailable) fail_all((*ran)[0].error());
+    return;  // nothing was stored (a taken version, a lock that did not come): each runs alone
   }
-  if (!notice.sent(*ran)) notify(types);
-  // The rows come back in the order of the arrays: each job's events, one job after the other.
-  int row = 0;
+  const QueryResult& rows = *(*ran)[0];
+  // Each stored row names its stream, and a group holds one append per stream.
+  std::unordered_map<std::string_view, AppendGroups::Job*> by_stream;
+  for (AppendGroups::Job* job : group) by_stream.emplace(job->stream_id, job);
+  std::unordered_map<AppendGroups::Job*, std::vector<std::pair<int64_t, int64_t>>> stored;
+  std::string_view transaction_id;
+  for (int row = 0; row < rows.rows(); ++row) {
+    auto job = by_stream.find(rows.text(row, 0));
+    if (job == by_stream.end()) continue;
+    stored[job->second].emplace_back(rows.int64(row, 1), rows.int64(row, 2));
+    if (!rows.is_null(row, 3)) transaction_id = rows.text(row, 3);
+  }
+  std::vector<std::string> appended_types;
   for (AppendGroups::Job* job : group) {
+    auto found = stored.find(job);
+    if (found == stored.end()) continue;  // its version is missing here: it runs alone
+    auto& versions = found->second;
+    std::sort(versions.begin(), versions.end());
     AppendResult appended;
-    std::string_view transaction_id;
-    for (size_t idx = 0; idx < job->events.size(); ++idx, ++row) {
-      if (row >= rows->rows() || rows->int64(row, 1) != job->base + static_cast<int64_t>(idx) + 1) {
-        job->result = Error::internal(errc::kStoreError,
-                                      "a group append returned rows out of order for stream '" +
-                                          std::string(job->stream_id) + "'");
-        break;
-      }
-      appended.global_positions.push_back(rows->int64(row, 0));
-      if (!rows->is_null(row, 2)) transaction_id = rows->text(row, 2);
-    }
-    if (job->result) continue;
-    appended.stream_version = job->base + static_cast<int64_t>(job->events.size());
+    appended.stream_version = versions.back().first;
     appended.commit_id = to_uint64(transaction_id);
+    for (const auto& [version, position] : versions) appended.global_positions.push_back(position);
+    if (versions.size() != job->events.size()) {
+      // Cannot happen (each append's rows are all stored or none); said rather than hidden.
+      job->result = Error::internal(
+          errc::kStoreError, "a group append stored " + std::to_string(versions.size()) + " of " +
+                                 std::to_string(job->events.size()) + " events in stream '" +
+                                 std::string(job->stream_id) + "'");
+      continue;
+    }
+    for (const EventData& event : job->events) appended_types.push_back(event.type);
     job->result = std::move(appended);
   }
+  if (!notice.sent(*ran)) notify(appended_types);
 }
 
 Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id,
@@ -860,6 +889,17 @@ std::optional<int64_t> PostgresEventStore::known_base(std::string_view stream_id
   if (!exact) return known;  // any, stream_exists: after the highest known version
   // Exact n: n + 1 is free iff n is the head, so n must be the highest version known.
   return *known == expected.version() ? known : std::nullopt;
+}
+
+const std::string& PostgresEventStore::server_identity() {
+  if (int backend = conn_->backend_pid(); backend != server_backend_) {
+    auto rows = conn_->exec(
+        "SELECT coalesce(host(inet_server_addr()), 'local') || ':' ||"
+        " coalesce(inet_server_port()::text, '') || ' ' || pg_postmaster_start_time()::text");
+    server_identity_ = rows && rows->rows() == 1 ? std::string(rows->text(0, 0)) : "";
+    server_backend_ = rows ? backend : 0;
+  }
+  return server_identity_;
 }
 
 void PostgresEventStore::note_version(std::string_view stream_id, int64_t version) {

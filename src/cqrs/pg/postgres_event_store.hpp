@@ -55,6 +55,9 @@ struct PostgresStoreOptions {
   // millisecond; this bounds the wait when every slot is held by appends that wait for locks in
   // the database (which may be locks the waiting thread holds on another connection).
   std::chrono::milliseconds group_wait{50};
+  // How long a group this store leads waits for each of its streams' locks (lock_timeout) before
+  // its appends run alone: a lock may be held by a transaction whose thread waits for the group.
+  std::chrono::milliseconds group_lock_wait{50};
 };
 
 class PostgresEventStore final : public EventStore {
@@ -111,8 +114,13 @@ class PostgresEventStore final : public EventStore {
   size_t appends_waiting() const;
 
   // The connection itself, for callers that run their own SQL between store calls (handler
-  // runtime: locks, transactions). Do not leave a transaction open across store calls.
-  Connection& connection() { return *conn_; }
+  // runtime: locks, transactions). Do not leave a transaction open across store calls. From
+  // then on the store's appends take no part in groups (see AppendGroups): whatever its session
+  // was set to (synchronous_commit, a role, timeouts) must not apply to other stores' appends.
+  Connection& connection() {
+    groups_.reset();
+    return *conn_;
+  }
   // Reconnects when the connection broke. Errors: store_unavailable.
   Result<void> reconnect_if_needed() { return ensure_connected(); }
 
@@ -170,6 +178,9 @@ class PostgresEventStore final : public EventStore {
   std::optional<int64_t> known_base(std::string_view stream_id, ExpectedVersion expected);
   // Records that `version` of the stream exists (this store wrote or read it).
   void note_version(std::string_view stream_id, int64_t version);
+  // Which server this store's connection reaches: its address and when it started, read once
+  // per server session. A failover to a promoted replica changes it. "" when it cannot be read.
+  const std::string& server_identity();
 
   struct StringHash {
     using is_transparent = void;
@@ -185,6 +196,8 @@ class PostgresEventStore final : public EventStore {
   // a reconnect may reach another server (a promoted replica) that lacks recent commits.
   std::unordered_map<std::string, int64_t, StringHash, std::equal_to<>> known_versions_;
   int known_backend_ = 0;
+  std::string server_identity_;
+  int server_backend_ = 0;  // the session server_identity_ was read in
 };
 
 }  // namespace cqrs::pg
