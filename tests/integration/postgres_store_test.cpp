@@ -438,7 +438,8 @@ class BlockedGroups {
     // Both leaders wait for their locks: every group slot is taken.
     wait_for([&] {
       auto rows = blocker_->exec(
-          "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted");
+          "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+          " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())");
       return rows.ok() && rows->int64(0, 0) == 2;
     });
   }

@@ -85,7 +85,11 @@ void AppendGroups::run(Job& job, const GroupRunner& run) {
     running_.insert(job.key);
   } else {
     queue_.push_back(&job);
-    if (!job.wake.wait_for(lock, job.max_wait, [&] { return job.done || job.lead || job.taken; })) {
+    promote_next();  // a free slot takes the first waiting append whose stream no group writes
+    if (job.lead) {
+      // Promoted at once: the slot and the stream are taken, and the job left the queue.
+    } else if (!job.wake.wait_for(lock, job.max_wait,
+                                  [&] { return job.done || job.lead || job.taken; })) {
       queue_.erase(std::find(queue_.begin(), queue_.end(), &job));
       return;  // no result: it runs alone
     }

@@ -574,7 +574,8 @@ Params group_params(std::span<AppendGroups::Job* const> group,
     literal->push_back('}');
     params.add(std::move(*literal));
   }
-  params.add(std::to_string(lock_wait.count()) + "ms");
+  // 0 would turn lock_timeout off: at least a millisecond.
+  params.add(std::to_string(std::max<int64_t>(lock_wait.count(), 1)) + "ms");
   return params;
 }
 
@@ -751,7 +752,8 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
     }
   }
   Result<AppendResult> appended = append_alone(stream_id, expected, events, base);
-  if (appended && groups_ && !server_identity_.empty() && server_backend_ == conn_->backend_pid()) {
+  if (appended && groups_ && !conn_->in_transaction() && !server_identity_.empty() &&
+      server_backend_ == conn_->backend_pid()) {
     groups_->note(server_identity_, stream_id, appended->stream_version);
   }
   return appended;
@@ -1294,6 +1296,8 @@ Result<std::optional<Position>> PostgresEventStore::load_checkpoint(std::string_
 
 Result<void> PostgresEventStore::save_checkpoint(std::string_view handler, Position position) {
   if (handler.empty()) return Error::invalid(errc::kInvalidArgument, "handler name is empty");
+  // `work` gets the connection: as with connection(), the store leaves the groups.
+  groups_.reset();
   if (auto connected = ensure_connected(); !connected) return connected.error();
   Params params;
   params.add(handler).add(std::to_string(position.commit_id)).add(position.global_position);
