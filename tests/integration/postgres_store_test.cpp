@@ -741,6 +741,50 @@ TEST_F(PostgresStore, NoticeSenderReconnectsAfterTheServerClosedItsConnection) {
   EXPECT_EQ(notice_types(second[0]), std::vector<std::string>{"Second"});
 }
 
+// An append that begins once the interval is over, while no other append runs, takes what other
+// appends posted meanwhile into its own notification: the sender's thread then has nothing to
+// send, so one writer appending back to back never wakes it to send.
+TEST_F(PostgresStore, AnAppendAfterTheIntervalCarriesWhatWasPosted) {
+  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
+  constexpr auto kInterval = std::chrono::milliseconds(50);
+  NoticeSender sender(db_->url(), kInterval, std::chrono::seconds(30));
+  std::vector<std::string> carried;
+  ASSERT_TRUE(sender.begin_append(carried)) << "the first append sends its own";
+  EXPECT_TRUE(carried.empty());
+  sender.end_append();
+  EXPECT_FALSE(sender.begin_append(carried)) << "within the interval";
+  sender.end_append();
+  sender.post({"Posted"});
+  std::this_thread::sleep_for(kInterval + std::chrono::milliseconds(20));
+  ASSERT_TRUE(sender.begin_append(carried)) << "the interval is over and no append runs";
+  EXPECT_EQ(carried, std::vector<std::string>{"Posted"});
+  std::vector<std::string> more;
+  EXPECT_FALSE(sender.begin_append(more)) << "another append runs";
+  sender.end_append();
+  sender.end_append();
+  auto sent = raw_->wait_notifications(300);
+  ASSERT_TRUE(sent.ok());
+  EXPECT_TRUE(sent->empty()) << "the thread sent what an append carried: " << sent->front();
+}
+
+// What no append carries, the thread sends once the interval and the grace are over.
+TEST_F(PostgresStore, WhatNoAppendCarriesTheSenderSendsAfterTheGrace) {
+  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
+  append_one("s");  // the head the notifications carry
+  ASSERT_FALSE(notices_until(*raw_, 1).empty());
+  NoticeSender sender(db_->url(), std::chrono::milliseconds(20), std::chrono::milliseconds(20));
+  std::vector<std::string> carried;
+  ASSERT_TRUE(sender.begin_append(carried));
+  sender.end_append();
+  auto start = std::chrono::steady_clock::now();
+  sender.post({"Posted"});
+  auto payloads = notices_until(*raw_, 1);
+  ASSERT_EQ(payloads.size(), 1u);
+  EXPECT_EQ(notice_types(payloads[0]), std::vector<std::string>{"Posted"});
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(30))
+      << "sent before the grace let an append carry it";
+}
+
 TEST(ConnectionOptions, WithOptionSetsOrKeepsAKeyword) {
   auto added = with_option("postgresql://u@127.0.0.1:5432/db", "connect_timeout", "5", false);
   ASSERT_TRUE(added.ok());

@@ -41,8 +41,12 @@ std::shared_ptr<NoticeSender> NoticeSender::for_database(const std::string& conn
   return sender;
 }
 
-NoticeSender::NoticeSender(std::string conninfo)
-    : conninfo_(bounded(conninfo)), thread_([this] { run(); }) {}
+NoticeSender::NoticeSender(std::string conninfo, std::chrono::milliseconds min_interval,
+                           std::chrono::milliseconds carry_grace)
+    : conninfo_(bounded(conninfo)),
+      min_interval_(min_interval),
+      carry_grace_(carry_grace),
+      thread_([this] { run(); }) {}
 
 NoticeSender::~NoticeSender() {
   {
@@ -53,11 +57,14 @@ NoticeSender::~NoticeSender() {
   thread_.join();
 }
 
-bool NoticeSender::begin_append() {
+bool NoticeSender::begin_append(std::vector<std::string>& carried) {
   auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mutex_);
-  if (++appending_ != 1 || pending_ || sending_ || now - last_sent_ < kMinInterval) return false;
+  if (++appending_ != 1 || sending_ || now - last_sent_ < min_interval_) return false;
   last_sent_ = now;
+  carried.assign(types_.begin(), types_.end());
+  types_.clear();
+  pending_ = false;
   return true;
 }
 
@@ -94,8 +101,13 @@ void NoticeSender::run() {
   while (true) {
     wake_.wait(lock, [&] { return pending_ || stopping_; });
     if (!pending_) return;  // stopping with nothing left to send
-    // What arrives until the interval is over goes out with it.
-    wake_.wait_until(lock, last_sent_ + kMinInterval, [&] { return stopping_; });
+    // What arrives until the interval is over goes out with it, unless an append carries it
+    // (which moves last_sent_ on).
+    while (pending_ && !stopping_ &&
+           std::chrono::steady_clock::now() < last_sent_ + min_interval_ + carry_grace_) {
+      wake_.wait_until(lock, last_sent_ + min_interval_ + carry_grace_);
+    }
+    if (!pending_) continue;
     std::vector<std::string> types(types_.begin(), types_.end());
     types_.clear();
     pending_ = false;

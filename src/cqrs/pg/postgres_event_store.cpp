@@ -1106,7 +1106,9 @@ void PostgresEventStore::note_versions(std::span<const WriteRequest> requests,
 }
 
 PostgresEventStore::Notice::~Notice() {
-  if (sender_ != nullptr) sender_->end_append();
+  if (sender_ == nullptr) return;
+  sender_->end_append();
+  if (claimed_ && !delivered_ && !carried_.empty()) sender_->post(carried_);
 }
 
 PostgresEventStore::Notice PostgresEventStore::claim_notice(
@@ -1117,9 +1119,12 @@ PostgresEventStore::Notice PostgresEventStore::claim_notice(
     steps.push_back({"notify_at_commit", Params().add(notice_types_suffix(types)), true});
     return Notice{nullptr, true};
   }
-  if (!notices_->begin_append()) return Notice{notices_.get(), false};
-  steps.push_back({"notify", Params().add(notice_types_suffix(types)), true});
-  return Notice{notices_.get(), true};
+  std::vector<std::string> carried;
+  if (!notices_->begin_append(carried)) return Notice{notices_.get(), false};
+  std::vector<std::string> announced = types;
+  announced.insert(announced.end(), carried.begin(), carried.end());
+  steps.push_back({"notify", Params().add(notice_types_suffix(std::move(announced))), true});
+  return Notice{notices_.get(), true, std::move(carried)};
 }
 
 void PostgresEventStore::notify(const std::vector<std::string>& types) const {

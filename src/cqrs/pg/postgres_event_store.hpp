@@ -135,22 +135,26 @@ class PostgresEventStore final : public EventStore {
   // results; a group of one runs as append_alone.
   void run_group(std::span<AppendGroups::Job* const> group);
   // One append running, for the NoticeSender; claimed when its notification rides in its own
-  // round trip.
+  // round trip, with the types other appends posted (which go back to the sender when it fails).
   class Notice {
    public:
     Notice() = default;
-    Notice(NoticeSender* sender, bool claimed) : sender_(sender), claimed_(claimed) {}
+    Notice(NoticeSender* sender, bool claimed, std::vector<std::string> carried = {})
+        : sender_(sender), claimed_(claimed), carried_(std::move(carried)) {}
     Notice(const Notice&) = delete;
     Notice& operator=(const Notice&) = delete;
     ~Notice();
     // Whether the claimed notification went out: it is the last step of `ran`.
-    bool sent(const std::vector<Result<QueryResult>>& ran) const {
-      return claimed_ && !ran.empty() && ran.back().ok();
+    bool sent(const std::vector<Result<QueryResult>>& ran) {
+      delivered_ = claimed_ && !ran.empty() && ran.back().ok();
+      return delivered_;
     }
 
    private:
     NoticeSender* sender_ = nullptr;
     bool claimed_ = false;
+    bool delivered_ = false;
+    std::vector<std::string> carried_;
   };
   // Adds the notification for appends of `types` to `steps` when no other append of the process
   // runs (see NoticeSender), or when the caller opened the transaction (it goes out at the
