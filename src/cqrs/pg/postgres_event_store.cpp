@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <initializer_list>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
@@ -485,6 +486,14 @@ bool shares_metadata(std::span<const EventData> events) {
   return true;
 }
 
+// Closes each literal and adds it to `params`, in order.
+void add_literals(Params& params, std::initializer_list<std::string*> literals) {
+  for (std::string* literal : literals) {
+    literal->push_back('}');
+    params.add(std::move(*literal));
+  }
+}
+
 // The events as the five array literals the append statements take: ids, types, type versions,
 // data and metadata. Shared metadata is one element, which stands for every event's.
 void add_event_arrays(Params& params, std::span<const EventData> events) {
@@ -505,10 +514,7 @@ void add_event_arrays(Params& params, std::span<const EventData> events) {
       append_array_element(metadata, event.metadata);
     }
   }
-  for (std::string* literal : {&ids, &types, &versions, &data, &metadata}) {
-    literal->push_back('}');
-    params.add(std::move(*literal));
-  }
+  add_literals(params, {&ids, &types, &versions, &data, &metadata});
 }
 
 // Appends `events`' run lengths to `literal`, an array literal: a run is a stretch of events
@@ -535,28 +541,27 @@ std::string run_lengths(std::span<const EventData> events) {
   return literal;
 }
 
-// Parameters of the "append_group" statement: per job its stream, known version and the
-// metadata its events share (NULL when they differ); per event its job (1-based), its place in
-// the job (1-based) and its columns; then `lock_wait`.
-Params group_params(std::span<AppendGroups::Job* const> group,
-                    std::chrono::milliseconds lock_wait) {
-  std::string streams = "{", bases = "{", shared_metadata = "{", jobs = "{", nths = "{", ids = "{",
-              types = "{", type_versions = "{", data = "{", metadata = "{", runs = "{";
-  for (size_t job_no = 0; job_no < group.size(); ++job_no) {
-    const AppendGroups::Job& job = *group[job_no];
-    const bool share_metadata = shares_metadata(job.events);
-    append_array_element(streams, job.stream_id);
-    append_array_element(bases, std::to_string(job.base));
+// The event arrays of the statements that store the events of several appends at once
+// ("append_group", "append_batch"): per append the metadata its events share (NULL when they
+// differ) and its run lengths; per event its append (1-based), its place there (1-based) and its
+// columns, with NULL metadata where the append's shared metadata stands for it.
+struct OwnedEventArrays {
+  std::string shared_metadata = "{", runs = "{", owners = "{", places = "{", ids = "{", types = "{",
+              type_versions = "{", data = "{", metadata = "{";
+
+  void add(size_t owner_no, std::span<const EventData> events) {
+    const bool share_metadata = shares_metadata(events);
     if (share_metadata) {
-      append_array_element(shared_metadata, job.events.front().metadata);
+      append_array_element(shared_metadata, events.front().metadata);
     } else {
       append_array_null(shared_metadata);
     }
-    append_run_lengths(runs, job.events);
-    int nth = 0;
-    for (const EventData& event : job.events) {
-      append_array_element(jobs, std::to_string(job_no + 1));
-      append_array_element(nths, std::to_string(++nth));
+    append_run_lengths(runs, events);
+    const std::string owner = std::to_string(owner_no);
+    for (size_t place = 0; place < events.size(); ++place) {
+      const EventData& event = events[place];
+      append_array_element(owners, owner);
+      append_array_element(places, std::to_string(place + 1));
       append_array_element(ids, event.event_id.to_string());
       append_array_element(types, event.type);
       append_array_element(type_versions, std::to_string(event.type_version));
@@ -568,12 +573,25 @@ Params group_params(std::span<AppendGroups::Job* const> group,
       }
     }
   }
-  Params params;
-  for (std::string* literal : {&streams, &bases, &shared_metadata, &jobs, &nths, &ids, &types,
-                               &type_versions, &data, &metadata, &runs}) {
-    literal->push_back('}');
-    params.add(std::move(*literal));
+};
+
+// Parameters of the "append_group" statement: per job its stream, known version and the
+// metadata its events share (NULL when they differ); per event its job (1-based), its place in
+// the job (1-based) and its columns; then `lock_wait`.
+Params group_params(std::span<AppendGroups::Job* const> group,
+                    std::chrono::milliseconds lock_wait) {
+  std::string streams = "{", bases = "{";
+  OwnedEventArrays events;
+  for (size_t job_no = 0; job_no < group.size(); ++job_no) {
+    const AppendGroups::Job& job = *group[job_no];
+    append_array_element(streams, job.stream_id);
+    append_array_element(bases, std::to_string(job.base));
+    events.add(job_no + 1, job.events);
   }
+  Params params;
+  add_literals(params, {&streams, &bases, &events.shared_metadata, &events.owners, &events.places,
+                        &events.ids, &events.types, &events.type_versions, &events.data,
+                        &events.metadata, &events.runs});
   // 0 would turn lock_timeout off: at least a millisecond.
   params.add(std::to_string(std::max<int64_t>(lock_wait.count(), 1)) + "ms");
   return params;
@@ -650,17 +668,9 @@ AppendResult inserted_events(const QueryResult& rows) {
 // Parameters of the "append_batch" statement for the requests `round` (indexes into requests).
 Params batch_params(std::span<const WriteRequest> requests, const std::vector<size_t>& round) {
   std::string streams = "{", expected = "{", counts = "{", command_ids = "{", command_results = "{";
-  std::string owners = "{", seqs = "{", ids = "{", types = "{", versions = "{", data = "{",
-              metadata = "{", shared_metadata = "{", runs = "{";
+  OwnedEventArrays events;
   for (size_t request_no = 0; request_no < round.size(); ++request_no) {
     const WriteRequest& request = requests[round[request_no]];
-    const bool share_metadata = shares_metadata(request.events);
-    append_run_lengths(runs, request.events);
-    if (share_metadata) {
-      append_array_element(shared_metadata, request.events.front().metadata);
-    } else {
-      append_array_null(shared_metadata);
-    }
     append_array_element(streams, request.stream_id);
     append_array_element(expected, std::to_string(expected_code(request.expected)));
     append_array_element(counts, std::to_string(request.events.size()));
@@ -671,29 +681,13 @@ Params batch_params(std::span<const WriteRequest> requests, const std::vector<si
       append_array_null(command_ids);
       append_array_null(command_results);
     }
-    std::string owner = std::to_string(request_no + 1);
-    for (size_t seq = 0; seq < request.events.size(); ++seq) {
-      const EventData& event = request.events[seq];
-      append_array_element(owners, owner);
-      append_array_element(seqs, std::to_string(seq + 1));
-      append_array_element(ids, event.event_id.to_string());
-      append_array_element(types, event.type);
-      append_array_element(versions, std::to_string(event.type_version));
-      append_array_element(data, event.data);
-      if (share_metadata) {
-        append_array_null(metadata);
-      } else {
-        append_array_element(metadata, event.metadata);
-      }
-    }
+    events.add(request_no + 1, request.events);
   }
   Params params;
-  for (std::string* literal :
-       {&streams, &expected, &counts, &command_ids, &command_results, &owners, &seqs, &ids, &types,
-        &versions, &data, &metadata, &shared_metadata, &runs}) {
-    literal->push_back('}');
-    params.add(std::move(*literal));
-  }
+  add_literals(params,
+               {&streams, &expected, &counts, &command_ids, &command_results, &events.owners,
+                &events.places, &events.ids, &events.types, &events.type_versions, &events.data,
+                &events.metadata, &events.shared_metadata, &events.runs});
   return params;
 }
 
