@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -35,6 +36,21 @@ TEST(Utf8, RejectsMalformedSequences) {
 TEST(AppendValidation, AcceptsAWellFormedAppend) {
   std::vector<EventData> events = {valid_event(), valid_event()};
   EXPECT_TRUE(validate_append("s-1", ExpectedVersion::any(), events).ok());
+}
+
+// Time-ordered ids arrive increasing; ids in any other order are checked as well.
+TEST(AppendValidation, AnEventIdTwiceInOneAppendIsRejectedInAnyOrder) {
+  std::vector<EventData> events(5, valid_event());
+  for (EventData& event : events) event.event_id = Uuid::time_ordered();
+  EXPECT_TRUE(validate_append("s", ExpectedVersion::any(), events).ok());
+  std::reverse(events.begin(), events.end());
+  EXPECT_TRUE(validate_append("s", ExpectedVersion::any(), events).ok()) << "distinct, decreasing";
+  events[3].event_id = events[0].event_id;  // apart, out of order
+  auto result = validate_append("s", ExpectedVersion::any(), events);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().code(), errc::kDuplicateEvent);
+  EXPECT_NE(result.error().message().find(events[0].event_id.to_string()), std::string::npos)
+      << result.error().message();
 }
 
 TEST(AppendValidation, NamesTheOffendingEventAndField) {

@@ -455,10 +455,13 @@ Result<void> PostgresEventStore::ensure_connected() {
 
 namespace {
 
-// The types of `events`, for the wake-up's payload.
+// The types of `events`, for the wake-up's payload, a run of one type once (the payload names
+// each type once anyway).
 std::vector<std::string> types_of(std::span<const EventData> events) {
   std::vector<std::string> types;
-  for (const EventData& event : events) types.push_back(event.type);
+  for (const EventData& event : events) {
+    if (types.empty() || types.back() != event.type) types.push_back(event.type);
+  }
   return types;
 }
 
