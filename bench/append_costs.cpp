@@ -124,10 +124,11 @@ std::string statement_sql(const Variant& variant, bool many) {
            " FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])"
            " WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, ord)";
   }
-  return columns + ", run_length)" + values + ", e.run_length" + lock +
-         ", unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::int[])"
+  return columns + ", run_length)" + values + ", e.run_length" +
+         " FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::int[])"
          " WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, run_length,"
-         " ord) ORDER BY e.ord"
+         " ord) WHERE (SELECT pg_advisory_xact_lock(1668379251, hashtext($1))::text) IS NOT NULL"
+         " ORDER BY e.ord"
          " RETURNING global_position, stream_version,"
          " CASE WHEN stream_version = $2::bigint + 1 THEN pg_current_xact_id()::text END";
 }

@@ -243,6 +243,68 @@ TEST_F(PostgresStore, ReconnectsAfterTheServerClosesTheConnection) {
 // four columns into domains). PostgreSQL then refuses the statement on this connection for good
 // ("cached plan must not change result type"): the store answers store_unavailable once, and the
 // next call runs on a new connection with its statements prepared again.
+// Appends after a version the store knows take the stream's lock before they insert (the lock
+// keeps cqrs.append_to_stream's view of the head exact), whether or not they record a command,
+// and store their events with positions in version order.
+TEST_F(PostgresStore, AppendsAfterAKnownVersionWaitForTheStreamsLock) {
+  for (const bool recorded : {false, true}) {
+    SCOPED_TRACE(recorded ? "with a command record" : "without");
+    const std::string stream = recorded ? "locked-recorded" : "locked";
+    append_one(stream);  // the store now knows version 1
+    auto blocker = db_->connect();
+    ASSERT_NE(blocker, nullptr);
+    ASSERT_TRUE(
+        blocker->exec("SELECT pg_advisory_lock(1668379251, hashtext($1))", Params().add(stream))
+            .ok());
+    WriteRequest request;
+    request.stream_id = stream;
+    request.expected = ExpectedVersion::exact(1);
+    for (int idx = 0; idx < 3; ++idx) {
+      EventData event;
+      event.type = "Happened";
+      event.data = R"({"n":)" + std::to_string(idx) + "}";
+      request.events.push_back(event);
+    }
+    if (recorded) request.command = CommandRecord{Uuid::time_ordered(), stream, R"({"ok":true})"};
+    auto writing = std::async(std::launch::async, [&] {
+      if (recorded) return store_->write(std::span(&request, 1)).front();
+      WriteResult result;
+      auto appended = store_->append(stream, request.expected, request.events);
+      if (appended) {
+        result.appended = *appended;
+      } else {
+        result.error = appended.error();
+      }
+      return result;
+    });
+    bool waiting = false;
+    for (int attempt = 0; attempt < 100 && !waiting; ++attempt) {
+      auto rows = raw_->exec(
+          "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = $1",
+          Params().add(int64_t{store_->backend_pid()}));
+      ASSERT_TRUE(rows.ok()) << rows.error().to_string();
+      waiting = rows->int64(0, 0) == 1;
+      if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_TRUE(waiting) << "the append did not wait for the stream's lock";
+    EXPECT_EQ(writing.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+    ASSERT_TRUE(blocker->exec("SELECT pg_advisory_unlock_all()").ok());
+    WriteResult written = writing.get();
+    ASSERT_TRUE(written.ok()) << written.error->to_string();
+    EXPECT_EQ(written.appended->stream_version, 4);
+    ASSERT_EQ(written.appended->global_positions.size(), 3u);
+    EXPECT_TRUE(std::is_sorted(written.appended->global_positions.begin(),
+                               written.appended->global_positions.end()));
+    auto events = store_->read_stream(stream, 2, 10, Direction::kForward);
+    ASSERT_TRUE(events.ok()) << events.error().to_string();
+    ASSERT_EQ(events->size(), 3u);
+    for (size_t idx = 0; idx < events->size(); ++idx) {
+      EXPECT_EQ((*events)[idx].global_position, written.appended->global_positions[idx]);
+      EXPECT_EQ((*events)[idx].data, R"({"n": )" + std::to_string(idx) + "}");
+    }
+  }
+}
+
 TEST_F(PostgresStore, AStatementTheSchemaChangedUnderIsPreparedAgain) {
   append_one("s");
   append_one("s");

@@ -64,11 +64,15 @@ std::vector<Statement> statements() {
        " run_length)"
        " SELECT $1, $2::bigint + e.ord, e.event_id, e.event_type, e.event_version, e.data,"
        " coalesce(e.metadata, ($7::jsonb[])[1]), e.run_length"
-       " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l,"  // 'cqrs'
-       " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::int[])"
+       " FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::int[])"
        "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, run_length,"
        "  ord)"
-       " ORDER BY e.ord"  // positions follow versions
+       // The stream's lock, taken once before any row is inserted: a one-time filter, where a
+       // join with the lock's row cost about 15 µs per 100 events (append_costs).
+       " WHERE (SELECT pg_advisory_xact_lock(1668379251, hashtext($1))::text) IS NOT NULL"  // 'cqrs'
+       // Positions follow versions. The planner knows unnest WITH ORDINALITY comes out in this
+       // order: the plan has no sort.
+       " ORDER BY e.ord"
        // The transaction id once, on the first event's row: each text conversion costs.
        " RETURNING global_position, stream_version,"
        " CASE WHEN stream_version = $2::bigint + 1 THEN pg_current_xact_id()::text END"},
@@ -82,10 +86,11 @@ std::vector<Statement> statements() {
        " run_length)"
        " SELECT $1, $2::bigint + e.ord, e.event_id, e.event_type, e.event_version, e.data,"
        " coalesce(e.metadata, ($7::jsonb[])[1]), e.run_length"
-       " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l,"  // 'cqrs'
-       " unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $10::int[])"
+       " FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $10::int[])"
        "  WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, run_length,"
        "  ord)"
+       // The stream's lock, as in append_after_many.
+       " WHERE (SELECT pg_advisory_xact_lock(1668379251, hashtext($1))::text) IS NOT NULL"  // 'cqrs'
        " ORDER BY e.ord"
        " RETURNING global_position, stream_version),"
        " recorded AS (INSERT INTO cqrs.command_results (command_id, stream_id, result)"
@@ -657,13 +662,15 @@ WriteResult interpret_append(const QueryResult& rows, int row, std::string_view 
 // in insertion order, which is the events' order; sorted by version to be sure.
 AppendResult inserted_events(const QueryResult& rows) {
   std::vector<std::pair<int64_t, int64_t>> stored;  // (version, global position)
+  stored.reserve(rows.rows());
   std::string_view transaction_id;
   for (int row = 0; row < rows.rows(); ++row) {
     stored.emplace_back(rows.int64(row, 1), rows.int64(row, 0));
     if (!rows.is_null(row, 2)) transaction_id = rows.text(row, 2);
   }
-  std::sort(stored.begin(), stored.end());
+  if (!std::is_sorted(stored.begin(), stored.end())) std::sort(stored.begin(), stored.end());
   AppendResult appended{stored.back().first, {}, to_uint64(transaction_id)};
+  appended.global_positions.reserve(stored.size());
   for (const auto& [version, position] : stored) appended.global_positions.push_back(position);
   return appended;
 }
