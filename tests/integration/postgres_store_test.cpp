@@ -847,6 +847,18 @@ TEST_F(PostgresStore, WhatNoAppendCarriesTheSenderSendsAfterTheGrace) {
       << "sent before the grace let an append carry it";
 }
 
+// What a store learns about the server (stream heads, the server's identity) belongs to one
+// session; a reconnect starts another, even when the new server process has the old one's id.
+TEST_F(PostgresStore, EachReconnectStartsANewSession) {
+  auto conn = Connection::open(db_->url());
+  ASSERT_TRUE(conn.ok()) << conn.error().to_string();
+  EXPECT_EQ((*conn)->session(), 1u);
+  ASSERT_TRUE((*conn)->reconnect().ok());
+  EXPECT_EQ((*conn)->session(), 2u);
+  ASSERT_TRUE((*conn)->exec("SELECT 1").ok());
+  EXPECT_EQ((*conn)->session(), 2u) << "a statement is not a new session";
+}
+
 TEST(ConnectionOptions, WithOptionSetsOrKeepsAKeyword) {
   auto added = with_option("postgresql://u@127.0.0.1:5432/db", "connect_timeout", "5", false);
   ASSERT_TRUE(added.ok());

@@ -113,6 +113,7 @@ bool Connection::is_ok() const {
 
 Result<void> Connection::reconnect() {
   if (conn_ != nullptr) PQfinish(conn_);
+  ++session_;
   stale_ = false;
   conn_ = PQconnectdb(conninfo_.c_str());
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {

@@ -6,6 +6,7 @@
 // cooperatively scheduled actor.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
@@ -112,6 +113,10 @@ class Connection {
 
   // The server's process id for this connection (for pg_terminate_backend in tests).
   int backend_pid() const;
+  // The server session: 1 for the first, one more at each reconnect(). What the caller learned
+  // in one session (stream heads, the server's identity) may not hold in the next: it may be
+  // another server, and process ids repeat.
+  uint64_t session() const { return session_; }
 
   pg_conn* raw() { return conn_; }
 
@@ -121,6 +126,7 @@ class Connection {
 
   pg_conn* conn_ = nullptr;
   bool stale_ = false;  // a prepared statement no longer matches the schema
+  uint64_t session_ = 1;
   std::string conninfo_;
   std::vector<std::pair<std::string, std::string>> prepared_;  // replayed after reconnect
   std::unordered_map<std::string, std::string> names_by_sql_;  // prepared_name()'s

@@ -757,7 +757,7 @@ Result<AppendResult> PostgresEventStore::append(std::string_view stream_id,
   }
   Result<AppendResult> appended = append_alone(stream_id, expected, events, base);
   if (appended && groups_ && !conn_->in_transaction() && !server_identity_.empty() &&
-      server_backend_ == conn_->backend_pid()) {
+      server_session_ == conn_->session()) {
     groups_->note(server_identity_, stream_id, appended->stream_version);
   }
   return appended;
@@ -881,7 +881,7 @@ std::optional<int64_t> PostgresEventStore::known_base(std::string_view stream_id
   // functions, which answer every outcome without raising, run there.
   if (conn_->in_transaction()) return std::nullopt;
   std::optional<int64_t> known;
-  if (conn_->backend_pid() == known_backend_) {
+  if (conn_->session() == known_session_) {
     if (auto found = known_versions_.find(stream_id); found != known_versions_.end()) {
       known = found->second;
     }
@@ -898,12 +898,12 @@ std::optional<int64_t> PostgresEventStore::known_base(std::string_view stream_id
 }
 
 const std::string& PostgresEventStore::server_identity() {
-  if (int backend = conn_->backend_pid(); backend != server_backend_) {
+  if (uint64_t session = conn_->session(); session != server_session_) {
     auto rows = conn_->exec(
         "SELECT coalesce(host(inet_server_addr()), 'local') || ':' ||"
         " coalesce(inet_server_port()::text, '') || ' ' || pg_postmaster_start_time()::text");
     server_identity_ = rows && rows->rows() == 1 ? std::string(rows->text(0, 0)) : "";
-    server_backend_ = rows ? backend : 0;
+    server_session_ = rows ? session : 0;
   }
   return server_identity_;
 }
@@ -912,9 +912,9 @@ void PostgresEventStore::note_version(std::string_view stream_id, int64_t versio
   constexpr size_t kKnownStreamsLimit = 10'000;
   // Inside a caller's transaction a write may still roll back, and reads see it before then.
   if (conn_->in_transaction()) return;
-  if (int backend = conn_->backend_pid(); backend != known_backend_) {
+  if (uint64_t session = conn_->session(); session != known_session_) {
     known_versions_.clear();
-    known_backend_ = backend;
+    known_session_ = session;
   }
   auto found = known_versions_.find(stream_id);
   if (found != known_versions_.end()) {

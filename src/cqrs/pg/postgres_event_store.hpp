@@ -196,12 +196,12 @@ class PostgresEventStore final : public EventStore {
   std::shared_ptr<NoticeSender> notices_;  // null without options_.notify
   std::shared_ptr<AppendGroups> groups_;   // null without options_.group_appends
   // Per stream, the highest version known to exist. Stored events are never deleted, so a
-  // version once seen stays; the map is kept for one server session (known_backend_) only, since
+  // version once seen stays; the map is kept for one server session (known_session_) only, since
   // a reconnect may reach another server (a promoted replica) that lacks recent commits.
   std::unordered_map<std::string, int64_t, StringHash, std::equal_to<>> known_versions_;
-  int known_backend_ = 0;
+  uint64_t known_session_ = 0;  // Connection::session()
   std::string server_identity_;
-  int server_backend_ = 0;  // the session server_identity_ was read in
+  uint64_t server_session_ = 0;  // the session server_identity_ was read in
 };
 
 }  // namespace cqrs::pg
