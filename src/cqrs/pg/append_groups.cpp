@@ -45,13 +45,19 @@ bool AppendGroups::freshen(Job& job) {
   return true;
 }
 
-void AppendGroups::note_locked(const std::string& key, int64_t version) {
-  auto [it, added] = versions_.try_emplace(key, version);
-  if (!added) {
-    it->second = std::max(it->second, version);
-  } else if (versions_.size() > kMaxKnownStreams) {
+void AppendGroups::note_locked(const std::string& key, int64_t version) noexcept {
+  try {
+    auto [it, added] = versions_.try_emplace(key, version);
+    if (!added) {
+      it->second = std::max(it->second, version);
+    } else if (versions_.size() > kMaxKnownStreams) {
+      versions_.clear();
+      versions_.emplace(key, version);
+    }
+  } catch (...) {
+    // Out of memory. The versions are hints: without them a group holding a stale base fails
+    // as a whole and its appends run alone.
     versions_.clear();
-    versions_.emplace(key, version);
   }
 }
 
@@ -61,15 +67,17 @@ void AppendGroups::note(std::string_view server, std::string_view stream_id, int
   note_locked(key, version);
 }
 
-void AppendGroups::promote_next() {
+void AppendGroups::promote_next() noexcept {
   for (auto it = queue_.begin(); it != queue_.end() && in_flight_ < kMaxInFlight;) {
     Job* next = *it;
     if (running_.contains(next->key)) {
       ++it;
       continue;
     }
-    it = queue_.erase(it);
+    // Out of memory here ends the process (noexcept): a slot or an append lost instead would
+    // hang every later append of the process.
     running_.insert(next->key);
+    it = queue_.erase(it);
     next->lead = true;
     ++in_flight_;
     next->wake.notify_one();
@@ -81,8 +89,8 @@ void AppendGroups::run(Job& job, const GroupRunner& run) {
   std::unique_lock lock(mutex_);
   if (!freshen(job)) return;  // known to fail: alone, it is told why
   if (in_flight_ < kMaxInFlight && queue_.empty() && !running_.contains(job.key)) {
+    running_.insert(job.key);  // first: should it throw, nothing is taken
     ++in_flight_;
-    running_.insert(job.key);
   } else {
     queue_.push_back(&job);
     promote_next();  // a free slot takes the first waiting append whose stream no group writes
@@ -108,10 +116,11 @@ void AppendGroups::run(Job& job, const GroupRunner& run) {
   // The group: this job, then the waiting ones in order: one per stream, none of a stream another
   // group is writing, all of this job's server, within the size bound. Waiting appends that are
   // known to fail leave to run alone. Should this fail (out of memory), the jobs taken so far run
-  // alone.
+  // alone, and the others stay in the queue as they were.
   std::vector<Job*> group;
   bool formed = false;
   try {
+    group.reserve(1 + queue_.size());  // no allocation once jobs are taken
     group.push_back(&job);
     size_t events = job.events.size();
     for (auto it = queue_.begin(); it != queue_.end();) {
@@ -121,15 +130,16 @@ void AppendGroups::run(Job& job, const GroupRunner& run) {
         ++it;
         continue;
       }
+      running_.insert(waiting->key);  // the only step that may throw: before the job is moved
       it = queue_.erase(it);
       if (!freshen(*waiting)) {
+        running_.erase(waiting->key);
         waiting->done = true;
         waiting->wake.notify_one();
         continue;
       }
       events += waiting->events.size();
       waiting->taken = true;
-      running_.insert(waiting->key);
       group.push_back(waiting);
     }
     formed = true;

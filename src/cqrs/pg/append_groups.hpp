@@ -102,9 +102,9 @@ class AppendGroups {
   // Brings `job`'s base up to the newest version of its stream the groups know. False when the
   // append is known to fail (no_stream or exact(base) of a stream with a newer version).
   bool freshen(Job& job);
-  void note_locked(const std::string& key, int64_t version);
+  void note_locked(const std::string& key, int64_t version) noexcept;
   // Hands free slots to the first waiting appends whose streams no group is writing.
-  void promote_next();
+  void promote_next() noexcept;
 
   mutable std::mutex mutex_;
   int in_flight_ = 0;
