@@ -18,7 +18,8 @@ namespace cqrs::pg {
 // kMinInterval, in one of two ways:
 // * The first append that begins kMinInterval or more after the last notification, while no other
 //   append of the process runs and none is being sent, carries it in its own round trip
-//   (begin_append): for its own events and for those posted since the last one.
+//   (begin_append): for its own events and for those posted since the last one. A group of
+//   appends (AppendGroups) does not: its members would wait for the notification too.
 // * Otherwise appends post their event types once committed, and a thread sends one notification
 //   for everything posted, kMinInterval + kCarryGrace after the last, unless an append carried
 //   them meanwhile.

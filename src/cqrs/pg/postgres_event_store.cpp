@@ -775,7 +775,9 @@ void PostgresEventStore::run_group(std::span<AppendGroups::Job* const> group) {
   }
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append_group", group_params(group, options_.group_lock_wait), true});
-  Notice notice = claim_notice(steps, types);
+  // A notification in the group's round trip would keep every member waiting for it: the
+  // NoticeSender's thread sends it.
+  Notice notice;
   auto ran = conn_->exec_pipeline(steps);
   auto fail_all = [&](const Error& error) {
     for (AppendGroups::Job* job : group) job->result = error;
