@@ -239,10 +239,6 @@ TEST_F(PostgresStore, ReconnectsAfterTheServerClosesTheConnection) {
   EXPECT_EQ(*store_->stream_version("s"), 2);
 }
 
-// Another process's migration can change what a prepared statement returns (schema/014 turned
-// four columns into domains). PostgreSQL then refuses the statement on this connection for good
-// ("cached plan must not change result type"): the store answers store_unavailable once, and the
-// next call runs on a new connection with its statements prepared again.
 // Appends after a version the store knows take the stream's lock before they insert (the lock
 // keeps cqrs.append_to_stream's view of the head exact), whether or not they record a command,
 // and store their events with positions in version order.
@@ -251,6 +247,7 @@ TEST_F(PostgresStore, AppendsAfterAKnownVersionWaitForTheStreamsLock) {
     SCOPED_TRACE(recorded ? "with a command record" : "without");
     const std::string stream = recorded ? "locked-recorded" : "locked";
     append_one(stream);  // the store now knows version 1
+    const int64_t store_pid = store_->backend_pid();
     auto blocker = db_->connect();
     ASSERT_NE(blocker, nullptr);
     ASSERT_TRUE(
@@ -266,7 +263,7 @@ TEST_F(PostgresStore, AppendsAfterAKnownVersionWaitForTheStreamsLock) {
       request.events.push_back(event);
     }
     if (recorded) request.command = CommandRecord{Uuid::time_ordered(), stream, R"({"ok":true})"};
-    auto writing = std::async(std::launch::async, [&] {
+    std::future<WriteResult> writing = std::async(std::launch::async, [&] {
       if (recorded) return store_->write(std::span(&request, 1)).front();
       WriteResult result;
       auto appended = store_->append(stream, request.expected, request.events);
@@ -277,18 +274,27 @@ TEST_F(PostgresStore, AppendsAfterAKnownVersionWaitForTheStreamsLock) {
       }
       return result;
     });
+    // Whatever fails below, the lock goes before the future waits for the append.
+    struct Release {
+      std::unique_ptr<Connection>& blocker;
+      ~Release() { blocker.reset(); }
+    };
     bool waiting = false;
-    for (int attempt = 0; attempt < 100 && !waiting; ++attempt) {
-      auto rows = raw_->exec(
-          "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = $1",
-          Params().add(int64_t{store_->backend_pid()}));
-      ASSERT_TRUE(rows.ok()) << rows.error().to_string();
-      waiting = rows->int64(0, 0) == 1;
-      if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    {
+      Release release{blocker};
+      for (int attempt = 0; attempt < 200 && !waiting; ++attempt) {
+        auto rows = raw_->exec(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND pid = $1",
+            Params().add(store_pid));
+        ASSERT_TRUE(rows.ok()) << rows.error().to_string();
+        waiting = rows->int64(0, 0) == 1;
+        if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      EXPECT_EQ(writing.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout)
+          << "the append finished while the stream's lock was held";
     }
     EXPECT_TRUE(waiting) << "the append did not wait for the stream's lock";
-    EXPECT_EQ(writing.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
-    ASSERT_TRUE(blocker->exec("SELECT pg_advisory_unlock_all()").ok());
     WriteResult written = writing.get();
     ASSERT_TRUE(written.ok()) << written.error->to_string();
     EXPECT_EQ(written.appended->stream_version, 4);
@@ -305,6 +311,10 @@ TEST_F(PostgresStore, AppendsAfterAKnownVersionWaitForTheStreamsLock) {
   }
 }
 
+// Another process's migration can change what a prepared statement returns (schema/014 turned
+// four columns into domains). PostgreSQL then refuses the statement on this connection for good
+// ("cached plan must not change result type"): the store answers store_unavailable once, and the
+// next call runs on a new connection with its statements prepared again.
 TEST_F(PostgresStore, AStatementTheSchemaChangedUnderIsPreparedAgain) {
   append_one("s");
   append_one("s");
@@ -808,22 +818,22 @@ TEST_F(PostgresStore, NoticeSenderReconnectsAfterTheServerClosedItsConnection) {
 // send, so one writer appending back to back never wakes it to send.
 TEST_F(PostgresStore, AnAppendAfterTheIntervalCarriesWhatWasPosted) {
   ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
-  constexpr auto kInterval = std::chrono::milliseconds(50);
+  constexpr auto kInterval = std::chrono::seconds(1);  // two calls within it, even on a busy host
   NoticeSender sender(db_->url(), kInterval, std::chrono::seconds(30));
   std::vector<std::string> carried;
   ASSERT_TRUE(sender.begin_append(carried)) << "the first append sends its own";
   EXPECT_TRUE(carried.empty());
-  sender.end_append();
+  sender.end_append(true, true);
   EXPECT_FALSE(sender.begin_append(carried)) << "within the interval";
-  sender.end_append();
+  sender.end_append(false, false);
   sender.post({"Posted"});
   std::this_thread::sleep_for(kInterval + std::chrono::milliseconds(20));
   ASSERT_TRUE(sender.begin_append(carried)) << "the interval is over and no append runs";
   EXPECT_EQ(carried, std::vector<std::string>{"Posted"});
   std::vector<std::string> more;
   EXPECT_FALSE(sender.begin_append(more)) << "another append runs";
-  sender.end_append();
-  sender.end_append();
+  sender.end_append(false, false);
+  sender.end_append(true, true);
   auto sent = raw_->wait_notifications(300);
   ASSERT_TRUE(sent.ok());
   EXPECT_TRUE(sent->empty()) << "the thread sent what an append carried: " << sent->front();
@@ -836,15 +846,52 @@ TEST_F(PostgresStore, WhatNoAppendCarriesTheSenderSendsAfterTheGrace) {
   ASSERT_FALSE(notices_until(*raw_, 1).empty());
   NoticeSender sender(db_->url(), std::chrono::milliseconds(20), std::chrono::milliseconds(20));
   std::vector<std::string> carried;
+  auto start = std::chrono::steady_clock::now();  // at or before the claim
   ASSERT_TRUE(sender.begin_append(carried));
-  sender.end_append();
-  auto start = std::chrono::steady_clock::now();
+  sender.end_append(true, true);
   sender.post({"Posted"});
   auto payloads = notices_until(*raw_, 1);
   ASSERT_EQ(payloads.size(), 1u);
   EXPECT_EQ(notice_types(payloads[0]), std::vector<std::string>{"Posted"});
-  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(30))
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(40))
       << "sent before the grace let an append carry it";
+}
+
+// Types an append carries but does not confirm in time (it waits for a lock, say) go out from
+// the thread at the deadline; a carrier whose notification failed hands them back.
+TEST_F(PostgresStore, WhatAnAppendCarriesGoesOutEvenIfTheAppendIsSlowOrFails) {
+  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
+  append_one("s");  // the head the notifications carry
+  ASSERT_FALSE(notices_until(*raw_, 1).empty());
+  NoticeSender sender(db_->url(), std::chrono::milliseconds(20), std::chrono::milliseconds(20));
+  std::vector<std::string> carried;
+  ASSERT_TRUE(sender.begin_append(carried));  // the first claims, with nothing to carry
+  sender.end_append(true, true);
+  sender.post({"Slow"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  bool claimed = sender.begin_append(carried);
+  if (claimed) {
+    EXPECT_EQ(carried, std::vector<std::string>{"Slow"});
+  }
+  // The claiming append is still running: the thread sends what it carries at the deadline.
+  auto payloads = notices_until(*raw_, 1);
+  sender.end_append(claimed, false);
+  ASSERT_EQ(payloads.size(), 1u);
+  EXPECT_EQ(notice_types(payloads[0]), std::vector<std::string>{"Slow"});
+
+  // A sender that would wait half a minute for a carrier: a failed one hands its types back,
+  // and they go out at once.
+  NoticeSender patient(db_->url(), std::chrono::milliseconds(20), std::chrono::seconds(30));
+  ASSERT_TRUE(patient.begin_append(carried));
+  patient.end_append(true, true);
+  patient.post({"Failed"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  ASSERT_TRUE(patient.begin_append(carried));
+  EXPECT_EQ(carried, std::vector<std::string>{"Failed"});
+  patient.end_append(true, false);  // its notification did not go out
+  payloads = notices_until(*raw_, 1);
+  ASSERT_EQ(payloads.size(), 1u);
+  EXPECT_EQ(notice_types(payloads[0]), std::vector<std::string>{"Failed"});
 }
 
 // What a store learns about the server (stream heads, the server's identity) belongs to one

@@ -91,7 +91,7 @@ HandlerRunner::~HandlerRunner() = default;
 
 void HandlerRunner::lose_connection(const Error& error) {
   status_.last_error = error.message();
-  if (store_ && !store_->connection().is_ok()) locked_backend_ = 0;
+  if (store_ && !store_->connection().is_ok()) locked_session_ = 0;
 }
 
 Result<void> HandlerRunner::open_store() {
@@ -108,8 +108,8 @@ Result<void> HandlerRunner::open_store() {
 Result<void> HandlerRunner::ensure_ready() {
   if (auto connected = open_store(); !connected) return connected;
   // A new session has lost the old one's lock (and anything else session-scoped).
-  if (store_->backend_pid() != locked_backend_) locked_backend_ = 0;
-  if (locked_backend_ != 0) return {};
+  if (store_->connection().session() != locked_session_) locked_session_ = 0;
+  if (locked_session_ != 0) return {};
   auto got = store_->connection().exec("SELECT pg_try_advisory_lock($1::int, hashtext($2))",
                                        pg::Params().add(kHandlerLockKey).add(status_.name));
   if (!got) return got.error();
@@ -117,7 +117,7 @@ Result<void> HandlerRunner::ensure_ready() {
     status_.state = HandlerState::kStandby;
     return {};
   }
-  locked_backend_ = store_->backend_pid();
+  locked_session_ = store_->connection().session();
   status_.state = HandlerState::kRunning;
   // A handler's effects and its checkpoint commit together, so a commit lost in a crash loses
   // both and the events are handled again: nothing needs to wait for the WAL flush, and
@@ -678,7 +678,7 @@ Result<void> HandlerRunner::reset() {
                                                       std::string(to_string(handler_->kind())));
   }
   if (auto ready = ensure_ready(); !ready) return ready;
-  if (locked_backend_ == 0) return not_here();
+  if (locked_session_ == 0) return not_here();
   auto& projector = static_cast<Projector&>(*handler_);
   auto& sql = store_->connection();
   if (auto begun = sql.exec("BEGIN"); !begun) return begun.error();
@@ -706,7 +706,7 @@ Result<void> HandlerRunner::reset() {
 
 Result<void> HandlerRunner::restart() {
   if (auto ready = ensure_ready(); !ready) return ready;
-  if (locked_backend_ == 0) return not_here();
+  if (locked_session_ == 0) return not_here();
   auto cleared = store_->connection().exec(
       "UPDATE cqrs.checkpoints SET stopped_error = NULL, stopped_at = NULL WHERE handler_name = $1",
       pg::Params().add(status_.name));

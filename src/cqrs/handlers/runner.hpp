@@ -15,6 +15,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -132,7 +133,9 @@ class HandlerRunner {
   HandlerOptions options_;
   std::vector<std::string> event_types_;
   std::unique_ptr<pg::PostgresEventStore> store_;
-  int locked_backend_ = 0;  // backend pid that holds the lock; 0 when not held
+  // The connection session (pg::Connection::session) that holds the lock; 0 when not held. Not
+  // the backend pid: a new session may get the old one's pid and not hold its lock.
+  uint64_t locked_session_ = 0;
   Position position_;
   Position stored_;
   Position page_end_;  // where the page being handled ends (past skipped events)  // the checkpoint

@@ -167,12 +167,15 @@ void AppendGroups::run(Job& job, const GroupRunner& run) {
   }
 
   lock.lock();
+  // The leader's stream first: `group` is empty when forming it failed at once.
+  running_.erase(job.key);
+  if (job.result && job.result->ok()) note_locked(job.key, (*job.result)->stream_version);
   for (Job* member : group) {
+    if (member == &job) continue;
     if (member->result && member->result->ok()) {
       note_locked(member->key, (*member->result)->stream_version);
     }
     running_.erase(member->key);
-    if (member == &job) continue;
     member->done = true;
     member->wake.notify_one();
   }

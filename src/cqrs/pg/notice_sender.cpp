@@ -60,17 +60,34 @@ NoticeSender::~NoticeSender() {
 bool NoticeSender::begin_append(std::vector<std::string>& carried) {
   auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mutex_);
-  if (++appending_ != 1 || sending_ || now - last_sent_ < min_interval_) return false;
+  if (appending_ != 0 || sending_ || now - last_sent_ < min_interval_) {
+    ++appending_;
+    return false;
+  }
+  carried.assign(types_.begin(), types_.end());  // first: should it throw, nothing changed
+  ++appending_;
   last_sent_ = now;
-  carried.assign(types_.begin(), types_.end());
+  // The last carrier ended, so carried_ is empty; merge keeps it right regardless. The thread,
+  // awake since the types were posted, sends them at its deadline unless confirmed by then.
+  carried_.merge(types_);
   types_.clear();
   pending_ = false;
   return true;
 }
 
-void NoticeSender::end_append() {
+void NoticeSender::end_append(bool claimed, bool delivered) noexcept {
   std::lock_guard lock(mutex_);
   --appending_;
+  if (!claimed || carried_.empty()) return;  // not claimed, or the thread sent them already
+  if (delivered) {
+    carried_.clear();
+    return;
+  }
+  types_.merge(carried_);  // not sent, and late already: the thread sends them at once
+  carried_.clear();
+  pending_ = true;
+  last_sent_ = {};
+  wake_.notify_one();
 }
 
 void NoticeSender::post(const std::vector<std::string>& types) {
@@ -98,18 +115,23 @@ void NoticeSender::run() {
   const std::string sql = statement();
   std::unique_ptr<Connection> conn;
   std::unique_lock lock(mutex_);
+  auto due = [&] { return pending_ || !carried_.empty(); };
   while (true) {
-    wake_.wait(lock, [&] { return pending_ || stopping_; });
-    if (!pending_) return;  // stopping with nothing left to send
+    wake_.wait(lock, [&] { return due() || stopping_; });
     // What arrives until the interval is over goes out with it, unless an append carries it
-    // (which moves last_sent_ on).
-    while (pending_ && !stopping_ &&
+    // and confirms it (a claim moves last_sent_ on).
+    while (due() && !stopping_ &&
            std::chrono::steady_clock::now() < last_sent_ + min_interval_ + carry_grace_) {
       wake_.wait_until(lock, last_sent_ + min_interval_ + carry_grace_);
     }
-    if (!pending_) continue;
+    if (!due()) {
+      if (stopping_) return;
+      continue;
+    }
     std::vector<std::string> types(types_.begin(), types_.end());
+    types.insert(types.end(), carried_.begin(), carried_.end());
     types_.clear();
+    carried_.clear();
     pending_ = false;
     sending_ = true;
     bool stopping = stopping_;

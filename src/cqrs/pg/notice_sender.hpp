@@ -22,7 +22,7 @@ namespace cqrs::pg {
 //   appends (AppendGroups) does not: its members would wait for the notification too.
 // * Otherwise appends post their event types once committed, and a thread sends one notification
 //   for everything posted, kMinInterval + kCarryGrace after the last, unless an append carried
-//   them meanwhile.
+//   them meanwhile and confirmed that its notification went out.
 // Without the coalescing, many connections appending at once each sent their own, and those
 // transactions queued on PostgreSQL's notification lock: a third of the append rate at 16
 // connections. Each notification is a transaction, and one sent by the thread also wakes the
@@ -48,10 +48,15 @@ class NoticeSender {
   // Brackets every append. begin_append() returns true when no other append of the process is
   // running, no notification is being sent, and none went out in the last kMinInterval: the
   // caller then sends the notification in the append's round trip, for its own events and for
-  // `carried`, the types posted since the last one, which it must post() again if its
-  // notification fails. Otherwise the caller post()s its types once the append committed.
+  // `carried`, the types posted since the last one, and says in end_append() whether it went
+  // out. Until then the sender keeps the carried types, and sends them itself if they are not
+  // confirmed kMinInterval + kCarryGrace after the claim: an append that waits long (for a lock,
+  // a slow network) must not hold back other appends' notifications; a carrier whose
+  // notification failed hands them back, and the thread sends them at once. A copy sent twice
+  // only wakes readers once more. Without the claim, the caller post()s its types once the append
+  // committed.
   bool begin_append(std::vector<std::string>& carried);
-  void end_append();
+  void end_append(bool claimed, bool delivered) noexcept;
   // Announces committed appends of events of `types`. Never blocks on the database.
   void post(const std::vector<std::string>& types);
 
@@ -75,7 +80,8 @@ class NoticeSender {
   bool sending_ = false;                             // the thread is sending one
   int appending_ = 0;                                // appends running
   std::chrono::steady_clock::time_point last_sent_;  // the last notification, or its claim
-  std::set<std::string> types_;
+  std::set<std::string> types_;                      // posted, to send
+  std::set<std::string> carried_;  // claimed by the running append, not yet confirmed
   std::thread thread_;
 };
 

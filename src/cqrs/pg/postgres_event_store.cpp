@@ -769,10 +769,6 @@ void PostgresEventStore::run_group(std::span<AppendGroups::Job* const> group) {
     job.result = append_alone(job.stream_id, job.expected, job.events, job.base);
     return;
   }
-  std::vector<std::string> types;
-  for (const AppendGroups::Job* job : group) {
-    for (const EventData& event : job->events) types.push_back(event.type);
-  }
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append_group", group_params(group, options_.group_lock_wait), true});
   // A notification in the group's round trip would keep every member waiting for it: the
@@ -1112,9 +1108,7 @@ void PostgresEventStore::note_versions(std::span<const WriteRequest> requests,
 }
 
 PostgresEventStore::Notice::~Notice() {
-  if (sender_ == nullptr) return;
-  sender_->end_append();
-  if (claimed_ && !delivered_ && !carried_.empty()) sender_->post(carried_);
+  if (sender_ != nullptr) sender_->end_append(claimed_, delivered_);
 }
 
 PostgresEventStore::Notice PostgresEventStore::claim_notice(
@@ -1126,11 +1120,14 @@ PostgresEventStore::Notice PostgresEventStore::claim_notice(
     return Notice{nullptr, true};
   }
   std::vector<std::string> carried;
-  if (!notices_->begin_append(carried)) return Notice{notices_.get(), false};
-  std::vector<std::string> announced = types;
-  announced.insert(announced.end(), carried.begin(), carried.end());
-  steps.push_back({"notify", Params().add(notice_types_suffix(std::move(announced))), true});
-  return Notice{notices_.get(), true, std::move(carried)};
+  const bool claimed = notices_->begin_append(carried);
+  // From here on the notice ends the append, also when building the step throws.
+  Notice notice{notices_.get(), claimed};
+  if (claimed) {
+    carried.insert(carried.end(), types.begin(), types.end());
+    steps.push_back({"notify", Params().add(notice_types_suffix(std::move(carried))), true});
+  }
+  return notice;
 }
 
 void PostgresEventStore::notify(const std::vector<std::string>& types) const {

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "cqrs/event_store.hpp"
@@ -135,14 +136,16 @@ class PostgresEventStore final : public EventStore {
   // results; a group of one runs as append_alone.
   void run_group(std::span<AppendGroups::Job* const> group);
   // One append running, for the NoticeSender; claimed when its notification rides in its own
-  // round trip, with the types other appends posted (which go back to the sender when it fails).
+  // round trip, with the types other appends posted (see NoticeSender::begin_append).
   class Notice {
    public:
     Notice() = default;
-    Notice(NoticeSender* sender, bool claimed, std::vector<std::string> carried = {})
-        : sender_(sender), claimed_(claimed), carried_(std::move(carried)) {}
-    Notice(const Notice&) = delete;
-    Notice& operator=(const Notice&) = delete;
+    Notice(NoticeSender* sender, bool claimed) : sender_(sender), claimed_(claimed) {}
+    Notice(Notice&& other) noexcept
+        : sender_(std::exchange(other.sender_, nullptr)),
+          claimed_(other.claimed_),
+          delivered_(other.delivered_) {}
+    Notice& operator=(Notice&&) = delete;
     ~Notice();
     // Whether the claimed notification went out: it is the last step of `ran`.
     bool sent(const std::vector<Result<QueryResult>>& ran) {
@@ -151,10 +154,9 @@ class PostgresEventStore final : public EventStore {
     }
 
    private:
-    NoticeSender* sender_ = nullptr;
+    NoticeSender* sender_ = nullptr;  // set when begin_append() was called
     bool claimed_ = false;
     bool delivered_ = false;
-    std::vector<std::string> carried_;
   };
   // Adds the notification for appends of `types` to `steps` when no other append of the process
   // runs (see NoticeSender), or when the caller opened the transaction (it goes out at the
