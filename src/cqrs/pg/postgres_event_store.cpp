@@ -843,9 +843,10 @@ Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id
     Notice notice = claim_notice(steps, types);
     auto results = conn_->exec_pipeline(steps);
     if (!results) return results.error();
+    const bool announced = notice.sent(*results);  // also when the append failed
     auto& rows = (*results)[0];
     if (rows && rows->rows() == static_cast<int>(events.size())) {
-      if (!notice.sent(*results)) notify(types);
+      if (!announced) notify(types);
       AppendResult appended = inserted_events(*rows);
       note_version(stream_id, appended.stream_version);
       return appended;
@@ -859,6 +860,7 @@ Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id
   Notice notice = claim_notice(steps, types);
   auto results = conn_->exec_pipeline(steps);
   if (!results) return results.error();
+  const bool announced = notice.sent(*results);
   auto& rows = (*results)[0];
   if (!rows) return rows.error();
   WriteResult result = interpret_append(*rows, 0, stream_id, expected, nullptr);
@@ -868,7 +870,7 @@ Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id
     }
     return *result.error;
   }
-  if (!notice.sent(*results)) notify(types);
+  if (!announced) notify(types);
   note_version(stream_id, result.appended->stream_version);
   return std::move(*result.appended);
 }
@@ -974,10 +976,11 @@ WriteResult PostgresEventStore::write_claiming(const WriteRequest& request) {
   Notice notice = claim_notice(steps, types);
   auto ran = conn_->exec_pipeline(steps);
   if (!ran) return WriteResult{{}, ran.error(), {}, {}};
+  const bool announced = notice.sent(*ran);
   auto& rows = (*ran)[0];
   if (rows) {
     WriteResult result = interpret_append(*rows, 0, request.stream_id, request.expected, command);
-    if (result.ok() && !notice.sent(*ran)) notify(types);
+    if (result.ok() && !announced) notify(types);
     return result;
   }
   WriteResult result{{}, rows.error(), {}, {}};
@@ -1018,6 +1021,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
     for (size_t idx : pending) results[idx] = WriteResult{{}, grouped.error(), {}, {}};
     return;
   }
+  const bool announced = notice.sent(*grouped);
   auto interpret = [&](size_t idx, const Result<QueryResult>& rows, int row) {
     const WriteRequest& request = requests[idx];
     const CommandRecord* command = request.command ? &*request.command : nullptr;
@@ -1036,7 +1040,7 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
         interpret(rounds[round_no][row], (*grouped)[round_no], static_cast<int>(row));
       }
     }
-    if (!notice.sent(*grouped)) notify(types_of(requests, pending, &results));
+    if (!announced) notify(types_of(requests, pending, &results));
     note_versions(requests, pending, results);
     return;
   }
@@ -1082,11 +1086,12 @@ std::optional<WriteResult> PostgresEventStore::write_one_after(const WriteReques
   Notice notice = claim_notice(steps, types);
   auto results = conn_->exec_pipeline(steps);
   if (!results) return WriteResult{{}, results.error(), {}, {}};
+  const bool announced = notice.sent(*results);
   auto& rows = (*results)[0];
   // A statement error (the version or the command id was taken, a duplicate event id): the
   // group statement decides and names what happened.
   if (!rows || rows->rows() != static_cast<int>(request.events.size())) return std::nullopt;
-  if (!notice.sent(*results)) notify(types);
+  if (!announced) notify(types);
   AppendResult appended = inserted_events(*rows);
   note_version(request.stream_id, appended.stream_version);
   return WriteResult{std::move(appended), {}, {}, {}};
