@@ -91,16 +91,18 @@ void NoticeSender::end_append(bool claimed, bool delivered) noexcept {
 }
 
 void NoticeSender::post(const std::vector<std::string>& types) {
-  bool was_pending;
+  bool wake;
   {
     std::lock_guard lock(mutex_);
-    was_pending = pending_;
     pending_ = true;
     types_.insert(types.begin(), types.end());
+    wake = idle_;
+    idle_ = false;
   }
-  // Once something is pending the thread is awake or waiting out the interval: waking it again
-  // for every append would only cost a context switch each.
-  if (!was_pending) wake_.notify_one();
+  // A thread that is not idle waits out the interval, or sends, and sees these types then:
+  // waking it for every append (or every first one after a carry) would only cost a context
+  // switch each.
+  if (wake) wake_.notify_one();
 }
 
 std::string NoticeSender::statement() {
@@ -117,7 +119,9 @@ void NoticeSender::run() {
   std::unique_lock lock(mutex_);
   auto due = [&] { return pending_ || !carried_.empty(); };
   while (true) {
+    idle_ = true;  // nothing to send and no deadline: post() wakes it
     wake_.wait(lock, [&] { return due() || stopping_; });
+    idle_ = false;
     // What arrives until the interval is over goes out with it, unless an append carries it
     // and confirms it (a claim moves last_sent_ on).
     while (due() && !stopping_ &&

@@ -77,8 +77,9 @@ class NoticeSender {
   std::condition_variable wake_;
   bool stopping_ = false;
   bool pending_ = false;
-  bool sending_ = false;                             // the thread is sending one
-  int appending_ = 0;                                // appends running
+  bool sending_ = false;  // the thread is sending one
+  bool idle_ = false;     // the thread waits with nothing due (and no deadline)
+  int appending_ = 0;     // appends running
   std::chrono::steady_clock::time_point last_sent_;  // the last notification, or its claim
   std::set<std::string> types_;                      // posted, to send
   std::set<std::string> carried_;  // claimed by the running append, not yet confirmed
