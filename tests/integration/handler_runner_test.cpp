@@ -301,6 +301,36 @@ TEST_F(HandlerRunnerTest, OneRunnerPerHandlerAndTakeoverWhenItGoes) {
   EXPECT_EQ(count("SELECT count(*) FROM seen"), 2);
 }
 
+// A runner whose connection the server closed lost its handler's lock with it: after it
+// reconnects it must not run as if it held the lock (the new session may even get the old
+// server process id), but stand by while another runner took over.
+TEST_F(HandlerRunnerTest, ARunnerWhoseConnectionClosedStandsByWhileAnotherTookOver) {
+  append("a", {R"({"label":"1"})"});
+  HandlerRunner first(std::make_shared<ItemProjector>(), db_->url());
+  HandlerRunner second(std::make_shared<ItemProjector>(), db_->url());
+  drain(first);
+  ASSERT_EQ(first.status().state, HandlerState::kRunning);
+  EXPECT_EQ(second.step().next, Next::kStandby);
+  auto killed = sql_->exec(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+      " WHERE locktype = 'advisory' AND granted AND database ="
+      " (SELECT oid FROM pg_database WHERE datname = current_database())");
+  ASSERT_TRUE(killed.ok()) << killed.error().to_string();
+  ASSERT_EQ(killed->int64(0, 0), 1) << "the first runner holds the only advisory lock";
+  drain(second);
+  ASSERT_EQ(second.status().state, HandlerState::kRunning) << "the second takes over";
+  bool standing_by = false;
+  for (int attempt = 0; attempt < 5 && !standing_by; ++attempt) {
+    first.step();  // the first notices the closed connection, then reconnects
+    standing_by = first.status().state == HandlerState::kStandby;
+  }
+  EXPECT_TRUE(standing_by) << "the first runs again without its lock";
+  append("a", {R"({"label":"2"})"});
+  drain(second);
+  EXPECT_EQ(first.step().next, Next::kStandby);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 2) << "each event handled once";
+}
+
 TEST_F(HandlerRunnerTest, ResetRebuildsTheSameRows) {
   append("a", {R"({"label":"x"})", R"({"label":"y"})"});
   HandlerRunner runner(std::make_shared<ItemProjector>(), db_->url());
