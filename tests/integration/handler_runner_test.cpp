@@ -312,13 +312,19 @@ TEST_F(HandlerRunnerTest, ARunnerWhoseConnectionClosedStandsByWhileAnotherTookOv
   ASSERT_EQ(first.status().state, HandlerState::kRunning);
   EXPECT_EQ(second.step().next, Next::kStandby);
   auto killed = sql_->exec(
-      "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+      "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_locks"  // waits for it to end
       " WHERE locktype = 'advisory' AND granted AND database ="
       " (SELECT oid FROM pg_database WHERE datname = current_database())");
   ASSERT_TRUE(killed.ok()) << killed.error().to_string();
   ASSERT_EQ(killed->int64(0, 0), 1) << "the first runner holds the only advisory lock";
-  drain(second);
+  for (int attempt = 0; attempt < 50 && second.status().state != HandlerState::kRunning;
+       ++attempt) {
+    if (second.step().next == Next::kStandby) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
   ASSERT_EQ(second.status().state, HandlerState::kRunning) << "the second takes over";
+  drain(second);
   bool standing_by = false;
   for (int attempt = 0; attempt < 5 && !standing_by; ++attempt) {
     first.step();  // the first notices the closed connection, then reconnects
