@@ -374,6 +374,18 @@ std::vector<std::string> notices_until(Connection& listener, int64_t head) {
   return {};
 }
 
+// Listens on kEventsChannel once `store` holds one event, and takes that event's notification:
+// the notifications a test sends itself then carry head 1.
+void listen_at_head_one(Connection& listener, PostgresEventStore& store) {
+  ASSERT_TRUE(listener.listen(kEventsChannel).ok());
+  EventData event;
+  event.type = "Happened";
+  event.data = "{}";
+  auto appended = store.append("s", ExpectedVersion::no_stream(), std::span(&event, 1));
+  ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  ASSERT_FALSE(notices_until(listener, 1).empty());
+}
+
 TEST_F(PostgresStore, AppendNotifiesListenersWithTheNewHead) {
   ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
   append_one("s");
@@ -792,9 +804,7 @@ TEST_F(PostgresStore, NotificationsGoOutAtMostOncePerInterval) {
 // The sender's connection, closed by the server while idle, is opened again and the notification
 // still goes out.
 TEST_F(PostgresStore, NoticeSenderReconnectsAfterTheServerClosedItsConnection) {
-  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
-  append_one("s");  // the head the notifications carry
-  ASSERT_FALSE(notices_until(*raw_, 1).empty());
+  ASSERT_NO_FATAL_FAILURE(listen_at_head_one(*raw_, *store_));
   auto sender = NoticeSender::for_database(db_->url());
   sender->post({"First"});
   auto first = notices_until(*raw_, 1);
@@ -841,9 +851,7 @@ TEST_F(PostgresStore, AnAppendAfterTheIntervalCarriesWhatWasPosted) {
 
 // What no append carries, the thread sends once the interval and the grace are over.
 TEST_F(PostgresStore, WhatNoAppendCarriesTheSenderSendsAfterTheGrace) {
-  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
-  append_one("s");  // the head the notifications carry
-  ASSERT_FALSE(notices_until(*raw_, 1).empty());
+  ASSERT_NO_FATAL_FAILURE(listen_at_head_one(*raw_, *store_));
   NoticeSender sender(db_->url(), std::chrono::milliseconds(20), std::chrono::milliseconds(20));
   std::vector<std::string> carried;
   auto start = std::chrono::steady_clock::now();  // at or before the claim
@@ -860,9 +868,7 @@ TEST_F(PostgresStore, WhatNoAppendCarriesTheSenderSendsAfterTheGrace) {
 // Types an append carries but does not confirm in time (it waits for a lock, say) go out from
 // the thread at the deadline; a carrier whose notification failed hands them back.
 TEST_F(PostgresStore, WhatAnAppendCarriesGoesOutEvenIfTheAppendIsSlowOrFails) {
-  ASSERT_TRUE(raw_->listen(kEventsChannel).ok());
-  append_one("s");  // the head the notifications carry
-  ASSERT_FALSE(notices_until(*raw_, 1).empty());
+  ASSERT_NO_FATAL_FAILURE(listen_at_head_one(*raw_, *store_));
   NoticeSender sender(db_->url(), std::chrono::milliseconds(20), std::chrono::milliseconds(20));
   std::vector<std::string> carried;
   ASSERT_TRUE(sender.begin_append(carried));  // the first claims, with nothing to carry

@@ -773,7 +773,6 @@ void PostgresEventStore::run_group(std::span<AppendGroups::Job* const> group) {
   steps.push_back({"append_group", group_params(group, options_.group_lock_wait), true});
   // A notification in the group's round trip would keep every member waiting for it: the
   // NoticeSender's thread sends it.
-  Notice notice;
   auto ran = conn_->exec_pipeline(steps);
   auto fail_all = [&](const Error& error) {
     for (AppendGroups::Job* job : group) job->result = error;
@@ -817,7 +816,7 @@ void PostgresEventStore::run_group(std::span<AppendGroups::Job* const> group) {
     for (const EventData& event : job->events) appended_types.push_back(event.type);
     job->result = std::move(appended);
   }
-  if (!notice.sent(*ran)) notify(appended_types);
+  notify(appended_types);
 }
 
 Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id,
@@ -840,10 +839,9 @@ Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id
     }
     std::vector<Connection::PipelineStep> steps;
     steps.push_back({statement, std::move(params), true});
-    Notice notice = claim_notice(steps, types);
-    auto results = conn_->exec_pipeline(steps);
+    bool announced;
+    auto results = exec_announced(steps, types, announced);
     if (!results) return results.error();
-    const bool announced = notice.sent(*results);  // also when the append failed
     auto& rows = (*results)[0];
     if (rows && rows->rows() == static_cast<int>(events.size())) {
       if (!announced) notify(types);
@@ -857,10 +855,9 @@ Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id
   }
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append", append_params(stream_id, expected, events, nullptr), true});
-  Notice notice = claim_notice(steps, types);
-  auto results = conn_->exec_pipeline(steps);
+  bool announced;
+  auto results = exec_announced(steps, types, announced);
   if (!results) return results.error();
-  const bool announced = notice.sent(*results);
   auto& rows = (*results)[0];
   if (!rows) return rows.error();
   WriteResult result = interpret_append(*rows, 0, stream_id, expected, nullptr);
@@ -973,10 +970,9 @@ WriteResult PostgresEventStore::write_claiming(const WriteRequest& request) {
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append_claiming", std::move(params), true});
   std::vector<std::string> types = types_of(request.events);
-  Notice notice = claim_notice(steps, types);
-  auto ran = conn_->exec_pipeline(steps);
+  bool announced;
+  auto ran = exec_announced(steps, types, announced);
   if (!ran) return WriteResult{{}, ran.error(), {}, {}};
-  const bool announced = notice.sent(*ran);
   auto& rows = (*ran)[0];
   if (rows) {
     WriteResult result = interpret_append(*rows, 0, request.stream_id, request.expected, command);
@@ -1015,13 +1011,12 @@ void PostgresEventStore::write_group(std::span<const WriteRequest> requests,
     steps.push_back({"append_batch", batch_params(requests, round), false});
   }
   steps.back().sync_after = true;
-  Notice notice = claim_notice(steps, types_of(requests, pending, nullptr));
-  auto grouped = conn_->exec_pipeline(steps);
+  bool announced;
+  auto grouped = exec_announced(steps, types_of(requests, pending, nullptr), announced);
   if (!grouped) {
     for (size_t idx : pending) results[idx] = WriteResult{{}, grouped.error(), {}, {}};
     return;
   }
-  const bool announced = notice.sent(*grouped);
   auto interpret = [&](size_t idx, const Result<QueryResult>& rows, int row) {
     const WriteRequest& request = requests[idx];
     const CommandRecord* command = request.command ? &*request.command : nullptr;
@@ -1083,10 +1078,9 @@ std::optional<WriteResult> PostgresEventStore::write_one_after(const WriteReques
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({statement, std::move(params), true});
   std::vector<std::string> types = types_of(request.events);
-  Notice notice = claim_notice(steps, types);
-  auto results = conn_->exec_pipeline(steps);
+  bool announced;
+  auto results = exec_announced(steps, types, announced);
   if (!results) return WriteResult{{}, results.error(), {}, {}};
-  const bool announced = notice.sent(*results);
   auto& rows = (*results)[0];
   // A statement error (the version or the command id was taken, a duplicate event id): the
   // group statement decides and names what happened.
@@ -1116,13 +1110,17 @@ PostgresEventStore::Notice::~Notice() {
   if (sender_ != nullptr) sender_->end_append(claimed_, delivered_);
 }
 
-PostgresEventStore::Notice PostgresEventStore::claim_notice(
-    std::vector<Connection::PipelineStep>& steps, const std::vector<std::string>& types) const {
-  if (!notices_ || types.empty()) return Notice{};
+Result<std::vector<Result<QueryResult>>> PostgresEventStore::exec_announced(
+    std::vector<Connection::PipelineStep>& steps, const std::vector<std::string>& types,
+    bool& announced) {
+  announced = false;
+  if (!notices_ || types.empty()) return conn_->exec_pipeline(steps);
   if (conn_->in_transaction()) {
     // The caller's transaction: announced when it commits, and its durability left alone.
     steps.push_back({"notify_at_commit", Params().add(notice_types_suffix(types)), true});
-    return Notice{nullptr, true};
+    auto ran = conn_->exec_pipeline(steps);
+    announced = ran && ran->back().ok();
+    return ran;
   }
   std::vector<std::string> carried;
   const bool claimed = notices_->begin_append(carried);
@@ -1132,7 +1130,9 @@ PostgresEventStore::Notice PostgresEventStore::claim_notice(
     carried.insert(carried.end(), types.begin(), types.end());
     steps.push_back({"notify", Params().add(notice_types_suffix(std::move(carried))), true});
   }
-  return notice;
+  auto ran = conn_->exec_pipeline(steps);
+  if (ran) announced = notice.sent(*ran);  // also when an append before it failed
+  return ran;
 }
 
 void PostgresEventStore::notify(const std::vector<std::string>& types) const {

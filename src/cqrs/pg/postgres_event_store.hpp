@@ -19,7 +19,6 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <utility>
 #include <vector>
 
 #include "cqrs/event_store.hpp"
@@ -139,13 +138,9 @@ class PostgresEventStore final : public EventStore {
   // round trip, with the types other appends posted (see NoticeSender::begin_append).
   class Notice {
    public:
-    Notice() = default;
     Notice(NoticeSender* sender, bool claimed) : sender_(sender), claimed_(claimed) {}
-    Notice(Notice&& other) noexcept
-        : sender_(std::exchange(other.sender_, nullptr)),
-          claimed_(other.claimed_),
-          delivered_(other.delivered_) {}
-    Notice& operator=(Notice&&) = delete;
+    Notice(const Notice&) = delete;
+    Notice& operator=(const Notice&) = delete;
     ~Notice();
     // Whether the claimed notification went out: it is the last step of `ran`.
     bool sent(const std::vector<Result<QueryResult>>& ran) {
@@ -154,15 +149,17 @@ class PostgresEventStore final : public EventStore {
     }
 
    private:
-    NoticeSender* sender_ = nullptr;  // set when begin_append() was called
-    bool claimed_ = false;
+    NoticeSender* sender_;
+    bool claimed_;
     bool delivered_ = false;
   };
-  // Adds the notification for appends of `types` to `steps` when no other append of the process
-  // runs (see NoticeSender), or when the caller opened the transaction (it goes out at the
-  // caller's commit); otherwise the caller notify()s after the commit.
-  Notice claim_notice(std::vector<Connection::PipelineStep>& steps,
-                      const std::vector<std::string>& types) const;
+  // Runs `steps` in one round trip with the notification for appends of `types` as their last
+  // step when no other append of the process runs (see NoticeSender), or when the caller opened
+  // the transaction (it goes out at the caller's commit). `announced` says whether it went out;
+  // otherwise the caller notify()s after the commit.
+  Result<std::vector<Result<QueryResult>>> exec_announced(
+      std::vector<Connection::PipelineStep>& steps, const std::vector<std::string>& types,
+      bool& announced);
   // Announces committed appends of events of `types` through the NoticeSender's thread.
   void notify(const std::vector<std::string>& types) const;
   // write() for requests without claims: one transaction, one round trip, per-request results.
