@@ -59,7 +59,9 @@ struct Options {
 // A plain INSERT as the baselines run it, or the shape of the store's statement for an append
 // after a known version (append_after, append_after_many): the stream's lock, the run lengths,
 // RETURNING.
-enum class Shape { kPlain, kStore };
+// kStoreBinary: the store's statement with its arrays in binary format (BinaryArray).
+// kStoreBinaryOut: and its results in binary format too.
+enum class Shape { kPlain, kStore, kStoreBinary, kStoreBinaryOut };
 
 struct Variant {
   const char* label;
@@ -89,6 +91,8 @@ constexpr const char* kVariantTablesDdl[] = {
     " ALTER event_version TYPE int, ALTER metadata TYPE jsonb,"
     " ADD CHECK (stream_version > 0), ADD CHECK (event_type <> ''),"
     " ADD CHECK (event_version >= 1), ADD CHECK (jsonb_typeof(metadata) = 'object')",
+    "CREATE TABLE events_binary (LIKE cqrs.events INCLUDING ALL)",
+    "CREATE TABLE events_binary_out (LIKE cqrs.events INCLUDING ALL)",
 };
 
 constexpr Variant kVariants[] = {
@@ -100,6 +104,8 @@ constexpr Variant kVariants[] = {
     {"  + type index", "events_order_type", Shape::kStore},
     {"  + correlation index (= cqrs.events)", "events_all", Shape::kStore},
     {"cqrs.events with CHECKs, not domains", "events_checks", Shape::kStore},
+    {"cqrs.events, arrays in binary format", "events_binary", Shape::kStoreBinary},
+    {"cqrs.events, binary arrays and results", "events_binary_out", Shape::kStoreBinaryOut},
 };
 constexpr size_t kVariantCount = std::size(kVariants);
 
@@ -166,6 +172,30 @@ std::vector<std::string> append_values(const std::string& stream, int64_t base, 
       stream, std::to_string(base), ids, types, versions, payloads, shared, runs};
   for (size_t idx = 2; idx < values.size(); ++idx) values[idx].push_back('}');
   return values;
+}
+
+// The same rows as append_values, with the arrays in binary format (the strings of the
+// parameters that are; see binary_formats).
+std::vector<std::string> binary_append_values(const std::string& stream, int64_t base, int events,
+                                              int64_t& card) {
+  std::string command_id = cqrs::Uuid::time_ordered().to_string();
+  std::string metadata = R"({"command_id":")" + command_id + R"(","correlation_id":")" +
+                         command_id + R"(","causation_id":")" + command_id + R"("})";
+  using cqrs::pg::BinaryArray;
+  BinaryArray ids(BinaryArray::kUuid, events), types(BinaryArray::kText, events),
+      versions(BinaryArray::kInt4, events), payloads(BinaryArray::kJsonb, events),
+      runs(BinaryArray::kInt4, events), shared(BinaryArray::kJsonb, 1);
+  for (int idx = 0; idx < events; ++idx) {
+    ids.add_uuid(cqrs::Uuid::time_ordered().bytes());
+    types.add_text("GiftCardIssued");
+    versions.add_int4(1);
+    payloads.add_jsonb(R"({"card_id":"c)" + std::to_string(++card) +
+                       R"(","amount":5000,"currency":"EUR"})");
+    runs.add_int4(idx == 0 ? events : 0);
+  }
+  shared.add_jsonb(metadata);
+  return {stream,          std::to_string(base), ids.take(),    types.take(),
+          versions.take(), payloads.take(),      shared.take(), runs.take()};
 }
 
 // Nanoseconds of CPU the process has used, from a descriptor open on its schedstat; -1 when
@@ -256,8 +286,17 @@ int run(const Options& options, const std::string& conninfo) {
     const std::string stream_suffix = "-" + std::to_string(round / kAppendsPerStream);
     const int64_t base = static_cast<int64_t>(round % kAppendsPerStream) * options.events;
     for (size_t idx = 0; idx < kVariantCount; ++idx) {
+      const bool binary_out = many && kVariants[idx].shape == Shape::kStoreBinaryOut;
+      const bool binary = binary_out || (many && kVariants[idx].shape == Shape::kStoreBinary);
+      const std::string stream = "cost-" + std::to_string(idx) + stream_suffix;
       std::vector<std::string> values =
-          append_values("cost-" + std::to_string(idx) + stream_suffix, base, options.events, card);
+          binary ? binary_append_values(stream, base, options.events, card)
+                 : append_values(stream, base, options.events, card);
+      std::vector<int> lengths, formats;
+      for (size_t at = 0; binary && at < values.size(); ++at) {
+        lengths.push_back(static_cast<int>(values[at].size()));
+        formats.push_back(at >= 2 ? 1 : 0);
+      }
       // A plain INSERT of many events takes no run lengths (the last parameter).
       if (many && kVariants[idx].shape == Shape::kPlain) values.pop_back();
       std::vector<const char*> pointers;
@@ -268,7 +307,8 @@ int run(const Options& options, const std::string& conninfo) {
       PgResultPtr result =
           checked(conn.get(),
                   PQexecPrepared(conn.get(), name.c_str(), static_cast<int>(pointers.size()),
-                                 pointers.data(), nullptr, nullptr, 0),
+                                 pointers.data(), binary ? lengths.data() : nullptr,
+                                 binary ? formats.data() : nullptr, binary_out ? 1 : 0),
                   error);
       auto ended = std::chrono::steady_clock::now();
       int64_t cpu_after = cpu_ns(backend_fd);

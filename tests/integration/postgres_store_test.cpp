@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -910,6 +911,142 @@ TEST_F(PostgresStore, EachReconnectStartsANewSession) {
   EXPECT_EQ((*conn)->session(), 2u);
   ASSERT_TRUE((*conn)->exec("SELECT 1").ok());
   EXPECT_EQ((*conn)->session(), 2u) << "a statement is not a new session";
+}
+
+// The append statements take their arrays in binary format (BinaryArray). Each element type
+// reads back as sent, NULL elements and empty arrays included, and an array of the wrong element
+// type is refused by the server rather than read as something else.
+TEST_F(PostgresStore, BinaryArraysReadBackAsSent) {
+  auto as_text = [&](const char* sql, std::string bytes) -> std::string {
+    auto rows = raw_->exec(sql, Params().add_binary(std::move(bytes)));
+    EXPECT_TRUE(rows.ok()) << sql << ": " << rows.error().to_string();
+    return rows.ok() && rows->rows() == 1 ? std::string(rows->text(0, 0)) : "<no row>";
+  };
+  BinaryArray int8s(BinaryArray::kInt8, 4);
+  for (int64_t value : {int64_t{0}, int64_t{-1}, std::numeric_limits<int64_t>::min(),
+                        std::numeric_limits<int64_t>::max()}) {
+    int8s.add_int8(value);
+  }
+  EXPECT_EQ(as_text("SELECT $1::bigint[]::text", int8s.take()),
+            "{0,-1,-9223372036854775808,9223372036854775807}");
+
+  BinaryArray int4s(BinaryArray::kInt4, 3);
+  int4s.add_int4(std::numeric_limits<int32_t>::min());
+  int4s.add_null();
+  int4s.add_int4(100);
+  EXPECT_EQ(as_text("SELECT $1::int[]::text", int4s.take()), "{-2147483648,NULL,100}");
+
+  // What an array literal would have to quote: quotes, backslashes, braces, commas, spaces,
+  // the word NULL, the empty string; and text that is not ASCII.
+  const std::vector<std::string> texts = {"a\"b", "c\\d", "{e}", "f,g",
+                                          " h ",  "NULL", "",    "Grüße, 世界"};
+  BinaryArray strings(BinaryArray::kText, texts.size());
+  for (const std::string& text : texts) strings.add_text(text);
+  auto elements = raw_->exec(
+      "SELECT t, t IS NULL FROM unnest($1::text[]) WITH ORDINALITY AS"
+      " u(t, n) ORDER BY n",
+      Params().add_binary(strings.take()));
+  ASSERT_TRUE(elements.ok()) << elements.error().to_string();
+  ASSERT_EQ(elements->rows(), static_cast<int>(texts.size()));
+  for (size_t idx = 0; idx < texts.size(); ++idx) {
+    EXPECT_EQ(elements->text(static_cast<int>(idx), 0), texts[idx]);
+    EXPECT_EQ(elements->text(static_cast<int>(idx), 1), "f");
+  }
+
+  Uuid id = Uuid::time_ordered();
+  BinaryArray uuids(BinaryArray::kUuid, 2);
+  uuids.add_uuid(id.bytes());
+  uuids.add_null();
+  EXPECT_EQ(as_text("SELECT $1::uuid[]::text", uuids.take()), "{" + id.to_string() + ",NULL}");
+
+  BinaryArray documents(BinaryArray::kJsonb, 2);
+  documents.add_jsonb(R"({"b": "\"quoted\" \\ back", "a": [1, 2.50]})");
+  documents.add_jsonb("\"\\u00fc\"");
+  EXPECT_EQ(as_text("SELECT $1::jsonb[]::text", documents.take()),
+            R"({"{\"a\": [1, 2.50], \"b\": \"\\\"quoted\\\" \\\\ back\"}","\"ü\""})");
+
+  EXPECT_EQ(
+      as_text("SELECT cardinality($1::jsonb[])::text", BinaryArray(BinaryArray::kJsonb, 0).take()),
+      "0");
+
+  BinaryArray wrong(BinaryArray::kUuid, 1);
+  wrong.add_uuid(id.bytes());
+  auto refused = raw_->exec("SELECT $1::int[]::text", Params().add_binary(wrong.take()));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message().find("element type"), std::string::npos)
+      << refused.error().to_string();
+  BinaryArray bad_json(BinaryArray::kJsonb, 1);
+  bad_json.add_jsonb("{\"a\":");
+  auto malformed = raw_->exec("SELECT $1::jsonb[]::text", Params().add_binary(bad_json.take()));
+  ASSERT_FALSE(malformed.ok());
+  EXPECT_EQ(malformed.error().code(), errc::kInvalidPayload) << malformed.error().to_string();
+}
+
+// Every way an append reaches the database stores the events' values byte for byte, also those
+// that a text array literal would have to escape.
+TEST_F(PostgresStore, ValuesAnArrayLiteralWouldQuoteAreStoredAsSent) {
+  const std::vector<std::string> types = {"Type \"quoted\"", "Back\\slash", "{Braces},comma",
+                                          "NULL", "Grüße"};
+  auto events_for = [&](bool shared_metadata) {
+    std::vector<EventData> events;
+    for (size_t idx = 0; idx < types.size(); ++idx) {
+      EventData& event = events.emplace_back();
+      event.type = types[idx];
+      event.data = R"({"text":"a \"quote\", a \\ and {braces}","n":)" + std::to_string(idx) +
+                   R"(,"ü":"世界"})";
+      event.metadata = shared_metadata ? R"({"correlation_id":"c \"1\""})"
+                                       : R"({"nth":")" + std::to_string(idx) + R"(\\"})";
+    }
+    return events;
+  };
+  auto expect_stored = [&](const std::string& stream, int64_t from,
+                           const std::vector<EventData>& sent) {
+    auto stored = store_->read_stream(stream, from, sent.size(), Direction::kForward);
+    ASSERT_TRUE(stored.ok()) << stored.error().to_string();
+    ASSERT_EQ(stored->size(), sent.size()) << stream;
+    for (size_t idx = 0; idx < sent.size(); ++idx) {
+      const RecordedEvent& event = (*stored)[idx];
+      EXPECT_EQ(event.stream_id, stream);
+      EXPECT_EQ(event.event_id, sent[idx].event_id);
+      EXPECT_EQ(event.type, sent[idx].type);
+      EXPECT_EQ(nlohmann::json::parse(event.data), nlohmann::json::parse(sent[idx].data));
+      EXPECT_EQ(nlohmann::json::parse(event.metadata), nlohmann::json::parse(sent[idx].metadata));
+    }
+  };
+  const std::string stream = "stream \"{a,b}\" \\ ü";
+  for (bool shared : {true, false}) {
+    SCOPED_TRACE(shared ? "shared metadata" : "metadata of each event");
+    const std::string name = stream + (shared ? " 1" : " 2");
+    // The first append checks the head in cqrs.append_to_stream; the second appends after the
+    // version the store now knows.
+    std::vector<EventData> first = events_for(shared), second = events_for(shared);
+    ASSERT_TRUE(store_->append(name, ExpectedVersion::no_stream(), first).ok());
+    ASSERT_TRUE(store_->append(name, ExpectedVersion::exact(5), second).ok());
+    // A write of one request with its command record (after the known version), then one of
+    // two requests (cqrs.append_batch).
+    WriteRequest recorded{name,
+                          ExpectedVersion::exact(10),
+                          events_for(shared),
+                          CommandRecord{Uuid::time_ordered(), name, R"({"status":"ok"})"},
+                          {}};
+    auto written = store_->write(std::span(&recorded, 1));
+    ASSERT_TRUE(written[0].ok()) << written[0].error->to_string();
+    std::vector<WriteRequest> pair = {
+        {name, ExpectedVersion::exact(15), events_for(shared), std::nullopt, {}},
+        {name + " other",
+         ExpectedVersion::no_stream(),
+         events_for(shared),
+         CommandRecord{Uuid::time_ordered(), name, R"({"status":"ok"})"},
+         {}}};
+    auto both = store_->write(pair);
+    ASSERT_TRUE(both[0].ok()) << both[0].error->to_string();
+    ASSERT_TRUE(both[1].ok()) << both[1].error->to_string();
+    expect_stored(name, 1, first);
+    expect_stored(name, 6, second);
+    expect_stored(name, 11, recorded.events);
+    expect_stored(name, 16, pair[0].events);
+    expect_stored(name + " other", 1, pair[1].events);
+  }
 }
 
 TEST(ConnectionOptions, WithOptionSetsOrKeepsAKeyword) {

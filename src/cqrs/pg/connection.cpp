@@ -37,18 +37,122 @@ bool is_stale_plan(const PGresult* result) {
 
 Params& Params::add(std::string value) {
   values_.emplace_back(std::move(value));
+  if (!binary_.empty()) binary_.push_back(false);
   return *this;
 }
 
 Params& Params::add_null() {
   values_.emplace_back(std::nullopt);
+  if (!binary_.empty()) binary_.push_back(false);
   return *this;
+}
+
+Params& Params::add_binary(std::string bytes) {
+  binary_.resize(values_.size(), false);
+  values_.emplace_back(std::move(bytes));
+  binary_.push_back(true);
+  return *this;
+}
+
+std::vector<int> Params::lengths() const {
+  std::vector<int> out;
+  if (binary_.empty()) return out;
+  out.reserve(values_.size());
+  for (const auto& value : values_) out.push_back(value ? static_cast<int>(value->size()) : 0);
+  return out;
+}
+
+std::vector<int> Params::formats() const {
+  return std::vector<int>(binary_.begin(), binary_.end());
 }
 
 std::vector<const char*> Params::pointers() const {
   std::vector<const char*> out;
   out.reserve(values_.size());
   for (const auto& value : values_) out.push_back(value ? value->c_str() : nullptr);
+  return out;
+}
+
+namespace {
+
+void put_be32(std::string& out, uint32_t value) {
+  const char bytes[4] = {static_cast<char>(value >> 24), static_cast<char>(value >> 16),
+                         static_cast<char>(value >> 8), static_cast<char>(value)};
+  out.append(bytes, 4);
+}
+
+void patch_be32(std::string& out, size_t at, uint32_t value) {
+  out[at] = static_cast<char>(value >> 24);
+  out[at + 1] = static_cast<char>(value >> 16);
+  out[at + 2] = static_cast<char>(value >> 8);
+  out[at + 3] = static_cast<char>(value);
+}
+
+// array_recv's header: dimensions, whether any element is NULL, the element type, then per
+// dimension its length and lower bound. The count and the NULL flag are patched in by take().
+constexpr size_t kArrayHeaderSize = 20;
+constexpr size_t kNullFlagAt = 4;
+constexpr size_t kLengthAt = 12;
+
+}  // namespace
+
+BinaryArray::BinaryArray(uint32_t element_type, size_t expected_elements, size_t expected_bytes) {
+  const size_t fixed = element_type == kUuid   ? 16
+                       : element_type == kInt8 ? 8
+                       : element_type == kInt4 ? 4
+                                               : 0;
+  bytes_.reserve(kArrayHeaderSize + expected_elements * (4 + fixed) + expected_bytes);
+  put_be32(bytes_, 1);  // one dimension
+  put_be32(bytes_, 0);  // NULL flag
+  put_be32(bytes_, element_type);
+  put_be32(bytes_, 0);  // length
+  put_be32(bytes_, 1);  // lower bound
+}
+
+void BinaryArray::add_length(int32_t length) {
+  put_be32(bytes_, static_cast<uint32_t>(length));
+  ++count_;
+}
+
+void BinaryArray::add_int8(int64_t value) {
+  add_length(8);
+  put_be32(bytes_, static_cast<uint32_t>(static_cast<uint64_t>(value) >> 32));
+  put_be32(bytes_, static_cast<uint32_t>(value));
+}
+
+void BinaryArray::add_int4(int32_t value) {
+  add_length(4);
+  put_be32(bytes_, static_cast<uint32_t>(value));
+}
+
+void BinaryArray::add_text(std::string_view value) {
+  add_length(static_cast<int32_t>(value.size()));
+  bytes_.append(value);
+}
+
+void BinaryArray::add_uuid(const std::array<uint8_t, 16>& bytes) {
+  add_length(16);
+  bytes_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+void BinaryArray::add_jsonb(std::string_view json) {
+  add_length(static_cast<int32_t>(json.size() + 1));
+  bytes_.push_back('\x01');  // jsonb's binary format version: the JSON text follows
+  bytes_.append(json);
+}
+
+void BinaryArray::add_null() {
+  add_length(-1);
+  has_null_ = true;
+}
+
+std::string BinaryArray::take() {
+  patch_be32(bytes_, kNullFlagAt, has_null_ ? 1 : 0);
+  patch_be32(bytes_, kLengthAt, static_cast<uint32_t>(count_));
+  std::string out = std::move(bytes_);
+  bytes_.clear();
+  count_ = 0;
+  has_null_ = false;
   return out;
 }
 
@@ -148,8 +252,10 @@ Result<QueryResult> Connection::exec(std::string_view sql) {
 Result<QueryResult> Connection::exec(std::string_view sql, const Params& params) {
   std::string text(sql);
   std::vector<const char*> values = params.pointers();
-  return check(PQexecParams(conn_, text.c_str(), params.size(), nullptr, values.data(), nullptr,
-                            nullptr, 0));
+  std::vector<int> lengths = params.lengths(), formats = params.formats();
+  return check(PQexecParams(conn_, text.c_str(), params.size(), nullptr, values.data(),
+                            lengths.empty() ? nullptr : lengths.data(),
+                            formats.empty() ? nullptr : formats.data(), 0));
 }
 
 Result<void> Connection::prepare(const std::string& name, const std::string& sql) {
@@ -170,8 +276,10 @@ Result<std::string> Connection::prepared_name(const std::string& sql) {
 
 Result<QueryResult> Connection::exec_prepared(const std::string& name, const Params& params) {
   std::vector<const char*> values = params.pointers();
-  return check(
-      PQexecPrepared(conn_, name.c_str(), params.size(), values.data(), nullptr, nullptr, 0));
+  std::vector<int> lengths = params.lengths(), formats = params.formats();
+  return check(PQexecPrepared(conn_, name.c_str(), params.size(), values.data(),
+                              lengths.empty() ? nullptr : lengths.data(),
+                              formats.empty() ? nullptr : formats.data(), 0));
 }
 
 Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
@@ -188,8 +296,10 @@ Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
   if (PQenterPipelineMode(conn_) != 1) return broken("start");
   for (const PipelineStep& step : steps) {
     std::vector<const char*> values = step.params.pointers();
-    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), values.data(), nullptr,
-                            nullptr, 0) != 1) {
+    std::vector<int> lengths = step.params.lengths(), formats = step.params.formats();
+    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), values.data(),
+                            lengths.empty() ? nullptr : lengths.data(),
+                            formats.empty() ? nullptr : formats.data(), 0) != 1) {
       return broken("send");
     }
     if (step.sync_after && PQpipelineSync(conn_) != 1) return broken("sync");

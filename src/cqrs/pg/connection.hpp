@@ -6,6 +6,7 @@
 // cooperatively scheduled actor.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -22,7 +23,8 @@ struct pg_result;
 
 namespace cqrs::pg {
 
-// Text-format parameter values for one statement. Values are copied, so temporaries are fine.
+// Parameter values for one statement, each in text format or, from add_binary, in the binary
+// format of the parameter's type. Values are copied, so temporaries are fine.
 class Params {
  public:
   Params& add(std::string value);
@@ -30,13 +32,50 @@ class Params {
   Params& add(const char* value) { return add(std::string(value)); }
   Params& add(int64_t value) { return add(std::to_string(value)); }
   Params& add_null();
+  // A value in its type's binary format (see BinaryArray): PostgreSQL reads it without parsing
+  // text. REQUIRES: the statement's parameter has exactly that type.
+  Params& add_binary(std::string bytes);
 
   int size() const { return static_cast<int>(values_.size()); }
   // Pointers valid until the next add().
   std::vector<const char*> pointers() const;
+  // Per value its length and format (0 text, 1 binary), for libpq; empty when every value is text.
+  std::vector<int> lengths() const;
+  std::vector<int> formats() const;
 
  private:
   std::vector<std::optional<std::string>> values_;
+  std::vector<bool> binary_;  // empty until a binary value is added
+};
+
+// A one-dimensional array parameter in PostgreSQL's binary format (what array_recv reads),
+// built element by element: no quoting on this side, no parsing of an array literal on the
+// server's. The element type is fixed by its type's oid, which the statement's parameter must
+// match (uuid[] takes uuids, and so on).
+class BinaryArray {
+ public:
+  static constexpr uint32_t kInt8 = 20, kInt4 = 23, kText = 25, kUuid = 2950, kJsonb = 3802;
+
+  // Reserves room for `expected_elements` elements and, beyond the fixed-size types' bytes,
+  // `expected_bytes` of variable-length ones.
+  BinaryArray(uint32_t element_type, size_t expected_elements, size_t expected_bytes = 0);
+
+  void add_int8(int64_t value);
+  void add_int4(int32_t value);
+  void add_text(std::string_view value);
+  void add_uuid(const std::array<uint8_t, 16>& bytes);
+  void add_jsonb(std::string_view json);  // the JSON text; the server parses it
+  void add_null();
+
+  // The finished parameter value (for Params::add_binary); the builder is empty afterwards.
+  std::string take();
+
+ private:
+  void add_length(int32_t length);
+
+  std::string bytes_;
+  int32_t count_ = 0;
+  bool has_null_ = false;
 };
 
 // An owned query result. Field accessors REQUIRE 0 <= row < rows() and 0 <= column < columns().

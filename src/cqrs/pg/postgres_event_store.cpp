@@ -494,41 +494,45 @@ bool shares_metadata(std::span<const EventData> events) {
   return true;
 }
 
-// Closes each literal and adds it to `params`, in order.
-void add_literals(Params& params, std::initializer_list<std::string*> literals) {
-  for (std::string* literal : literals) {
-    literal->push_back('}');
-    params.add(std::move(*literal));
-  }
+// Adds each finished array to `params`, in order.
+void add_arrays(Params& params, std::initializer_list<BinaryArray*> arrays) {
+  for (BinaryArray* array : arrays) params.add_binary(array->take());
 }
 
-// The events as the five array literals the append statements take: ids, types, type versions,
-// data and metadata. Shared metadata is one element, which stands for every event's.
+size_t payload_bytes(std::span<const EventData> events) {
+  size_t bytes = 0;
+  for (const EventData& event : events) bytes += event.data.size();
+  return bytes;
+}
+
+// The events as the five arrays the append statements take, in binary format: ids, types, type
+// versions, data and metadata. Shared metadata is one element, which stands for every event's.
+// Binary arrays spare the server the parsing of array literals (and this side their quoting):
+// about 60 µs of the server's CPU per append of 100 events (append_costs).
 void add_event_arrays(Params& params, std::span<const EventData> events) {
   const bool share_metadata = shares_metadata(events);
-  std::string ids = "{", types = "{", versions = "{", data = "{", metadata = "{";
-  size_t payload_bytes = 0;
-  for (const EventData& event : events) payload_bytes += event.data.size() + 8;
-  data.reserve(payload_bytes + payload_bytes / 4 + 2);  // room for some escapes
-  ids.reserve(events.size() * 39 + 2);
-  types.reserve(events.size() * ((events.empty() ? 0 : events.front().type.size()) + 3) + 2);
-  versions.reserve(events.size() * 4 + 2);
+  const size_t count = events.size();
+  const size_t type_bytes = events.empty() ? 0 : events.front().type.size();
+  const size_t metadata_bytes = events.empty() ? 0 : events.front().metadata.size() + 1;
+  BinaryArray ids(BinaryArray::kUuid, count), types(BinaryArray::kText, count, count * type_bytes),
+      versions(BinaryArray::kInt4, count),
+      data(BinaryArray::kJsonb, count, payload_bytes(events) + count),
+      metadata(BinaryArray::kJsonb, share_metadata ? 1 : count,
+               share_metadata ? metadata_bytes : count * metadata_bytes);
   for (const EventData& event : events) {
-    append_array_element(ids, event.event_id.to_string());
-    append_array_element(types, event.type);
-    append_array_element(versions, std::to_string(event.type_version));
-    append_array_element(data, event.data);
-    if (!share_metadata || &event == &events.front()) {
-      append_array_element(metadata, event.metadata);
-    }
+    ids.add_uuid(event.event_id.bytes());
+    types.add_text(event.type);
+    versions.add_int4(event.type_version);
+    data.add_jsonb(event.data);
+    if (!share_metadata || &event == &events.front()) metadata.add_jsonb(event.metadata);
   }
-  add_literals(params, {&ids, &types, &versions, &data, &metadata});
+  add_arrays(params, {&ids, &types, &versions, &data, &metadata});
 }
 
-// Appends `events`' run lengths to `literal`, an array literal: a run is a stretch of events
-// that share their type and their metadata (so their correlation). Its first event gets its
-// length, the others 0; the type and correlation indexes hold only first events (schema/012).
-void append_run_lengths(std::string& literal, std::span<const EventData> events) {
+// Adds `events`' run lengths to `array` (of int): a run is a stretch of events that share
+// their type and their metadata (so their correlation). Its first event gets its length, the
+// others 0; the type and correlation indexes hold only first events (schema/012).
+void add_run_lengths(BinaryArray& array, std::span<const EventData> events) {
   size_t start = 0;
   while (start < events.size()) {
     size_t end = start + 1;
@@ -536,17 +540,16 @@ void append_run_lengths(std::string& literal, std::span<const EventData> events)
            events[end].metadata == events[start].metadata) {
       ++end;
     }
-    append_array_element(literal, std::to_string(end - start));
-    for (size_t idx = start + 1; idx < end; ++idx) append_array_element(literal, "0");
+    array.add_int4(static_cast<int32_t>(end - start));
+    for (size_t idx = start + 1; idx < end; ++idx) array.add_int4(0);
     start = end;
   }
 }
 
 std::string run_lengths(std::span<const EventData> events) {
-  std::string literal = "{";
-  append_run_lengths(literal, events);
-  literal.push_back('}');
-  return literal;
+  BinaryArray array(BinaryArray::kInt4, events.size());
+  add_run_lengths(array, events);
+  return array.take();
 }
 
 // The event arrays of the statements that store the events of several appends at once
@@ -554,30 +557,31 @@ std::string run_lengths(std::span<const EventData> events) {
 // differ) and its run lengths; per event its append (1-based), its place there (1-based) and its
 // columns, with NULL metadata where the append's shared metadata stands for it.
 struct OwnedEventArrays {
-  std::string shared_metadata = "{", runs = "{", owners = "{", places = "{", ids = "{", types = "{",
-              type_versions = "{", data = "{", metadata = "{";
+  BinaryArray shared_metadata{BinaryArray::kJsonb, 0}, runs{BinaryArray::kInt4, 0},
+      owners{BinaryArray::kInt4, 0}, places{BinaryArray::kInt4, 0}, ids{BinaryArray::kUuid, 0},
+      types{BinaryArray::kText, 0}, type_versions{BinaryArray::kInt4, 0},
+      data{BinaryArray::kJsonb, 0}, metadata{BinaryArray::kJsonb, 0};
 
   void add(size_t owner_no, std::span<const EventData> events) {
     const bool share_metadata = shares_metadata(events);
     if (share_metadata) {
-      append_array_element(shared_metadata, events.front().metadata);
+      shared_metadata.add_jsonb(events.front().metadata);
     } else {
-      append_array_null(shared_metadata);
+      shared_metadata.add_null();
     }
-    append_run_lengths(runs, events);
-    const std::string owner = std::to_string(owner_no);
+    add_run_lengths(runs, events);
     for (size_t place = 0; place < events.size(); ++place) {
       const EventData& event = events[place];
-      append_array_element(owners, owner);
-      append_array_element(places, std::to_string(place + 1));
-      append_array_element(ids, event.event_id.to_string());
-      append_array_element(types, event.type);
-      append_array_element(type_versions, std::to_string(event.type_version));
-      append_array_element(data, event.data);
+      owners.add_int4(static_cast<int32_t>(owner_no));
+      places.add_int4(static_cast<int32_t>(place + 1));
+      ids.add_uuid(event.event_id.bytes());
+      types.add_text(event.type);
+      type_versions.add_int4(event.type_version);
+      data.add_jsonb(event.data);
       if (share_metadata) {
-        append_array_null(metadata);
+        metadata.add_null();
       } else {
-        append_array_element(metadata, event.metadata);
+        metadata.add_jsonb(event.metadata);
       }
     }
   }
@@ -588,18 +592,18 @@ struct OwnedEventArrays {
 // the job (1-based) and its columns; then `lock_wait`.
 Params group_params(std::span<AppendGroups::Job* const> group,
                     std::chrono::milliseconds lock_wait) {
-  std::string streams = "{", bases = "{";
+  BinaryArray streams(BinaryArray::kText, group.size()), bases(BinaryArray::kInt8, group.size());
   OwnedEventArrays events;
   for (size_t job_no = 0; job_no < group.size(); ++job_no) {
     const AppendGroups::Job& job = *group[job_no];
-    append_array_element(streams, job.stream_id);
-    append_array_element(bases, std::to_string(job.base));
+    streams.add_text(job.stream_id);
+    bases.add_int8(job.base);
     events.add(job_no + 1, job.events);
   }
   Params params;
-  add_literals(params, {&streams, &bases, &events.shared_metadata, &events.owners, &events.places,
-                        &events.ids, &events.types, &events.type_versions, &events.data,
-                        &events.metadata, &events.runs});
+  add_arrays(params, {&streams, &bases, &events.shared_metadata, &events.owners, &events.places,
+                      &events.ids, &events.types, &events.type_versions, &events.data,
+                      &events.metadata, &events.runs});
   // 0 would turn lock_timeout off: at least a millisecond.
   params.add(std::to_string(std::max<int64_t>(lock_wait.count(), 1)) + "ms");
   return params;
@@ -618,7 +622,7 @@ Params append_params(std::string_view stream_id, ExpectedVersion expected,
   } else {
     params.add_null().add_null();
   }
-  if (with_runs) params.add(run_lengths(events));
+  if (with_runs) params.add_binary(run_lengths(events));
   return params;
 }
 
@@ -677,27 +681,28 @@ AppendResult inserted_events(const QueryResult& rows) {
 
 // Parameters of the "append_batch" statement for the requests `round` (indexes into requests).
 Params batch_params(std::span<const WriteRequest> requests, const std::vector<size_t>& round) {
-  std::string streams = "{", expected = "{", counts = "{", command_ids = "{", command_results = "{";
+  BinaryArray streams(BinaryArray::kText, round.size()), expected(BinaryArray::kInt8, round.size()),
+      counts(BinaryArray::kInt4, round.size()), command_ids(BinaryArray::kUuid, round.size()),
+      command_results(BinaryArray::kJsonb, round.size());
   OwnedEventArrays events;
   for (size_t request_no = 0; request_no < round.size(); ++request_no) {
     const WriteRequest& request = requests[round[request_no]];
-    append_array_element(streams, request.stream_id);
-    append_array_element(expected, std::to_string(expected_code(request.expected)));
-    append_array_element(counts, std::to_string(request.events.size()));
+    streams.add_text(request.stream_id);
+    expected.add_int8(expected_code(request.expected));
+    counts.add_int4(static_cast<int32_t>(request.events.size()));
     if (request.command) {
-      append_array_element(command_ids, request.command->command_id.to_string());
-      append_array_element(command_results, request.command->result);
+      command_ids.add_uuid(request.command->command_id.bytes());
+      command_results.add_jsonb(request.command->result);
     } else {
-      append_array_null(command_ids);
-      append_array_null(command_results);
+      command_ids.add_null();
+      command_results.add_null();
     }
     events.add(request_no + 1, request.events);
   }
   Params params;
-  add_literals(params,
-               {&streams, &expected, &counts, &command_ids, &command_results, &events.owners,
-                &events.places, &events.ids, &events.types, &events.type_versions, &events.data,
-                &events.metadata, &events.shared_metadata, &events.runs});
+  add_arrays(params, {&streams, &expected, &counts, &command_ids, &command_results, &events.owners,
+                      &events.places, &events.ids, &events.types, &events.type_versions,
+                      &events.data, &events.metadata, &events.shared_metadata, &events.runs});
   return params;
 }
 
@@ -835,7 +840,7 @@ Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id
       statement = base ? "append_after" : "append_one";
     } else {
       add_event_arrays(params, events);
-      params.add(run_lengths(events));
+      params.add_binary(run_lengths(events));
     }
     std::vector<Connection::PipelineStep> steps;
     steps.push_back({statement, std::move(params), true});
@@ -1074,7 +1079,7 @@ std::optional<WriteResult> PostgresEventStore::write_one_after(const WriteReques
     params.add(request.command->command_id.to_string()).add(request.command->result);
     statement = "append_after_recorded";
   }
-  params.add(run_lengths(request.events));  // $8 of append_after_many, $10 of the other
+  params.add_binary(run_lengths(request.events));  // $8 of append_after_many, $10 of the other
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({statement, std::move(params), true});
   std::vector<std::string> types = types_of(request.events);
