@@ -2,7 +2,8 @@
 // a bare table, measured in the same run on a fresh database, so the ratio store/raw shows what
 // the store's guarantees cost on this machine. Each append workload also runs the same plain
 // INSERTs into a "floor" table that has only the constraints the store must keep (floor/raw: the
-// most any such store can reach), and the same appends through cqrsd's store pool ("pool": the
+// most any such store can reach with the same parameters; the store sends its arrays in binary
+// format, which the floor does not), and the same appends through cqrsd's store pool ("pool": the
 // writers' appends are group committed with EventStore::write, as cqrsd commits its commands).
 // Prints per-workload figures and a markdown table for docs/BENCHMARKS.md.
 //
@@ -10,9 +11,10 @@
 //                    [--no-groups] [--keep]
 //                    [--only N]
 //
-// Each append workload runs the four sides (store, pool, raw, floor) in R rounds, the sides taking
-// turns, and reports each ratio as the median of the rounds' ratios: on a shared host, a side
-// measured minutes apart from its baseline sees a different machine.
+// Each append workload runs the sides (store, pool, raw, floor, and for appends of many events
+// raw-bin: the raw INSERTs with their arrays in binary format, as the store sends them) in R
+// rounds, the sides taking turns, and reports each ratio as the median of the rounds' ratios: on
+// a shared host, a side measured minutes apart from its baseline sees a different machine.
 //
 // The server is DATABASE_URL (or --url; either a postgresql:// URL or a libpq keyword string;
 // when both are absent, libpq's PGHOST/PGPORT/PGUSER defaults). The run creates database
@@ -274,15 +276,21 @@ class PoolWriter final : public Writer {
   std::unique_ptr<caf::scoped_actor> self_;
 };
 
-// Plain INSERT (autocommit) of the same rows into `table` (bench_raw, or bench_floor): one
-// prepared single-row INSERT, or one prepared INSERT ... SELECT FROM unnest(<arrays>) per batch,
-// built like the store's arrays. With `share_metadata` (the floor), a batch whose events all
-// carry the same metadata sends it once, as the store does, so that the floor stays a bound for
-// the store: the server parses it once instead of once per row.
+// Plain INSERT (autocommit) of the same rows into `table` (bench_raw, bench_raw_binary or
+// bench_floor): one prepared single-row INSERT, or one prepared INSERT ... SELECT FROM
+// unnest(<arrays>) per batch. The arrays are text literals, as a plain libpq program sends them;
+// with `binary_arrays` (the raw-bin side) they are in binary format, as the store sends them
+// (cqrs::pg::BinaryArray). With `share_metadata` (the floor), a batch whose events all carry the
+// same metadata sends it once, as the store does, so that the floor stays a bound for the store:
+// the server parses it once instead of once per row.
 class RawWriter final : public Writer {
  public:
-  RawWriter(std::string conninfo, std::string table, bool share_metadata)
-      : conninfo_(std::move(conninfo)), table_(std::move(table)), share_metadata_(share_metadata) {}
+  RawWriter(std::string conninfo, std::string table, bool share_metadata,
+            bool binary_arrays = false)
+      : conninfo_(std::move(conninfo)),
+        table_(std::move(table)),
+        share_metadata_(share_metadata),
+        binary_arrays_(binary_arrays) {}
 
   bool connect(std::string& error) override {
     conn_ = connect_raw(conninfo_, error);
@@ -312,6 +320,8 @@ class RawWriter final : public Writer {
           batch.stream_id, std::to_string(batch.expected_version + 1), event.event_id.to_string(),
           event.type,      std::to_string(event.type_version),         event.data,
           event.metadata};
+    } else if (binary_arrays_) {
+      return append_binary(batch, error);
     } else {
       statement = "batch";
       bool shared = share_metadata_;
@@ -344,9 +354,40 @@ class RawWriter final : public Writer {
   }
 
  private:
+  // A batch with its five arrays in binary format (every event's metadata sent, as raw does).
+  bool append_binary(const Batch& batch, std::string& error) {
+    using cqrs::pg::BinaryArray;
+    const size_t count = batch.events.size();
+    BinaryArray ids(BinaryArray::kUuid, count), types(BinaryArray::kText, count),
+        versions(BinaryArray::kInt4, count), data(BinaryArray::kJsonb, count),
+        metadata(BinaryArray::kJsonb, count);
+    for (const cqrs::EventData& event : batch.events) {
+      ids.add_uuid(event.event_id.bytes());
+      types.add_text(event.type);
+      versions.add_int4(event.type_version);
+      data.add_jsonb(event.data);
+      metadata.add_jsonb(event.metadata);
+    }
+    std::string values[] = {batch.stream_id, std::to_string(batch.expected_version),
+                            ids.take(),      types.take(),
+                            versions.take(), data.take(),
+                            metadata.take()};
+    const char* pointers[std::size(values)];
+    int lengths[std::size(values)], formats[std::size(values)];
+    for (size_t idx = 0; idx < std::size(values); ++idx) {
+      pointers[idx] = values[idx].c_str();
+      lengths[idx] = static_cast<int>(values[idx].size());
+      formats[idx] = idx >= 2 ? 1 : 0;  // the arrays
+    }
+    PGresult* result = PQexecPrepared(conn_.get(), "batch", static_cast<int>(std::size(values)),
+                                      pointers, lengths, formats, 0);
+    return checked(conn_.get(), result, error) != nullptr;
+  }
+
   std::string conninfo_;
   std::string table_;
   bool share_metadata_;
+  bool binary_arrays_;
   PgConnPtr conn_;
 };
 
@@ -635,7 +676,8 @@ struct TableRow {
   std::string raw_events;
   std::string ratio;
   std::string pool_ratio;
-  std::string floor_ratio;  // the required constraints' own cost: bench_floor / bench_raw
+  std::string floor_ratio;   // the required constraints' own cost: bench_floor / bench_raw
+  std::string binary_ratio;  // store / raw with binary arrays ("–" for single events)
   std::string goal;
 };
 
@@ -660,6 +702,8 @@ int run(const Options& options, const std::string& conninfo) {
   }
   PgConnPtr admin = connect_raw(conninfo, error);
   if (!admin || !exec_sql(admin.get(), kRawEventTableDdl, error) ||
+      !exec_sql(admin.get(), "CREATE TABLE bench_raw_binary (LIKE bench_raw INCLUDING ALL)",
+                error) ||
       !exec_sql(admin.get(), kFloorEventTableDdl, error)) {
     std::fprintf(stderr, "store_bench: %s\n", error.c_str());
     return 1;
@@ -683,15 +727,18 @@ int run(const Options& options, const std::string& conninfo) {
                         std::to_string(workload.writers) + " writer" +
                         (workload.writers == 1 ? "" : "s");
     // The sides take turns, round by round, and each round starts with the next side, so a
-    // host that gets busier or quieter during the run weighs on all four alike. Each ratio is
-    // the median of the rounds' ratios.
-    enum Side { kStore, kPool, kRaw, kFloor, kSides };
-    constexpr const char* kSideNames[kSides] = {"store", "pool", "raw", "floor"};
+    // host that gets busier or quieter during the run weighs on all of them alike. Each ratio
+    // is the median of the rounds' ratios. raw-bin runs only for appends of many events (a
+    // single event travels as scalar parameters, the same on both raw sides).
+    enum Side { kStore, kPool, kRaw, kFloor, kRawBinary, kSides };
+    constexpr const char* kSideNames[kSides] = {"store", "pool", "raw", "floor", "raw-bin"};
+    const bool many = workload.events_per_append > 1;
     std::vector<AppendWindow> windows[kSides];
     double round_seconds = options.seconds / options.rounds;
     for (int round = 0; round < options.rounds; ++round) {
       for (int turn = 0; turn < kSides; ++turn) {
         int side = (round + turn) % kSides;
+        if (side == kRawBinary && !many) continue;
         std::string prefix = "giftcard-" + std::to_string(workload_number) + "-" +
                              std::to_string(round) + "-" + kSideNames[side] + "-";
         (void)exec_sql(admin.get(), "CHECKPOINT", error);  // each side starts from a clean slate
@@ -717,10 +764,15 @@ int run(const Options& options, const std::string& conninfo) {
               [&] { return std::make_unique<PoolWriter>(actor_system, pool); }, error);
           caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
         } else {
-          const char* table_name = side == kRaw ? "bench_raw" : "bench_floor";
+          const char* table_name = side == kRaw         ? "bench_raw"
+                                   : side == kRawBinary ? "bench_raw_binary"
+                                                        : "bench_floor";
           window = measure_appends(
               workload, prefix, round_seconds, options.warmup_seconds,
-              [&] { return std::make_unique<RawWriter>(conninfo, table_name, side == kFloor); },
+              [&] {
+                return std::make_unique<RawWriter>(conninfo, table_name, side == kFloor,
+                                                   side == kRawBinary);
+              },
               error);
         }
         if (!window) {
@@ -739,9 +791,11 @@ int run(const Options& options, const std::string& conninfo) {
     PairedRatio ratio = paired_ratio(windows[kStore], windows[kRaw], events);
     PairedRatio pool_ratio = paired_ratio(windows[kPool], windows[kRaw], events);
     PairedRatio floor_ratio = paired_ratio(windows[kFloor], windows[kRaw], events);
+    std::optional<PairedRatio> binary_ratio;
+    if (many) binary_ratio = paired_ratio(windows[kStore], windows[kRawBinary], events);
     auto line = [&](const char* lead, const char* name, const AppendFigures& figures) {
       std::printf(
-          "%-6s %-27s %-5s %9s ev/s %8s appends/s (p50 %6.2f ms, p99 %6.2f ms; CPU per append: "
+          "%-6s %-27s %-7s %9s ev/s %8s appends/s (p50 %6.2f ms, p99 %6.2f ms; CPU per append: "
           "postgres %s µs, client %s µs)\n",
           lead, lead[0] == '\0' ? "" : label.c_str(), name,
           with_commas(figures.events_per_s).c_str(), with_commas(figures.appends_per_s).c_str(),
@@ -752,6 +806,7 @@ int run(const Options& options, const std::string& conninfo) {
     line("", "pool", pooled);
     line("", "raw", raw);
     line("", "floor", floor);
+    if (many) line("", "raw-bin", figures_of(windows[kRawBinary], events));
     auto verdict = [](const PairedRatio& paired) {
       return paired.median >= kAppendRatioGoal ? "met" : "MISSED";
     };
@@ -765,6 +820,13 @@ int run(const Options& options, const std::string& conninfo) {
                 floor_ratio.median >= kAppendRatioGoal
                     ? "the required constraints leave room for the goal"
                     : "the goal is out of reach for any store with the required constraints");
+    if (binary_ratio) {
+      // The goal is set against the raw side; this one shows what the arrays' format is worth.
+      std::printf(
+          "       %-27s store/raw-bin %.3f (rounds %.2f-%.2f): against raw INSERTs that "
+          "send binary arrays too\n\n",
+          "", binary_ratio->median, binary_ratio->low, binary_ratio->high);
+    }
     std::fflush(stdout);
     auto table_verdict = [](const PairedRatio& paired) {
       return paired.median >= kAppendRatioGoal ? "met" : "**missed**";
@@ -772,7 +834,7 @@ int run(const Options& options, const std::string& conninfo) {
     table.push_back(
         {"append, " + label, with_commas(store.events_per_s), with_commas(pooled.events_per_s),
          with_commas(raw.events_per_s), fixed(ratio.median, 3), fixed(pool_ratio.median, 3),
-         fixed(floor_ratio.median, 2),
+         fixed(floor_ratio.median, 2), binary_ratio ? fixed(binary_ratio->median, 3) : "–",
          std::string("store ") + table_verdict(ratio) + ", pool " + table_verdict(pool_ratio)});
   }
 
@@ -833,18 +895,18 @@ int run(const Options& options, const std::string& conninfo) {
     }
     table.push_back({"read_all, page " + std::to_string(page_size),
                      with_commas(store->events_per_s), "–", with_commas(raw->events_per_s),
-                     fixed(ratio, 2), "–", "–",
+                     fixed(ratio, 2), "–", "–", "–",
                      std::string("≥ 200,000 ev/s: ") + (met ? "met" : "**missed**")});
   }
 
   std::printf(
       "\n| Workload | Store events/s | Pool events/s | Raw events/s | Store/raw | Pool/raw | "
-      "Floor/raw | Goal |\n|---|--:|--:|--:|--:|--:|--:|---|\n");
+      "Floor/raw | Store/raw-bin | Goal |\n|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
   for (const TableRow& row : table) {
-    std::printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", row.workload.c_str(),
+    std::printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.workload.c_str(),
                 row.store_events.c_str(), row.pool_events.c_str(), row.raw_events.c_str(),
                 row.ratio.c_str(), row.pool_ratio.c_str(), row.floor_ratio.c_str(),
-                row.goal.c_str());
+                row.binary_ratio.c_str(), row.goal.c_str());
   }
   return 0;
 }
