@@ -80,6 +80,7 @@ constexpr const char* kVariantTablesDdl[] = {
     kRawEventTableDdl,
     "CREATE TABLE bench_raw_binary (LIKE bench_raw INCLUDING ALL)",
     kFloorEventTableDdl,
+    "CREATE TABLE bench_floor_binary (LIKE bench_floor INCLUDING ALL)",
     // cqrs.events with none of the three run indexes ($all order, type, correlation).
     "CREATE TABLE events_bare (LIKE cqrs.events INCLUDING ALL)",
     "DROP INDEX events_bare_transaction_id_global_position_idx",
@@ -105,6 +106,7 @@ constexpr Variant kVariants[] = {
     {"raw: bare table, plain INSERT", "bench_raw", Shape::kPlain, Arrays::kText},
     {"raw, arrays in binary format", "bench_raw_binary", Shape::kPlain, Arrays::kBinary},
     {"floor: plain INSERT", "bench_floor", Shape::kPlain, Arrays::kText},
+    {"floor, arrays in binary format", "bench_floor_binary", Shape::kPlain, Arrays::kBinary},
     {"events, no run indexes, plain INSERT", "events_bare", Shape::kPlain, Arrays::kText},
     {"events, no run indexes, store's statement", "events_bare_store", Shape::kStore,
      Arrays::kBinary},
