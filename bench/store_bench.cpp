@@ -76,8 +76,8 @@ std::atomic<bool> g_interrupted{false};
 void on_signal(int) { g_interrupted = true; }
 
 struct Options {
-  double seconds = 5;  // measured per side and workload, split evenly over the rounds
-  int rounds = 5;
+  double seconds = 10;  // measured per side and workload, split evenly over the rounds
+  int rounds = 10;
   double warmup_seconds = 0.5;  // before each round's window
   std::string base_conninfo;
   bool notify = true;
@@ -916,8 +916,8 @@ void print_usage() {
       stderr,
       "usage: store_bench [--seconds N] [--rounds R] [--quick] [--url CONNINFO] [--no-notify] "
       "[--no-groups] [--keep] [--only N]\n"
-      "  --seconds N   measure each side of each workload for N seconds in all (default 5)\n"
-      "  --rounds R    split them into R rounds that alternate the sides (default 5); each ratio\n"
+      "  --seconds N   measure each side of each workload for N seconds in all (default 10)\n"
+      "  --rounds R    split them into R rounds that alternate the sides (default 10); each ratio\n"
       "                is the median of the rounds' ratios\n"
       "  --quick       1 second per side in 1 round, short warmup (smoke run)\n"
       "  --url C       server to use (default: $DATABASE_URL, else libpq PG* defaults)\n"
