@@ -973,7 +973,7 @@ TEST_F(PostgresStore, BinaryArraysReadBackAsSent) {
   wrong.add_uuid(id.bytes());
   auto refused = raw_->exec("SELECT $1::int[]::text", Params().add_binary(wrong.take()));
   ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.error().message().find("element type"), std::string::npos)
+  EXPECT_NE(refused.error().to_string().find("42804"), std::string::npos)  // datatype_mismatch
       << refused.error().to_string();
   BinaryArray bad_json(BinaryArray::kJsonb, 1);
   bad_json.add_jsonb("{\"a\":");
@@ -982,16 +982,34 @@ TEST_F(PostgresStore, BinaryArraysReadBackAsSent) {
   EXPECT_EQ(malformed.error().code(), errc::kInvalidPayload) << malformed.error().to_string();
 }
 
-// Every way an append reaches the database stores the events' values byte for byte, also those
-// that a text array literal would have to escape.
-TEST_F(PostgresStore, ValuesAnArrayLiteralWouldQuoteAreStoredAsSent) {
-  const std::vector<std::string> types = {"Type \"quoted\"", "Back\\slash", "{Braces},comma",
-                                          "NULL", "Grüße"};
+// How many times `store` ran each of the append statements `names` in all (pg_prepared_statements
+// counts the plans of each execution).
+int64_t runs_of(PostgresEventStore& store, const std::vector<std::string>& names) {
+  auto rows = store.connection().exec(
+      "SELECT coalesce(sum(generic_plans + custom_plans), 0)::bigint FROM pg_prepared_statements"
+      " WHERE name = ANY ($1::text[])",
+      Params().add(text_array(names)));
+  EXPECT_TRUE(rows.ok()) << rows.error().to_string();
+  return rows.ok() ? rows->int64(0, 0) : -1;
+}
+
+// Every statement that appends events stores their values byte for byte, also those that a text
+// array literal would have to escape. Each step checks that its statement ran, and no other
+// append statement (a failed statement would have been followed by another that stores the
+// same events).
+TEST_F(PostgresStore, EveryAppendStatementStoresValuesAnArrayLiteralWouldQuote) {
+  const std::vector<std::string> kAppendStatements = {
+      "append",     "append_after", "append_after_many", "append_after_recorded",
+      "append_one", "append_group", "append_batch",      "append_claiming"};
+  // A run of two "NULL"s: run lengths above 1; type versions that differ from them.
+  const std::vector<std::string> types = {
+      "Type \"quoted\"", "Back\\slash", "{Braces},comma", "NULL", "NULL", "Grüße"};
   auto events_for = [&](bool shared_metadata) {
     std::vector<EventData> events;
     for (size_t idx = 0; idx < types.size(); ++idx) {
       EventData& event = events.emplace_back();
       event.type = types[idx];
+      event.type_version = static_cast<int32_t>(idx) + 2;
       event.data = R"({"text":"a \"quote\", a \\ and {braces}","n":)" + std::to_string(idx) +
                    R"(,"ü":"世界"})";
       event.metadata = shared_metadata ? R"({"correlation_id":"c \"1\""})"
@@ -1009,43 +1027,102 @@ TEST_F(PostgresStore, ValuesAnArrayLiteralWouldQuoteAreStoredAsSent) {
       EXPECT_EQ(event.stream_id, stream);
       EXPECT_EQ(event.event_id, sent[idx].event_id);
       EXPECT_EQ(event.type, sent[idx].type);
+      EXPECT_EQ(event.type_version, sent[idx].type_version);
       EXPECT_EQ(nlohmann::json::parse(event.data), nlohmann::json::parse(sent[idx].data));
       EXPECT_EQ(nlohmann::json::parse(event.metadata), nlohmann::json::parse(sent[idx].metadata));
     }
+  };
+  // Runs `step` and expects that `store` ran `statement` once and no other append statement.
+  auto through = [&](PostgresEventStore& store, const std::string& statement, auto&& step) {
+    SCOPED_TRACE(statement);
+    const int64_t before = runs_of(store, {statement});
+    const int64_t all_before = runs_of(store, kAppendStatements);
+    step();
+    EXPECT_EQ(runs_of(store, {statement}), before + 1);
+    EXPECT_EQ(runs_of(store, kAppendStatements), all_before + 1);
   };
   const std::string stream = "stream \"{a,b}\" \\ ü";
   for (bool shared : {true, false}) {
     SCOPED_TRACE(shared ? "shared metadata" : "metadata of each event");
     const std::string name = stream + (shared ? " 1" : " 2");
-    // The first append checks the head in cqrs.append_to_stream; the second appends after the
-    // version the store now knows.
     std::vector<EventData> first = events_for(shared), second = events_for(shared);
-    ASSERT_TRUE(store_->append(name, ExpectedVersion::no_stream(), first).ok());
-    ASSERT_TRUE(store_->append(name, ExpectedVersion::exact(5), second).ok());
-    // A write of one request with its command record (after the known version), then one of
-    // two requests (cqrs.append_batch).
+    through(*store_, "append",
+            [&] { ASSERT_TRUE(store_->append(name, ExpectedVersion::any(), first).ok()); });
+    through(*store_, "append_after_many",
+            [&] { ASSERT_TRUE(store_->append(name, ExpectedVersion::exact(6), second).ok()); });
     WriteRequest recorded{name,
-                          ExpectedVersion::exact(10),
+                          ExpectedVersion::exact(12),
                           events_for(shared),
                           CommandRecord{Uuid::time_ordered(), name, R"({"status":"ok"})"},
                           {}};
-    auto written = store_->write(std::span(&recorded, 1));
-    ASSERT_TRUE(written[0].ok()) << written[0].error->to_string();
+    through(*store_, "append_after_recorded", [&] {
+      auto written = store_->write(std::span(&recorded, 1));
+      ASSERT_TRUE(written[0].ok()) << written[0].error->to_string();
+    });
     std::vector<WriteRequest> pair = {
-        {name, ExpectedVersion::exact(15), events_for(shared), std::nullopt, {}},
+        {name, ExpectedVersion::exact(18), events_for(shared), std::nullopt, {}},
         {name + " other",
          ExpectedVersion::no_stream(),
          events_for(shared),
          CommandRecord{Uuid::time_ordered(), name, R"({"status":"ok"})"},
          {}}};
-    auto both = store_->write(pair);
-    ASSERT_TRUE(both[0].ok()) << both[0].error->to_string();
-    ASSERT_TRUE(both[1].ok()) << both[1].error->to_string();
+    through(*store_, "append_batch", [&] {
+      auto both = store_->write(pair);
+      ASSERT_TRUE(both[0].ok()) << both[0].error->to_string();
+      ASSERT_TRUE(both[1].ok()) << both[1].error->to_string();
+    });
+    WriteRequest claiming{name + " claiming",
+                          ExpectedVersion::no_stream(),
+                          events_for(shared),
+                          std::nullopt,
+                          {UniqueClaim{"scope \"q\"", name, false}}};
+    through(*store_, "append_claiming", [&] {
+      auto written = store_->write(std::span(&claiming, 1));
+      ASSERT_TRUE(written[0].ok()) << written[0].error->to_string();
+    });
     expect_stored(name, 1, first);
-    expect_stored(name, 6, second);
-    expect_stored(name, 11, recorded.events);
-    expect_stored(name, 16, pair[0].events);
+    expect_stored(name, 7, second);
+    expect_stored(name, 13, recorded.events);
+    expect_stored(name, 19, pair[0].events);
     expect_stored(name + " other", 1, pair[1].events);
+    expect_stored(name + " claiming", 1, claiming.events);
+  }
+
+  // A group: appends of three stores that wait while both group slots are taken. However the
+  // freed slots share them out, at least two go in one group statement, which stores them in one
+  // transaction. (Not counted through pg_prepared_statements: a store whose connection() was
+  // handed out leaves the groups.)
+  constexpr int kWriters = 3;
+  std::vector<std::unique_ptr<PostgresEventStore>> stores;
+  std::vector<std::vector<EventData>> sent;
+  for (int idx = 0; idx < kWriters; ++idx) {
+    auto store = PostgresEventStore::open(db_->url(), patient());
+    ASSERT_TRUE(store.ok()) << store.error().to_string();
+    stores.push_back(std::move(store).value());
+    sent.push_back(events_for(idx % 2 == 0));
+  }
+  std::vector<Result<AppendResult>> results(kWriters, Error::internal(errc::kStoreError, "unset"));
+  {
+    BlockedGroups blocked(*db_, *stores.front());
+    std::vector<std::thread> writers;
+    for (int idx = 0; idx < kWriters; ++idx) {
+      writers.emplace_back([&, idx] {
+        results[idx] = stores[idx]->append(stream + " g" + std::to_string(idx),
+                                           ExpectedVersion::no_stream(), sent[idx]);
+      });
+    }
+    blocked.wait_for_waiting(kWriters);
+    blocked.release();
+    for (auto& writer : writers) writer.join();
+  }
+  auto transactions = raw_->exec(
+      "SELECT count(DISTINCT transaction_id) FROM cqrs.events WHERE starts_with(stream_id, $1)",
+      Params().add(stream + " g"));
+  ASSERT_TRUE(transactions.ok()) << transactions.error().to_string();
+  EXPECT_LE(transactions->int64(0, 0), kWriters - 1);
+  for (int idx = 0; idx < kWriters; ++idx) {
+    ASSERT_TRUE(results[idx].ok()) << results[idx].error().to_string();
+    expect_stored(stream + " g" + std::to_string(idx), 1, sent[idx]);
   }
 }
 

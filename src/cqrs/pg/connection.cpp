@@ -96,15 +96,20 @@ constexpr size_t kLengthAt = 12;
 
 }  // namespace
 
-BinaryArray::BinaryArray(uint32_t element_type, size_t expected_elements, size_t expected_bytes) {
+BinaryArray::BinaryArray(uint32_t element_type, size_t expected_elements, size_t expected_bytes)
+    : element_type_(element_type) {
   const size_t fixed = element_type == kUuid   ? 16
                        : element_type == kInt8 ? 8
                        : element_type == kInt4 ? 4
                                                : 0;
   bytes_.reserve(kArrayHeaderSize + expected_elements * (4 + fixed) + expected_bytes);
+  start();
+}
+
+void BinaryArray::start() {
   put_be32(bytes_, 1);  // one dimension
   put_be32(bytes_, 0);  // NULL flag
-  put_be32(bytes_, element_type);
+  put_be32(bytes_, element_type_);
   put_be32(bytes_, 0);  // length
   put_be32(bytes_, 1);  // lower bound
 }
@@ -150,9 +155,10 @@ std::string BinaryArray::take() {
   patch_be32(bytes_, kNullFlagAt, has_null_ ? 1 : 0);
   patch_be32(bytes_, kLengthAt, static_cast<uint32_t>(count_));
   std::string out = std::move(bytes_);
-  bytes_.clear();
+  bytes_ = std::string();
   count_ = 0;
   has_null_ = false;
+  start();
   return out;
 }
 

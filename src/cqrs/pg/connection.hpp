@@ -67,12 +67,15 @@ class BinaryArray {
   void add_jsonb(std::string_view json);  // the JSON text; the server parses it
   void add_null();
 
-  // The finished parameter value (for Params::add_binary); the builder is empty afterwards.
+  // The finished parameter value (for Params::add_binary). The builder starts a new, empty array
+  // of the same element type.
   std::string take();
 
  private:
+  void start();  // the header
   void add_length(int32_t length);
 
+  uint32_t element_type_;
   std::string bytes_;
   int32_t count_ = 0;
   bool has_null_ = false;
