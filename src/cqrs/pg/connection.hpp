@@ -52,6 +52,9 @@ class Params {
 // built element by element: no quoting on this side, no parsing of an array literal on the
 // server's. The element type is fixed by its type's oid, which the statement's parameter must
 // match (uuid[] takes uuids, and so on).
+//
+// REQUIRES: the whole array below 1 GiB, the most PostgreSQL takes in one value (lengths are
+// 32-bit in the format; nothing here checks them).
 class BinaryArray {
  public:
   static constexpr uint32_t kInt8 = 20, kInt4 = 23, kText = 25, kUuid = 2950, kJsonb = 3802;
