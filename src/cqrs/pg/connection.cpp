@@ -471,11 +471,6 @@ std::string text_array(std::span<const std::string> values) {
   return literal;
 }
 
-void append_array_null(std::string& literal) {
-  if (literal.size() > 1) literal.push_back(',');
-  literal.append("NULL");
-}
-
 std::string quote_identifier(std::string_view name) {
   std::string out = "\"";
   for (char c : name) {

@@ -194,8 +194,6 @@ Result<std::string> with_option(const std::string& conninfo, std::string_view ke
 // Appends `value` as one quoted element to a Postgres array literal being built ("{" first,
 // "}" last), escaping quotes and backslashes. Arrays travel as one text parameter.
 void append_array_element(std::string& literal, std::string_view value);
-// Appends an SQL NULL element to such a literal.
-void append_array_null(std::string& literal);
 // A whole text[] literal of `values`.
 std::string text_array(std::span<const std::string> values);
 
