@@ -54,23 +54,18 @@ Params& Params::add_binary(std::string bytes) {
   return *this;
 }
 
-std::vector<int> Params::lengths() const {
-  std::vector<int> out;
-  if (binary_.empty()) return out;
-  out.reserve(values_.size());
-  for (const auto& value : values_) out.push_back(value ? static_cast<int>(value->size()) : 0);
-  return out;
-}
-
-std::vector<int> Params::formats() const {
-  return std::vector<int>(binary_.begin(), binary_.end());
-}
-
-std::vector<const char*> Params::pointers() const {
-  std::vector<const char*> out;
-  out.reserve(values_.size());
-  for (const auto& value : values_) out.push_back(value ? value->c_str() : nullptr);
-  return out;
+Params::Wire Params::wire() const {
+  Wire wire;
+  wire.values.reserve(values_.size());
+  for (const auto& value : values_) wire.values.push_back(value ? value->c_str() : nullptr);
+  if (!binary_.empty()) {
+    wire.lengths.reserve(values_.size());
+    for (const auto& value : values_) {
+      wire.lengths.push_back(value ? static_cast<int>(value->size()) : 0);
+    }
+    wire.formats.assign(binary_.begin(), binary_.end());
+  }
+  return wire;
 }
 
 namespace {
@@ -257,11 +252,9 @@ Result<QueryResult> Connection::exec(std::string_view sql) {
 
 Result<QueryResult> Connection::exec(std::string_view sql, const Params& params) {
   std::string text(sql);
-  std::vector<const char*> values = params.pointers();
-  std::vector<int> lengths = params.lengths(), formats = params.formats();
-  return check(PQexecParams(conn_, text.c_str(), params.size(), nullptr, values.data(),
-                            lengths.empty() ? nullptr : lengths.data(),
-                            formats.empty() ? nullptr : formats.data(), 0));
+  Params::Wire wire = params.wire();
+  return check(PQexecParams(conn_, text.c_str(), params.size(), nullptr, wire.values.data(),
+                            wire.length_data(), wire.format_data(), 0));
 }
 
 Result<void> Connection::prepare(const std::string& name, const std::string& sql) {
@@ -281,11 +274,9 @@ Result<std::string> Connection::prepared_name(const std::string& sql) {
 }
 
 Result<QueryResult> Connection::exec_prepared(const std::string& name, const Params& params) {
-  std::vector<const char*> values = params.pointers();
-  std::vector<int> lengths = params.lengths(), formats = params.formats();
-  return check(PQexecPrepared(conn_, name.c_str(), params.size(), values.data(),
-                              lengths.empty() ? nullptr : lengths.data(),
-                              formats.empty() ? nullptr : formats.data(), 0));
+  Params::Wire wire = params.wire();
+  return check(PQexecPrepared(conn_, name.c_str(), params.size(), wire.values.data(),
+                              wire.length_data(), wire.format_data(), 0));
 }
 
 Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
@@ -301,11 +292,9 @@ Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
   if (steps.empty()) return std::vector<Result<QueryResult>>{};
   if (PQenterPipelineMode(conn_) != 1) return broken("start");
   for (const PipelineStep& step : steps) {
-    std::vector<const char*> values = step.params.pointers();
-    std::vector<int> lengths = step.params.lengths(), formats = step.params.formats();
-    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), values.data(),
-                            lengths.empty() ? nullptr : lengths.data(),
-                            formats.empty() ? nullptr : formats.data(), 0) != 1) {
+    Params::Wire wire = step.params.wire();
+    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), wire.values.data(),
+                            wire.length_data(), wire.format_data(), 0) != 1) {
       return broken("send");
     }
     if (step.sync_after && PQpipelineSync(conn_) != 1) return broken("sync");

@@ -37,11 +37,15 @@ class Params {
   Params& add_binary(std::string bytes);
 
   int size() const { return static_cast<int>(values_.size()); }
-  // Pointers valid until the next add().
-  std::vector<const char*> pointers() const;
-  // Per value its length and format (0 text, 1 binary), for libpq; empty when every value is text.
-  std::vector<int> lengths() const;
-  std::vector<int> formats() const;
+
+  // The values as libpq's calls take them. Valid until the next add().
+  struct Wire {
+    std::vector<const char*> values;
+    std::vector<int> lengths, formats;  // per value; empty when every value is text
+    const int* length_data() const { return lengths.empty() ? nullptr : lengths.data(); }
+    const int* format_data() const { return formats.empty() ? nullptr : formats.data(); }
+  };
+  Wire wire() const;
 
  private:
   std::vector<std::optional<std::string>> values_;
