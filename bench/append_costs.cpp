@@ -152,16 +152,25 @@ std::string statement_sql(const Variant& variant, bool many) {
          " CASE WHEN stream_version = $2::bigint + 1 THEN pg_current_xact_id()::text END";
 }
 
+// The metadata a new command's events share: its time-ordered id as command, correlation and
+// causation, as cqrsd fills it for a command that names no correlation.
+std::string command_metadata() {
+  std::string command_id = cqrs::Uuid::time_ordered().to_string();
+  return R"({"command_id":")" + command_id + R"(","correlation_id":")" + command_id +
+         R"(","causation_id":")" + command_id + R"("})";
+}
+
+// The next card's payload.
+std::string card_payload(int64_t& card) {
+  return R"({"card_id":"c)" + std::to_string(++card) + R"(","amount":5000,"currency":"EUR"})";
+}
+
 // The parameters of one append of `events` events to `stream` after version `base`: the same
 // rows store_bench appends (a command's events, sharing its metadata, one run).
 std::vector<std::string> append_values(const std::string& stream, int64_t base, int events,
                                        int64_t& card) {
-  std::string command_id = cqrs::Uuid::time_ordered().to_string();
-  std::string metadata = R"({"command_id":")" + command_id + R"(","correlation_id":")" +
-                         command_id + R"(","causation_id":")" + command_id + R"("})";
-  auto data = [&] {
-    return R"({"card_id":"c)" + std::to_string(++card) + R"(","amount":5000,"currency":"EUR"})";
-  };
+  std::string metadata = command_metadata();
+  auto data = [&] { return card_payload(card); };
   if (events == 1) {
     return {stream,
             std::to_string(base),
@@ -191,9 +200,6 @@ std::vector<std::string> append_values(const std::string& stream, int64_t base, 
 // format.
 std::vector<std::string> binary_append_values(const std::string& stream, int64_t base, int events,
                                               int64_t& card) {
-  std::string command_id = cqrs::Uuid::time_ordered().to_string();
-  std::string metadata = R"({"command_id":")" + command_id + R"(","correlation_id":")" +
-                         command_id + R"(","causation_id":")" + command_id + R"("})";
   using cqrs::pg::BinaryArray;
   BinaryArray ids(BinaryArray::kUuid, events), types(BinaryArray::kText, events),
       versions(BinaryArray::kInt4, events), payloads(BinaryArray::kJsonb, events),
@@ -202,11 +208,10 @@ std::vector<std::string> binary_append_values(const std::string& stream, int64_t
     ids.add_uuid(cqrs::Uuid::time_ordered().bytes());
     types.add_text("GiftCardIssued");
     versions.add_int4(1);
-    payloads.add_jsonb(R"({"card_id":"c)" + std::to_string(++card) +
-                       R"(","amount":5000,"currency":"EUR"})");
+    payloads.add_jsonb(card_payload(card));
     runs.add_int4(idx == 0 ? events : 0);
   }
-  shared.add_jsonb(metadata);
+  shared.add_jsonb(command_metadata());
   return {stream,          std::to_string(base), ids.take(),    types.take(),
           versions.take(), payloads.take(),      shared.take(), runs.take()};
 }
