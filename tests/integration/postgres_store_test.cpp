@@ -807,7 +807,7 @@ TEST_F(PostgresStore, NotificationsGoOutAtMostOncePerInterval) {
 TEST_F(PostgresStore, NoticeSenderReconnectsAfterTheServerClosedItsConnection) {
   ASSERT_NO_FATAL_FAILURE(listen_at_head_one(*raw_, *store_));
   auto sender = NoticeSender::for_database(db_->url());
-  sender->post({"First"});
+  sender->post(std::vector<std::string>{"First"});
   auto first = notices_until(*raw_, 1);
   ASSERT_EQ(first.size(), 1u);
   EXPECT_EQ(notice_types(first[0]), std::vector<std::string>{"First"});
@@ -818,7 +818,7 @@ TEST_F(PostgresStore, NoticeSenderReconnectsAfterTheServerClosedItsConnection) {
       Params().add(int64_t{store_->backend_pid()}));
   ASSERT_TRUE(terminated.ok()) << terminated.error().to_string();
   ASSERT_EQ(terminated->int64(0, 0), 1) << "the sender's connection is the only other one";
-  sender->post({"Second"});
+  sender->post(std::vector<std::string>{"Second"});
   auto second = notices_until(*raw_, 1);
   ASSERT_EQ(second.size(), 1u) << "the notification after the reconnect was lost";
   EXPECT_EQ(notice_types(second[0]), std::vector<std::string>{"Second"});
@@ -837,7 +837,7 @@ TEST_F(PostgresStore, AnAppendAfterTheIntervalCarriesWhatWasPosted) {
   sender.end_append(true, true);
   EXPECT_FALSE(sender.begin_append(carried)) << "within the interval";
   sender.end_append(false, false);
-  sender.post({"Posted"});
+  sender.post(std::vector<std::string>{"Posted"});
   std::this_thread::sleep_for(kInterval + std::chrono::milliseconds(20));
   ASSERT_TRUE(sender.begin_append(carried)) << "the interval is over and no append runs";
   EXPECT_EQ(carried, std::vector<std::string>{"Posted"});
@@ -858,7 +858,7 @@ TEST_F(PostgresStore, WhatNoAppendCarriesTheSenderSendsAfterTheGrace) {
   auto start = std::chrono::steady_clock::now();  // at or before the claim
   ASSERT_TRUE(sender.begin_append(carried));
   sender.end_append(true, true);
-  sender.post({"Posted"});
+  sender.post(std::vector<std::string>{"Posted"});
   auto payloads = notices_until(*raw_, 1);
   ASSERT_EQ(payloads.size(), 1u);
   EXPECT_EQ(notice_types(payloads[0]), std::vector<std::string>{"Posted"});
@@ -874,7 +874,7 @@ TEST_F(PostgresStore, WhatAnAppendCarriesGoesOutEvenIfTheAppendIsSlowOrFails) {
   std::vector<std::string> carried;
   ASSERT_TRUE(sender.begin_append(carried));  // the first claims, with nothing to carry
   sender.end_append(true, true);
-  sender.post({"Slow"});
+  sender.post(std::vector<std::string>{"Slow"});
   std::this_thread::sleep_for(std::chrono::milliseconds(25));
   bool claimed = sender.begin_append(carried);
   if (claimed) {
@@ -891,7 +891,7 @@ TEST_F(PostgresStore, WhatAnAppendCarriesGoesOutEvenIfTheAppendIsSlowOrFails) {
   NoticeSender patient(db_->url(), std::chrono::milliseconds(20), std::chrono::seconds(30));
   ASSERT_TRUE(patient.begin_append(carried));
   patient.end_append(true, true);
-  patient.post({"Failed"});
+  patient.post(std::vector<std::string>{"Failed"});
   std::this_thread::sleep_for(std::chrono::milliseconds(25));
   ASSERT_TRUE(patient.begin_append(carried));
   EXPECT_EQ(carried, std::vector<std::string>{"Failed"});
@@ -916,6 +916,56 @@ TEST_F(PostgresStore, EachReconnectStartsANewSession) {
 // The append statements take their arrays in binary format (BinaryArray). Each element type
 // reads back as sent, NULL elements and empty arrays included, and an array of the wrong element
 // type is refused by the server rather than read as something else.
+// Every kind of value Params holds arrives as sent, in a statement with more values than a
+// Wire holds without allocating, and in one prepared statement with fewer.
+TEST_F(PostgresStore, ParamsSendEveryKindOfValue) {
+  const std::string borrowed = "borrowed \"text\", Grüße";
+  const std::string json = R"({"k": [1, "two"]})";
+  Uuid id = Uuid::random();
+  Params params;
+  params.add(std::numeric_limits<int64_t>::min()).add(std::numeric_limits<int64_t>::max());
+  params.add(int64_t{0}).add_borrowed(borrowed).add_uuid(id.bytes()).add_null();
+  params.add(std::string_view("view")).add("literal").add(std::string(100, 'x'));
+  params.add_borrowed(json);
+  std::string sql =
+      "SELECT $1::bigint::text, $2::bigint::text, $3::bigint::text, $4::text,"
+      " $5::uuid::text, ($6::text IS NULL)::text, $7::text, $8::text, $9::text,"
+      " $10::jsonb::text";
+  // Up to 20 values in all, each its own number: more than a Wire holds inline.
+  for (int idx = 11; idx <= 20; ++idx) {
+    params.add(int64_t{idx});
+    sql += ", $" + std::to_string(idx) + "::int::text";
+  }
+  ASSERT_EQ(params.size(), 20);
+  auto rows = raw_->exec(sql, params);
+  ASSERT_TRUE(rows.ok()) << rows.error().to_string();
+  ASSERT_EQ(rows->rows(), 1);
+  std::vector<std::string> expected = {"-9223372036854775808",
+                                       "9223372036854775807",
+                                       "0",
+                                       borrowed,
+                                       id.to_string(),
+                                       "true",
+                                       "view",
+                                       "literal",
+                                       std::string(100, 'x'),
+                                       R"({"k": [1, "two"]})"};
+  for (int idx = 11; idx <= 20; ++idx) expected.push_back(std::to_string(idx));
+  for (int column = 0; column < 20; ++column) {
+    EXPECT_EQ(rows->text(0, column), expected[column]) << "value " << column + 1;
+  }
+
+  // Fewer values, prepared, some binary: the inline Wire.
+  ASSERT_TRUE(raw_->prepare("params_few", "SELECT $1::uuid::text, $2::text, $3::text").ok());
+  Params few;
+  few.add_uuid(id.bytes()).add_borrowed(borrowed).add_null();
+  auto prepared = raw_->exec_prepared("params_few", few);
+  ASSERT_TRUE(prepared.ok()) << prepared.error().to_string();
+  EXPECT_EQ(prepared->text(0, 0), id.to_string());
+  EXPECT_EQ(prepared->text(0, 1), borrowed);
+  EXPECT_TRUE(prepared->is_null(0, 2));
+}
+
 TEST_F(PostgresStore, BinaryArraysReadBackAsSent) {
   auto as_text = [&](const char* sql, std::string bytes) -> std::string {
     auto rows = raw_->exec(sql, Params().add_binary(std::move(bytes)));
@@ -1174,6 +1224,29 @@ TEST(AppendNotice, TypesAreReadBackAndAnUnreadablePayloadStandsForAnyType) {
   EXPECT_EQ(notice_types_suffix({"B", "A", "B"}), R"( ["A","B"])");
   // Too many types for a notification: the payload names none, so every handler wakes.
   EXPECT_EQ(notice_types_suffix(std::vector<std::string>(1, std::string(5000, 'x'))), "");
+  EXPECT_EQ(notice_types_suffix(std::vector<std::string>(1000, std::string(4, 'x'))),
+            R"( ["xxxx"])");
+  std::vector<std::string> many;
+  for (int idx = 0; idx < 1000; ++idx) many.push_back("Type" + std::to_string(idx));
+  EXPECT_EQ(notice_types_suffix(many), "");
+}
+
+// Types that JSON must escape, and non-ASCII ones, come back as they were appended.
+TEST(AppendNotice, TypesThatNeedEscapesComeBackAsTheyWere) {
+  std::vector<std::string> types{"Quote\"d",
+                                 "Back\\slash",
+                                 "Tab\there",
+                                 std::string("\x01\x1F"),
+                                 "Gr\xC3\xBC\xC3\x9F"
+                                 "e \xF0\x9F\x8E\x81",
+                                 "/slash",
+                                 "Plain"};
+  std::string suffix = notice_types_suffix(types);
+  EXPECT_EQ(suffix.find('\t'), std::string::npos) << "control characters are escaped";
+  std::sort(types.begin(), types.end());
+  EXPECT_EQ(notice_types("12" + suffix), types);
+  EXPECT_EQ(notice_types_suffix({"A\"B"}), R"( ["A\"B"])");
+  EXPECT_EQ(notice_types_suffix({std::string("\n")}), R"( ["\u000a"])");
 }
 
 TEST(AppendNotice, AHandlerOfNoTypesHandlesEveryType) {

@@ -179,6 +179,49 @@ TEST(JsonCheck, KeepsNumbersWithinWhatPostgresCanStore) {
   }
 }
 
+// Strings are scanned eight bytes at a time: every kind of byte that ends a plain run must be
+// found at every offset within a word and across words, in long strings and short ones.
+TEST(JsonCheck, FindsEveryByteThatEndsPlainTextAtEveryOffset) {
+  for (size_t length : {0, 1, 7, 8, 9, 15, 16, 17, 40}) {
+    for (size_t at = 0; at < length; ++at) {
+      auto with = [&](std::string_view inner) {
+        std::string text = "\"" + std::string(length, 'a');
+        text.replace(1 + at, 1, inner);
+        return text + "\"";
+      };
+      std::string where = "length " + std::to_string(length) + ", offset " + std::to_string(at);
+      // Special bytes a string holds: escapes and multi-byte UTF-8, then text after them.
+      EXPECT_TRUE(json_ok(with("\\\"b"))) << where;
+      EXPECT_TRUE(json_ok(with("\\n"))) << where;
+      EXPECT_TRUE(json_ok(with("\xC3\xBC"))) << where;
+      EXPECT_TRUE(json_ok(with("\xF0\x9F\x8E\x81"))) << where;
+      EXPECT_TRUE(json_ok(with("\x7F"))) << where;  // DEL needs no escape
+      EXPECT_TRUE(json_ok("[" + with("\"").substr(0, 2 + at) + ",1]")) << where;
+      // Bytes it must not hold, each named at its own position (after the opening quote).
+      std::string expected = "at byte " + std::to_string(1 + at) + ": ";
+      for (auto [inner, reason] : std::initializer_list<std::pair<std::string_view, const char*>>{
+               {"\x1F", "a control character in a string must be escaped"},
+               {"\t", "a control character in a string must be escaped"},
+               {std::string_view("\0", 1), "contains a NUL character, which cannot be stored"},
+               {"\xC3(", "malformed UTF-8"},
+               {"\x80", "malformed UTF-8"},
+               {"\xFF", "malformed UTF-8"},
+               {"\\x", "invalid escape sequence"}}) {
+        auto checked = validate_json(with(inner), false, "t");
+        ASSERT_FALSE(checked.ok()) << where << " " << reason;
+        EXPECT_NE(checked.error().message().find(expected + reason), std::string::npos)
+            << where << ": " << checked.error().message();
+      }
+    }
+  }
+  // The closing quote found in every position of a word: the value after it is checked.
+  for (size_t length = 0; length < 20; ++length) {
+    std::string text = "[\"" + std::string(length, 'x') + "\",";
+    EXPECT_TRUE(json_ok(text + "1]")) << length;
+    EXPECT_FALSE(json_ok(text + "]")) << length;
+  }
+}
+
 TEST(JsonCheck, NamesWhereAndWhatWentWrong) {
   auto checked = validate_json(R"({"a": 1,})", false, "event 0 (E) data");
   ASSERT_FALSE(checked.ok());

@@ -35,35 +35,84 @@ bool is_stale_plan(const PGresult* result) {
 
 }  // namespace
 
+Params& Params::reserve(size_t count) {
+  values_.reserve(count);
+  return *this;
+}
+
+Params::Value& Params::next() { return values_.emplace_back(); }
+
 Params& Params::add(std::string value) {
-  values_.emplace_back(std::move(value));
-  if (!binary_.empty()) binary_.push_back(false);
+  next().owned = std::move(value);
+  return *this;
+}
+
+Params& Params::add(int64_t value) {
+  char digits[24];
+  auto end = std::to_chars(digits, digits + sizeof(digits), value).ptr;
+  next().owned.assign(digits, end);
   return *this;
 }
 
 Params& Params::add_null() {
-  values_.emplace_back(std::nullopt);
-  if (!binary_.empty()) binary_.push_back(false);
+  next().null = true;
+  return *this;
+}
+
+Params& Params::add_borrowed(const std::string& value) {
+  Value& added = next();
+  added.borrowed = value.c_str();
+  added.borrowed_length = static_cast<int>(value.size());
   return *this;
 }
 
 Params& Params::add_binary(std::string bytes) {
-  binary_.resize(values_.size(), false);
-  values_.emplace_back(std::move(bytes));
-  binary_.push_back(true);
+  Value& added = next();
+  added.owned = std::move(bytes);
+  added.binary = true;
   return *this;
 }
 
+Params& Params::add_uuid(const std::array<uint8_t, 16>& bytes) {
+  Value& added = next();
+  added.owned.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  added.binary = true;
+  return *this;
+}
+
+Params::Wire::Wire(size_t count) {
+  if (count > kSmall) {
+    more_values_.resize(count);
+    more_lengths_.resize(count);
+    more_formats_.resize(count);
+  }
+}
+
+void Params::Wire::set(size_t idx, const char* value, int length, int format) {
+  if (big()) {
+    more_values_[idx] = value;
+    more_lengths_[idx] = length;
+    more_formats_[idx] = format;
+  } else {
+    small_values_[idx] = value;
+    small_lengths_[idx] = length;
+    small_formats_[idx] = format;
+  }
+  any_binary_ = any_binary_ || format == 1;
+}
+
 Params::Wire Params::wire() const {
-  Wire wire;
-  wire.values.reserve(values_.size());
-  for (const auto& value : values_) wire.values.push_back(value ? value->c_str() : nullptr);
-  if (!binary_.empty()) {
-    wire.lengths.reserve(values_.size());
-    for (const auto& value : values_) {
-      wire.lengths.push_back(value ? static_cast<int>(value->size()) : 0);
+  Wire wire(values_.size());
+  for (size_t idx = 0; idx < values_.size(); ++idx) {
+    const Value& value = values_[idx];
+    int format = value.binary ? 1 : 0;
+    if (value.null) {
+      wire.set(idx, nullptr, 0, format);
+    } else if (value.borrowed != nullptr) {
+      wire.set(idx, value.borrowed, value.borrowed_length, format);
+    } else {
+      wire.set(idx, value.owned.c_str(), static_cast<int>(value.owned.size()), format);
     }
-    wire.formats.assign(binary_.begin(), binary_.end());
   }
   return wire;
 }
@@ -253,8 +302,8 @@ Result<QueryResult> Connection::exec(std::string_view sql) {
 Result<QueryResult> Connection::exec(std::string_view sql, const Params& params) {
   std::string text(sql);
   Params::Wire wire = params.wire();
-  return check(PQexecParams(conn_, text.c_str(), params.size(), nullptr, wire.values.data(),
-                            wire.length_data(), wire.format_data(), 0));
+  return check(PQexecParams(conn_, text.c_str(), params.size(), nullptr, wire.values(),
+                            wire.lengths(), wire.formats(), 0));
 }
 
 Result<void> Connection::prepare(const std::string& name, const std::string& sql) {
@@ -275,8 +324,8 @@ Result<std::string> Connection::prepared_name(const std::string& sql) {
 
 Result<QueryResult> Connection::exec_prepared(const std::string& name, const Params& params) {
   Params::Wire wire = params.wire();
-  return check(PQexecPrepared(conn_, name.c_str(), params.size(), wire.values.data(),
-                              wire.length_data(), wire.format_data(), 0));
+  return check(PQexecPrepared(conn_, name.c_str(), params.size(), wire.values(), wire.lengths(),
+                              wire.formats(), 0));
 }
 
 Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
@@ -290,11 +339,31 @@ Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
     return Error::unavailable("PostgreSQL pipeline " + what + " failed: " + reason);
   };
   if (steps.empty()) return std::vector<Result<QueryResult>>{};
+  if (steps.size() == 1) {
+    // One statement is one round trip without pipeline mode, and libpq does less for it: no
+    // pipeline queue, no sync result.
+    const PipelineStep& step = steps.front();
+    Params::Wire wire = step.params.wire();
+    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), wire.values(),
+                            wire.lengths(), wire.formats(), 0) != 1) {
+      return broken("send");
+    }
+    PGresult* result = PQgetResult(conn_);
+    if (result == nullptr) return broken("read");
+    while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);  // a query's results end in null
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      PQclear(result);
+      return broken("read");
+    }
+    std::vector<Result<QueryResult>> results;
+    results.push_back(check(result));
+    return results;
+  }
   if (PQenterPipelineMode(conn_) != 1) return broken("start");
   for (const PipelineStep& step : steps) {
     Params::Wire wire = step.params.wire();
-    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), wire.values.data(),
-                            wire.length_data(), wire.format_data(), 0) != 1) {
+    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), wire.values(),
+                            wire.lengths(), wire.formats(), 0) != 1) {
       return broken("send");
     }
     if (step.sync_after && PQpipelineSync(conn_) != 1) return broken("sync");

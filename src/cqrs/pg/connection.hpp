@@ -23,33 +23,68 @@ struct pg_result;
 
 namespace cqrs::pg {
 
-// Parameter values for one statement, each in text format or, from add_binary, in the binary
-// format of the parameter's type. Values are copied, so temporaries are fine.
+// Parameter values for one statement, each in text format or, from add_binary and add_uuid, in
+// the binary format of the parameter's type. Values are copied, so temporaries are fine, except
+// those of add_borrowed.
 class Params {
  public:
+  // Room for `count` values without reallocating.
+  Params& reserve(size_t count);
+
   Params& add(std::string value);
   Params& add(std::string_view value) { return add(std::string(value)); }
   Params& add(const char* value) { return add(std::string(value)); }
-  Params& add(int64_t value) { return add(std::to_string(value)); }
+  Params& add(int64_t value);
   Params& add_null();
+  // A text value these Params point to instead of copying it: an event's payload, which can be
+  // large. REQUIRES: `value` stays alive and unchanged until the last statement sent with these
+  // Params (or a copy of them) has run.
+  Params& add_borrowed(const std::string& value);
   // A value in its type's binary format (see BinaryArray): PostgreSQL reads it without parsing
   // text. REQUIRES: the statement's parameter has exactly that type.
   Params& add_binary(std::string bytes);
+  // A uuid as its 16 bytes (binary format). REQUIRES: the statement's parameter is a uuid.
+  Params& add_uuid(const std::array<uint8_t, 16>& bytes);
 
   int size() const { return static_cast<int>(values_.size()); }
 
-  // The values as libpq's calls take them. Valid until the next add().
-  struct Wire {
-    std::vector<const char*> values;
-    std::vector<int> lengths, formats;  // per value; empty when every value is text
-    const int* length_data() const { return lengths.empty() ? nullptr : lengths.data(); }
-    const int* format_data() const { return formats.empty() ? nullptr : formats.data(); }
+  // The values as libpq's calls take them. Valid until these Params change or go away.
+  class Wire {
+   public:
+    const char* const* values() const { return big() ? more_values_.data() : small_values_.data(); }
+    const int* lengths() const {
+      return !any_binary_ ? nullptr : big() ? more_lengths_.data() : small_lengths_.data();
+    }
+    const int* formats() const {
+      return !any_binary_ ? nullptr : big() ? more_formats_.data() : small_formats_.data();
+    }
+
+   private:
+    friend class Params;
+    static constexpr size_t kSmall = 16;  // values held without allocating
+    explicit Wire(size_t count);
+    bool big() const { return !more_values_.empty(); }
+    void set(size_t idx, const char* value, int length, int format);
+
+    std::array<const char*, kSmall> small_values_;
+    std::array<int, kSmall> small_lengths_, small_formats_;
+    std::vector<const char*> more_values_;  // instead, for more than kSmall values
+    std::vector<int> more_lengths_, more_formats_;
+    bool any_binary_ = false;
   };
   Wire wire() const;
 
  private:
-  std::vector<std::optional<std::string>> values_;
-  std::vector<bool> binary_;  // empty until a binary value is added
+  struct Value {
+    std::string owned;
+    const char* borrowed = nullptr;  // instead of `owned`
+    int borrowed_length = 0;
+    bool null = false;
+    bool binary = false;
+  };
+  Value& next();
+
+  std::vector<Value> values_;
 };
 
 // A one-dimensional array parameter in PostgreSQL's binary format (what array_recv reads),

@@ -90,7 +90,7 @@ void NoticeSender::end_append(bool claimed, bool delivered) noexcept {
   wake_.notify_one();
 }
 
-void NoticeSender::post(const std::vector<std::string>& types) {
+void NoticeSender::post(std::span<const std::string> types) {
   bool wake;
   {
     std::lock_guard lock(mutex_);

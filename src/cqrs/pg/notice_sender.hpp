@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -58,7 +59,7 @@ class NoticeSender {
   bool begin_append(std::vector<std::string>& carried);
   void end_append(bool claimed, bool delivered) noexcept;
   // Announces committed appends of events of `types`. Never blocks on the database.
-  void post(const std::vector<std::string>& types);
+  void post(std::span<const std::string> types);
 
   // The statement that sends one notification, in a transaction of its own that commits without
   // waiting for the WAL flush; $1 is notice_types_suffix() of the types.

@@ -665,6 +665,9 @@ WriteResult interpret_append(const QueryResult& rows, int row, std::string_view 
 // (one row per event, at least one; the transaction id may be on one row only). Rows come back
 // in insertion order, which is the events' order; sorted by version to be sure.
 AppendResult inserted_events(const QueryResult& rows) {
+  if (rows.rows() == 1) {
+    return AppendResult{rows.int64(0, 1), {rows.int64(0, 0)}, to_uint64(rows.text(0, 2))};
+  }
   std::vector<std::pair<int64_t, int64_t>> stored;  // (version, global position)
   stored.reserve(rows.rows());
   std::string_view transaction_id;
@@ -828,21 +831,29 @@ Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id
                                                       ExpectedVersion expected,
                                                       std::span<const EventData> events,
                                                       std::optional<int64_t> base) {
-  std::vector<std::string> types = types_of(events);
+  // A single event's type needs no list of its own.
+  std::vector<std::string> many_types;
+  if (events.size() > 1) many_types = types_of(events);
+  std::span<const std::string> types =
+      events.size() == 1 ? std::span<const std::string>(&events.front().type, 1) : many_types;
   if (base || (events.size() == 1 && !conn_->in_transaction())) {
     Params params;
+    params.reserve(8);
     params.add(stream_id).add(base ? *base : expected_code(expected));
     const char* statement = "append_after_many";
     if (events.size() == 1) {
+      // The payloads are sent from the caller's strings, which outlive the statement.
       const EventData& event = events.front();
-      params.add(event.event_id.to_string()).add(event.type);
-      params.add(static_cast<int64_t>(event.type_version)).add(event.data).add(event.metadata);
+      params.add_uuid(event.event_id.bytes()).add_borrowed(event.type);
+      params.add(static_cast<int64_t>(event.type_version));
+      params.add_borrowed(event.data).add_borrowed(event.metadata);
       statement = base ? "append_after" : "append_one";
     } else {
       add_event_arrays(params, events);
       params.add_binary(run_lengths(events));
     }
     std::vector<Connection::PipelineStep> steps;
+    steps.reserve(2);  // and the notification's
     steps.push_back({statement, std::move(params), true});
     bool announced;
     auto results = exec_announced(steps, types, announced);
@@ -1116,13 +1127,15 @@ PostgresEventStore::Notice::~Notice() {
 }
 
 Result<std::vector<Result<QueryResult>>> PostgresEventStore::exec_announced(
-    std::vector<Connection::PipelineStep>& steps, const std::vector<std::string>& types,
+    std::vector<Connection::PipelineStep>& steps, std::span<const std::string> types,
     bool& announced) {
   announced = false;
   if (!notices_ || types.empty()) return conn_->exec_pipeline(steps);
   if (conn_->in_transaction()) {
     // The caller's transaction: announced when it commits, and its durability left alone.
-    steps.push_back({"notify_at_commit", Params().add(notice_types_suffix(types)), true});
+    Params params;
+    params.add(notice_types_suffix({types.begin(), types.end()}));
+    steps.push_back({"notify_at_commit", std::move(params), true});
     auto ran = conn_->exec_pipeline(steps);
     announced = ran && ran->back().ok();
     return ran;
@@ -1133,14 +1146,16 @@ Result<std::vector<Result<QueryResult>>> PostgresEventStore::exec_announced(
   Notice notice{notices_.get(), claimed};
   if (claimed) {
     carried.insert(carried.end(), types.begin(), types.end());
-    steps.push_back({"notify", Params().add(notice_types_suffix(std::move(carried))), true});
+    Params params;
+    params.add(notice_types_suffix(std::move(carried)));
+    steps.push_back({"notify", std::move(params), true});
   }
   auto ran = conn_->exec_pipeline(steps);
   if (ran) announced = notice.sent(*ran);  // also when an append before it failed
   return ran;
 }
 
-void PostgresEventStore::notify(const std::vector<std::string>& types) const {
+void PostgresEventStore::notify(std::span<const std::string> types) const {
   // After the commit, through the process's NoticeSender thread, which coalesces the
   // notifications of many connections. It names the event types, so that a
   // daemon wakes only the handlers of those types. A request that appended nothing (only a
@@ -1411,8 +1426,29 @@ std::string notice_types_suffix(std::vector<std::string> types) {
   // NOTIFY payloads must stay under 8,000 bytes; a batch of many types announces any type.
   constexpr size_t kMaxTypesBytes = 4000;
   sort_unique(types);
-  std::string suffix =
-      " " + nlohmann::json(types).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // A JSON array of strings, written here: it runs in appends' round trips. Types are UTF-8
+  // (validate_append), so only quotes, backslashes and control characters need escapes.
+  std::string suffix = " [";
+  for (const std::string& type : types) {
+    if (suffix.size() > 2) suffix += ',';
+    suffix += '"';
+    for (char c : type) {
+      if (c == '"' || c == '\\') {
+        suffix += '\\';
+        suffix += c;
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        static constexpr char kHex[] = "0123456789abcdef";
+        suffix += "\\u00";
+        suffix += kHex[(c >> 4) & 0xF];
+        suffix += kHex[c & 0xF];
+      } else {
+        suffix += c;
+      }
+    }
+    suffix += '"';
+    if (suffix.size() > kMaxTypesBytes) return std::string();
+  }
+  suffix += ']';
   return suffix.size() > kMaxTypesBytes ? std::string() : suffix;
 }
 

@@ -158,10 +158,10 @@ class PostgresEventStore final : public EventStore {
   // the transaction (it goes out at the caller's commit). `announced` says whether it went out;
   // otherwise the caller notify()s after the commit.
   Result<std::vector<Result<QueryResult>>> exec_announced(
-      std::vector<Connection::PipelineStep>& steps, const std::vector<std::string>& types,
+      std::vector<Connection::PipelineStep>& steps, std::span<const std::string> types,
       bool& announced);
   // Announces committed appends of events of `types` through the NoticeSender's thread.
-  void notify(const std::vector<std::string>& types) const;
+  void notify(std::span<const std::string> types) const;
   // write() for requests without claims: one transaction, one round trip, per-request results.
   void write_group(std::span<const WriteRequest> requests, const std::vector<size_t>& pending,
                    std::vector<WriteResult>& results);
