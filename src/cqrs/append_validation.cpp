@@ -75,6 +75,70 @@ size_t plain_end(std::string_view text, size_t from) {
   return pos;
 }
 
+// The code point of the four hex digits at text[at...], or -1.
+int hex_code(std::string_view text, size_t at) {
+  if (at + 4 > text.size()) return -1;
+  int code = 0;
+  for (size_t idx = at; idx < at + 4; ++idx) {
+    char c = text[idx];
+    int digit = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+    if (digit < 0) return -1;
+    code = code << 4 | digit;
+  }
+  return code;
+}
+
+// The UTF-8 bytes of a checked JSON string's text (between its quotes) once its escapes are
+// decoded: what jsonb stores and ->> returns.
+size_t decoded_bytes(std::string_view written) {
+  size_t bytes = 0;
+  for (size_t idx = 0; idx < written.size();) {
+    if (written[idx] != '\\') {
+      ++bytes;
+      ++idx;
+    } else if (written[idx + 1] != 'u') {
+      ++bytes;
+      idx += 2;
+    } else {
+      int code = hex_code(written, idx + 2);
+      if (code >= 0xD800 && code <= 0xDBFF) {  // a surrogate pair (checked): one 4-byte character
+        bytes += 4;
+        idx += 12;
+      } else {
+        bytes += code < 0x80 ? 1 : code < 0x800 ? 2 : 3;
+        idx += 6;
+      }
+    }
+  }
+  return bytes;
+}
+
+// Whether a checked JSON string's text (between its quotes) decodes to `ascii`.
+bool decoded_equals(std::string_view written, std::string_view ascii) {
+  if (written.find('\\') == std::string_view::npos) return written == ascii;
+  size_t at = 0;
+  for (size_t idx = 0; idx < written.size(); ++at) {
+    char c = written[idx];
+    if (c != '\\') {
+      ++idx;
+    } else if (written[idx + 1] != 'u') {
+      static constexpr std::string_view kFrom = "\"\\/bfnrt", kTo = "\"\\/\b\f\n\r\t";
+      c = kTo[kFrom.find(written[idx + 1])];
+      idx += 2;
+    } else {
+      int code = hex_code(written, idx + 2);
+      if (code >= 0x80) return false;
+      c = static_cast<char>(code);
+      idx += 6;
+    }
+    if (at >= ascii.size() || ascii[at] != c) return false;
+  }
+  return at == ascii.size();
+}
+
 // Where a JSON text first goes wrong: the byte offset and what is wrong there.
 struct JsonProblem {
   size_t position;
@@ -86,7 +150,18 @@ struct JsonProblem {
 // refuses: malformed UTF-8, NUL (raw or as \u0000) and unpaired UTF-16 surrogate escapes.
 class JsonChecker {
  public:
-  explicit JsonChecker(std::string_view text) : text_(text) {}
+  // With `watched_key`, the checker also notes the value of that member of a top-level object
+  // (the last one, as jsonb keeps the last of duplicate keys).
+  explicit JsonChecker(std::string_view text, std::string_view watched_key = {})
+      : text_(text), watched_key_(watched_key) {}
+
+  // The watched member's value: its kind, and for a string its text between the quotes as
+  // written (escapes not decoded).
+  enum class Kind { kAbsent, kString, kNull, kOther };
+  struct Watched {
+    Kind kind = Kind::kAbsent;
+    std::string_view written;
+  };
 
   std::optional<JsonProblem> check() {
     skip_whitespace();
@@ -121,6 +196,7 @@ class JsonChecker {
   }
 
   bool top_is_object() const { return top_is_object_; }
+  const Watched& watched() const { return watched_; }
 
  private:
   std::optional<JsonProblem> fail(const char* reason) {
@@ -145,6 +221,18 @@ class JsonChecker {
   bool value() {
     skip_whitespace();
     if (pos_ >= text_.size()) return failed("expected a value, found the end of the text");
+    if (watch_value_) {
+      watch_value_ = false;
+      size_t start = pos_;
+      watched_ = Watched{text_[pos_] == '"'   ? Kind::kString
+                         : text_[pos_] == 'n' ? Kind::kNull
+                                              : Kind::kOther,
+                         {}};
+      if (watched_.kind != Kind::kString) return value();
+      if (!string()) return false;
+      watched_.written = text_.substr(start + 1, pos_ - start - 2);
+      return true;
+    }
     switch (text_[pos_]) {
       case '{':
       case '[':
@@ -181,7 +269,11 @@ class JsonChecker {
   bool member_key() {
     skip_whitespace();
     if (pos_ >= text_.size() || text_[pos_] != '"') return failed("expected a string key");
+    size_t start = pos_;
     if (!string()) return false;
+    if (!watched_key_.empty() && open_.size() == 1) {
+      watch_value_ = decoded_equals(text_.substr(start + 1, pos_ - start - 2), watched_key_);
+    }
     skip_whitespace();
     if (pos_ >= text_.size() || text_[pos_] != ':') return failed("expected ':'");
     ++pos_;
@@ -255,18 +347,8 @@ class JsonChecker {
 
   // Four hex digits after \u; -1 when they are not.
   int hex4() {
-    if (pos_ + 4 > text_.size()) return -1;
-    int code = 0;
-    for (size_t idx = 0; idx < 4; ++idx) {
-      char c = text_[pos_ + idx];
-      int digit = c >= '0' && c <= '9'   ? c - '0'
-                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                  : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                         : -1;
-      if (digit < 0) return -1;
-      code = code << 4 | digit;
-    }
-    pos_ += 4;
+    int code = hex_code(text_, pos_);
+    if (code >= 0) pos_ += 4;
     return code;
   }
 
@@ -333,6 +415,9 @@ class JsonChecker {
   }
 
   std::string_view text_;
+  std::string_view watched_key_;
+  Watched watched_;
+  bool watch_value_ = false;  // the next value is the watched member's
   size_t pos_ = 0;
   std::string open_;  // '{' or '[' per open container, innermost last
   bool opened_ = false;
@@ -342,8 +427,7 @@ class JsonChecker {
 
 // validate_json with the message's subject built only when there is a problem.
 template <typename What>
-Result<void> check_json(std::string_view text, bool must_be_object, const What& what) {
-  JsonChecker checker(text);
+Result<void> check_json(JsonChecker& checker, bool must_be_object, const What& what) {
   if (auto problem = checker.check()) {
     return Error::invalid(errc::kInvalidPayload,
                           std::string(what()) + " is not valid JSON at byte " +
@@ -353,6 +437,43 @@ Result<void> check_json(std::string_view text, bool must_be_object, const What& 
     return Error::invalid(errc::kInvalidPayload, std::string(what()) + " must be a JSON object");
   }
   return {};
+}
+
+template <typename What>
+Result<void> check_json(std::string_view text, bool must_be_object, const What& what) {
+  JsonChecker checker(text);
+  return check_json(checker, must_be_object, what);
+}
+
+// An event's metadata: a JSON object whose correlation_id, when it has one, is a string short
+// enough for the index of correlations (or null).
+template <typename What>
+Result<void> check_metadata(std::string_view text, const What& what) {
+  JsonChecker checker(text, "correlation_id");
+  if (auto checked = check_json(checker, true, what); !checked) return checked;
+  const JsonChecker::Watched& correlation = checker.watched();
+  if (correlation.kind == JsonChecker::Kind::kOther) {
+    return Error::invalid(errc::kInvalidPayload,
+                          std::string(what()) + ": correlation_id must be a string");
+  }
+  if (correlation.kind == JsonChecker::Kind::kString &&
+      correlation.written.size() > kMaxCorrelationIdBytes) {
+    if (size_t bytes = decoded_bytes(correlation.written); bytes > kMaxCorrelationIdBytes) {
+      return Error::invalid(errc::kInvalidPayload, std::string(what()) + ": correlation_id is " +
+                                                       std::to_string(bytes) +
+                                                       " bytes long; the limit is " +
+                                                       std::to_string(kMaxCorrelationIdBytes));
+    }
+  }
+  return {};
+}
+
+// At most `limit` bytes of `text`, for a message, cut at a UTF-8 character boundary.
+std::string_view shortened(std::string_view text, size_t limit) {
+  if (text.size() <= limit) return text;
+  size_t end = limit;
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return text.substr(0, end);
 }
 
 }  // namespace
@@ -421,6 +542,27 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
   if (events.empty()) {
     return Error::invalid(errc::kInvalidArgument, "an append needs at least one event");
   }
+  // Sizes before contents: an append too large is refused without reading its payloads.
+  size_t append_bytes = 0;
+  for (size_t event_idx = 0; event_idx < events.size(); ++event_idx) {
+    const EventData& event = events[event_idx];
+    size_t event_bytes = event.data.size() + event.metadata.size();
+    if (event_bytes > kMaxEventBytes) {
+      return Error::invalid(errc::kEventTooLarge, "event " + std::to_string(event_idx) + " (" +
+                                                      std::string(shortened(event.type, 40)) +
+                                                      ") is " + std::to_string(event_bytes) +
+                                                      " bytes of data and metadata; the limit is " +
+                                                      std::to_string(kMaxEventBytes));
+    }
+    append_bytes += event_bytes + event.type.size();
+  }
+  if (append_bytes > kMaxAppendBytes) {
+    return Error::invalid(errc::kAppendTooLarge,
+                          "the append's " + std::to_string(events.size()) + " events hold " +
+                              std::to_string(append_bytes) + " bytes (types, data and metadata); " +
+                              "the limit is " + std::to_string(kMaxAppendBytes) +
+                              ": split it into smaller appends");
+  }
   for (size_t event_idx = 0; event_idx < events.size(); ++event_idx) {
     const EventData& event = events[event_idx];
     auto where = [&] { return "event " + std::to_string(event_idx); };
@@ -428,6 +570,12 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
         event.type.find('\0') != std::string::npos) {
       return Error::invalid(errc::kInvalidArgument,
                             where() + ": event type must be non-empty UTF-8 text");
+    }
+    if (event.type.size() > kMaxEventTypeBytes) {
+      return Error::invalid(errc::kInvalidArgument,
+                            where() + " (" + std::string(shortened(event.type, 40)) +
+                                "...): event type is " + std::to_string(event.type.size()) +
+                                " bytes long; the limit is " + std::to_string(kMaxEventTypeBytes));
     }
     if (event.type_version < 1) {
       return Error::invalid(errc::kInvalidArgument,
@@ -444,8 +592,8 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
     }
     // The events of one command usually share its metadata: text already checked is not again.
     if (event_idx > 0 && event.metadata == events[event_idx - 1].metadata) continue;
-    if (auto checked = check_json(event.metadata, true,
-                                  [&] { return where() + " (" + event.type + ") metadata"; });
+    if (auto checked = check_metadata(event.metadata,
+                                      [&] { return where() + " (" + event.type + ") metadata"; });
         !checked) {
       return checked;
     }

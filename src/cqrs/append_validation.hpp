@@ -11,15 +11,25 @@
 namespace cqrs {
 
 inline constexpr size_t kMaxStreamIdBytes = 1024;
+// What the stores' indexes hold of an event: its type, and its metadata's correlation_id.
+inline constexpr size_t kMaxEventTypeBytes = 1024;
+inline constexpr size_t kMaxCorrelationIdBytes = 1024;
+// An event's data and metadata together (text bytes), and every event of one append (types,
+// data and metadata): well below what PostgreSQL takes in one value (1 GiB) or one jsonb (256 MiB).
+inline constexpr size_t kMaxEventBytes = size_t{16} << 20;
+inline constexpr size_t kMaxAppendBytes = size_t{256} << 20;
 
 // invalid_argument when the stream id is empty, longer than kMaxStreamIdBytes, not UTF-8 or
 // contains NUL.
 Result<void> validate_stream_id(std::string_view stream_id);
 
 // Everything about an append that does not depend on stored state: the stream id, a non-empty
-// list, event types, type versions, event ids (non-nil, unique within the call), and payloads
-// (data: any JSON value; metadata: a JSON object; neither may contain a NUL character, which
-// Postgres' jsonb cannot store). Errors: invalid_argument, invalid_payload, duplicate_event.
+// list, event types (at most kMaxEventTypeBytes), type versions, event ids (non-nil, unique
+// within the call), payloads (data: any JSON value; metadata: a JSON object whose
+// correlation_id, if any, is a string of at most kMaxCorrelationIdBytes or null; neither may
+// contain a NUL character, which Postgres' jsonb cannot store) and sizes (kMaxEventBytes per
+// event, kMaxAppendBytes per append). Errors: invalid_argument, invalid_payload,
+// event_too_large, append_too_large, duplicate_event.
 Result<void> validate_append(std::string_view stream_id, ExpectedVersion expected,
                              std::span<const EventData> events);
 

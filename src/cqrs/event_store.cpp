@@ -16,7 +16,10 @@ Result<std::vector<RecordedEvent>> EventStore::read_correlated(std::string_view 
     if (!page) return page.error();
     for (RecordedEvent& event : page->events) {
       auto metadata = nlohmann::json::parse(event.metadata, nullptr, false);
-      if (metadata.is_object() && metadata.value("correlation_id", "") == correlation_id &&
+      // Stored metadata holds a string or null there (validate_append).
+      auto correlation = metadata.is_object() ? metadata.find("correlation_id") : metadata.end();
+      if (correlation != metadata.end() && correlation->is_string() &&
+          correlation->get_ref<const std::string&>() == correlation_id &&
           found.size() < max_count) {
         found.push_back(std::move(event));
       }

@@ -22,7 +22,7 @@ class EventStore {
   // Appends `events` to the end of `stream_id`, atomically: all are stored or none.
   // Stream versions continue 1..n without gaps. Errors: wrong_expected_version (with the actual
   // version), stream_exists, stream_not_found, duplicate_event, invalid_payload, invalid_argument,
-  // store_unavailable.
+  // event_too_large, append_too_large (see validate_append), store_unavailable.
   virtual Result<AppendResult> append(std::string_view stream_id, ExpectedVersion expected,
                                       std::span<const EventData> events) = 0;
 

@@ -1043,6 +1043,41 @@ int64_t runs_of(PostgresEventStore& store, const std::vector<std::string>& names
   return rows.ok() ? rows->int64(0, 0) : -1;
 }
 
+// write() keeps each batch statement's payloads to 16 MiB: larger groups of requests take more
+// statements (in one transaction), and every request is stored with its own result.
+TEST_F(PostgresStore, WriteSplitsLargePayloadsOverSeveralStatements) {
+  constexpr size_t kSixMebibytes = size_t{6} << 20;
+  auto large_event = [&](char fill) {
+    EventData event;
+    event.type = "Large";
+    event.data = "\"" + std::string(kSixMebibytes, fill) + "\"";
+    return event;
+  };
+  std::vector<WriteRequest> requests;
+  for (char fill : {'a', 'b', 'c', 'd'}) {
+    requests.push_back({std::string("large-") + fill,
+                        ExpectedVersion::no_stream(),
+                        {large_event(fill)},
+                        std::nullopt,
+                        {}});
+  }
+  requests.push_back({"large-a", ExpectedVersion::exact(1), {large_event('e')}, std::nullopt, {}});
+  const int64_t before = runs_of(*store_, {"append_batch"});
+  auto written = store_->write(requests);
+  // 6 MiB each: two requests per statement, and the second of stream "large-a" after its first.
+  EXPECT_EQ(runs_of(*store_, {"append_batch"}), before + 3);
+  ASSERT_EQ(written.size(), requests.size());
+  for (size_t idx = 0; idx < written.size(); ++idx) {
+    ASSERT_TRUE(written[idx].ok()) << idx << ": " << written[idx].error->to_string();
+  }
+  EXPECT_EQ(written[4].appended->stream_version, 2);
+  auto stored = store_->read_stream("large-a", 1, 10, Direction::kForward);
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 2u);
+  EXPECT_EQ((*stored)[1].data.size(), kSixMebibytes + 2);
+  EXPECT_EQ((*stored)[1].data[1], 'e');
+}
+
 // Every statement that appends events stores their values byte for byte, also those that a text
 // array literal would have to escape. Each step checks that its statement ran, and no other
 // append statement (a failed statement would have been followed by another that stores the

@@ -693,6 +693,55 @@ TEST_P(StoreConformance, MalformedStreamIdsAreInvalidArguments) {
   this->expect_all_holds_only_a_new_marker();
 }
 
+// What the stores index of an event (its type and its correlation) fits the indexes at the
+// limit, and beyond it is refused before anything is stored. The text is varied, as
+// incompressible text is what an index could not hold.
+TEST_P(StoreConformance, LongTypesAndCorrelationIdsAreStoredUpToTheirLimits) {
+  auto varied = [](size_t bytes, char base) {
+    std::string text;
+    for (size_t idx = 0; idx < bytes; ++idx) text += static_cast<char>(base + (idx * 7919) % 26);
+    return text;
+  };
+  const std::string type = varied(kMaxEventTypeBytes, 'A');
+  const std::string correlation = varied(kMaxCorrelationIdBytes, 'a');
+  EventData longest = event(type);
+  longest.metadata = R"({"correlation_id":")" + correlation + R"("})";
+  this->append_ok("long", ExpectedVersion::no_stream(), {longest});
+  auto found = this->store_->read_correlated(correlation, 10);
+  ASSERT_TRUE(found.ok()) << found.error().to_string();
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_EQ((*found)[0].type, type);
+
+  EventData too_long_type = event(type + "A");
+  Error error = this->append_error("long", ExpectedVersion::any(), {too_long_type});
+  EXPECT_EQ(error.code(), errc::kInvalidArgument);
+  EXPECT_NE(error.message().find("event type is 1025 bytes long"), std::string::npos)
+      << error.message();
+  EventData too_long_correlation = event("E");
+  too_long_correlation.metadata = R"({"correlation_id":")" + correlation + R"(a"})";
+  error = this->append_error("long", ExpectedVersion::any(), {too_long_correlation});
+  EXPECT_EQ(error.code(), errc::kInvalidPayload);
+  EXPECT_NE(error.message().find("correlation_id is 1025 bytes long"), std::string::npos)
+      << error.message();
+  EXPECT_EQ(this->version_of("long"), 1);
+}
+
+// Sizes are refused with codes of their own, before anything is stored.
+TEST_P(StoreConformance, EventsAndAppendsOverTheSizeLimitsAreRefused) {
+  EventData huge = event("Huge");
+  huge.data = "\"" + std::string(kMaxEventBytes, 'h') + "\"";
+  Error error = this->append_error("big", ExpectedVersion::any(), {huge});
+  EXPECT_EQ(error.code(), errc::kEventTooLarge);
+  EXPECT_EQ(error.kind(), ErrorKind::kInvalidInput);
+  EXPECT_NE(error.message().find("the limit is 16777216"), std::string::npos) << error.message();
+
+  WriteRequest request{"big", ExpectedVersion::any(), {huge}, std::nullopt, {}};
+  auto written = this->store_->write(std::span(&request, 1));
+  ASSERT_FALSE(written[0].ok());
+  EXPECT_EQ(written[0].error->code(), errc::kEventTooLarge);
+  this->expect_all_holds_only_a_new_marker();
+}
+
 TEST_P(StoreConformance, ScalarAndArrayPayloadsAreAccepted) {
   this->append_ok("a", ExpectedVersion::any(),
                   {event("Num", "42"), event("Arr", R"([1,"two",null])"), event("Str", R"("s")")});

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -23,13 +24,15 @@ using Job = AppendGroups::Job;
 // "hold-*" wait in the runner, as a group waits for a lock in the database.
 class Groups {
  public:
-  // Starts an append on a thread of its own; returns at once.
+  // Starts an append on a thread of its own; returns at once. Its first event carries
+  // `data_bytes` of data.
   void start(std::string stream, std::string server, size_t events = 1,
-             std::chrono::milliseconds max_wait = std::chrono::seconds(60)) {
+             std::chrono::milliseconds max_wait = std::chrono::seconds(60), size_t data_bytes = 0) {
     auto job = std::make_unique<Owned>();
     job->stream = std::move(stream);
     job->server = std::move(server);
     job->events.resize(events);
+    job->events.front().data.assign(data_bytes, 'x');
     Owned* raw = job.get();
     jobs_.push_back(std::move(job));
     threads_.emplace_back([this, raw, max_wait] {
@@ -193,6 +196,33 @@ TEST(AppendGroups, TheGroupBoundLeavesTheRestWaiting) {
   ASSERT_EQ(ran.size(), 4u);
   EXPECT_EQ(ran[2].size(), 1u) << "1,200 events exceed one group's 1,000";
   EXPECT_EQ(ran[3].size(), 1u);
+}
+
+// Bytes bound a group as events do: its statement's arrays stay small. Both slots free at
+// once, so "a" and "b" lead, and no group takes a second large append along.
+TEST(AppendGroups, TheGroupByteBoundLeavesTheRestWaiting) {
+  constexpr size_t kLarge = AppendGroups::kMaxGroupBytes / 2 + 1;
+  Groups groups;
+  groups.start("hold-1", "server");
+  groups.start("hold-2", "server");
+  groups.wait_for_held(2);
+  size_t waiting = 0;
+  for (const char* stream : {"a", "b", "c", "d"}) {
+    groups.start(stream, "server", 1, std::chrono::seconds(60), *stream == 'd' ? 1000 : kLarge);
+    groups.wait_for_waiting(++waiting);
+  }
+  groups.release();
+  groups.join();
+  auto ran = groups.groups();
+  ASSERT_GE(ran.size(), 5u);
+  // Which leader forms its group first is up to the threads: "d" joins "b" or "c", or leads.
+  std::multiset<std::string> appended;
+  for (auto group = ran.begin() + 2; group != ran.end(); ++group) {
+    EXPECT_LE(std::count_if(group->begin(), group->end(), [](auto& s) { return s != "d"; }), 1)
+        << "two large appends exceed one group's bytes";
+    appended.insert(group->begin(), group->end());
+  }
+  EXPECT_EQ(appended, (std::multiset<std::string>{"a", "b", "c", "d"}));
 }
 
 TEST(AppendGroups, AnAppendThatWaitsTooLongRunsAlone) {

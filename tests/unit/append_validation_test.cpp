@@ -102,6 +102,98 @@ TEST(AppendValidation, RejectsStreamIdsWithNul) {
             errc::kInvalidArgument);
 }
 
+Result<void> validate_one(const EventData& event) {
+  return validate_append("s", ExpectedVersion::any(), std::span(&event, 1));
+}
+
+// Longer types would not fit the type index: refused up front, with the length in the message.
+TEST(AppendValidation, EventTypesAreAtMostTheLimitLong) {
+  EventData event = valid_event();
+  event.type = std::string(kMaxEventTypeBytes, 'T');
+  EXPECT_TRUE(validate_one(event).ok());
+  event.type += "ü";
+  auto refused = validate_one(event);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), errc::kInvalidArgument);
+  EXPECT_NE(refused.error().message().find("event type is 1026 bytes long; the limit is 1024"),
+            std::string::npos)
+      << refused.error().message();
+}
+
+// The metadata's correlation_id goes into an index too: a string of at most the limit, counted
+// as jsonb stores it (escapes decoded), or null.
+TEST(AppendValidation, CorrelationIdsAreShortStrings) {
+  auto with_metadata = [](std::string metadata) {
+    EventData event = valid_event();
+    event.metadata = std::move(metadata);
+    return validate_one(event);
+  };
+  auto quoted = [](const std::string& text) { return "\"" + text + "\""; };
+  const std::string at_limit(kMaxCorrelationIdBytes, 'c');
+  EXPECT_TRUE(with_metadata(R"({"correlation_id":)" + quoted(at_limit) + "}").ok());
+  EXPECT_TRUE(with_metadata(R"({"correlation_id":null})").ok());
+  EXPECT_TRUE(with_metadata(R"({"other":1})").ok());
+  // Escapes written longer than the limit can decode to a string within it: é is 2 bytes.
+  std::string escaped;
+  for (size_t idx = 0; idx < kMaxCorrelationIdBytes / 2; ++idx) escaped += "\\u00e9";
+  EXPECT_TRUE(with_metadata(R"({"correlation_id":)" + quoted(escaped) + "}").ok());
+  // A nested key of that name is not the correlation.
+  EXPECT_TRUE(with_metadata(R"({"x":{"correlation_id":)" + quoted(at_limit + "c") + "}}").ok());
+
+  auto refused_with = [&](const std::string& metadata, const std::string& part) {
+    auto refused = with_metadata(metadata);
+    ASSERT_FALSE(refused.ok()) << metadata.substr(0, 80);
+    EXPECT_EQ(refused.error().code(), errc::kInvalidPayload);
+    EXPECT_NE(refused.error().message().find(part), std::string::npos) << refused.error().message();
+  };
+  refused_with(R"({"correlation_id":)" + quoted(at_limit + "c") + "}",
+               "event 0 (E) metadata: correlation_id is 1025 bytes long; the limit is 1024");
+  refused_with(R"({"correlation_id":)" + quoted(escaped + "\\uD83C\\uDF81") + "}",
+               "correlation_id is 1028 bytes long");
+  // The key written with an escape is the same key; of duplicate keys the last counts.
+  refused_with(R"({"correlation\u005fid":)" + quoted(at_limit + "c") + "}",
+               "correlation_id is 1025 bytes long");
+  refused_with(R"({"correlation_id":"a","correlation_id":)" + quoted(at_limit + "c") + "}",
+               "correlation_id is 1025 bytes long");
+  EXPECT_TRUE(
+      with_metadata(R"({"correlation_id":)" + quoted(at_limit + "c") + R"(,"correlation_id":"a"})")
+          .ok());
+  refused_with(R"({"correlation_id":42})", "correlation_id must be a string");
+  refused_with(R"({"correlation_id":["a"]})", "correlation_id must be a string");
+  refused_with(R"({"correlation_id":{"a":1}})", "correlation_id must be a string");
+}
+
+// Payload sizes are checked before any payload is read.
+TEST(AppendValidation, EventsAndAppendsHaveSizeLimits) {
+  EventData event = valid_event();
+  event.metadata = "{}";
+  event.data = "\"" + std::string(kMaxEventBytes - 4, 'd') + "\"";
+  ASSERT_EQ(event.data.size() + event.metadata.size(), kMaxEventBytes);
+  EXPECT_TRUE(validate_one(event).ok());
+  event.data.back() = 'x';  // not JSON any more, and one byte over: the size is named first
+  event.data += "\"";
+  auto refused = validate_one(event);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), errc::kEventTooLarge);
+  EXPECT_EQ(refused.error().message(),
+            "event 0 (E) is 16777217 bytes of data and metadata; the limit is 16777216");
+
+  // Sixteen events at the limit fill an append; one more byte is too many.
+  event.data.resize(kMaxEventBytes - event.metadata.size() - event.type.size());
+  event.data.front() = '"';
+  event.data.back() = '"';
+  std::vector<EventData> events(kMaxAppendBytes / kMaxEventBytes, event);
+  for (EventData& each : events) each.event_id = Uuid::time_ordered();
+  EXPECT_TRUE(validate_append("s", ExpectedVersion::any(), events).ok());
+  events.back().data.insert(1, "d");
+  refused = validate_append("s", ExpectedVersion::any(), events);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), errc::kAppendTooLarge);
+  EXPECT_NE(refused.error().message().find("the append's 16 events hold 268435457 bytes"),
+            std::string::npos)
+      << refused.error().message();
+}
+
 bool json_ok(std::string_view text) { return validate_json(text, false, "text").ok(); }
 
 TEST(JsonCheck, AcceptsEveryKindOfValue) {

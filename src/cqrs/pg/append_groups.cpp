@@ -86,6 +86,7 @@ void AppendGroups::promote_next() noexcept {
 
 void AppendGroups::run(Job& job, const GroupRunner& run) {
   job.key = key_of(job.server, job.stream_id);
+  for (const EventData& event : job.events) job.bytes += event.data.size() + event.metadata.size();
   std::unique_lock lock(mutex_);
   if (!freshen(job)) return;  // known to fail: alone, it is told why
   if (in_flight_ < kMaxInFlight && queue_.empty() && !running_.contains(job.key)) {
@@ -123,9 +124,13 @@ void AppendGroups::run(Job& job, const GroupRunner& run) {
     group.reserve(1 + queue_.size());  // no allocation once jobs are taken
     group.push_back(&job);
     size_t events = job.events.size();
+    size_t bytes = job.bytes;
     for (auto it = queue_.begin(); it != queue_.end();) {
       Job* waiting = *it;
-      if (events + waiting->events.size() > kMaxGroupEvents) break;
+      if (events + waiting->events.size() > kMaxGroupEvents ||
+          bytes + waiting->bytes > kMaxGroupBytes) {
+        break;
+      }
       if (waiting->server != job.server || running_.contains(waiting->key)) {
         ++it;
         continue;
@@ -139,6 +144,7 @@ void AppendGroups::run(Job& job, const GroupRunner& run) {
         continue;
       }
       events += waiting->events.size();
+      bytes += waiting->bytes;
       waiting->taken = true;
       group.push_back(waiting);
     }

@@ -46,6 +46,9 @@ class AppendGroups {
  public:
   static constexpr int kMaxInFlight = 2;
   static constexpr size_t kMaxGroupEvents = 1000;
+  // A group's data and metadata bytes: its statement's arrays stay far below PostgreSQL's 1 GiB
+  // per value. A leader's own append may be larger (up to kMaxAppendBytes); it then runs alone.
+  static constexpr size_t kMaxGroupBytes = size_t{16} << 20;
   // Larger appends run outside the groups, as many at once as there are writers: their rows are
   // most of their work, so sharing a commit saves them little, and waiting for a slot would cost
   // them the server's other cores.
@@ -71,6 +74,7 @@ class AppendGroups {
    private:
     friend class AppendGroups;
     std::string key;     // server and stream
+    size_t bytes = 0;    // its events' data and metadata
     bool done = false;   // its group ran
     bool lead = false;   // it leads the next group
     bool taken = false;  // a group took it

@@ -711,10 +711,15 @@ Params batch_params(std::span<const WriteRequest> requests, const std::vector<si
 
 // Splits the requests into rounds in which no stream id and no command id occurs twice, keeping
 // each stream's requests in order: the batch statement checks a request against stored state
-// only, so a repeat must run in a later statement, which sees the earlier one's rows.
+// only, so a repeat must run in a later statement, which sees the earlier one's rows. A round
+// holds at most kMaxRoundBytes of payloads (or one request), so that its statement's arrays stay
+// far below PostgreSQL's 1 GiB per value.
+constexpr size_t kMaxRoundBytes = size_t{16} << 20;
+
 std::vector<std::vector<size_t>> rounds_of(std::span<const WriteRequest> requests,
                                            const std::vector<size_t>& pending) {
   std::vector<std::vector<size_t>> rounds;
+  std::vector<size_t> round_bytes;
   std::unordered_map<std::string_view, size_t> next_round_of_stream;
   std::unordered_map<Uuid, size_t> next_round_of_command;
   for (size_t idx : pending) {
@@ -722,8 +727,18 @@ std::vector<std::vector<size_t>> rounds_of(std::span<const WriteRequest> request
     size_t round = next_round_of_stream[request.stream_id];
     if (request.command)
       round = std::max(round, next_round_of_command[request.command->command_id]);
-    if (round == rounds.size()) rounds.emplace_back();
+    size_t bytes = payload_bytes(request.events);
+    for (const EventData& event : request.events) bytes += event.metadata.size();
+    while (round < rounds.size() && !rounds[round].empty() &&
+           round_bytes[round] + bytes > kMaxRoundBytes) {
+      ++round;
+    }
+    if (round == rounds.size()) {
+      rounds.emplace_back();
+      round_bytes.push_back(0);
+    }
     rounds[round].push_back(idx);
+    round_bytes[round] += bytes;
     next_round_of_stream[request.stream_id] = round + 1;
     if (request.command) next_round_of_command[request.command->command_id] = round + 1;
   }
