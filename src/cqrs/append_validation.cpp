@@ -548,9 +548,8 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
     const EventData& event = events[event_idx];
     size_t event_bytes = event.data.size() + event.metadata.size();
     if (event_bytes > kMaxEventBytes) {
-      return Error::invalid(errc::kEventTooLarge, "event " + std::to_string(event_idx) + " (" +
-                                                      std::string(shortened(event.type, 40)) +
-                                                      ") is " + std::to_string(event_bytes) +
+      return Error::invalid(errc::kEventTooLarge, "event " + std::to_string(event_idx) + " is " +
+                                                      std::to_string(event_bytes) +
                                                       " bytes of data and metadata; the limit is " +
                                                       std::to_string(kMaxEventBytes));
     }
@@ -601,6 +600,44 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
   if (auto repeated = repeated_event_id(events)) {
     return Error::conflict(errc::kDuplicateEvent,
                            "event id " + repeated->to_string() + " appears twice in one append");
+  }
+  return {};
+}
+
+Result<void> validate_write_request(const WriteRequest& request) {
+  Result<void> valid = request.events.empty()
+                           ? validate_stream_id(request.stream_id)
+                           : validate_append(request.stream_id, request.expected, request.events);
+  if (!valid) return valid;
+  if (request.command) {
+    if (request.command->result.size() > kMaxEventBytes) {
+      return Error::invalid(errc::kEventTooLarge,
+                            "the command result is " +
+                                std::to_string(request.command->result.size()) +
+                                " bytes; the limit is " + std::to_string(kMaxEventBytes));
+    }
+    if (auto checked = validate_json(request.command->result, false, "command result"); !checked) {
+      return checked;
+    }
+  }
+  for (size_t idx = 0; idx < request.claims.size(); ++idx) {
+    const UniqueClaim& claim = request.claims[idx];
+    for (const std::string* text : {&claim.scope, &claim.value}) {
+      std::string where =
+          "claim " + std::to_string(idx) + ": " + (text == &claim.scope ? "scope" : "value");
+      if (text->size() > kMaxClaimBytes) {
+        return Error::invalid(errc::kInvalidArgument,
+                              where + " is " + std::to_string(text->size()) +
+                                  " bytes long; the limit is " + std::to_string(kMaxClaimBytes));
+      }
+      if (text->find('\0') != std::string::npos || !is_valid_utf8(*text)) {
+        return Error::invalid(errc::kInvalidArgument, where + " must be UTF-8 text without NUL");
+      }
+    }
+    if (claim.scope.empty()) {
+      return Error::invalid(errc::kInvalidArgument,
+                            "claim " + std::to_string(idx) + ": scope must not be empty");
+    }
   }
   return {};
 }

@@ -15,9 +15,13 @@ inline constexpr size_t kMaxStreamIdBytes = 1024;
 inline constexpr size_t kMaxEventTypeBytes = 1024;
 inline constexpr size_t kMaxCorrelationIdBytes = 1024;
 // An event's data and metadata together (text bytes), and every event of one append (types,
-// data and metadata): well below what PostgreSQL takes in one value (1 GiB) or one jsonb (256 MiB).
+// data and metadata): so that what the server builds from them stays well below what PostgreSQL
+// takes in one value (1 GiB) or one jsonb (256 MiB).
 inline constexpr size_t kMaxEventBytes = size_t{16} << 20;
-inline constexpr size_t kMaxAppendBytes = size_t{256} << 20;
+// Counted as JSON text, which jsonb can make up to about six times larger (dense numbers).
+inline constexpr size_t kMaxAppendBytes = size_t{64} << 20;
+// A unique claim's scope and value, which the claims' primary key indexes.
+inline constexpr size_t kMaxClaimBytes = 1024;
 
 // invalid_argument when the stream id is empty, longer than kMaxStreamIdBytes, not UTF-8 or
 // contains NUL.
@@ -32,6 +36,11 @@ Result<void> validate_stream_id(std::string_view stream_id);
 // event_too_large, append_too_large, duplicate_event.
 Result<void> validate_append(std::string_view stream_id, ExpectedVersion expected,
                              std::span<const EventData> events);
+
+// validate_append for a write() request (or only its stream id when it has no events), plus its
+// command result (JSON, at most kMaxEventBytes: event_too_large) and its claims (a non-empty
+// scope and a value, UTF-8 without NUL, each at most kMaxClaimBytes: invalid_argument).
+Result<void> validate_write_request(const WriteRequest& request);
 
 // invalid_payload unless `text` is JSON (an object when `must_be_object`) without NUL characters;
 // the message starts with `what`.

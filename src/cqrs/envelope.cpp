@@ -4,6 +4,8 @@
 #include <optional>
 #include <utility>
 
+#include "cqrs/append_validation.hpp"
+
 namespace cqrs {
 namespace {
 
@@ -69,6 +71,12 @@ Result<DecodedEnvelope> decode_envelope(const Domain& domain, const std::string&
       correlation != envelope.end() && !correlation->is_null()) {
     if (!correlation->is_string() || correlation->get_ref<const std::string&>().empty()) {
       return invalid("envelope field 'correlation_id' must be a non-empty string");
+    }
+    // It goes into every event's metadata and the stores' index of correlations.
+    if (size_t bytes = correlation->get_ref<const std::string&>().size();
+        bytes > kMaxCorrelationIdBytes) {
+      return invalid("envelope field 'correlation_id' is " + std::to_string(bytes) +
+                     " bytes long; the limit is " + std::to_string(kMaxCorrelationIdBytes));
     }
     decoded.envelope.correlation_id = correlation->get<std::string>();
   }

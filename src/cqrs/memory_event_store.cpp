@@ -35,12 +35,7 @@ std::vector<WriteResult> InMemoryEventStore::write(std::span<const WriteRequest>
 
 WriteResult InMemoryEventStore::write_locked(const WriteRequest& request) {
   WriteResult result;
-  Result<void> valid = request.events.empty()
-                           ? validate_stream_id(request.stream_id)
-                           : validate_append(request.stream_id, request.expected, request.events);
-  if (valid && request.command) {
-    valid = validate_json(request.command->result, false, "command result");
-  }
+  Result<void> valid = validate_write_request(request);
   if (!valid) {
     result.error = valid.error();
     return result;

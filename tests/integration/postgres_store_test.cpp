@@ -901,6 +901,74 @@ TEST_F(PostgresStore, WhatAnAppendCarriesGoesOutEvenIfTheAppendIsSlowOrFails) {
   EXPECT_EQ(notice_types(payloads[0]), std::vector<std::string>{"Failed"});
 }
 
+// A pipeline of one step runs as a plain prepared statement. Its contract is the pipeline's:
+// a statement error is the step's result and leaves the connection as it was; a broken
+// connection fails the whole call, which reconnects; a statement the schema changed under marks
+// the connection for a reconnect.
+TEST_F(PostgresStore, APipelineOfOneStepKeepsThePipelinesContract) {
+  auto opened = Connection::open(db_->url());
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  Connection& conn = **opened;
+  ASSERT_TRUE(conn.exec("CREATE TABLE one_step (id int PRIMARY KEY, label text)").ok());
+  ASSERT_TRUE(conn.prepare("one_step_insert",
+                           "INSERT INTO one_step VALUES ($1::int, $2) RETURNING id, label")
+                  .ok());
+  ASSERT_TRUE(conn.prepare("one_step_select", "SELECT id, label FROM one_step ORDER BY id").ok());
+  auto step = [](const char* name, Params params) {
+    std::vector<Connection::PipelineStep> steps;
+    steps.push_back({name, std::move(params), true});
+    return steps;
+  };
+  const int pid = conn.backend_pid();
+
+  Params first;
+  first.add(int64_t{1}).add("one");
+  auto ran = conn.exec_pipeline(step("one_step_insert", first));
+  ASSERT_TRUE(ran.ok()) << ran.error().to_string();
+  ASSERT_EQ(ran->size(), 1u);
+  ASSERT_TRUE((*ran)[0].ok()) << (*ran)[0].error().to_string();
+  EXPECT_EQ((*ran)[0]->text(0, 1), "one");
+
+  // The same key again: the step's own error, on the same connection, outside any transaction.
+  ran = conn.exec_pipeline(step("one_step_insert", first));
+  ASSERT_TRUE(ran.ok()) << ran.error().to_string();
+  ASSERT_FALSE((*ran)[0].ok());
+  EXPECT_NE((*ran)[0].error().message().find("one_step_pkey"), std::string::npos)
+      << (*ran)[0].error().message();
+  EXPECT_FALSE(conn.in_transaction());
+  EXPECT_TRUE(conn.is_ok());
+  EXPECT_EQ(conn.backend_pid(), pid);
+  auto rows = conn.exec_pipeline(step("one_step_select", Params()));
+  ASSERT_TRUE(rows.ok() && (*rows)[0].ok());
+  EXPECT_EQ((*rows)[0]->rows(), 1);
+
+  // The server ends the connection: the call fails as unavailable and reconnects, with the
+  // statements prepared again.
+  auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)", Params().add(int64_t{pid}));
+  ASSERT_TRUE(killed.ok()) << killed.error().to_string();
+  Params second;
+  second.add(int64_t{2}).add("two");
+  ran = conn.exec_pipeline(step("one_step_insert", second));
+  ASSERT_FALSE(ran.ok());
+  EXPECT_EQ(ran.error().kind(), ErrorKind::kUnavailable);
+  EXPECT_TRUE(conn.is_ok());
+  EXPECT_NE(conn.backend_pid(), pid);
+  ran = conn.exec_pipeline(step("one_step_insert", second));
+  ASSERT_TRUE(ran.ok() && (*ran)[0].ok());
+
+  // Another session changes a result column's type: the step fails, and the connection asks
+  // for a reconnect (is_ok() turns false), after which the statement runs again.
+  ASSERT_TRUE(raw_->exec("ALTER TABLE one_step ALTER COLUMN label TYPE varchar(20)").ok());
+  rows = conn.exec_pipeline(step("one_step_select", Params()));
+  ASSERT_TRUE(rows.ok()) << rows.error().to_string();
+  ASSERT_FALSE((*rows)[0].ok());
+  EXPECT_FALSE(conn.is_ok());
+  ASSERT_TRUE(conn.reconnect().ok());
+  rows = conn.exec_pipeline(step("one_step_select", Params()));
+  ASSERT_TRUE(rows.ok() && (*rows)[0].ok());
+  EXPECT_EQ((*rows)[0]->rows(), 2);
+}
+
 // What a store learns about the server (stream heads, the server's identity) belongs to one
 // session; a reconnect starts another, even when the new server process has the old one's id.
 TEST_F(PostgresStore, EachReconnectStartsANewSession) {
@@ -913,9 +981,6 @@ TEST_F(PostgresStore, EachReconnectStartsANewSession) {
   EXPECT_EQ((*conn)->session(), 2u) << "a statement is not a new session";
 }
 
-// The append statements take their arrays in binary format (BinaryArray). Each element type
-// reads back as sent, NULL elements and empty arrays included, and an array of the wrong element
-// type is refused by the server rather than read as something else.
 // Every kind of value Params holds arrives as sent, in a statement with more values than a
 // Wire holds without allocating, and in one prepared statement with fewer.
 TEST_F(PostgresStore, ParamsSendEveryKindOfValue) {
@@ -966,6 +1031,9 @@ TEST_F(PostgresStore, ParamsSendEveryKindOfValue) {
   EXPECT_TRUE(prepared->is_null(0, 2));
 }
 
+// The append statements take their arrays in binary format (BinaryArray). Each element type
+// reads back as sent, NULL elements and empty arrays included, and an array of the wrong element
+// type is refused by the server rather than read as something else.
 TEST_F(PostgresStore, BinaryArraysReadBackAsSent) {
   auto as_text = [&](const char* sql, std::string bytes) -> std::string {
     auto rows = raw_->exec(sql, Params().add_binary(std::move(bytes)));

@@ -699,7 +699,11 @@ TEST_P(StoreConformance, MalformedStreamIdsAreInvalidArguments) {
 TEST_P(StoreConformance, LongTypesAndCorrelationIdsAreStoredUpToTheirLimits) {
   auto varied = [](size_t bytes, char base) {
     std::string text;
-    for (size_t idx = 0; idx < bytes; ++idx) text += static_cast<char>(base + (idx * 7919) % 26);
+    uint32_t state = 12345;
+    for (size_t idx = 0; idx < bytes; ++idx) {
+      state = state * 1103515245u + 12345u;  // a linear congruential sequence: no repeats
+      text += static_cast<char>(base + (state >> 16) % 26);
+    }
     return text;
   };
   const std::string type = varied(kMaxEventTypeBytes, 'A');

@@ -106,6 +106,41 @@ Result<void> validate_one(const EventData& event) {
   return validate_append("s", ExpectedVersion::any(), std::span(&event, 1));
 }
 
+// A write() request: its events as an append, its command result and its claims.
+TEST(AppendValidation, WriteRequestsCheckCommandResultsAndClaims) {
+  WriteRequest request{"s", ExpectedVersion::any(), {valid_event()}, std::nullopt, {}};
+  EXPECT_TRUE(validate_write_request(request).ok());
+  WriteRequest record_only{"s", ExpectedVersion::any(), {}, std::nullopt, {}};
+  EXPECT_TRUE(validate_write_request(record_only).ok());
+  record_only.stream_id = "";
+  EXPECT_EQ(validate_write_request(record_only).error().code(), errc::kInvalidArgument);
+
+  request.command = CommandRecord{Uuid::time_ordered(), "s", R"({"status":"ok"})"};
+  EXPECT_TRUE(validate_write_request(request).ok());
+  request.command->result = "{";
+  EXPECT_EQ(validate_write_request(request).error().code(), errc::kInvalidPayload);
+  request.command->result = "\"" + std::string(kMaxEventBytes, 'r') + "\"";
+  EXPECT_EQ(validate_write_request(request).error().code(), errc::kEventTooLarge);
+  request.command.reset();
+
+  auto refused = [&](UniqueClaim claim, const std::string& part) {
+    request.claims = {UniqueClaim{"email", "ok@example.com"}, std::move(claim)};
+    auto checked = validate_write_request(request);
+    ASSERT_FALSE(checked.ok()) << part;
+    EXPECT_EQ(checked.error().code(), errc::kInvalidArgument);
+    EXPECT_NE(checked.error().message().find(part), std::string::npos) << checked.error().message();
+  };
+  request.claims = {UniqueClaim{"email", std::string(kMaxClaimBytes, 'v')}};
+  EXPECT_TRUE(validate_write_request(request).ok());
+  refused(UniqueClaim{"email", std::string(kMaxClaimBytes + 1, 'v')},
+          "claim 1: value is 1025 bytes long; the limit is 1024");
+  refused(UniqueClaim{std::string(kMaxClaimBytes + 1, 's'), "v"},
+          "claim 1: scope is 1025 bytes long");
+  refused(UniqueClaim{"", "v"}, "claim 1: scope must not be empty");
+  refused(UniqueClaim{"email", std::string("a\0b", 3)}, "claim 1: value must be UTF-8 text");
+  refused(UniqueClaim{"email", "\xC3\x28"}, "claim 1: value must be UTF-8 text");
+}
+
 // Longer types would not fit the type index: refused up front, with the length in the message.
 TEST(AppendValidation, EventTypesAreAtMostTheLimitLong) {
   EventData event = valid_event();
@@ -176,9 +211,9 @@ TEST(AppendValidation, EventsAndAppendsHaveSizeLimits) {
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.error().code(), errc::kEventTooLarge);
   EXPECT_EQ(refused.error().message(),
-            "event 0 (E) is 16777217 bytes of data and metadata; the limit is 16777216");
+            "event 0 is 16777217 bytes of data and metadata; the limit is 16777216");
 
-  // Sixteen events at the limit fill an append; one more byte is too many.
+  // Four events at the limit fill an append; one more byte is too many.
   event.data.resize(kMaxEventBytes - event.metadata.size() - event.type.size());
   event.data.front() = '"';
   event.data.back() = '"';
@@ -189,7 +224,7 @@ TEST(AppendValidation, EventsAndAppendsHaveSizeLimits) {
   refused = validate_append("s", ExpectedVersion::any(), events);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.error().code(), errc::kAppendTooLarge);
-  EXPECT_NE(refused.error().message().find("the append's 16 events hold 268435457 bytes"),
+  EXPECT_NE(refused.error().message().find("the append's 4 events hold 67108865 bytes"),
             std::string::npos)
       << refused.error().message();
 }

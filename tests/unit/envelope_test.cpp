@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "cqrs/append_validation.hpp"
 #include "giftcard/giftcard.hpp"
 
 namespace cqrs {
@@ -49,6 +50,21 @@ TEST_F(EnvelopeDecoding, DefaultsComeFromTheCommandIdAndTheLimits) {
   EXPECT_EQ(decoded->envelope.causation_id, decoded->envelope.command_id.to_string());
   EXPECT_EQ(decoded->envelope.consistency, Consistency::kEventual);
   EXPECT_EQ(decoded->timeout, limits_.default_timeout);
+}
+
+// The correlation goes into every event's metadata, which the event stores refuse beyond their
+// limit: it is refused here, before the command runs.
+TEST_F(EnvelopeDecoding, CorrelationIdsLongerThanTheStoresTakeAreInvalidCommands) {
+  auto with_correlation = [&](size_t bytes) {
+    return decode(R"({"type":"CancelGiftCard","data":{"card_id":"c1"},"correlation_id":")" +
+                  std::string(bytes, 'c') + R"("})");
+  };
+  EXPECT_TRUE(with_correlation(kMaxCorrelationIdBytes).ok());
+  auto decoded = with_correlation(kMaxCorrelationIdBytes + 1);
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_EQ(decoded.error().code(), errc::kInvalidCommand);
+  EXPECT_EQ(decoded.error().message(),
+            "envelope field 'correlation_id' is 1025 bytes long; the limit is 1024");
 }
 
 TEST_F(EnvelopeDecoding, PayloadOverTheLimitIsCommandTooLarge) {

@@ -1,8 +1,10 @@
-// Position ordering and text form; ExpectedVersion descriptions; Error formatting.
+// Position ordering and text form; ExpectedVersion descriptions; Error formatting; what handlers
+// read of an event's metadata.
 #include "cqrs/event.hpp"
 
 #include <gtest/gtest.h>
 
+#include "cqrs/handlers/handler.hpp"
 #include "cqrs/result.hpp"
 
 namespace cqrs {
@@ -48,6 +50,20 @@ TEST(Result, HoldsAValueOrAnError) {
   EXPECT_EQ(error.error().code(), "store_unavailable");
   Result<void> nothing;
   EXPECT_TRUE(nothing.ok());
+}
+
+// A handler's view of the metadata: null or non-string fields read as "", as absent ones do
+// (stores keep a null correlation_id; see validate_append).
+TEST(HandlerEvent, MetadataFieldsThatAreNotStringsReadAsEmpty) {
+  Event event;
+  event.metadata = nlohmann::json::parse(R"({"correlation_id":null,"command_id":7})");
+  EXPECT_EQ(event.correlation_id(), "");
+  EXPECT_EQ(event.command_id(), "");
+  event.metadata = nlohmann::json::parse(R"({"correlation_id":"c","command_id":"k"})");
+  EXPECT_EQ(event.correlation_id(), "c");
+  EXPECT_EQ(event.command_id(), "k");
+  event.metadata = nlohmann::json::array();
+  EXPECT_EQ(event.correlation_id(), "");
 }
 
 }  // namespace

@@ -48,9 +48,15 @@ struct Event {
   E as() const {
     return data.get<E>();
   }
-  // metadata fields set by the command side ("" when absent).
-  std::string correlation_id() const { return metadata.value("correlation_id", ""); }
-  std::string command_id() const { return metadata.value("command_id", ""); }
+  // metadata fields set by the command side ("" when absent or not a string).
+  std::string correlation_id() const { return text_field("correlation_id"); }
+  std::string command_id() const { return text_field("command_id"); }
+
+ private:
+  std::string text_field(const char* key) const {
+    auto found = metadata.is_object() ? metadata.find(key) : metadata.end();
+    return found != metadata.end() && found->is_string() ? found->get<std::string>() : "";
+  }
 };
 
 enum class HandlerKind { kProjector, kProcessManager, kEventHandler };

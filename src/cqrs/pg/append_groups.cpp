@@ -86,7 +86,9 @@ void AppendGroups::promote_next() noexcept {
 
 void AppendGroups::run(Job& job, const GroupRunner& run) {
   job.key = key_of(job.server, job.stream_id);
-  for (const EventData& event : job.events) job.bytes += event.data.size() + event.metadata.size();
+  size_t bytes = 0;
+  for (const EventData& event : job.events) bytes += event.data.size() + event.metadata.size();
+  job.bytes = bytes;
   std::unique_lock lock(mutex_);
   if (!freshen(job)) return;  // known to fail: alone, it is told why
   if (in_flight_ < kMaxInFlight && queue_.empty() && !running_.contains(job.key)) {
@@ -124,16 +126,16 @@ void AppendGroups::run(Job& job, const GroupRunner& run) {
     group.reserve(1 + queue_.size());  // no allocation once jobs are taken
     group.push_back(&job);
     size_t events = job.events.size();
-    size_t bytes = job.bytes;
+    size_t group_bytes = job.bytes;
     for (auto it = queue_.begin(); it != queue_.end();) {
       Job* waiting = *it;
-      if (events + waiting->events.size() > kMaxGroupEvents ||
-          bytes + waiting->bytes > kMaxGroupBytes) {
-        break;
-      }
       if (waiting->server != job.server || running_.contains(waiting->key)) {
         ++it;
         continue;
+      }
+      if (events + waiting->events.size() > kMaxGroupEvents ||
+          group_bytes + waiting->bytes > kMaxGroupBytes) {
+        break;
       }
       running_.insert(waiting->key);  // the only step that may throw: before the job is moved
       it = queue_.erase(it);
@@ -144,7 +146,7 @@ void AppendGroups::run(Job& job, const GroupRunner& run) {
         continue;
       }
       events += waiting->events.size();
-      bytes += waiting->bytes;
+      group_bytes += waiting->bytes;
       waiting->taken = true;
       group.push_back(waiting);
     }

@@ -26,7 +26,8 @@ namespace cqrs::pg {
 // At most kMaxInFlight groups run at once, each on the connection of the store that leads it.
 // An append that finds a free slot leads at once: alone, it runs as it would without groups. An
 // append that finds both slots taken waits; when a group ends, the first waiting append leads
-// the next one and takes every waiting append along (up to kMaxGroupEvents events, one append
+// the next one and takes every waiting append along (up to kMaxGroupEvents events and
+// kMaxGroupBytes of payloads, one append
 // per stream, of the leader's server, none of a stream the other group is writing). With one writer
 // nothing ever waits; with many, a group commits in one round trip what took one each, so the
 // server's work and the commits per append shrink.

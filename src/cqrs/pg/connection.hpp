@@ -40,6 +40,7 @@ class Params {
   // large. REQUIRES: `value` stays alive and unchanged until the last statement sent with these
   // Params (or a copy of them) has run.
   Params& add_borrowed(const std::string& value);
+  Params& add_borrowed(std::string&&) = delete;  // a temporary would be gone before it is sent
   // A value in its type's binary format (see BinaryArray): PostgreSQL reads it without parsing
   // text. REQUIRES: the statement's parameter has exactly that type.
   Params& add_binary(std::string bytes);
@@ -186,7 +187,8 @@ class Connection {
     Params params;
     bool sync_after = true;
   };
-  // Sends every step in ONE round trip (libpq pipeline mode) and returns one result per step.
+  // Sends every step in ONE round trip (libpq pipeline mode; one step alone as a plain prepared
+  // statement) and returns one result per step.
   // The outer Result fails only when the connection broke. REQUIRES: the last step syncs.
   Result<std::vector<Result<QueryResult>>> exec_pipeline(const std::vector<PipelineStep>& steps);
 

@@ -715,7 +715,8 @@ Params batch_params(std::span<const WriteRequest> requests, const std::vector<si
 // each stream's requests in order: the batch statement checks a request against stored state
 // only, so a repeat must run in a later statement, which sees the earlier one's rows. A round
 // holds at most kMaxRoundBytes of payloads (or one request), so that its statement's arrays stay
-// far below PostgreSQL's 1 GiB per value.
+// far below PostgreSQL's 1 GiB per value. Payloads are the events' data and metadata and the
+// command result.
 constexpr size_t kMaxRoundBytes = size_t{16} << 20;
 
 std::vector<std::vector<size_t>> rounds_of(std::span<const WriteRequest> requests,
@@ -731,8 +732,9 @@ std::vector<std::vector<size_t>> rounds_of(std::span<const WriteRequest> request
       round = std::max(round, next_round_of_command[request.command->command_id]);
     size_t bytes = payload_bytes(request.events);
     for (const EventData& event : request.events) bytes += event.metadata.size();
-    while (round < rounds.size() && !rounds[round].empty() &&
-           round_bytes[round] + bytes > kMaxRoundBytes) {
+    if (request.command) bytes += request.command->result.size();
+    // Every round holds a request already: a request larger than the bound gets one of its own.
+    while (round < rounds.size() && round_bytes[round] + bytes > kMaxRoundBytes) {
       ++round;
     }
     if (round == rounds.size()) {
@@ -745,16 +747,6 @@ std::vector<std::vector<size_t>> rounds_of(std::span<const WriteRequest> request
     if (request.command) next_round_of_command[request.command->command_id] = round + 1;
   }
   return rounds;
-}
-
-Result<void> validate_request(const WriteRequest& request) {
-  Result<void> valid = request.events.empty()
-                           ? validate_stream_id(request.stream_id)
-                           : validate_append(request.stream_id, request.expected, request.events);
-  if (valid && request.command) {
-    valid = validate_json(request.command->result, false, "command result");
-  }
-  return valid;
 }
 
 }  // namespace
@@ -959,7 +951,7 @@ std::vector<WriteResult> PostgresEventStore::write(std::span<const WriteRequest>
   std::vector<WriteResult> results(requests.size());
   std::vector<size_t> pending;
   for (size_t idx = 0; idx < requests.size(); ++idx) {
-    if (auto valid = validate_request(requests[idx]); !valid) {
+    if (auto valid = validate_write_request(requests[idx]); !valid) {
       results[idx].error = valid.error();
     } else {
       pending.push_back(idx);
