@@ -91,52 +91,46 @@ int hex_code(std::string_view text, size_t at) {
   return code;
 }
 
-// The UTF-8 bytes of a checked JSON string's text (between its quotes) once its escapes are
-// decoded: what jsonb stores and ->> returns.
-size_t decoded_bytes(std::string_view written) {
-  size_t bytes = 0;
+// The value of a checked JSON string from its text between the quotes: escapes decoded to
+// UTF-8, as jsonb stores it and ->> returns it.
+std::string decoded(std::string_view written) {
+  std::string out;
+  out.reserve(written.size());
   for (size_t idx = 0; idx < written.size();) {
     if (written[idx] != '\\') {
-      ++bytes;
-      ++idx;
-    } else if (written[idx + 1] != 'u') {
-      ++bytes;
-      idx += 2;
-    } else {
-      int code = hex_code(written, idx + 2);
-      if (code >= 0xD800 && code <= 0xDBFF) {  // a surrogate pair (checked): one 4-byte character
-        bytes += 4;
-        idx += 12;
-      } else {
-        bytes += code < 0x80 ? 1 : code < 0x800 ? 2 : 3;
-        idx += 6;
-      }
+      out += written[idx++];
+      continue;
     }
-  }
-  return bytes;
-}
-
-// Whether a checked JSON string's text (between its quotes) decodes to `ascii`.
-bool decoded_equals(std::string_view written, std::string_view ascii) {
-  if (written.find('\\') == std::string_view::npos) return written == ascii;
-  size_t at = 0;
-  for (size_t idx = 0; idx < written.size(); ++at) {
-    char c = written[idx];
-    if (c != '\\') {
-      ++idx;
-    } else if (written[idx + 1] != 'u') {
+    if (written[idx + 1] != 'u') {
       static constexpr std::string_view kFrom = "\"\\/bfnrt", kTo = "\"\\/\b\f\n\r\t";
-      c = kTo[kFrom.find(written[idx + 1])];
+      out += kTo[kFrom.find(written[idx + 1])];
       idx += 2;
-    } else {
-      int code = hex_code(written, idx + 2);
-      if (code >= 0x80) return false;
-      c = static_cast<char>(code);
+      continue;
+    }
+    uint32_t code = static_cast<uint32_t>(hex_code(written, idx + 2));
+    idx += 6;
+    if (code >= 0xD800 && code <= 0xDBFF) {  // a surrogate pair (checked)
+      code = 0x10000 + ((code - 0xD800) << 10) +
+             (static_cast<uint32_t>(hex_code(written, idx + 2)) - 0xDC00);
       idx += 6;
     }
-    if (at >= ascii.size() || ascii[at] != c) return false;
+    if (code < 0x80) {
+      out += static_cast<char>(code);
+    } else if (code < 0x800) {
+      out += static_cast<char>(0xC0 | code >> 6);
+      out += static_cast<char>(0x80 | (code & 0x3F));
+    } else if (code < 0x10000) {
+      out += static_cast<char>(0xE0 | code >> 12);
+      out += static_cast<char>(0x80 | (code >> 6 & 0x3F));
+      out += static_cast<char>(0x80 | (code & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | code >> 18);
+      out += static_cast<char>(0x80 | (code >> 12 & 0x3F));
+      out += static_cast<char>(0x80 | (code >> 6 & 0x3F));
+      out += static_cast<char>(0x80 | (code & 0x3F));
+    }
   }
-  return at == ascii.size();
+  return out;
 }
 
 // Where a JSON text first goes wrong: the byte offset and what is wrong there.
@@ -272,7 +266,9 @@ class JsonChecker {
     size_t start = pos_;
     if (!string()) return false;
     if (!watched_key_.empty() && open_.size() == 1) {
-      watch_value_ = decoded_equals(text_.substr(start + 1, pos_ - start - 2), watched_key_);
+      std::string_view key = text_.substr(start + 1, pos_ - start - 2);
+      watch_value_ = key.find('\\') == std::string_view::npos ? key == watched_key_
+                                                              : decoded(key) == watched_key_;
     }
     skip_whitespace();
     if (pos_ >= text_.size() || text_[pos_] != ':') return failed("expected ':'");
@@ -458,7 +454,7 @@ Result<void> check_metadata(std::string_view text, const What& what) {
   }
   if (correlation.kind == JsonChecker::Kind::kString &&
       correlation.written.size() > kMaxCorrelationIdBytes) {
-    if (size_t bytes = decoded_bytes(correlation.written); bytes > kMaxCorrelationIdBytes) {
+    if (size_t bytes = decoded(correlation.written).size(); bytes > kMaxCorrelationIdBytes) {
       return Error::invalid(errc::kInvalidPayload, std::string(what()) + ": correlation_id is " +
                                                        std::to_string(bytes) +
                                                        " bytes long; the limit is " +
@@ -494,6 +490,12 @@ bool is_valid_utf8(std::string_view text) {
     idx += length;
   }
   return true;
+}
+
+size_t payload_bytes(std::span<const EventData> events) {
+  size_t bytes = 0;
+  for (const EventData& event : events) bytes += event.data.size() + event.metadata.size();
+  return bytes;
 }
 
 Result<void> validate_stream_id(std::string_view stream_id) {
@@ -546,7 +548,7 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
   size_t append_bytes = 0;
   for (size_t event_idx = 0; event_idx < events.size(); ++event_idx) {
     const EventData& event = events[event_idx];
-    size_t event_bytes = event.data.size() + event.metadata.size();
+    size_t event_bytes = payload_bytes(std::span(&event, 1));
     if (event_bytes > kMaxEventBytes) {
       return Error::invalid(errc::kEventTooLarge, "event " + std::to_string(event_idx) + " is " +
                                                       std::to_string(event_bytes) +

@@ -23,6 +23,9 @@ inline constexpr size_t kMaxAppendBytes = size_t{64} << 20;
 // A unique claim's scope and value, which the claims' primary key indexes.
 inline constexpr size_t kMaxClaimBytes = 1024;
 
+// The bytes of `events`' data and metadata, the measure of the size limits.
+size_t payload_bytes(std::span<const EventData> events);
+
 // invalid_argument when the stream id is empty, longer than kMaxStreamIdBytes, not UTF-8 or
 // contains NUL.
 Result<void> validate_stream_id(std::string_view stream_id);

@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "cqrs/append_validation.hpp"
+
 namespace cqrs::pg {
 
 std::shared_ptr<AppendGroups> AppendGroups::for_key(const std::string& key) {
@@ -86,9 +88,7 @@ void AppendGroups::promote_next() noexcept {
 
 void AppendGroups::run(Job& job, const GroupRunner& run) {
   job.key = key_of(job.server, job.stream_id);
-  size_t bytes = 0;
-  for (const EventData& event : job.events) bytes += event.data.size() + event.metadata.size();
-  job.bytes = bytes;
+  job.bytes = payload_bytes(job.events);
   std::unique_lock lock(mutex_);
   if (!freshen(job)) return;  // known to fail: alone, it is told why
   if (in_flight_ < kMaxInFlight && queue_.empty() && !running_.contains(job.key)) {

@@ -338,16 +338,16 @@ Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
     (void)reconnect();
     return Error::unavailable("PostgreSQL pipeline " + what + " failed: " + reason);
   };
+  auto send = [this](const PipelineStep& step) {
+    Params::Wire wire = step.params.wire();
+    return PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), wire.values(),
+                               wire.lengths(), wire.formats(), 0) == 1;
+  };
   if (steps.empty()) return std::vector<Result<QueryResult>>{};
   if (steps.size() == 1) {
     // One statement is one round trip without pipeline mode, and libpq does less for it: no
     // pipeline queue, no sync result.
-    const PipelineStep& step = steps.front();
-    Params::Wire wire = step.params.wire();
-    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), wire.values(),
-                            wire.lengths(), wire.formats(), 0) != 1) {
-      return broken("send");
-    }
+    if (!send(steps.front())) return broken("send");
     PGresult* result = PQgetResult(conn_);
     if (result == nullptr) return broken("read");
     while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);  // a query's results end in null
@@ -361,11 +361,7 @@ Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
   }
   if (PQenterPipelineMode(conn_) != 1) return broken("start");
   for (const PipelineStep& step : steps) {
-    Params::Wire wire = step.params.wire();
-    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), wire.values(),
-                            wire.lengths(), wire.formats(), 0) != 1) {
-      return broken("send");
-    }
+    if (!send(step)) return broken("send");
     if (step.sync_after && PQpipelineSync(conn_) != 1) return broken("sync");
   }
   if (PQflush(conn_) != 0) return broken("flush");

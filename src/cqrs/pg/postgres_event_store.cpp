@@ -501,7 +501,7 @@ void add_arrays(Params& params, std::initializer_list<BinaryArray*> arrays) {
   for (BinaryArray* array : arrays) params.add_binary(array->take());
 }
 
-size_t payload_bytes(std::span<const EventData> events) {
+size_t data_bytes(std::span<const EventData> events) {
   size_t bytes = 0;
   for (const EventData& event : events) bytes += event.data.size();
   return bytes;
@@ -518,7 +518,7 @@ void add_event_arrays(Params& params, std::span<const EventData> events) {
   const size_t metadata_bytes = events.empty() ? 0 : events.front().metadata.size() + 1;
   BinaryArray ids(BinaryArray::kUuid, count), types(BinaryArray::kText, count, count * type_bytes),
       versions(BinaryArray::kInt4, count),
-      data(BinaryArray::kJsonb, count, payload_bytes(events) + count),
+      data(BinaryArray::kJsonb, count, data_bytes(events) + count),
       metadata(BinaryArray::kJsonb, share_metadata ? 1 : count,
                share_metadata ? metadata_bytes : count * metadata_bytes);
   for (const EventData& event : events) {
@@ -731,7 +731,6 @@ std::vector<std::vector<size_t>> rounds_of(std::span<const WriteRequest> request
     if (request.command)
       round = std::max(round, next_round_of_command[request.command->command_id]);
     size_t bytes = payload_bytes(request.events);
-    for (const EventData& event : request.events) bytes += event.metadata.size();
     if (request.command) bytes += request.command->result.size();
     // Every round holds a request already: a request larger than the bound gets one of its own.
     while (round < rounds.size() && round_bytes[round] + bytes > kMaxRoundBytes) {
