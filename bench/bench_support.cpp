@@ -63,14 +63,15 @@ std::optional<std::string> with_dbname(const std::string& conninfo, std::string_
 }
 
 std::optional<std::string> create_bench_database(const std::string& base_conninfo,
-                                                 const char* program, std::string& dbname) {
+                                                 const char* program, std::string& dbname,
+                                                 std::string_view suffix) {
   std::string error;
   PgConnPtr server = connect_raw(base_conninfo, error);
   if (!server) {
     std::fprintf(stderr, "%s: %s (set DATABASE_URL or pass --url)\n", program, error.c_str());
     return std::nullopt;
   }
-  dbname = "cqrs_bench_" + std::to_string(getpid());
+  dbname = "cqrs_bench_" + std::to_string(getpid()) + std::string(suffix);
   std::optional<std::string> conninfo = with_dbname(base_conninfo, dbname, error);
   if (!conninfo) {
     std::fprintf(stderr, "%s: %s\n", program, error.c_str());
@@ -237,9 +238,11 @@ bool take_database_option(int argc, char** argv, int& idx, std::string& conninfo
 }
 
 int with_bench_database(const std::string& base_conninfo, const char* program, bool keep,
-                        const std::function<int(const std::string& conninfo)>& run) {
+                        const std::function<int(const std::string& conninfo)>& run,
+                        std::string_view suffix) {
   std::string dbname;
-  std::optional<std::string> conninfo = create_bench_database(base_conninfo, program, dbname);
+  std::optional<std::string> conninfo =
+      create_bench_database(base_conninfo, program, dbname, suffix);
   if (!conninfo) return 1;
   int code = run(*conninfo);
   if (keep) {

@@ -41,10 +41,12 @@ std::string query_value(PGconn* conn, const std::string& sql);
 std::optional<std::string> with_dbname(const std::string& conninfo, std::string_view dbname,
                                        std::string& error);
 
-// Creates the database cqrs_bench_<pid> on the server `base_conninfo` names and returns its
-// conninfo (dbname set to its name). Prints "<program>: <reason>" and returns nullopt on failure.
+// Creates the database cqrs_bench_<pid><suffix> on the server `base_conninfo` names and returns
+// its conninfo (dbname set to its name). Prints "<program>: <reason>" and returns nullopt on
+// failure.
 std::optional<std::string> create_bench_database(const std::string& base_conninfo,
-                                                 const char* program, std::string& dbname);
+                                                 const char* program, std::string& dbname,
+                                                 std::string_view suffix = "");
 // Drops it again (WITH FORCE); false, after printing why, when that fails.
 bool drop_bench_database(const std::string& base_conninfo, const std::string& dbname,
                          const char* program);
@@ -59,7 +61,8 @@ bool take_database_option(int argc, char** argv, int& idx, std::string& conninfo
 // the database afterwards, unless `keep`. Returns run's exit code, or 1 when the database could
 // not be made or dropped.
 int with_bench_database(const std::string& base_conninfo, const char* program, bool keep,
-                        const std::function<int(const std::string& conninfo)>& run);
+                        const std::function<int(const std::string& conninfo)>& run,
+                        std::string_view suffix = "");
 
 // The raw baselines' bare table: the event's columns, one index (the primary key).
 inline constexpr const char* kRawEventTableDdl =

@@ -18,7 +18,10 @@
 //
 // The server is DATABASE_URL (or --url; either a postgresql:// URL or a libpq keyword string;
 // when both are absent, libpq's PGHOST/PGPORT/PGUSER defaults). The run creates database
-// cqrs_bench_<pid> there, migrates it, and drops it at the end (also after Ctrl-C).
+// cqrs_bench_<pid> there for the store, raw and floor sides, and cqrs_bench_<pid>_pool for the
+// pool side, so that each side's table holds only its own rows (the pool's would otherwise grow
+// the store's cqrs.events to about twice raw's table by the last workload). It migrates both
+// and drops them at the end (also after Ctrl-C).
 #include <libpq-fe.h>
 #include <unistd.h>
 
@@ -681,16 +684,17 @@ struct TableRow {
   std::string goal;
 };
 
-// Everything after the database exists. Returns the process exit code.
-int run(const Options& options, const std::string& conninfo) {
+// Everything after the databases exist: `conninfo` holds the store's, raw's and floor's tables,
+// `pool_conninfo` the store pool's. Returns the process exit code.
+int run(const Options& options, const std::string& conninfo, const std::string& pool_conninfo) {
   std::string error;
   // For the store pool side: an actor system configured as cqrsd's (scheduler policy and
   // threads).
   caf::actor_system_config caf_config;
   cqrs::actors::configure_gateway_process(caf_config);
   caf::actor_system actor_system{caf_config};
-  {
-    auto conn = cqrs::pg::Connection::open(conninfo);
+  for (const std::string& database : {conninfo, pool_conninfo}) {
+    auto conn = cqrs::pg::Connection::open(database);
     if (!conn) {
       std::fprintf(stderr, "store_bench: %s\n", conn.error().to_string().c_str());
       return 1;
@@ -761,7 +765,7 @@ int run(const Options& options, const std::string& conninfo) {
           pool_config.workers = 4;
           pool_config.max_batch = 256;
           caf::actor pool = cqrs::actors::spawn_store_pool(
-              actor_system, store_factory(conninfo, options.notify), pool_config);
+              actor_system, store_factory(pool_conninfo, options.notify), pool_config);
           window = measure_appends(
               workload, prefix, round_seconds, options.warmup_seconds,
               [&] { return std::make_unique<PoolWriter>(actor_system, pool); }, error);
@@ -973,6 +977,14 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  return with_bench_database(options->base_conninfo, "store_bench", options->keep_database,
-                             [&](const std::string& conninfo) { return run(*options, conninfo); });
+  return with_bench_database(
+      options->base_conninfo, "store_bench", options->keep_database,
+      [&](const std::string& conninfo) {
+        return with_bench_database(
+            options->base_conninfo, "store_bench", options->keep_database,
+            [&](const std::string& pool_conninfo) {
+              return run(*options, conninfo, pool_conninfo);
+            },
+            "_pool");
+      });
 }
