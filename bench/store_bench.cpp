@@ -977,14 +977,13 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  return with_bench_database(
-      options->base_conninfo, "store_bench", options->keep_database,
-      [&](const std::string& conninfo) {
-        return with_bench_database(
-            options->base_conninfo, "store_bench", options->keep_database,
-            [&](const std::string& pool_conninfo) {
-              return run(*options, conninfo, pool_conninfo);
-            },
-            "_pool");
-      });
+  return with_bench_database(options->base_conninfo, "store_bench", options->keep_database,
+                             [&](const std::string& conninfo) {
+                               return with_bench_database(
+                                   options->base_conninfo, "store_bench", options->keep_database,
+                                   [&](const std::string& pool_conninfo) {
+                                     return run(*options, conninfo, pool_conninfo);
+                                   },
+                                   "_pool");
+                             });
 }
