@@ -6,6 +6,7 @@
 #include <deque>
 #include <set>
 
+#include "actors/log.hpp"
 #include "actors/queries.hpp"
 #include "actors/replies.hpp"
 
@@ -265,8 +266,17 @@ caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
       },
       [store, factory](snapshot_atom, Snapshot& snapshot) {
         std::optional<Error> error;
-        if (auto handle = ensure_store(*store, factory, error)) {
-          (void)handle->save_snapshot(snapshot);
+        auto handle = ensure_store(*store, factory, error);
+        Result<void> saved = handle ? handle->save_snapshot(snapshot) : Result<void>(*error);
+        // Best effort: the stream's events stay the truth, and loading replays what a snapshot
+        // would have spared. A refused snapshot (too large, say) is said, since it would be
+        // refused again every time.
+        if (!saved) {
+          log::warn("snapshot not saved",
+                    {{"stream_id", snapshot.stream_id},
+                     {"stream_version", std::to_string(snapshot.stream_version)},
+                     {"code", std::string(saved.error().code())},
+                     {"error", saved.error().message()}});
         }
       },
   };

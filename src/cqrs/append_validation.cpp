@@ -534,6 +534,27 @@ std::optional<Uuid> repeated_event_id(std::span<const EventData> events) {
 
 }  // namespace
 
+namespace {
+
+// invalid_argument unless `name` (an event type, a snapshot's state type) is non-empty UTF-8
+// without NUL of at most kMaxEventTypeBytes; `where` leads the message.
+Result<void> validate_type_name(std::string_view name, const std::string& where,
+                                std::string_view what) {
+  if (name.empty() || !is_valid_utf8(name) || name.find('\0') != std::string_view::npos) {
+    return Error::invalid(errc::kInvalidArgument, where + ": " + std::string(what) +
+                                                      " must be non-empty UTF-8 text without NUL");
+  }
+  if (name.size() > kMaxEventTypeBytes) {
+    return Error::invalid(errc::kInvalidArgument,
+                          where + " (" + std::string(shortened(name, 40)) +
+                              "...): " + std::string(what) + " is " + std::to_string(name.size()) +
+                              " bytes long; the limit is " + std::to_string(kMaxEventTypeBytes));
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<void> validate_append(std::string_view stream_id, ExpectedVersion expected,
                              std::span<const EventData> events) {
   if (auto checked = validate_stream_id(stream_id); !checked) return checked;
@@ -567,17 +588,7 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
   for (size_t event_idx = 0; event_idx < events.size(); ++event_idx) {
     const EventData& event = events[event_idx];
     auto where = [&] { return "event " + std::to_string(event_idx); };
-    if (event.type.empty() || !is_valid_utf8(event.type) ||
-        event.type.find('\0') != std::string::npos) {
-      return Error::invalid(errc::kInvalidArgument,
-                            where() + ": event type must be non-empty UTF-8 text");
-    }
-    if (event.type.size() > kMaxEventTypeBytes) {
-      return Error::invalid(errc::kInvalidArgument,
-                            where() + " (" + std::string(shortened(event.type, 40)) +
-                                "...): event type is " + std::to_string(event.type.size()) +
-                                " bytes long; the limit is " + std::to_string(kMaxEventTypeBytes));
-    }
+    if (auto valid = validate_type_name(event.type, where(), "event type"); !valid) return valid;
     if (event.type_version < 1) {
       return Error::invalid(errc::kInvalidArgument,
                             where() + " (" + event.type + "): type version must be >= 1");
@@ -606,21 +617,59 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
   return {};
 }
 
+namespace {
+
+// A command record's id and result; write() stores it under its request's stream.
+Result<void> validate_command_outcome(const CommandRecord& record) {
+  if (record.command_id.is_nil()) {
+    return Error::invalid(errc::kInvalidArgument, "a command record's command id must not be nil");
+  }
+  if (record.result.size() > kMaxEventBytes) {
+    return Error::invalid(errc::kEventTooLarge,
+                          "the command result is " + std::to_string(record.result.size()) +
+                              " bytes; the limit is " + std::to_string(kMaxEventBytes));
+  }
+  return validate_json(record.result, false, "command result");
+}
+
+}  // namespace
+
+Result<void> validate_command_record(const CommandRecord& record) {
+  if (auto valid = validate_stream_id(record.stream_id); !valid) return valid;
+  return validate_command_outcome(record);
+}
+
+Result<void> validate_snapshot(const Snapshot& snapshot) {
+  if (auto valid = validate_stream_id(snapshot.stream_id); !valid) return valid;
+  if (snapshot.stream_version < 1) {
+    return Error::invalid(errc::kInvalidArgument, "a snapshot's stream version must be >= 1, got " +
+                                                      std::to_string(snapshot.stream_version));
+  }
+  const std::string where =
+      "the snapshot of stream '" + std::string(shortened(snapshot.stream_id, 80)) + "'";
+  if (auto valid = validate_type_name(snapshot.state_type, where, "state type"); !valid) {
+    return valid;
+  }
+  if (snapshot.state_version < 1) {
+    return Error::invalid(errc::kInvalidArgument, "a snapshot's state version must be >= 1, got " +
+                                                      std::to_string(snapshot.state_version));
+  }
+  if (snapshot.data.size() > kMaxSnapshotBytes) {
+    return Error::invalid(errc::kSnapshotTooLarge,
+                          where + " is " + std::to_string(snapshot.data.size()) +
+                              " bytes of state; the limit is " + std::to_string(kMaxSnapshotBytes) +
+                              ": keep less state, or take no snapshot of this aggregate");
+  }
+  return validate_json(snapshot.data, false, "snapshot data");
+}
+
 Result<void> validate_write_request(const WriteRequest& request) {
   Result<void> valid = request.events.empty()
                            ? validate_stream_id(request.stream_id)
                            : validate_append(request.stream_id, request.expected, request.events);
   if (!valid) return valid;
   if (request.command) {
-    if (request.command->result.size() > kMaxEventBytes) {
-      return Error::invalid(errc::kEventTooLarge,
-                            "the command result is " +
-                                std::to_string(request.command->result.size()) +
-                                " bytes; the limit is " + std::to_string(kMaxEventBytes));
-    }
-    if (auto checked = validate_json(request.command->result, false, "command result"); !checked) {
-      return checked;
-    }
+    if (auto checked = validate_command_outcome(*request.command); !checked) return checked;
   }
   for (size_t idx = 0; idx < request.claims.size(); ++idx) {
     const UniqueClaim& claim = request.claims[idx];

@@ -22,6 +22,8 @@ inline constexpr size_t kMaxEventBytes = size_t{16} << 20;
 inline constexpr size_t kMaxAppendBytes = size_t{64} << 20;
 // A unique claim's scope and value, which the claims' primary key indexes.
 inline constexpr size_t kMaxClaimBytes = 1024;
+// A snapshot's state (JSON text): one jsonb value, as an event's data is.
+inline constexpr size_t kMaxSnapshotBytes = size_t{16} << 20;
 
 // The bytes of `events`' data and metadata, the measure of the size limits.
 size_t payload_bytes(std::span<const EventData> events);
@@ -41,9 +43,20 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
                              std::span<const EventData> events);
 
 // validate_append for a write() request (or only its stream id when it has no events), plus its
-// command result (JSON, at most kMaxEventBytes: event_too_large) and its claims (a non-empty
-// scope and a value, UTF-8 without NUL, each at most kMaxClaimBytes: invalid_argument).
+// command record (validate_command_record) and its claims (a non-empty scope and a value, UTF-8
+// without NUL, each at most kMaxClaimBytes: invalid_argument).
 Result<void> validate_write_request(const WriteRequest& request);
+
+// A command's record, as record_command() and write() store it: its stream id (as
+// validate_stream_id), a non-nil command id (invalid_argument) and its result, JSON
+// (invalid_payload) of at most kMaxEventBytes (event_too_large).
+Result<void> validate_command_record(const CommandRecord& record);
+
+// A snapshot before it is saved: its stream id (as validate_stream_id), a stream version >= 1, a
+// state type as an event type is (non-empty UTF-8 without NUL, at most kMaxEventTypeBytes), a
+// state version >= 1 (all invalid_argument), and its state, JSON (invalid_payload) of at most
+// kMaxSnapshotBytes (snapshot_too_large).
+Result<void> validate_snapshot(const Snapshot& snapshot);
 
 // invalid_payload unless `text` is JSON (an object when `must_be_object`) without NUL characters;
 // the message starts with `what`.

@@ -225,8 +225,7 @@ Result<void> InMemoryEventStore::save_checkpoint(std::string_view handler, Posit
 }
 
 Result<void> InMemoryEventStore::save_snapshot(const Snapshot& snapshot) {
-  if (auto valid = validate_stream_id(snapshot.stream_id); !valid) return valid.error();
-  if (auto valid = validate_json(snapshot.data, false, "snapshot data"); !valid) return valid;
+  if (auto valid = validate_snapshot(snapshot); !valid) return valid;
   std::lock_guard lock(mutex_);
   auto it = snapshots_.find(snapshot.stream_id);
   if (it != snapshots_.end() && it->second.stream_version > snapshot.stream_version) return {};
@@ -242,9 +241,7 @@ Result<std::optional<Snapshot>> InMemoryEventStore::load_snapshot(std::string_vi
 }
 
 Result<bool> InMemoryEventStore::record_command(const CommandRecord& record) {
-  if (auto valid = validate_json(record.result, false, "command result"); !valid) {
-    return valid.error();
-  }
+  if (auto valid = validate_command_record(record); !valid) return valid.error();
   std::lock_guard lock(mutex_);
   return commands_.emplace(record.command_id, record).second;
 }

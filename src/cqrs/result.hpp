@@ -39,6 +39,7 @@ inline constexpr std::string_view kInvalidPayload = "invalid_payload";
 inline constexpr std::string_view kInvalidArgument = "invalid_argument";
 inline constexpr std::string_view kEventTooLarge = "event_too_large";
 inline constexpr std::string_view kAppendTooLarge = "append_too_large";
+inline constexpr std::string_view kSnapshotTooLarge = "snapshot_too_large";
 // A unique claim (scope, value) that another stream owns; the domain maps it to its own code.
 inline constexpr std::string_view kAlreadyTaken = "already_taken";
 inline constexpr std::string_view kSchemaTooNew = "schema_too_new";

@@ -1100,6 +1100,82 @@ TEST_P(StoreConformance, SnapshotWithInvalidJsonIsRejected) {
   EXPECT_NE(saved.error().message().find("snapshot data"), std::string::npos);
 }
 
+// A snapshot is refused whole, with the field named, before anything is stored; the one saved
+// before stays.
+TEST_P(StoreConformance, SnapshotsWithInvalidFieldsAreRefusedAndNameTheField) {
+  ASSERT_TRUE(this->store_->save_snapshot({"s", 3, "T", 1, R"({"v":3})"}).ok());
+  struct Case {
+    Snapshot snapshot;
+    std::string_view code;
+    std::string_view named;
+  };
+  const std::string long_type(kMaxEventTypeBytes + 1, 't');
+  const std::string too_large = "\"" + std::string(kMaxSnapshotBytes - 1, 'x') + "\"";
+  const Case cases[] = {
+      {{"s", 0, "T", 1, "{}"}, errc::kInvalidArgument, "stream version"},
+      {{"s", -4, "T", 1, "{}"}, errc::kInvalidArgument, "stream version"},
+      {{"s", 9, "", 1, "{}"}, errc::kInvalidArgument, "state type"},
+      {{"s", 9, std::string("T\0x", 3), 1, "{}"}, errc::kInvalidArgument, "state type"},
+      {{"s", 9, "\xff\xfe", 1, "{}"}, errc::kInvalidArgument, "state type"},
+      {{"s", 9, long_type, 1, "{}"}, errc::kInvalidArgument, "state type"},
+      {{"s", 9, "T", 0, "{}"}, errc::kInvalidArgument, "state version"},
+      {{"", 9, "T", 1, "{}"}, errc::kInvalidArgument, "stream id"},
+      {{"s", 9, "T", 1, too_large}, errc::kSnapshotTooLarge, "the limit is 16777216"},
+  };
+  for (const Case& each : cases) {
+    auto saved = this->store_->save_snapshot(each.snapshot);
+    ASSERT_FALSE(saved.ok()) << each.named;
+    EXPECT_EQ(saved.error().code(), each.code) << saved.error().message();
+    EXPECT_EQ(saved.error().kind(), ErrorKind::kInvalidInput) << saved.error().message();
+    EXPECT_NE(saved.error().message().find(each.named), std::string::npos)
+        << saved.error().message();
+  }
+  auto loaded = this->store_->load_snapshot("s");
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  EXPECT_EQ((*loaded)->stream_version, 3);
+  EXPECT_EQ(nlohmann::json::parse((*loaded)->data), nlohmann::json({{"v", 3}}));
+}
+
+// At its limits a snapshot is stored and loaded back whole.
+TEST_P(StoreConformance, SnapshotsAreStoredUpToTheirLimits) {
+  const std::string type(kMaxEventTypeBytes, 'T');
+  const std::string data = "\"" + std::string(kMaxSnapshotBytes - 2, 'x') + "\"";
+  ASSERT_TRUE(this->store_->save_snapshot({"s", 7, type, 3, data}).ok());
+  auto loaded = this->store_->load_snapshot("s");
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  EXPECT_EQ((*loaded)->state_type, type);
+  EXPECT_EQ((*loaded)->state_version, 3);
+  EXPECT_EQ((*loaded)->data.size(), kMaxSnapshotBytes);
+}
+
+// record_command checks what write() checks of a command: its stream id, its id and its
+// result's size.
+TEST_P(StoreConformance, CommandRecordsWithInvalidFieldsAreRefused) {
+  const std::string too_large = "\"" + std::string(kMaxEventBytes - 1, 'x') + "\"";
+  struct Case {
+    CommandRecord record;
+    std::string_view code;
+    std::string_view named;
+  };
+  const Case cases[] = {
+      {{Uuid::random(), "", "{}"}, errc::kInvalidArgument, "stream id"},
+      {{Uuid::random(), std::string("s\0t", 3), "{}"}, errc::kInvalidArgument, "stream id"},
+      {{Uuid(), "s", "{}"}, errc::kInvalidArgument, "command id"},
+      {{Uuid::random(), "s", too_large}, errc::kEventTooLarge, "the limit is 16777216"},
+      {{Uuid::random(), "s", "{oops"}, errc::kInvalidPayload, "command result"},
+  };
+  for (const Case& each : cases) {
+    auto recorded = this->store_->record_command(each.record);
+    ASSERT_FALSE(recorded.ok()) << each.named;
+    EXPECT_EQ(recorded.error().code(), each.code) << recorded.error().message();
+    EXPECT_NE(recorded.error().message().find(each.named), std::string::npos)
+        << recorded.error().message();
+    auto found = this->store_->find_command(each.record.command_id);
+    ASSERT_TRUE(found.ok());
+    EXPECT_FALSE(found->has_value()) << each.named;
+  }
+}
+
 TEST_P(StoreConformance, CommandRecordIsKeptFromTheFirstWrite) {
   Uuid command_id = Uuid::random();
   auto first = this->store_->record_command({command_id, "s", R"({"version":1})"});

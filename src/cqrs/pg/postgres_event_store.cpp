@@ -1368,8 +1368,7 @@ Result<void> PostgresEventStore::commit_with_checkpoint(
 }
 
 Result<void> PostgresEventStore::save_snapshot(const Snapshot& snapshot) {
-  if (auto valid = validate_stream_id(snapshot.stream_id); !valid) return valid.error();
-  if (auto valid = validate_json(snapshot.data, false, "snapshot data"); !valid) return valid;
+  if (auto valid = validate_snapshot(snapshot); !valid) return valid;
   if (auto connected = ensure_connected(); !connected) return connected.error();
   Params params;
   params.add(snapshot.stream_id).add(snapshot.stream_version).add(snapshot.state_type);
@@ -1394,9 +1393,7 @@ Result<std::optional<Snapshot>> PostgresEventStore::load_snapshot(std::string_vi
 }
 
 Result<bool> PostgresEventStore::record_command(const CommandRecord& record) {
-  if (auto valid = validate_json(record.result, false, "command result"); !valid) {
-    return valid.error();
-  }
+  if (auto valid = validate_command_record(record); !valid) return valid.error();
   if (auto connected = ensure_connected(); !connected) return connected.error();
   Params params;
   params.add(record.command_id.to_string()).add(record.stream_id).add(record.result);
