@@ -232,6 +232,10 @@ std::shared_ptr<EventStore> ensure_store(std::shared_ptr<EventStore>& store,
     error = opened.error();
     return nullptr;
   }
+  if (!*opened) {
+    error = Error::internal(errc::kStoreError, "the store factory returned no store");
+    return nullptr;
+  }
   store = std::move(opened).value();
   return store;
 }
@@ -271,12 +275,15 @@ caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
         // Best effort: the stream's events stay the truth, and loading replays what a snapshot
         // would have spared. A refused snapshot (too large, say) is said, since it would be
         // refused again every time.
+        // A store that is down is said by the commands that fail meanwhile.
         if (!saved) {
-          log::warn("snapshot not saved",
-                    {{"stream_id", snapshot.stream_id},
-                     {"stream_version", std::to_string(snapshot.stream_version)},
-                     {"code", std::string(saved.error().code())},
-                     {"error", saved.error().message()}});
+          log::write(saved.error().kind() == ErrorKind::kUnavailable ? log::Level::kDebug
+                                                                     : log::Level::kWarn,
+                     "snapshot not saved",
+                     {{"stream_id", snapshot.stream_id},
+                      {"stream_version", std::to_string(snapshot.stream_version)},
+                      {"error", saved.error().code()},
+                      {"message", saved.error().message()}});
         }
       },
   };

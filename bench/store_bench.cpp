@@ -20,7 +20,7 @@
 // when both are absent, libpq's PGHOST/PGPORT/PGUSER defaults). The run creates database
 // cqrs_bench_<pid> there for the store, raw and floor sides, and cqrs_bench_<pid>_pool for the
 // pool side, so that each side's table holds only its own rows (the pool's would otherwise grow
-// the store's cqrs.events to about twice raw's table by the last workload). It migrates both
+// the store's cqrs.events to 1.3-1.5 times raw's table by the last workload). It migrates both
 // and drops them at the end (also after Ctrl-C).
 #include <libpq-fe.h>
 #include <unistd.h>
@@ -43,6 +43,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "actors/gateway.hpp"
@@ -693,14 +694,17 @@ int run(const Options& options, const std::string& conninfo, const std::string& 
   caf::actor_system_config caf_config;
   cqrs::actors::configure_gateway_process(caf_config);
   caf::actor_system actor_system{caf_config};
-  for (const std::string& database : {conninfo, pool_conninfo}) {
-    auto conn = cqrs::pg::Connection::open(database);
+  const std::pair<const std::string*, const char*> databases[] = {
+      {&conninfo, "the database"}, {&pool_conninfo, "the pool's database"}};
+  for (const auto& [database, which] : databases) {
+    auto conn = cqrs::pg::Connection::open(*database);
     if (!conn) {
-      std::fprintf(stderr, "store_bench: %s\n", conn.error().to_string().c_str());
+      std::fprintf(stderr, "store_bench: %s: %s\n", which, conn.error().to_string().c_str());
       return 1;
     }
     if (auto migrated = cqrs::pg::migrate(**conn); !migrated) {
-      std::fprintf(stderr, "store_bench: migrate: %s\n", migrated.error().to_string().c_str());
+      std::fprintf(stderr, "store_bench: migrating %s: %s\n", which,
+                   migrated.error().to_string().c_str());
       return 1;
     }
   }
@@ -931,7 +935,7 @@ void print_usage() {
       "  --url C       server to use (default: $DATABASE_URL, else libpq PG* defaults)\n"
       "  --no-notify   open the store with PostgresStoreOptions::notify = false\n"
       "  --no-groups   open the store with PostgresStoreOptions::group_appends = false\n"
-      "  --keep        keep the benchmark database for inspection (default: drop it)\n"
+      "  --keep        keep the benchmark databases for inspection (default: drop them)\n"
       "  --only N      run only append workload N (1-4, in the order printed), no reads\n");
 }
 

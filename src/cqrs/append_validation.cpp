@@ -545,10 +545,11 @@ Result<void> validate_type_name(std::string_view name, const std::string& where,
                                                       " must be non-empty UTF-8 text without NUL");
   }
   if (name.size() > kMaxEventTypeBytes) {
-    return Error::invalid(errc::kInvalidArgument,
-                          where + " (" + std::string(shortened(name, 40)) +
-                              "...): " + std::string(what) + " is " + std::to_string(name.size()) +
-                              " bytes long; the limit is " + std::to_string(kMaxEventTypeBytes));
+    return Error::invalid(errc::kInvalidArgument, where + ": " + std::string(what) + " (" +
+                                                      std::string(shortened(name, 40)) +
+                                                      "...) is " + std::to_string(name.size()) +
+                                                      " bytes long; the limit is " +
+                                                      std::to_string(kMaxEventTypeBytes));
   }
   return {};
 }
@@ -641,26 +642,26 @@ Result<void> validate_command_record(const CommandRecord& record) {
 
 Result<void> validate_snapshot(const Snapshot& snapshot) {
   if (auto valid = validate_stream_id(snapshot.stream_id); !valid) return valid;
-  if (snapshot.stream_version < 1) {
-    return Error::invalid(errc::kInvalidArgument, "a snapshot's stream version must be >= 1, got " +
-                                                      std::to_string(snapshot.stream_version));
-  }
   const std::string where =
       "the snapshot of stream '" + std::string(shortened(snapshot.stream_id, 80)) + "'";
+  if (snapshot.stream_version < 1) {
+    return Error::invalid(errc::kInvalidArgument, where + ": stream version must be >= 1, got " +
+                                                      std::to_string(snapshot.stream_version));
+  }
   if (auto valid = validate_type_name(snapshot.state_type, where, "state type"); !valid) {
     return valid;
   }
   if (snapshot.state_version < 1) {
-    return Error::invalid(errc::kInvalidArgument, "a snapshot's state version must be >= 1, got " +
+    return Error::invalid(errc::kInvalidArgument, where + ": state version must be >= 1, got " +
                                                       std::to_string(snapshot.state_version));
   }
   if (snapshot.data.size() > kMaxSnapshotBytes) {
     return Error::invalid(errc::kSnapshotTooLarge,
-                          where + " is " + std::to_string(snapshot.data.size()) +
-                              " bytes of state; the limit is " + std::to_string(kMaxSnapshotBytes) +
+                          where + ": state is " + std::to_string(snapshot.data.size()) +
+                              " bytes of JSON; the limit is " + std::to_string(kMaxSnapshotBytes) +
                               ": keep less state, or take no snapshot of this aggregate");
   }
-  return validate_json(snapshot.data, false, "snapshot data");
+  return validate_json(snapshot.data, false, where + ": snapshot data");
 }
 
 Result<void> validate_write_request(const WriteRequest& request) {

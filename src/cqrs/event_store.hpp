@@ -54,6 +54,8 @@ class EventStore {
   virtual Result<void> save_checkpoint(std::string_view handler, Position position) = 0;
 
   // The latest snapshot per stream. Saving an older version than the stored one is a no-op.
+  // save_snapshot refuses what validate_snapshot refuses (append_validation.hpp):
+  // invalid_argument, invalid_payload, snapshot_too_large.
   virtual Result<void> save_snapshot(const Snapshot& snapshot) = 0;
   virtual Result<std::optional<Snapshot>> load_snapshot(std::string_view stream_id) = 0;
 
@@ -67,7 +69,8 @@ class EventStore {
                                                              size_t max_count);
 
   // Command outcomes by command_id. record returns false (and keeps the first record) when the
-  // id is already recorded.
+  // id is already recorded; it refuses what validate_command_record refuses
+  // (append_validation.hpp): invalid_argument, invalid_payload, event_too_large.
   virtual Result<bool> record_command(const CommandRecord& record) = 0;
   virtual Result<std::optional<CommandRecord>> find_command(const Uuid& command_id) = 0;
 };

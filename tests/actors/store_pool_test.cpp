@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "cqrs/memory_event_store.hpp"
@@ -294,6 +295,38 @@ TEST_F(StorePoolTest, AWorkerStaysFreeForLoadsWhileWritesWait) {
     ASSERT_TRUE(version.ok());
     EXPECT_EQ(*version, 100);
   }
+}
+
+// A factory that answers with no store is a failure like any other: writes and loads are told
+// so, and a snapshot sent meanwhile is dropped without taking the worker down.
+TEST(StorePoolFactory, AFactoryThatGivesNoStoreFailsWritesAndLoads) {
+  caf::actor_system_config config;
+  caf::actor_system system{config};
+  StoreFactory factory = []() -> Result<std::shared_ptr<EventStore>> {
+    return std::shared_ptr<EventStore>();
+  };
+  StorePoolConfig pool_config;
+  pool_config.workers = 1;
+  caf::actor pool = spawn_store_pool(system, factory, pool_config);
+  caf::anon_send(pool, snapshot_atom::value, Snapshot{"s0", 1, "T", 1, "{}"});
+  caf::scoped_actor self{system};
+  std::optional<WriteResult> written;
+  self->request(pool, std::chrono::seconds(5), write_atom::value, one_event("s0"))
+      .receive([&](WriteResult& result) { written = std::move(result); },
+               [&](caf::error& failure) { ADD_FAILURE() << system.render(failure); });
+  ASSERT_TRUE(written.has_value());
+  ASSERT_FALSE(written->ok()) << "a write without a store must not look stored";
+  EXPECT_EQ(written->error->code(), errc::kStoreError);
+  EXPECT_NE(written->error->message().find("returned no store"), std::string::npos)
+      << written->error->message();
+  std::optional<LoadOutcome> loaded;
+  self->request(pool, std::chrono::seconds(5), load_atom::value, LoadJob{"s0", 0, false})
+      .receive([&](LoadOutcome& outcome) { loaded = std::move(outcome); },
+               [&](caf::error& failure) { ADD_FAILURE() << system.render(failure); });
+  ASSERT_TRUE(loaded.has_value());
+  ASSERT_TRUE(loaded->error.has_value());
+  EXPECT_EQ(loaded->error->code(), errc::kStoreError);
+  caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
 }
 
 }  // namespace

@@ -719,8 +719,8 @@ TEST_P(StoreConformance, LongTypesAndCorrelationIdsAreStoredUpToTheirLimits) {
   EventData too_long_type = event(type + "A");
   Error error = this->append_error("long", ExpectedVersion::any(), {too_long_type});
   EXPECT_EQ(error.code(), errc::kInvalidArgument);
-  EXPECT_NE(error.message().find("event type is 1025 bytes long"), std::string::npos)
-      << error.message();
+  EXPECT_NE(error.message().find("...) is 1025 bytes long"), std::string::npos) << error.message();
+  EXPECT_NE(error.message().find("event 0: event type ("), std::string::npos) << error.message();
   EventData too_long_correlation = event("E");
   too_long_correlation.metadata = R"({"correlation_id":")" + correlation + R"(a"})";
   error = this->append_error("long", ExpectedVersion::any(), {too_long_correlation});
@@ -1107,20 +1107,28 @@ TEST_P(StoreConformance, SnapshotsWithInvalidFieldsAreRefusedAndNameTheField) {
   struct Case {
     Snapshot snapshot;
     std::string_view code;
-    std::string_view named;
+    std::string named;
   };
   const std::string long_type(kMaxEventTypeBytes + 1, 't');
   const std::string too_large = "\"" + std::string(kMaxSnapshotBytes - 1, 'x') + "\"";
+  const std::string about_s = "the snapshot of stream 's': ";
   const Case cases[] = {
-      {{"s", 0, "T", 1, "{}"}, errc::kInvalidArgument, "stream version"},
-      {{"s", -4, "T", 1, "{}"}, errc::kInvalidArgument, "stream version"},
-      {{"s", 9, "", 1, "{}"}, errc::kInvalidArgument, "state type"},
-      {{"s", 9, std::string("T\0x", 3), 1, "{}"}, errc::kInvalidArgument, "state type"},
-      {{"s", 9, "\xff\xfe", 1, "{}"}, errc::kInvalidArgument, "state type"},
-      {{"s", 9, long_type, 1, "{}"}, errc::kInvalidArgument, "state type"},
-      {{"s", 9, "T", 0, "{}"}, errc::kInvalidArgument, "state version"},
-      {{"", 9, "T", 1, "{}"}, errc::kInvalidArgument, "stream id"},
-      {{"s", 9, "T", 1, too_large}, errc::kSnapshotTooLarge, "the limit is 16777216"},
+      {{"s", 0, "T", 1, "{}"}, errc::kInvalidArgument, about_s + "stream version must be >= 1"},
+      {{"s", -4, "T", 1, "{}"}, errc::kInvalidArgument, about_s + "stream version"},
+      {{"s", 9, "", 1, "{}"}, errc::kInvalidArgument, about_s + "state type must be non-empty"},
+      {{"s", 9, std::string("T\0x", 3), 1, "{}"}, errc::kInvalidArgument, about_s + "state type"},
+      {{"s", 9, "\xff\xfe", 1, "{}"}, errc::kInvalidArgument, about_s + "state type"},
+      {{"s", 9, long_type, 1, "{}"}, errc::kInvalidArgument, about_s + "state type (tttt"},
+      {{"s", 9, "T", 0, "{}"}, errc::kInvalidArgument, about_s + "state version must be >= 1"},
+      {{"", 9, "T", 1, "{}"}, errc::kInvalidArgument, "stream id must not be empty"},
+      {{std::string(kMaxStreamIdBytes + 1, 's'), 9, "T", 1, "{}"},
+       errc::kInvalidArgument,
+       "stream id is 1025 bytes long"},
+      {{"s\xc3", 9, "T", 1, "{}"}, errc::kInvalidArgument, "stream id must be UTF-8"},
+      {{"s", 9, "T", 1, too_large},
+       errc::kSnapshotTooLarge,
+       about_s + "state is 16777217 bytes of JSON; the limit is 16777216"},
+      {{"s", 9, "T", 1, "{oops"}, errc::kInvalidPayload, about_s + "snapshot data"},
   };
   for (const Case& each : cases) {
     auto saved = this->store_->save_snapshot(each.snapshot);
@@ -1148,8 +1156,9 @@ TEST_P(StoreConformance, SnapshotsAreStoredUpToTheirLimits) {
   EXPECT_EQ((*loaded)->data.size(), kMaxSnapshotBytes);
 }
 
-// record_command checks what write() checks of a command: its stream id, its id and its
-// result's size.
+// record_command refuses a record with an invalid stream id, a nil command id, or a result that
+// is not JSON or over the limit; write() refuses the same in a request's record (whose stream
+// is the request's). Nothing is recorded.
 TEST_P(StoreConformance, CommandRecordsWithInvalidFieldsAreRefused) {
   const std::string too_large = "\"" + std::string(kMaxEventBytes - 1, 'x') + "\"";
   struct Case {
@@ -1158,22 +1167,39 @@ TEST_P(StoreConformance, CommandRecordsWithInvalidFieldsAreRefused) {
     std::string_view named;
   };
   const Case cases[] = {
-      {{Uuid::random(), "", "{}"}, errc::kInvalidArgument, "stream id"},
-      {{Uuid::random(), std::string("s\0t", 3), "{}"}, errc::kInvalidArgument, "stream id"},
-      {{Uuid(), "s", "{}"}, errc::kInvalidArgument, "command id"},
-      {{Uuid::random(), "s", too_large}, errc::kEventTooLarge, "the limit is 16777216"},
+      {{Uuid::random(), "", "{}"}, errc::kInvalidArgument, "stream id must not be empty"},
+      {{Uuid::random(), std::string("s\0t", 3), "{}"},
+       errc::kInvalidArgument,
+       "stream id must be UTF-8 text without NUL"},
+      {{Uuid(), "s", "{}"}, errc::kInvalidArgument, "command id must not be nil"},
+      {{Uuid::random(), "s", too_large},
+       errc::kEventTooLarge,
+       "the command result is 16777217 bytes; the limit is 16777216"},
       {{Uuid::random(), "s", "{oops"}, errc::kInvalidPayload, "command result"},
   };
   for (const Case& each : cases) {
     auto recorded = this->store_->record_command(each.record);
     ASSERT_FALSE(recorded.ok()) << each.named;
     EXPECT_EQ(recorded.error().code(), each.code) << recorded.error().message();
+    EXPECT_EQ(recorded.error().kind(), ErrorKind::kInvalidInput) << recorded.error().message();
     EXPECT_NE(recorded.error().message().find(each.named), std::string::npos)
         << recorded.error().message();
+    if (each.record.stream_id.empty() || each.record.stream_id.find('\0') != std::string::npos) {
+      continue;  // write() stores the record under its request's stream
+    }
+    WriteRequest request{"s", ExpectedVersion::any(), events(1), each.record, {}};
+    auto written = this->store_->write(std::span(&request, 1));
+    ASSERT_FALSE(written[0].ok()) << each.named;
+    EXPECT_EQ(written[0].error->code(), each.code) << written[0].error->message();
+    EXPECT_NE(written[0].error->message().find(each.named), std::string::npos)
+        << written[0].error->message();
+  }
+  for (const Case& each : cases) {
     auto found = this->store_->find_command(each.record.command_id);
     ASSERT_TRUE(found.ok());
     EXPECT_FALSE(found->has_value()) << each.named;
   }
+  EXPECT_EQ(this->version_of("s"), 0);
 }
 
 TEST_P(StoreConformance, CommandRecordIsKeptFromTheFirstWrite) {
