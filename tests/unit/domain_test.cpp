@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cqrs/append_validation.hpp"
 #include "giftcard/giftcard.hpp"
 
 namespace cqrs {
@@ -110,6 +111,21 @@ TEST_F(DomainDecoding, AggregatesAreFoundByNameOrPrefix) {
 
 TEST_F(DomainDecoding, RegisteringTheSameAggregateTwiceIsAProgrammingError) {
   EXPECT_THROW(giftcard::register_domain(domain_), std::logic_error);
+}
+
+// An aggregate's name is its snapshots' state type: a name the stores would refuse there is a
+// programming error at registration, not a snapshot refused at every save.
+TEST(DomainRegistration, AggregateNamesAreValidStateTypes) {
+  Domain domain;
+  EXPECT_THROW(domain.aggregate<giftcard::GiftCard>("", "a", "card_id"), std::logic_error);
+  EXPECT_THROW(domain.aggregate<giftcard::GiftCard>(std::string("G\0c", 3), "b", "card_id"),
+               std::logic_error);
+  EXPECT_THROW(domain.aggregate<giftcard::GiftCard>("\xff", "c", "card_id"), std::logic_error);
+  EXPECT_THROW(domain.aggregate<giftcard::GiftCard>(std::string(kMaxEventTypeBytes + 1, 'G'), "d",
+                                                    "card_id"),
+               std::logic_error);
+  EXPECT_NO_THROW(
+      domain.aggregate<giftcard::GiftCard>(std::string(kMaxEventTypeBytes, 'G'), "e", "card_id"));
 }
 
 TEST_F(DomainDecoding, OnlyHandledCommandsCanBeDeclaredCreating) {

@@ -49,6 +49,16 @@ AggregateType& Domain::add_aggregate(std::unique_ptr<AggregateType> type) {
   if (type->prefix().empty() || type->identity_field().empty()) {
     throw std::logic_error("aggregate '" + type->name() + "' needs a prefix and identity field");
   }
+  // The name is its snapshots' state type, which the stores check as they check event types.
+  const std::string& name = type->name();
+  if (name.empty() || name.size() > kMaxEventTypeBytes || !is_valid_utf8(name) ||
+      name.find('\0') != std::string::npos) {
+    throw std::logic_error(
+        "an aggregate's name must be non-empty UTF-8 text without NUL of at "
+        "most " +
+        std::to_string(kMaxEventTypeBytes) + " bytes (it names its snapshots' state type), got " +
+        std::to_string(name.size()) + " bytes");
+  }
   aggregates_.push_back(std::move(type));
   return *aggregates_.back();
 }
