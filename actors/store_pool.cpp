@@ -274,8 +274,8 @@ caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
         Result<void> saved = handle ? handle->save_snapshot(snapshot) : Result<void>(*error);
         // Best effort: the stream's events stay the truth, and loading replays what a snapshot
         // would have spared. A refused snapshot (too large, say) is said, since it would be
-        // refused again every time.
-        // A store that is down is said by the commands that fail meanwhile.
+        // refused again every time; a store that is down is said by the commands that fail
+        // meanwhile, so only when debugging.
         if (!saved) {
           log::write(saved.error().kind() == ErrorKind::kUnavailable ? log::Level::kDebug
                                                                      : log::Level::kWarn,

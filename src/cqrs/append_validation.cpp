@@ -532,12 +532,21 @@ std::optional<Uuid> repeated_event_id(std::span<const EventData> events) {
   return *repeated;
 }
 
+// A command record's id and result; write() stores it under its request's stream.
+Result<void> validate_command_outcome(const CommandRecord& record) {
+  if (record.command_id.is_nil()) {
+    return Error::invalid(errc::kInvalidArgument, "a command record's command id must not be nil");
+  }
+  if (record.result.size() > kMaxEventBytes) {
+    return Error::invalid(errc::kEventTooLarge,
+                          "the command result is " + std::to_string(record.result.size()) +
+                              " bytes; the limit is " + std::to_string(kMaxEventBytes));
+  }
+  return validate_json(record.result, false, "command result");
+}
+
 }  // namespace
 
-namespace {
-
-// invalid_argument unless `name` (an event type, a snapshot's state type) is non-empty UTF-8
-// without NUL of at most kMaxEventTypeBytes; `where` leads the message.
 Result<void> validate_type_name(std::string_view name, const std::string& where,
                                 std::string_view what) {
   if (name.empty() || !is_valid_utf8(name) || name.find('\0') != std::string_view::npos) {
@@ -553,8 +562,6 @@ Result<void> validate_type_name(std::string_view name, const std::string& where,
   }
   return {};
 }
-
-}  // namespace
 
 Result<void> validate_append(std::string_view stream_id, ExpectedVersion expected,
                              std::span<const EventData> events) {
@@ -617,23 +624,6 @@ Result<void> validate_append(std::string_view stream_id, ExpectedVersion expecte
   }
   return {};
 }
-
-namespace {
-
-// A command record's id and result; write() stores it under its request's stream.
-Result<void> validate_command_outcome(const CommandRecord& record) {
-  if (record.command_id.is_nil()) {
-    return Error::invalid(errc::kInvalidArgument, "a command record's command id must not be nil");
-  }
-  if (record.result.size() > kMaxEventBytes) {
-    return Error::invalid(errc::kEventTooLarge,
-                          "the command result is " + std::to_string(record.result.size()) +
-                              " bytes; the limit is " + std::to_string(kMaxEventBytes));
-  }
-  return validate_json(record.result, false, "command result");
-}
-
-}  // namespace
 
 Result<void> validate_command_record(const CommandRecord& record) {
   if (auto valid = validate_stream_id(record.stream_id); !valid) return valid;

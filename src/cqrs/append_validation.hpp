@@ -32,6 +32,11 @@ size_t payload_bytes(std::span<const EventData> events);
 // contains NUL.
 Result<void> validate_stream_id(std::string_view stream_id);
 
+// invalid_argument unless `name` (an event type, a snapshot's state type) is non-empty UTF-8
+// without NUL of at most kMaxEventTypeBytes; the message starts with `where`, then `what`.
+Result<void> validate_type_name(std::string_view name, const std::string& where,
+                                std::string_view what);
+
 // Everything about an append that does not depend on stored state: the stream id, a non-empty
 // list, event types (at most kMaxEventTypeBytes), type versions, event ids (non-nil, unique
 // within the call), payloads (data: any JSON value; metadata: a JSON object whose

@@ -50,14 +50,9 @@ AggregateType& Domain::add_aggregate(std::unique_ptr<AggregateType> type) {
     throw std::logic_error("aggregate '" + type->name() + "' needs a prefix and identity field");
   }
   // The name is its snapshots' state type, which the stores check as they check event types.
-  const std::string& name = type->name();
-  if (name.empty() || name.size() > kMaxEventTypeBytes || !is_valid_utf8(name) ||
-      name.find('\0') != std::string::npos) {
-    throw std::logic_error(
-        "an aggregate's name must be non-empty UTF-8 text without NUL of at "
-        "most " +
-        std::to_string(kMaxEventTypeBytes) + " bytes (it names its snapshots' state type), got " +
-        std::to_string(name.size()) + " bytes");
+  if (auto valid = validate_type_name(type->name(), "aggregate '" + type->prefix() + "'", "name");
+      !valid) {
+    throw std::logic_error(valid.error().message() + " (it is its snapshots' state type)");
   }
   aggregates_.push_back(std::move(type));
   return *aggregates_.back();
