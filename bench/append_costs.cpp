@@ -9,11 +9,13 @@
 //
 // The statements take turns, one append each, on one connection: a slow moment of a shared
 // host then costs every variant alike, and the differences between variants stay readable even
-// when the absolute figures move. Server CPU per statement comes from the backend's
-// /proc/<pid>/schedstat (nanoseconds), so the server must run on this host; wall time includes
-// the round trip and the commit.
+// when the absolute figures move. With --turn T each variant runs T appends in a row, so that its
+// statements find the caches holding its own table, as a store's do; the turns are then far
+// enough apart for the host's drift to show between variants. Server CPU per statement comes from
+// the backend's /proc/<pid>/schedstat (nanoseconds), so the server must run on this host; wall time
+// includes the round trip and the commit.
 //
-// usage: append_costs [--appends N] [--events E] [--url CONNINFO] [--keep]
+// usage: append_costs [--appends N] [--events E] [--turn T] [--url CONNINFO] [--keep]
 //
 // The server is DATABASE_URL (or --url; libpq's PG* defaults when both are absent). The run
 // creates database cqrs_bench_<pid> there, migrates it, and drops it at the end (also after
@@ -54,6 +56,7 @@ constexpr int kWarmupAppends = 100;    // per variant, not measured
 struct Options {
   int appends = 3000;  // measured per variant
   int events = 1;      // per append
+  int turn = 1;        // appends of one variant in a row
   std::string base_conninfo;
   bool keep_database = false;
 };
@@ -290,9 +293,9 @@ int run(const Options& options, const std::string& conninfo) {
   std::printf("machine: %s\n", machine_description(conn.get()).c_str());
   std::printf(
       "settings: %d appends of %d event%s per variant (after %d unmeasured), the variants "
-      "taking turns on one connection; a new stream every %d appends\n\n",
-      options.appends, options.events, options.events == 1 ? "" : "s", kWarmupAppends,
-      kAppendsPerStream);
+      "taking turns of %d append%s on one connection; a new stream every %d appends\n\n",
+      options.appends, options.events, options.events == 1 ? "" : "s", kWarmupAppends, options.turn,
+      options.turn == 1 ? "" : "s", kAppendsPerStream);
   if (backend_fd < 0) {
     std::printf("(the server's /proc is not readable here: wall times only)\n\n");
   }
@@ -300,45 +303,51 @@ int run(const Options& options, const std::string& conninfo) {
   std::vector<Samples> samples(kVariantCount);
   int64_t card = 0;
   const int rounds = kWarmupAppends + options.appends;
-  for (int round = 0; round < rounds && !g_interrupted; ++round) {
-    const std::string stream_suffix = "-" + std::to_string(round / kAppendsPerStream);
-    const int64_t base = static_cast<int64_t>(round % kAppendsPerStream) * options.events;
+  // Each variant's turn is `turn` appends in a row; the turns alternate. With one append a turn,
+  // every statement finds the caches holding the other variants' tables; with longer turns,
+  // its own, as a store that appends to one table does.
+  for (int first = 0; first < rounds && !g_interrupted; first += options.turn) {
+    const int last = std::min(first + options.turn, rounds);
     for (size_t idx = 0; idx < kVariantCount; ++idx) {
-      const bool binary = many && kVariants[idx].arrays == Arrays::kBinary;
-      const std::string stream = "cost-" + std::to_string(idx) + stream_suffix;
-      std::vector<std::string> values =
-          binary ? binary_append_values(stream, base, options.events, card)
-                 : append_values(stream, base, options.events, card);
-      std::vector<int> lengths, formats;
-      for (size_t at = 0; binary && at < values.size(); ++at) {
-        lengths.push_back(static_cast<int>(values[at].size()));
-        formats.push_back(at >= 2 ? 1 : 0);
-      }
-      // A plain INSERT of many events takes no run lengths (the last parameter).
-      if (many && kVariants[idx].shape == Shape::kPlain) values.pop_back();
-      std::vector<const char*> pointers;
-      for (const std::string& value : values) pointers.push_back(value.c_str());
-      std::string name = "v" + std::to_string(idx);
-      int64_t cpu_before = cpu_ns(backend_fd);
-      auto started = std::chrono::steady_clock::now();
-      PgResultPtr result =
-          checked(conn.get(),
-                  PQexecPrepared(conn.get(), name.c_str(), static_cast<int>(pointers.size()),
-                                 pointers.data(), binary ? lengths.data() : nullptr,
-                                 binary ? formats.data() : nullptr, 0),
-                  error);
-      auto ended = std::chrono::steady_clock::now();
-      int64_t cpu_after = cpu_ns(backend_fd);
-      if (!result) {
-        std::fprintf(stderr, "append_costs: %s: %s\n", kVariants[idx].label, error.c_str());
-        if (backend_fd >= 0) close(backend_fd);
-        return 1;
-      }
-      if (round < kWarmupAppends) continue;
-      samples[idx].wall_us.push_back(
-          std::chrono::duration<double, std::micro>(ended - started).count());
-      if (cpu_before >= 0 && cpu_after >= 0) {
-        samples[idx].cpu_us.push_back(static_cast<double>(cpu_after - cpu_before) / 1000.0);
+      for (int round = first; round < last && !g_interrupted; ++round) {
+        const std::string stream_suffix = "-" + std::to_string(round / kAppendsPerStream);
+        const int64_t base = static_cast<int64_t>(round % kAppendsPerStream) * options.events;
+        const bool binary = many && kVariants[idx].arrays == Arrays::kBinary;
+        const std::string stream = "cost-" + std::to_string(idx) + stream_suffix;
+        std::vector<std::string> values =
+            binary ? binary_append_values(stream, base, options.events, card)
+                   : append_values(stream, base, options.events, card);
+        std::vector<int> lengths, formats;
+        for (size_t at = 0; binary && at < values.size(); ++at) {
+          lengths.push_back(static_cast<int>(values[at].size()));
+          formats.push_back(at >= 2 ? 1 : 0);
+        }
+        // A plain INSERT of many events takes no run lengths (the last parameter).
+        if (many && kVariants[idx].shape == Shape::kPlain) values.pop_back();
+        std::vector<const char*> pointers;
+        for (const std::string& value : values) pointers.push_back(value.c_str());
+        std::string name = "v" + std::to_string(idx);
+        int64_t cpu_before = cpu_ns(backend_fd);
+        auto started = std::chrono::steady_clock::now();
+        PgResultPtr result =
+            checked(conn.get(),
+                    PQexecPrepared(conn.get(), name.c_str(), static_cast<int>(pointers.size()),
+                                   pointers.data(), binary ? lengths.data() : nullptr,
+                                   binary ? formats.data() : nullptr, 0),
+                    error);
+        auto ended = std::chrono::steady_clock::now();
+        int64_t cpu_after = cpu_ns(backend_fd);
+        if (!result) {
+          std::fprintf(stderr, "append_costs: %s: %s\n", kVariants[idx].label, error.c_str());
+          if (backend_fd >= 0) close(backend_fd);
+          return 1;
+        }
+        if (round < kWarmupAppends) continue;
+        samples[idx].wall_us.push_back(
+            std::chrono::duration<double, std::micro>(ended - started).count());
+        if (cpu_before >= 0 && cpu_after >= 0) {
+          samples[idx].cpu_us.push_back(static_cast<double>(cpu_after - cpu_before) / 1000.0);
+        }
       }
     }
   }
@@ -365,8 +374,10 @@ int run(const Options& options, const std::string& conninfo) {
 
 void print_usage() {
   std::fprintf(stderr,
-               "usage: append_costs [--appends N] [--events E] [--url CONNINFO] [--keep]\n"
+               "usage: append_costs [--appends N] [--events E] [--turn T] [--url CONNINFO] "
+               "[--keep]\n"
                "  --appends N  measured appends per variant (default 3000)\n"
+               "  --turn T     appends of one variant in a row before the next's (default 1)\n"
                "  --events E   events per append (default 1; more use the store's array "
                "statements)\n"
                "  --url C      server to use (default: $DATABASE_URL, else libpq PG* defaults)\n"
@@ -384,6 +395,9 @@ std::optional<Options> parse_options(int argc, char** argv) {
     if (arg == "--appends" && idx + 1 < argc) {
       options.appends = std::atoi(argv[++idx]);
       if (options.appends < 1) return std::nullopt;
+    } else if (arg == "--turn" && idx + 1 < argc) {
+      options.turn = std::atoi(argv[++idx]);
+      if (options.turn < 1) return std::nullopt;
     } else if (arg == "--events" && idx + 1 < argc) {
       options.events = std::atoi(argv[++idx]);
       if (options.events < 1) return std::nullopt;
