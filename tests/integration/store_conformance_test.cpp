@@ -1100,6 +1100,12 @@ TEST_P(StoreConformance, SnapshotWithInvalidJsonIsRejected) {
   EXPECT_NE(saved.error().message().find("snapshot data"), std::string::npos);
 }
 
+// Checks that `error` has `code` and names `named` in its message.
+void expect_refusal(const Error& error, std::string_view code, std::string_view named) {
+  EXPECT_EQ(error.code(), code) << error.message();
+  EXPECT_NE(error.message().find(named), std::string::npos) << error.message();
+}
+
 // A snapshot is refused whole, with the field named, before anything is stored; the one saved
 // before stays.
 TEST_P(StoreConformance, SnapshotsWithInvalidFieldsAreRefusedAndNameTheField) {
@@ -1133,10 +1139,8 @@ TEST_P(StoreConformance, SnapshotsWithInvalidFieldsAreRefusedAndNameTheField) {
   for (const Case& each : cases) {
     auto saved = this->store_->save_snapshot(each.snapshot);
     ASSERT_FALSE(saved.ok()) << each.named;
-    EXPECT_EQ(saved.error().code(), each.code) << saved.error().message();
+    expect_refusal(saved.error(), each.code, each.named);
     EXPECT_EQ(saved.error().kind(), ErrorKind::kInvalidInput) << saved.error().message();
-    EXPECT_NE(saved.error().message().find(each.named), std::string::npos)
-        << saved.error().message();
   }
   auto loaded = this->store_->load_snapshot("s");
   ASSERT_TRUE(loaded.ok() && loaded->has_value());
@@ -1180,19 +1184,15 @@ TEST_P(StoreConformance, CommandRecordsWithInvalidFieldsAreRefused) {
   for (const Case& each : cases) {
     auto recorded = this->store_->record_command(each.record);
     ASSERT_FALSE(recorded.ok()) << each.named;
-    EXPECT_EQ(recorded.error().code(), each.code) << recorded.error().message();
+    expect_refusal(recorded.error(), each.code, each.named);
     EXPECT_EQ(recorded.error().kind(), ErrorKind::kInvalidInput) << recorded.error().message();
-    EXPECT_NE(recorded.error().message().find(each.named), std::string::npos)
-        << recorded.error().message();
     if (each.record.stream_id.empty() || each.record.stream_id.find('\0') != std::string::npos) {
       continue;  // write() stores the record under its request's stream
     }
     WriteRequest request{"s", ExpectedVersion::any(), events(1), each.record, {}};
     auto written = this->store_->write(std::span(&request, 1));
     ASSERT_FALSE(written[0].ok()) << each.named;
-    EXPECT_EQ(written[0].error->code(), each.code) << written[0].error->message();
-    EXPECT_NE(written[0].error->message().find(each.named), std::string::npos)
-        << written[0].error->message();
+    expect_refusal(*written[0].error, each.code, each.named);
   }
   for (const Case& each : cases) {
     auto found = this->store_->find_command(each.record.command_id);
