@@ -1537,6 +1537,29 @@ TEST_F(KnownVersions, ExactAppendBeyondTheHeadIsRefusedAfterAKnownVersion) {
   EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2}));
 }
 
+// The one-event statement after a known version returns only the position and the transaction:
+// the version it reports is the known one plus one, and all three are the stored event's.
+TEST_F(KnownVersions, OneEventAfterAKnownVersionReportsTheStoredVersionPositionAndCommit) {
+  auto first = append_with(*store_, ExpectedVersion::no_stream(), 1);
+  ASSERT_TRUE(first.ok()) << first.error().to_string();
+  for (int n = 2; n <= 4; ++n) {
+    auto appended = n % 2 == 0 ? append_with(*store_, ExpectedVersion::exact(n - 1), n)
+                               : append_with(*store_, ExpectedVersion::any(), n);
+    ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+    EXPECT_EQ(appended->stream_version, n);
+    ASSERT_EQ(appended->global_positions.size(), 1u);
+    auto stored = raw_->exec(
+        "SELECT stream_version, global_position, transaction_id::text FROM cqrs.events"
+        " WHERE stream_id = 's' AND data->>'n' = $1",
+        Params().add(std::to_string(n)));
+    ASSERT_TRUE(stored.ok()) << stored.error().to_string();
+    ASSERT_EQ(stored->rows(), 1);
+    EXPECT_EQ(stored->int64(0, 0), n);
+    EXPECT_EQ(stored->int64(0, 1), appended->global_positions[0]);
+    EXPECT_EQ(std::to_string(appended->commit_id), stored->text(0, 2));
+  }
+}
+
 TEST_F(KnownVersions, SeveralEventsAfterAKnownVersionTakeTheNextVersionsInOrder) {
   ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
   std::vector<EventData> three(3);

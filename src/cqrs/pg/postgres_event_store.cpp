@@ -50,12 +50,15 @@ std::vector<Statement> statements() {
       // the next one is free exactly when the known version is the head; when it is not, the
       // primary key refuses the row (unique_violation) and append() asks
       // cqrs.append_to_stream, which reads the head under the lock and names it.
+      // It returns the position and the transaction only: the version is the known one plus
+      // one, and each column returned costs the server (the version and the text conversion,
+      // about 3% of this statement).
       {"append_after",
        "INSERT INTO cqrs.events"
        " (stream_id, stream_version, event_id, event_type, event_version, data, metadata)"
        " SELECT $1, $2::bigint + 1, $3::uuid, $4::text, $5::int, $6::jsonb, $7::jsonb"
        " FROM (SELECT pg_advisory_xact_lock(1668379251, hashtext($1)) AS locked) AS l"  // 'cqrs'
-       " RETURNING global_position, stream_version, pg_current_xact_id()::text"},
+       " RETURNING global_position, transaction_id"},
       // The same for several events, from the arrays cqrs.append_to_stream takes (metadata that
       // all the events share is one element: see add_event_arrays).
       {"append_after_many",
@@ -871,7 +874,10 @@ Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id
     auto& rows = (*results)[0];
     if (rows && rows->rows() == static_cast<int>(events.size())) {
       if (!announced) notify(types);
-      AppendResult appended = inserted_events(*rows);
+      AppendResult appended =
+          events.size() == 1 && base
+              ? AppendResult{*base + 1, {rows->int64(0, 0)}, to_uint64(rows->text(0, 1))}
+              : inserted_events(*rows);
       note_version(stream_id, appended.stream_version);
       return appended;
     }
