@@ -14,9 +14,13 @@
 // statements find the caches holding its own table, as a store's do; the turns are then far
 // enough apart for the host's drift to show between variants. Server CPU per statement comes from
 // the backend's /proc/<pid>/schedstat (nanoseconds), so the server must run on this host; wall time
-// includes the round trip and the commit.
+// includes the round trip and the commit. With --own-connections each variant runs on a
+// connection of its own and the program lists their server processes, for counting each
+// variant's instructions under valgrind (bench/backend_instructions), which the host's drift
+// does not move.
 //
-// usage: append_costs [--appends N] [--events E] [--turn T] [--url CONNINFO] [--keep]
+// usage: append_costs [--appends N] [--events E] [--turn T] [--own-connections]
+//                     [--url CONNINFO] [--keep]
 //
 // The server is DATABASE_URL (or --url; libpq's PG* defaults when both are absent). The run
 // creates database cqrs_bench_<pid> there, migrates it, and drops it at the end (also after
@@ -55,9 +59,10 @@ constexpr int kAppendsPerStream = 10;  // as in store_bench: a new stream every 
 constexpr int kWarmupAppends = 100;    // per variant, not measured
 
 struct Options {
-  int appends = 3000;  // measured per variant
-  int events = 1;      // per append
-  int turn = 1;        // appends of one variant in a row
+  int appends = 3000;            // measured per variant
+  int events = 1;                // per append
+  int turn = 1;                  // appends of one variant in a row
+  bool own_connections = false;  // each variant on a connection (a server process) of its own
   std::string base_conninfo;
   bool keep_database = false;
 };
@@ -139,7 +144,7 @@ std::string statement_sql(const Variant& variant, bool many) {
       return columns + ") VALUES ($1, $2::bigint + 1, $3, $4, $5, $6, $7)";
     }
     return columns + ") SELECT $1, $2::bigint + 1, $3::uuid, $4, $5::int, $6::jsonb, $7::jsonb" +
-           lock + " RETURNING global_position, stream_version, pg_current_xact_id()::text";
+           lock + " RETURNING global_position, transaction_id";
   }
   const std::string values =
       " SELECT $1, $2::bigint + e.ord, e.event_id, e.event_type, e.event_version, e.data,"
@@ -233,6 +238,19 @@ int64_t cpu_ns(int fd) {
   return std::strtoll(text, nullptr, 10);
 }
 
+// A descriptor open on the schedstat of `conn`'s server process, or -1 when that process is not
+// on this host (its pid then names another process here, or none: its name tells).
+int open_backend_cpu(PGconn* conn) {
+  std::string proc = "/proc/" + std::to_string(PQbackendPID(conn));
+  std::string comm;
+  if (std::FILE* file = std::fopen((proc + "/comm").c_str(), "r")) {
+    char text[32] = {};
+    if (std::fgets(text, sizeof text, file) != nullptr) comm = text;
+    std::fclose(file);
+  }
+  return comm.starts_with("postgres") ? open((proc + "/schedstat").c_str(), O_RDONLY) : -1;
+}
+
 struct Samples {
   std::vector<double> cpu_us;
   std::vector<double> wall_us;
@@ -273,34 +291,54 @@ int run(const Options& options, const std::string& conninfo) {
     }
   }
   const bool many = options.events > 1;
+  // The connection each variant runs on, and its server process's CPU.
+  std::vector<PgConnPtr> own(options.own_connections ? kVariantCount : 0);
+  std::vector<PGconn*> conns(kVariantCount, conn.get());
+  std::vector<int> cpu_fds(kVariantCount, -1);
+  auto close_fds = [&] {
+    for (size_t idx = 0; idx < kVariantCount; ++idx) {
+      if (cpu_fds[idx] >= 0 && (idx == 0 || cpu_fds[idx] != cpu_fds[0])) close(cpu_fds[idx]);
+    }
+  };
+  const int shared_fd = options.own_connections ? -1 : open_backend_cpu(conn.get());
   for (size_t idx = 0; idx < kVariantCount; ++idx) {
+    if (options.own_connections) {
+      own[idx] = connect_raw(conninfo, error);
+      if (!own[idx]) {
+        std::fprintf(stderr, "append_costs: %s\n", error.c_str());
+        close_fds();
+        return 1;
+      }
+      conns[idx] = own[idx].get();
+      cpu_fds[idx] = open_backend_cpu(conns[idx]);
+    } else {
+      cpu_fds[idx] = shared_fd;
+    }
     std::string name = "v" + std::to_string(idx);
     std::string sql = statement_sql(kVariants[idx], many);
-    if (!checked(conn.get(), PQprepare(conn.get(), name.c_str(), sql.c_str(), 0, nullptr), error)) {
+    if (!checked(conns[idx], PQprepare(conns[idx], name.c_str(), sql.c_str(), 0, nullptr), error)) {
       std::fprintf(stderr, "append_costs: %s: %s\n", kVariants[idx].label, error.c_str());
+      close_fds();
       return 1;
     }
   }
-  // The backend's pid names a process here only when the server runs on this host (not in
-  // another pid namespace): its name tells.
-  std::string proc = "/proc/" + std::to_string(PQbackendPID(conn.get()));
-  std::string comm;
-  if (std::FILE* file = std::fopen((proc + "/comm").c_str(), "r")) {
-    char text[32] = {};
-    if (std::fgets(text, sizeof text, file) != nullptr) comm = text;
-    std::fclose(file);
-  }
-  int backend_fd =
-      comm.starts_with("postgres") ? open((proc + "/schedstat").c_str(), O_RDONLY) : -1;
 
   std::printf("machine: %s\n", machine_description(conn.get()).c_str());
   std::printf(
       "settings: %d appends of %d event%s per variant (after %d unmeasured), the variants "
-      "taking turns of %d append%s on one connection; a new stream every %d appends\n\n",
+      "taking turns of %d append%s on %s; a new stream every %d appends\n\n",
       options.appends, options.events, options.events == 1 ? "" : "s", kWarmupAppends, options.turn,
-      options.turn == 1 ? "" : "s", kAppendsPerStream);
-  if (backend_fd < 0) {
+      options.turn == 1 ? "" : "s",
+      options.own_connections ? "a connection each" : "one connection", kAppendsPerStream);
+  if (cpu_fds[0] < 0) {
     std::printf("(the server's /proc is not readable here: wall times only)\n\n");
+  }
+  if (options.own_connections) {
+    // For tools that count per server process (bench/backend_instructions).
+    for (size_t idx = 0; idx < kVariantCount; ++idx) {
+      std::printf("server process %d: %s\n", PQbackendPID(conns[idx]), kVariants[idx].label);
+    }
+    std::printf("\n");
   }
 
   std::vector<Samples> samples(kVariantCount);
@@ -330,19 +368,19 @@ int run(const Options& options, const std::string& conninfo) {
         std::vector<const char*> pointers;
         for (const std::string& value : values) pointers.push_back(value.c_str());
         std::string name = "v" + std::to_string(idx);
-        int64_t cpu_before = cpu_ns(backend_fd);
+        int64_t cpu_before = cpu_ns(cpu_fds[idx]);
         auto started = std::chrono::steady_clock::now();
         PgResultPtr result =
-            checked(conn.get(),
-                    PQexecPrepared(conn.get(), name.c_str(), static_cast<int>(pointers.size()),
+            checked(conns[idx],
+                    PQexecPrepared(conns[idx], name.c_str(), static_cast<int>(pointers.size()),
                                    pointers.data(), binary ? lengths.data() : nullptr,
                                    binary ? formats.data() : nullptr, 0),
                     error);
         auto ended = std::chrono::steady_clock::now();
-        int64_t cpu_after = cpu_ns(backend_fd);
+        int64_t cpu_after = cpu_ns(cpu_fds[idx]);
         if (!result) {
           std::fprintf(stderr, "append_costs: %s: %s\n", kVariants[idx].label, error.c_str());
-          if (backend_fd >= 0) close(backend_fd);
+          close_fds();
           return 1;
         }
         if (round < kWarmupAppends) continue;
@@ -354,7 +392,7 @@ int run(const Options& options, const std::string& conninfo) {
       }
     }
   }
-  if (backend_fd >= 0) close(backend_fd);
+  close_fds();
   if (g_interrupted) {
     std::fprintf(stderr, "append_costs: interrupted\n");
     return 130;
@@ -377,10 +415,13 @@ int run(const Options& options, const std::string& conninfo) {
 
 void print_usage() {
   std::fprintf(stderr,
-               "usage: append_costs [--appends N] [--events E] [--turn T] [--url CONNINFO] "
-               "[--keep]\n"
+               "usage: append_costs [--appends N] [--events E] [--turn T] [--own-connections] "
+               "[--url CONNINFO] [--keep]\n"
                "  --appends N  measured appends per variant (default 3000)\n"
                "  --turn T     appends of one variant in a row before the next's (default 1)\n"
+               "  --own-connections  each variant on a connection of its own (one server "
+               "process each,\n"
+               "               listed with its pid: see bench/backend_instructions)\n"
                "  --events E   events per append (default 1; more use the store's array "
                "statements)\n"
                "  --url C      server to use (default: $DATABASE_URL, else libpq PG* defaults)\n"
@@ -401,6 +442,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
     } else if (arg == "--turn" && idx + 1 < argc) {
       options.turn = std::atoi(argv[++idx]);
       if (options.turn < 1) return std::nullopt;
+    } else if (arg == "--own-connections") {
+      options.own_connections = true;
     } else if (arg == "--events" && idx + 1 < argc) {
       options.events = std::atoi(argv[++idx]);
       if (options.events < 1) return std::nullopt;
