@@ -2092,6 +2092,49 @@ TEST_F(Runs, APositionAboveTheWatermarkReadsNothingOfItsRunYet) {
   EXPECT_EQ(page->events.size(), 2u) << "the rest of the run, once below the watermark";
 }
 
+// Left to choose, PostgreSQL plans the reads of loads, $all, $all by type and correlations again
+// at every execution; the store has them use their generic plans (checked by the next test),
+// made once per connection, without changing the plan choice of anything else on the connection.
+TEST_F(Runs, TheComplexReadsRunTheirGenericPlansAndLeaveTheSessionsChoiceAlone) {
+  append("s", events_of("AAB", "x"));
+  append("t", events_of("C", "y"));
+  std::vector<std::string> types{"A"};
+  for (int round = 0; round < 8; ++round) {
+    ASSERT_TRUE(store_->read_all(Position{}, 10).ok());
+    ASSERT_TRUE(store_->read_all_of_types(Position{}, 10, types).ok());
+    ASSERT_TRUE(store_->read_correlated("x", 10).ok());
+    std::vector<StreamLoad> loads(1);
+    loads[0].stream_id = "s";
+    auto loaded = store_->load_streams(loads);
+    ASSERT_EQ(loaded.size(), 1u);
+    ASSERT_FALSE(loaded[0].error) << loaded[0].error->to_string();
+    ASSERT_EQ(loaded[0].events.size(), 3u);
+  }
+  Connection& connection = store_->connection();
+  auto plans = connection.exec(
+      "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
+      " WHERE name IN ('read_all', 'read_all_of_types', 'read_correlated', 'load_streams')"
+      " ORDER BY name");
+  ASSERT_TRUE(plans.ok()) << plans.error().to_string();
+  ASSERT_EQ(plans->rows(), 4);
+  for (int row = 0; row < plans->rows(); ++row) {
+    EXPECT_EQ(plans->int64(row, 1), 8) << plans->text(row, 0) << ": generic plans";
+    EXPECT_EQ(plans->int64(row, 2), 0) << plans->text(row, 0) << ": custom plans";
+  }
+  auto mode = connection.exec("SHOW plan_cache_mode");
+  ASSERT_TRUE(mode.ok());
+  EXPECT_EQ(mode->text(0, 0), "auto") << "the setting outlasted the read";
+
+  // In a transaction the caller opened, the setting would last until the caller's commit: the
+  // reads there leave the choice to PostgreSQL.
+  ASSERT_TRUE(connection.exec("BEGIN").ok());
+  ASSERT_TRUE(store_->read_all(Position{}, 10).ok());
+  mode = connection.exec("SHOW plan_cache_mode");
+  ASSERT_TRUE(mode.ok());
+  EXPECT_EQ(mode->text(0, 0), "auto");
+  ASSERT_TRUE(connection.exec("COMMIT").ok());
+}
+
 // PostgreSQL plans a prepared statement once for all after a few runs (a generic plan). The
 // reads by type and by correlation must reach their partial indexes in that plan too; a plan
 // that walks $all instead gets slower with every event stored.

@@ -162,6 +162,9 @@ class PostgresEventStore final : public EventStore {
       bool& announced);
   // Announces committed appends of events of `types` through the NoticeSender's thread.
   void notify(std::span<const std::string> types) const;
+  // Runs the prepared read `name` with its generic plan, in one round trip (see "generic_plans"
+  // in the statements); inside a transaction the caller opened, as PostgreSQL chooses.
+  Result<QueryResult> exec_generic(const char* name, Params params);
   // write() for requests without claims: one transaction, one round trip, per-request results.
   void write_group(std::span<const WriteRequest> requests, const std::vector<size_t>& pending,
                    std::vector<WriteResult>& results);
