@@ -256,14 +256,13 @@ std::vector<Statement> statements() {
            "  AND y.stream_version < p.stream_version + p.run_length"
            "  ORDER BY y.stream_version LIMIT $3)) AS e"
            " ORDER BY p.transaction_id, p.global_position, e.stream_version LIMIT $3"},
-      // read_all for some event types, through events_order_idx (schema/013, 015): the first
+      // read_all for some event types, through events_by_type_idx (schema/010, 013): the first
       // $3 events of those types after ($1, $2) and below the watermark. The index holds the
       // first event of each run (a stretch of one append's events of one type, contiguous in
-      // $all) with its type as the third key: the first $3 entries after ($1, $2) of each type
-      // (one walk of the index per type, the type checked in the index, merged) are widened to
-      // their runs through the primary key, and the rest of the run that ($1, $2) is inside (a
-      // page that ended there) comes first. Events of other types cost an index entry each,
-      // never a row. When fewer than $3 match, a last row (kind 2) gives the newest position
+      // $all): the first $3 entries after ($1, $2) (one index range per type, merged) are
+      // widened to their runs through the primary key, and the rest of the run that ($1, $2)
+      // is inside (a page that ended there) comes first. Events of other types cost nothing,
+      // however many. When fewer than $3 match, a last row (kind 2) gives the newest position
       // below the watermark: every event of the types up to it was returned, so the next page
       // may start there. Columns: kind, the order (xid8, position), then the event columns.
       {"read_all_of_types",
@@ -336,8 +335,7 @@ std::vector<Statement> statements() {
        " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
        " ORDER BY transaction_id, global_position LIMIT 1) "
        "UNION ALL (SELECT 1 FROM cqrs.rest_of_run($1::xid8, $2::bigint, NULL) LIMIT 1) LIMIT 1"},
-      // One walk of events_order_idx per type, to the first entry of that type after ($1, $2),
-      // and the rest of the run ($1, $2) is inside.
+      // One probe of events_by_type_idx per type, and the rest of the run ($1, $2) is inside.
       {"events_of_types_after_exist",
        "SELECT 1 FROM unnest($3::text[]) AS t(type) WHERE EXISTS (SELECT 1 FROM cqrs.events AS x"
        " WHERE x.event_type = t.type AND x.run_length > 0"
