@@ -1539,12 +1539,23 @@ TEST_F(KnownVersions, ExactAppendBeyondTheHeadIsRefusedAfterAKnownVersion) {
 // The one-event statement after a known version returns only the position and the transaction:
 // the version it reports is the known one plus one, and all three are the stored event's.
 TEST_F(KnownVersions, OneEventAfterAKnownVersionReportsTheStoredVersionPositionAndCommit) {
+  // Taken first: a store whose connection was handed out appends alone, on that connection.
+  Connection& connection = store_->connection();
+  auto runs_of_append_after = [&] {
+    auto rows = connection.exec(
+        "SELECT coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements"
+        " WHERE name = 'append_after'");
+    EXPECT_TRUE(rows.ok()) << rows.error().to_string();
+    return rows.ok() ? rows->int64(0, 0) : -1;
+  };
   auto first = append_with(*store_, ExpectedVersion::no_stream(), 1);
   ASSERT_TRUE(first.ok()) << first.error().to_string();
+  const int64_t runs_before = runs_of_append_after();
   for (int n = 2; n <= 4; ++n) {
     auto appended = n % 2 == 0 ? append_with(*store_, ExpectedVersion::exact(n - 1), n)
                                : append_with(*store_, ExpectedVersion::any(), n);
     ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+    EXPECT_EQ(runs_of_append_after(), runs_before + n - 1) << "not the known-version statement";
     EXPECT_EQ(appended->stream_version, n);
     ASSERT_EQ(appended->global_positions.size(), 1u);
     auto stored = raw_->exec(
@@ -2124,6 +2135,17 @@ TEST_F(Runs, TheComplexReadsRunTheirGenericPlansAndLeaveTheSessionsChoiceAlone) 
   ASSERT_TRUE(mode.ok());
   EXPECT_EQ(mode->text(0, 0), "auto") << "the setting outlasted the read";
 
+  // A read that fails after the setting (a lock it may not wait for) does not leave it behind.
+  ASSERT_TRUE(connection.exec("SET lock_timeout = '50ms'").ok());
+  ASSERT_TRUE(raw_->exec("BEGIN").ok());
+  ASSERT_TRUE(raw_->exec("LOCK TABLE cqrs.events IN ACCESS EXCLUSIVE MODE").ok());
+  EXPECT_FALSE(store_->read_all(Position{}, 10).ok());
+  ASSERT_TRUE(raw_->exec("ROLLBACK").ok());
+  mode = connection.exec("SHOW plan_cache_mode");
+  ASSERT_TRUE(mode.ok()) << mode.error().to_string();
+  EXPECT_EQ(mode->text(0, 0), "auto") << "the setting outlasted a failed read";
+  ASSERT_TRUE(connection.exec("RESET lock_timeout").ok());
+
   // In a transaction the caller opened, the setting would last until the caller's commit: the
   // reads there leave the choice to PostgreSQL.
   ASSERT_TRUE(connection.exec("BEGIN").ok());
@@ -2167,6 +2189,14 @@ TEST_F(Runs, GenericPlansOfTheReadsUseTheRunIndexes) {
   EXPECT_NE(typed.find("events_by_type_idx"), std::string::npos) << typed;
   EXPECT_EQ(typed.find("Seq Scan on events"), std::string::npos) << typed;
   EXPECT_EQ(correlated.find("Seq Scan on events"), std::string::npos) << correlated;
+  // Aggregate loads: the snapshot and the events by their primary keys.
+  std::vector<StreamLoad> loads(1);
+  loads[0].stream_id = "s";
+  ASSERT_FALSE(store_->load_streams(loads)[0].error);
+  std::string load = plan_of("EXPLAIN EXECUTE load_streams('{s}', '{0}', '{t}')");
+  EXPECT_NE(load.find("events_pkey"), std::string::npos) << load;
+  EXPECT_NE(load.find("snapshots_pkey"), std::string::npos) << load;
+  EXPECT_EQ(load.find("Seq Scan"), std::string::npos) << load;
   // $all's reads, through events_order_idx (schema/013).
   ASSERT_TRUE(store_->read_all(Position{}, 10).ok());
   ASSERT_TRUE(store_->head().ok());

@@ -159,12 +159,12 @@ std::vector<Statement> statements() {
        "$13::jsonb[], $14::int[])"},
       // The reads of loads, $all, $all by type and correlations run after this one in the same
       // transaction (exec_generic), so that PostgreSQL uses their generic plans, made once per
-      // connection. Left to choose, it made a custom plan for every execution of those four
-      // (pg_prepared_statements counted no generic plan after hundreds), though their generic
-      // plans walk the same indexes (integration.Runs.GenericPlansOfTheReadsUseTheRunIndexes).
-      // Planning read_all took about 0.6 ms per page, a seventh of the server's time for a page
-      // of 1,000 events. The setting is the transaction's own and ends with it: other statements
-      // on the connection keep PostgreSQL's choice.
+      // connection. In its default mode it keeps choosing a new custom plan at every execution
+      // of those four, though their generic plans walk the same indexes
+      // (integration.Runs.GenericPlansOfTheReadsUseTheRunIndexes); planning read_all takes about
+      // 0.6 ms per page, a seventh of the server's time for a page of 1,000 events. The setting
+      // is the transaction's own and ends with it: other statements on the connection keep
+      // PostgreSQL's choice.
       {"generic_plans", "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)"},
       // The wake-up sent in an append's round trip (see NoticeSender).
       {"notify", NoticeSender::statement()},
@@ -1187,6 +1187,8 @@ Result<QueryResult> PostgresEventStore::exec_generic(const char* name, Params pa
   steps.push_back({name, std::move(params), true});
   auto ran = conn_->exec_pipeline(steps);
   if (!ran) return ran.error();
+  // Should the setting fail, the read reports only that it did not run: name the cause.
+  if (!(*ran)[0]) return (*ran)[0].error();
   return std::move((*ran)[1]);
 }
 
