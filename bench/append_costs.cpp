@@ -248,6 +248,23 @@ int open_backend_cpu(PGconn* conn) {
   return comm.starts_with("postgres") ? open((proc + "/schedstat").c_str(), O_RDONLY) : -1;
 }
 
+// The schedstat descriptors a run opened (open_backend_cpu), closed when it ends however it ends.
+class CpuReaders {
+ public:
+  CpuReaders() = default;
+  CpuReaders(const CpuReaders&) = delete;
+  CpuReaders& operator=(const CpuReaders&) = delete;
+  ~CpuReaders() {
+    for (int fd : fds_) {
+      if (fd >= 0) close(fd);
+    }
+  }
+  int open_for(PGconn* conn) { return fds_.emplace_back(open_backend_cpu(conn)); }
+
+ private:
+  std::vector<int> fds_;
+};
+
 struct Samples {
   std::vector<double> cpu_us;
   std::vector<double> wall_us;
@@ -292,22 +309,17 @@ int run(const Options& options, const std::string& conninfo) {
   std::vector<PgConnPtr> own(options.own_connections ? kVariantCount : 0);
   std::vector<PGconn*> conns(kVariantCount, conn.get());
   std::vector<int> cpu_fds(kVariantCount, -1);
-  auto close_fds = [&] {
-    for (size_t idx = 0; idx < kVariantCount; ++idx) {
-      if (cpu_fds[idx] >= 0 && (idx == 0 || cpu_fds[idx] != cpu_fds[0])) close(cpu_fds[idx]);
-    }
-  };
-  const int shared_fd = options.own_connections ? -1 : open_backend_cpu(conn.get());
+  CpuReaders readers;
+  const int shared_fd = options.own_connections ? -1 : readers.open_for(conn.get());
   for (size_t idx = 0; idx < kVariantCount; ++idx) {
     if (options.own_connections) {
       own[idx] = connect_raw(conninfo, error);
       if (!own[idx]) {
         std::fprintf(stderr, "append_costs: %s\n", error.c_str());
-        close_fds();
         return 1;
       }
       conns[idx] = own[idx].get();
-      cpu_fds[idx] = open_backend_cpu(conns[idx]);
+      cpu_fds[idx] = readers.open_for(conns[idx]);
     } else {
       cpu_fds[idx] = shared_fd;
     }
@@ -315,7 +327,6 @@ int run(const Options& options, const std::string& conninfo) {
     std::string sql = statement_sql(kVariants[idx], many);
     if (!checked(conns[idx], PQprepare(conns[idx], name.c_str(), sql.c_str(), 0, nullptr), error)) {
       std::fprintf(stderr, "append_costs: %s: %s\n", kVariants[idx].label, error.c_str());
-      close_fds();
       return 1;
     }
   }
@@ -377,7 +388,6 @@ int run(const Options& options, const std::string& conninfo) {
         int64_t cpu_after = cpu_ns(cpu_fds[idx]);
         if (!result) {
           std::fprintf(stderr, "append_costs: %s: %s\n", kVariants[idx].label, error.c_str());
-          close_fds();
           return 1;
         }
         if (round < kWarmupAppends) continue;
@@ -389,7 +399,6 @@ int run(const Options& options, const std::string& conninfo) {
       }
     }
   }
-  close_fds();
   if (g_interrupted) {
     std::fprintf(stderr, "append_costs: interrupted\n");
     return 130;
