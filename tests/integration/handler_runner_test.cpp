@@ -200,6 +200,32 @@ TEST_F(HandlerRunnerTest, NeverSkipsAnEventCommittedOutOfOrder) {
   EXPECT_EQ(count("SELECT count(*) FROM seen WHERE label IN ('t1','t2')"), 2);
 }
 
+// A handler of a rare type behind many events of other types reads them a window of
+// transactions at a time (typed_read_window), and goes on to the next window at once: it never
+// waits between windows, and the checkpoint moves past them.
+TEST_F(HandlerRunnerTest, AHandlerOfARareTypeReadsWindowAfterWindowWithoutWaiting) {
+  for (int idx = 0; idx < 20; ++idx) {
+    append("o" + std::to_string(idx), {R"({"label":"other"})"}, "Other", 1, false);
+  }
+  append("a", {R"({"label":"rare"})"});
+  HandlerOptions options;
+  options.typed_read_window = 3;
+  HandlerRunner runner(std::make_shared<ItemProjector>(options), db_->url());
+  int steps = 0;
+  HandlerRunner::Step step;
+  while (steps < 100) {
+    step = runner.step();
+    ++steps;
+    if (count("SELECT count(*) FROM seen") > 0) break;
+    ASSERT_EQ(step.next, Next::kContinue) << "step " << steps << " waited before the item";
+  }
+  EXPECT_EQ(count("SELECT count(*) FROM seen WHERE label = 'rare'"), 1);
+  EXPECT_GE(steps, 21 / 3) << "each step reads at most a window of 3 transactions";
+  step = drain(runner);
+  EXPECT_EQ(step.next, Next::kWait);
+  EXPECT_EQ(count("SELECT count(*) FROM seen"), 1);
+}
+
 TEST_F(HandlerRunnerTest, RetriesWithBackoffThenDeadLettersAndMovesOn) {
   append("a", {R"({"label":"ok1"})", R"({"poison":true})", R"({"label":"ok2"})"});
   HandlerOptions options;

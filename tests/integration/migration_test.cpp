@@ -177,5 +177,50 @@ TEST_F(Migrations, EventDomainsKeepTheStoredEventsAndTheirStatistics) {
   EXPECT_EQ(events->back().stream_version, 10);
 }
 
+// schema/015 moves the reads by type onto the $all index: on a store that already has events, the
+// rebuilt index holds them (with their types), and the index by type is gone.
+TEST_F(Migrations, ReadsByTypeFindTheEventsStoredBeforeTheOrderIndexCarriedTypes) {
+  const std::vector<Migration>& all = embedded_migrations();
+  auto first_after_14 =
+      std::find_if(all.begin(), all.end(), [](const Migration& m) { return m.version > 14; });
+  ASSERT_NE(first_after_14, all.end());
+  ASSERT_EQ(first_after_14->version, 15);
+  std::span<const Migration> up_to_14(all.data(), first_after_14 - all.begin());
+  ASSERT_TRUE(migrate(*conn_, up_to_14).ok());
+  // 300 streams of 5 events, one in ten of them 'Rare', each stream appended as one run.
+  ASSERT_TRUE(conn_
+                  ->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id, "
+                         "event_type, data, run_length)"
+                         " SELECT 's-' || (g / 5), g % 5 + 1, gen_random_uuid(),"
+                         " CASE WHEN (g / 5) % 10 = 0 THEN 'Rare' ELSE 'Common' END,"
+                         " jsonb_build_object('n', g), CASE WHEN g % 5 = 0 THEN 5 ELSE 0 END"
+                         " FROM generate_series(0, 1499) AS g")
+                  .ok());
+
+  auto report = migrate(*conn_);
+  ASSERT_TRUE(report.ok()) << report.error().to_string();
+  EXPECT_EQ(report->version_before, 14);
+  auto indexes = conn_->exec(
+      "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes"
+      " WHERE schemaname = 'cqrs' AND tablename = 'events'");
+  ASSERT_TRUE(indexes.ok());
+  EXPECT_EQ(indexes->text(0, 0),
+            "events_by_correlation,events_event_id_key,events_order_idx,events_pkey");
+
+  auto store = PostgresEventStore::open(db_->url());
+  ASSERT_TRUE(store.ok()) << store.error().to_string();
+  std::vector<std::string> rare{"Rare"};
+  auto page = (*store)->read_all_of_types(Position{}, 1000, rare);
+  ASSERT_TRUE(page.ok()) << page.error().to_string();
+  ASSERT_EQ(page->events.size(), 150u);
+  for (const RecordedEvent& event : page->events) {
+    EXPECT_EQ(event.type, "Rare");
+    EXPECT_EQ(std::stoi(event.stream_id.substr(2)) % 10, 0) << event.stream_id;
+  }
+  auto everything = (*store)->read_all(Position{}, 2000);
+  ASSERT_TRUE(everything.ok()) << everything.error().to_string();
+  EXPECT_EQ(everything->events.size(), 1500u);
+}
+
 }  // namespace
 }  // namespace cqrs::pg

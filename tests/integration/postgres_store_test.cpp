@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -1894,6 +1895,76 @@ TEST_F(Runs, TypedPagesOfEverySizeReturnEachEventOnceInOrder) {
   }
 }
 
+// A read of some types walks at most typed_read_window transactions from the first append after
+// its position, so that a handler of a rare type (or of a common and a rare one) never walks
+// every other type's entries up to the watermark at each page. A page that ends at its window
+// ends at the last event before the window's end, and says more may follow at once.
+TEST_F(Runs, ReadsOfRareTypesWalkAWindowOfTransactionsAtATime) {
+  for (int idx = 0; idx < 30; ++idx) append("a" + std::to_string(idx), events_of("A"));
+  append("r", events_of("R"));
+  for (int idx = 30; idx < 40; ++idx) append("a" + std::to_string(idx), events_of("A"));
+  std::vector<RecordedEvent> all = settled_all();
+  ASSERT_EQ(all.size(), 41u);
+  constexpr int64_t kWindow = 4;
+  PostgresStoreOptions options;
+  options.typed_read_window = kWindow;
+  auto opened = PostgresEventStore::open(db_->url(), options);
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  std::unique_ptr<PostgresEventStore> windowed = std::move(opened).value();
+
+  const std::vector<std::string> rare{"R"};
+  std::vector<RecordedEvent> got;
+  Position position;
+  int pages = 0;
+  for (; pages < 100; ++pages) {
+    auto page = windowed->read_all_of_types(position, 10, rare);
+    ASSERT_TRUE(page.ok()) << page.error().to_string();
+    // The page's end: the last event before the window, which starts at the first event after
+    // the position (every event here is below the watermark).
+    auto first = std::find_if(all.begin(), all.end(),
+                              [&](const RecordedEvent& e) { return position < e.position(); });
+    Position end = position;
+    for (auto it = first; it != all.end() && it->commit_id < first->commit_id + kWindow; ++it) {
+      end = it->position();
+    }
+    EXPECT_EQ(page->next, end) << "page " << pages;
+    if (end < all.back().position()) EXPECT_TRUE(page->more) << "page " << pages;
+    got.insert(got.end(), page->events.begin(), page->events.end());
+    position = page->next;
+    if (!page->more) break;
+  }
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].stream_id, "r");
+  EXPECT_EQ(position, all.back().position());
+  // Each window holds at most kWindow appends (other transactions take ids between them).
+  EXPECT_GE(pages, 41 / static_cast<int>(kWindow));
+
+  // A handler of both types reads every event once, in order, at any page size.
+  const std::vector<std::string> both{"A", "R"};
+  for (size_t page_size : {1, 3, 10, 100}) {
+    std::vector<RecordedEvent> read;
+    Position at;
+    for (int page_no = 0; page_no < 200; ++page_no) {
+      auto page = windowed->read_all_of_types(at, page_size, both);
+      ASSERT_TRUE(page.ok()) << page.error().to_string();
+      read.insert(read.end(), page->events.begin(), page->events.end());
+      at = page->next;
+      if (!page->more) break;
+    }
+    EXPECT_EQ(ids(read), ids(all)) << "pages of " << page_size;
+  }
+}
+
+TEST_F(PostgresStore, ATypedReadWindowOfNoTransactionIsRefused) {
+  PostgresStoreOptions options;
+  options.typed_read_window = 0;
+  auto store = PostgresEventStore::open(db_->url(), options);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.error().code(), "invalid_argument");
+  EXPECT_NE(store.error().message().find("typed_read_window must be at least 1"), std::string::npos)
+      << store.error().to_string();
+}
+
 TEST_F(Runs, ATraceFindsEveryEventOfItsCorrelationInEachRun) {
   append("s1", events_of("AAA", "x"));
   append("s2", events_of("B", "y"));
@@ -2068,7 +2139,7 @@ TEST_F(Runs, ResumingInsideALongRunReadsOnlyTheRestOfIt) {
       "'" + std::to_string(inside.commit_id) + "', " + std::to_string(inside.global_position);
   for (const std::string& explain :
        {"EXPLAIN ANALYZE EXECUTE read_all(" + at + ", 100)",
-        "EXPLAIN ANALYZE EXECUTE read_all_of_types(" + at + ", 100, '{A}')",
+        "EXPLAIN ANALYZE EXECUTE read_all_of_types(" + at + ", 100, '{A}', 10000)",
         "EXPLAIN ANALYZE EXECUTE events_after_exist(" + at + ")",
         "EXPLAIN ANALYZE SELECT * FROM cqrs.rest_of_run(" + at + ", NULL)"}) {
     int64_t removed = most_removed(explain);
@@ -2183,11 +2254,21 @@ TEST_F(Runs, GenericPlansOfTheReadsUseTheRunIndexes) {
   ASSERT_TRUE(store_->read_correlated("x", 10).ok());
   std::vector<std::string> types{"A"};
   ASSERT_TRUE(store_->read_all_of_types(Position{}, 10, types).ok());
+  ASSERT_TRUE(store_->events_after_exist(Position{}, types).ok());
   std::string correlated = plan_of("EXPLAIN EXECUTE read_correlated('x', 10)");
   EXPECT_NE(correlated.find("events_by_correlation"), std::string::npos) << correlated;
-  std::string typed = plan_of("EXPLAIN EXECUTE read_all_of_types('0', 0, 10, '{A}')");
-  EXPECT_NE(typed.find("events_by_type_idx"), std::string::npos) << typed;
+  // By type through the $all index (schema/015), the type checked in the index: entries of
+  // other types are passed over without reading their rows.
+  std::string typed = plan_of("EXPLAIN EXECUTE read_all_of_types('0', 0, 10, '{A}', 10000)");
+  const std::regex type_in_index(
+      "Index (Only )?Scan using events_order_idx on events x[^\\n]*\\n *Index Cond: "
+      "[^\\n]*event_type");
+  EXPECT_TRUE(std::regex_search(typed, type_in_index))
+      << "the type must be a condition of the $all index, not a filter on the rows:\n"
+      << typed;
   EXPECT_EQ(typed.find("Seq Scan on events"), std::string::npos) << typed;
+  std::string typed_exist = plan_of("EXPLAIN EXECUTE events_of_types_after_exist('0', 0, '{A}')");
+  EXPECT_TRUE(std::regex_search(typed_exist, type_in_index)) << typed_exist;
   EXPECT_EQ(correlated.find("Seq Scan on events"), std::string::npos) << correlated;
   // Aggregate loads: the snapshot and the events by their primary keys.
   std::vector<StreamLoad> loads(1);

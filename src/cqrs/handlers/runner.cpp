@@ -98,6 +98,7 @@ Result<void> HandlerRunner::open_store() {
   if (!store_) {
     pg::PostgresStoreOptions options;
     options.notify = false;
+    if (auto window = handler_->options().typed_read_window) options.typed_read_window = *window;
     auto opened = pg::PostgresEventStore::open(conninfo_, options);
     if (!opened) return opened.error();
     store_ = std::move(opened).value();

@@ -256,17 +256,32 @@ std::vector<Statement> statements() {
            "  AND y.stream_version < p.stream_version + p.run_length"
            "  ORDER BY y.stream_version LIMIT $3)) AS e"
            " ORDER BY p.transaction_id, p.global_position, e.stream_version LIMIT $3"},
-      // read_all for some event types, through events_by_type_idx (schema/010, 013): the first
-      // $3 events of those types after ($1, $2) and below the watermark. The index holds the
-      // first event of each run (a stretch of one append's events of one type, contiguous in
-      // $all): the first $3 entries after ($1, $2) (one index range per type, merged) are
-      // widened to their runs through the primary key, and the rest of the run that ($1, $2)
-      // is inside (a page that ended there) comes first. Events of other types cost nothing,
-      // however many. When fewer than $3 match, a last row (kind 2) gives the newest position
-      // below the watermark: every event of the types up to it was returned, so the next page
-      // may start there. Columns: kind, the order (xid8, position), then the event columns.
+      // read_all for some event types, through events_order_idx (schema/013, 015): the first
+      // $3 events of those types after ($1, $2), below the watermark and within a window of $5
+      // transactions. The index holds the first event of each run (a stretch of one append's
+      // events of one type, contiguous in $all) with its type as the third key: the first $3
+      // entries after ($1, $2) of each type (one walk of the index per type, the type checked in
+      // the index, merged) are widened to their runs through the primary key, and the rest of
+      // the run that ($1, $2) is inside (a page that ended there) comes first. Events of other
+      // types cost an index entry each, never a row.
+      //
+      // The window bounds each walk: it ends before the transaction $5 after the first run
+      // after ($1, $2), or at the watermark if that comes first. Without it, a rare type's walk
+      // would run to the watermark at every page while a common type fills the pages, and a
+      // handler of both catching up over B events in pages of n would walk about B^2/2n
+      // entries; with it, every page walks at most the window, and the next page starts where
+      // it ended. When fewer than $3 match, a last row (kind 2) gives the newest position
+      // below the window's end: every event of the types up to it was returned, so the next
+      // page may start there; its last column says whether the window ended before the
+      // watermark (more may follow at once). Columns: kind, the order (xid8, position), the
+      // event columns, then that flag.
       {"read_all_of_types",
-       "WITH bound AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
+       "WITH bound AS MATERIALIZED (SELECT w.xmin, least(w.xmin, coalesce((SELECT"
+       "  (x.transaction_id::text::numeric + $5::bigint)::text::xid8 FROM cqrs.events AS x"
+       "  WHERE x.run_length > 0"
+       "  AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
+       "  ORDER BY x.transaction_id, x.global_position LIMIT 1), w.xmin)) AS lim"
+       "  FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS w),"
        // The first runs after ($1, $2) until they hold $3 events.
        " keys AS MATERIALIZED (SELECT * FROM ("
        "  SELECT k.stream_id, k.stream_version, k.run_length,"
@@ -276,7 +291,7 @@ std::vector<Statement> statements() {
        "  CROSS JOIN LATERAL (SELECT x.transaction_id, x.global_position, x.stream_id,"
        "   x.stream_version, x.run_length FROM cqrs.events AS x"
        "   WHERE x.event_type = t.type AND x.run_length > 0"
-       "   AND x.transaction_id < (SELECT xmin FROM bound)"
+       "   AND x.transaction_id < (SELECT lim FROM bound)"
        "   AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
        "   ORDER BY x.transaction_id, x.global_position LIMIT $3) AS k"
        "  ORDER BY k.transaction_id, k.global_position LIMIT $3) AS r WHERE r.before < $3),"
@@ -284,7 +299,7 @@ std::vector<Statement> statements() {
        // sequential scan of the whole table.
        " picked AS MATERIALIZED (SELECT * FROM ("
        "  (SELECT r.* FROM cqrs.rest_of_run($1::xid8, $2::bigint, $4::text[]) AS r"
-       "   WHERE r.transaction_id < (SELECT xmin FROM bound)"
+       "   WHERE r.transaction_id < (SELECT lim FROM bound)"
        "   ORDER BY r.stream_version LIMIT $3)"
        "  UNION ALL"
        "  SELECT e.* FROM keys AS p CROSS JOIN LATERAL (SELECT * FROM cqrs.events AS x"
@@ -292,10 +307,10 @@ std::vector<Statement> statements() {
        "   AND x.stream_version < p.stream_version + least(p.run_length, $3 - p.before)"
        "   ORDER BY x.stream_version) AS e) AS u"
        "  ORDER BY u.transaction_id, u.global_position LIMIT $3),"
-       // The last event of the last run below the watermark.
+       // The last event of the last run below the window's end.
        " head AS (SELECT e.transaction_id, e.global_position FROM (SELECT x.stream_id,"
        "  x.stream_version + x.run_length - 1 AS last_version FROM cqrs.events AS x"
-       "  WHERE x.run_length > 0 AND x.transaction_id < (SELECT xmin FROM bound)"
+       "  WHERE x.run_length > 0 AND x.transaction_id < (SELECT lim FROM bound)"
        "  AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
        "  AND (SELECT count(*) FROM picked) < $3"
        "  ORDER BY x.transaction_id DESC, x.global_position DESC LIMIT 1) AS l"
@@ -304,12 +319,12 @@ std::vector<Statement> statements() {
        "SELECT 1 AS kind, x.transaction_id AS xid, x.global_position AS pos,"
        " x.global_position, x.transaction_id::text, x.stream_id, x.stream_version,"
        " x.event_id::text, x.event_type, x.event_version, x.data::text, x.metadata::text,"
-       " (extract(epoch FROM x.created_at) * 1000000)::bigint"
+       " (extract(epoch FROM x.created_at) * 1000000)::bigint, NULL::bool"
        " FROM picked AS x "
        "UNION ALL "
        "SELECT 2, transaction_id, global_position, global_position, transaction_id::text,"
        " NULL::text, NULL::bigint, NULL::text, NULL::text, NULL::int, NULL::text, NULL::text,"
-       " NULL::bigint FROM head "
+       " NULL::bigint, (SELECT lim < xmin FROM bound) FROM head "
        "ORDER BY 1, 2, 3"},
       // The last event of the last run below the watermark.
       {"head",
@@ -335,7 +350,8 @@ std::vector<Statement> statements() {
        " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
        " ORDER BY transaction_id, global_position LIMIT 1) "
        "UNION ALL (SELECT 1 FROM cqrs.rest_of_run($1::xid8, $2::bigint, NULL) LIMIT 1) LIMIT 1"},
-      // One probe of events_by_type_idx per type, and the rest of the run ($1, $2) is inside.
+      // One walk of events_order_idx per type, to the first entry of that type after ($1, $2),
+      // and the rest of the run ($1, $2) is inside.
       {"events_of_types_after_exist",
        "SELECT 1 FROM unnest($3::text[]) AS t(type) WHERE EXISTS (SELECT 1 FROM cqrs.events AS x"
        " WHERE x.event_type = t.type AND x.run_length > 0"
@@ -445,6 +461,11 @@ PostgresEventStore::~PostgresEventStore() = default;
 
 Result<std::unique_ptr<PostgresEventStore>> PostgresEventStore::open(const std::string& conninfo,
                                                                      PostgresStoreOptions options) {
+  if (options.typed_read_window < 1) {
+    return Error::invalid(errc::kInvalidArgument,
+                          "typed_read_window must be at least 1 transaction, got " +
+                              std::to_string(options.typed_read_window));
+  }
   auto conn = Connection::open(conninfo);
   if (!conn) return conn.error();
   if (options.require_current_schema) {
@@ -1305,20 +1326,22 @@ Result<AllPage> PostgresEventStore::read_all_of_types(Position after, size_t max
   if (auto connected = ensure_connected(); !connected) return connected.error();
   Params params;
   params.add(std::to_string(after.commit_id)).add(after.global_position).add(limit_of(max_count));
-  params.add(text_array(types));
+  params.add(text_array(types)).add(options_.typed_read_window);
   auto rows = exec_generic("read_all_of_types", std::move(params));
   if (!rows) return rows.error();
   AllPage page;
   page.next = after;
+  bool window_ended_early = false;
   for (int row = 0; row < rows->rows(); ++row) {
     if (rows->int64(row, 0) == 1) {
       page.events.push_back(event_at(*rows, row, 3));
       page.next = page.events.back().position();
     } else {
       page.next = Position{to_uint64(rows->text(row, 4)), rows->int64(row, 3)};
+      window_ended_early = rows->text(row, 13) == "t";
     }
   }
-  page.more = page.events.size() == max_count;
+  page.more = page.events.size() == max_count || window_ended_early;
   return page;
 }
 

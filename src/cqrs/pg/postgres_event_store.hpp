@@ -58,6 +58,10 @@ struct PostgresStoreOptions {
   // How long a group this store leads waits for each of its streams' locks (lock_timeout) before
   // its appends run alone: a lock may be held by a transaction whose thread waits for the group.
   std::chrono::milliseconds group_lock_wait{50};
+  // How many transactions one read_all_of_types walks past at most, from the first append after
+  // its position: a page of rare types ends there (with AllPage::more set) instead of walking
+  // every other type's entries up to the watermark. At least 1.
+  int64_t typed_read_window = 10000;
 };
 
 class PostgresEventStore final : public EventStore {
@@ -91,9 +95,11 @@ class PostgresEventStore final : public EventStore {
   Result<void> commit_with_checkpoint(std::string_view handler, Position position,
                                       const std::function<Result<void>(Connection&)>& work);
 
-  // read_all of the events whose type is in `types`: up to `max_count` of them, found through an
-  // index by type, so events of other types are never read. When fewer match, page.next is the
-  // newest position readers can see, past every skipped event.
+  // read_all of the events whose type is in `types`: up to `max_count` of them, found through the
+  // $all index, which holds each run's type, so events of other types are never read. Each read
+  // walks at most options.typed_read_window transactions. When fewer match, page.next is the
+  // newest position readers can see within that window, past every skipped event, and
+  // page.more says whether the window ended before the watermark (read again at once).
   Result<AllPage> read_all_of_types(Position after, size_t max_count,
                                     std::span<const std::string> types);
 
