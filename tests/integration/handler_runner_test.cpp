@@ -226,6 +226,45 @@ TEST_F(HandlerRunnerTest, AHandlerOfARareTypeReadsWindowAfterWindowWithoutWaitin
   EXPECT_EQ(count("SELECT count(*) FROM seen"), 1);
 }
 
+// The lag of a handler of some types counts only its types, and walks the $all index from its
+// position: never the whole table, which a far-behind handler's plan could choose otherwise
+// (status requests and metrics count every handler's lag).
+TEST_F(HandlerRunnerTest, TheLagOfAHandlerOfSomeTypesWalksTheIndexNotTheTable) {
+  ASSERT_TRUE(
+      sql_->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id, event_type,"
+                 " data) SELECT 'o-' || g, 1, gen_random_uuid(), 'Other', '{}'"
+                 " FROM generate_series(1, 20000) AS g"));
+  append("a", {R"({"label":"1"})", R"({"label":"2"})", R"({"label":"3"})"});
+  append("b", {R"({"label":"4"})"});
+  ASSERT_TRUE(sql_->exec("ANALYZE cqrs.events"));
+  auto scans = [&] {
+    auto rows = sql_->exec(
+        "SELECT coalesce(seq_scan, 0), coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+        " WHERE relid = 'cqrs.events'::regclass");
+    EXPECT_TRUE(rows.ok());
+    return std::pair<int64_t, int64_t>{rows->int64(0, 0), rows->int64(0, 1)};
+  };
+  HandlerRunner runner(std::make_shared<ItemProjector>(), db_->url());
+  auto lag = runner.lag();  // opens the runner's connection
+  ASSERT_TRUE(lag.ok()) << lag.error().to_string();
+  EXPECT_EQ(*lag, 4) << "the items, not the 20,000 others";
+  // A new session's counters reach the statistics when it goes idle; wait for this lag's index
+  // walks to show, then compare the sequential scans.
+  std::this_thread::sleep_for(1500ms);
+  auto before = scans();
+  lag = runner.lag();
+  ASSERT_TRUE(lag.ok()) << lag.error().to_string();
+  EXPECT_EQ(*lag, 4);
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  auto after = scans();
+  while (after.second == before.second && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(100ms);
+    after = scans();
+  }
+  EXPECT_GT(after.second, before.second) << "the lag's walks of the $all index";
+  EXPECT_EQ(after.first, before.first) << "the lag read the whole table";
+}
+
 TEST_F(HandlerRunnerTest, RetriesWithBackoffThenDeadLettersAndMovesOn) {
   append("a", {R"({"label":"ok1"})", R"({"poison":true})", R"({"label":"ok2"})"});
   HandlerOptions options;

@@ -259,22 +259,21 @@ std::vector<Statement> statements() {
       // read_all for some event types, through events_order_idx (schema/013, 015): the first
       // $3 events of those types after ($1, $2), below the watermark and within a window of $5
       // transactions. The index holds the first event of each run (a stretch of one append's
-      // events of one type, contiguous in $all) with its type as the third key: the first $3
-      // entries after ($1, $2) of each type (one walk of the index per type, the type checked in
-      // the index, merged) are widened to their runs through the primary key, and the rest of
-      // the run that ($1, $2) is inside (a page that ended there) comes first. Events of other
-      // types cost an index entry each, never a row.
+      // events of one type, contiguous in $all) with its type as the third key. One walk of the
+      // index in $all order from ($1, $2) checks each run's type and stops at the $3rd event of
+      // the types; those runs are widened to their events through the primary key, and the rest
+      // of the run that ($1, $2) is inside (a page that ended there) comes first. Every page thus
+      // walks from its start to its own end once, whatever the mix of types: one walk per type
+      // would run each rare type's walk to the watermark at every page while a common type
+      // fills the pages (a handler of both catching up over B events in pages of n would walk
+      // about B^2/2n entries).
       //
-      // The window bounds each walk: it ends before the transaction $5 after the first run
-      // after ($1, $2), or at the watermark if that comes first. Without it, a rare type's walk
-      // would run to the watermark at every page while a common type fills the pages, and a
-      // handler of both catching up over B events in pages of n would walk about B^2/2n
-      // entries; with it, every page walks at most the window, and the next page starts where
-      // it ended. When fewer than $3 match, a last row (kind 2) gives the newest position
-      // below the window's end: every event of the types up to it was returned, so the next
-      // page may start there; its last column says whether the window ended before the
-      // watermark (more may follow at once). Columns: kind, the order (xid8, position), the
-      // event columns, then that flag.
+      // The window bounds a walk through rare types: it ends before the transaction $5 after the
+      // first run after ($1, $2), or at the watermark if that comes first. When fewer than $3
+      // match, a last row (kind 2) gives the newest position below the window's end: every event
+      // of the types up to it was returned, so the next page may start there; its last column
+      // says whether the window ended before the watermark (more may follow at once). Columns:
+      // kind, the order (xid8, position), the event columns, then that flag.
       {"read_all_of_types",
        "WITH bound AS MATERIALIZED (SELECT w.xmin, least(w.xmin, coalesce((SELECT"
        "  (x.transaction_id::text::numeric + $5::bigint)::text::xid8 FROM cqrs.events AS x"
@@ -287,14 +286,13 @@ std::vector<Statement> statements() {
        "  SELECT k.stream_id, k.stream_version, k.run_length,"
        "  sum(k.run_length) OVER (ORDER BY k.transaction_id, k.global_position) - k.run_length"
        "   AS before"
-       "  FROM (SELECT DISTINCT unnest($4::text[])) AS t(type)"
-       "  CROSS JOIN LATERAL (SELECT x.transaction_id, x.global_position, x.stream_id,"
+       "  FROM (SELECT x.transaction_id, x.global_position, x.stream_id,"
        "   x.stream_version, x.run_length FROM cqrs.events AS x"
-       "   WHERE x.event_type = t.type AND x.run_length > 0"
+       "   WHERE x.event_type = ANY ($4::text[]) AND x.run_length > 0"
        "   AND x.transaction_id < (SELECT lim FROM bound)"
        "   AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
-       "   ORDER BY x.transaction_id, x.global_position LIMIT $3) AS k"
-       "  ORDER BY k.transaction_id, k.global_position LIMIT $3) AS r WHERE r.before < $3),"
+       "   ORDER BY x.transaction_id, x.global_position LIMIT $3) AS k) AS r"
+       "  WHERE r.before < $3),"
        // LATERAL with ORDER BY: one index range per run. A plain join's generic plan hashes a
        // sequential scan of the whole table.
        " picked AS MATERIALIZED (SELECT * FROM ("
@@ -350,8 +348,9 @@ std::vector<Statement> statements() {
        " AND (transaction_id, global_position) > ($1::xid8, $2::bigint)"
        " ORDER BY transaction_id, global_position LIMIT 1) "
        "UNION ALL (SELECT 1 FROM cqrs.rest_of_run($1::xid8, $2::bigint, NULL) LIMIT 1) LIMIT 1"},
-      // One walk of events_order_idx per type, to the first entry of that type after ($1, $2),
-      // and the rest of the run ($1, $2) is inside.
+      // One walk of events_order_idx per type, to the first entry of that type after ($1, $2)
+      // (the type checked in the index), and the rest of the run ($1, $2) is inside. A handler
+      // asks this when it has read everything it can, near the watermark: the walks are short.
       {"events_of_types_after_exist",
        "SELECT 1 FROM unnest($3::text[]) AS t(type) WHERE EXISTS (SELECT 1 FROM cqrs.events AS x"
        " WHERE x.event_type = t.type AND x.run_length > 0"

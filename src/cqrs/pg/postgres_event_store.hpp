@@ -95,9 +95,9 @@ class PostgresEventStore final : public EventStore {
   Result<void> commit_with_checkpoint(std::string_view handler, Position position,
                                       const std::function<Result<void>(Connection&)>& work);
 
-  // read_all of the events whose type is in `types`: up to `max_count` of them, found through the
-  // $all index, which holds each run's type, so events of other types are never read. Each read
-  // walks at most options.typed_read_window transactions. When fewer match, page.next is the
+  // read_all of the events whose type is in `types`: up to `max_count` of them, found by one walk
+  // of the $all index, which holds each run's type, so the payloads of other types are never
+  // read. Each read walks at most options.typed_read_window transactions. When fewer match, page.next is the
   // newest position readers can see within that window, past every skipped event, and
   // page.more says whether the window ended before the watermark (read again at once).
   Result<AllPage> read_all_of_types(Position after, size_t max_count,
