@@ -1928,7 +1928,9 @@ TEST_F(Runs, ReadsOfRareTypesWalkAWindowOfTransactionsAtATime) {
       end = it->position();
     }
     EXPECT_EQ(page->next, end) << "page " << pages;
-    if (end < all.back().position()) EXPECT_TRUE(page->more) << "page " << pages;
+    if (end < all.back().position()) {
+      EXPECT_TRUE(page->more) << "page " << pages;
+    }
     got.insert(got.end(), page->events.begin(), page->events.end());
     position = page->next;
     if (!page->more) break;
