@@ -6,21 +6,20 @@
 -- small table, 29,000 of 263,000 at 60,000 events), more than the $all index itself.
 --
 -- The $all index now carries the type as a third key column, (transaction_id, global_position,
--- event_type), and the type index goes. A read by type walks the $all index from its position
--- and checks each entry's type in the index: entries of other types cost a comparison each
--- (about 60 ns), and their rows are never read. Adding the column to an index whose first two
--- columns are already unique costs an append almost nothing (the type is stored in the entry;
--- comparisons end at the position). $all's reads use the first two columns as before.
+-- event_type), and the type index goes. Adding the column to an index whose first two columns
+-- are already unique costs an append almost nothing (about 500 instructions: the type is stored
+-- in the entry; comparisons end at the position). $all's reads use the first two columns as
+-- before.
 --
--- The walk of each type ends where the page is full, at the watermark, or at the end of a window
--- of transactions (PostgresStoreOptions::typed_read_window), whichever comes first. A reader
--- whose types are rare walks past the other types' entries in between once: its page ends at the
--- newest position below the window's end, so the next read starts there. Without the window,
--- a rare type's walk would run to the watermark at every page while a common type fills the
--- pages (see docs/event-store.md, "Reading $all by type").
+-- A read by type walks the $all index once, in $all order from its position, checks each run's
+-- type (fetching its row to do so) and stops at the page's last event: each page walks from its
+-- start to its own end once. A read of rare types also ends at the end of a window of
+-- transactions (PostgresStoreOptions::typed_read_window) or at the watermark, whichever comes
+-- first; its page then ends at the newest position below that end, so the next read starts
+-- there (see docs/event-store.md, "Reading $all by type").
 --
--- Both indexes are rebuilt under the table's lock: appends and reads of cqrs.events wait for it,
--- about a second per million events (see docs/operations.md).
+-- The new index is built and the two old ones dropped under the table's lock: appends and reads
+-- of cqrs.events wait for it, about a second per million events (see docs/operations.md).
 
 CREATE INDEX events_order_type_idx ON cqrs.events (transaction_id, global_position, event_type)
   WHERE run_length > 0;

@@ -92,8 +92,10 @@ enum class Direction { kForward, kBackward };
 // position, or the `after` that was passed when the page is empty).
 struct AllPage {
   std::vector<RecordedEvent> events;
-  Position next;      // where the next page starts (the last event read, or skipped past)
-  bool more = false;  // the page stopped at its size limit: more events may follow at once
+  Position next;  // where the next page starts (the last event read, or skipped past)
+  // The page stopped at its size limit (or, for a read by type, at the end of its window of
+  // transactions before the watermark): more events may follow at once.
+  bool more = false;
 };
 
 // The latest saved state of one aggregate stream.

@@ -96,10 +96,10 @@ class PostgresEventStore final : public EventStore {
                                       const std::function<Result<void>(Connection&)>& work);
 
   // read_all of the events whose type is in `types`: up to `max_count` of them, found by one walk
-  // of the $all index, which holds each run's type, so the payloads of other types are never
-  // read. Each read walks at most options.typed_read_window transactions. When fewer match, page.next is the
-  // newest position readers can see within that window, past every skipped event, and
-  // page.more says whether the window ended before the watermark (read again at once).
+  // of the $all index, which holds each run's type; events of other types are passed over, never
+  // sent. Each read walks at most options.typed_read_window transactions. When fewer match,
+  // page.next is the newest position readers can see within that window, past every skipped event,
+  // and page.more says whether the window ended before the watermark (read again at once).
   Result<AllPage> read_all_of_types(Position after, size_t max_count,
                                     std::span<const std::string> types);
 
