@@ -268,6 +268,21 @@ TEST_F(HandlerRunnerTest, TheLagOfAHandlerOfSomeTypesWalksTheIndexNotTheTable) {
   EXPECT_EQ(after.first, before.first) << "the lag read the whole table";
 }
 
+// A window below one transaction counts as one, as other options below their minimum do: the
+// handler runs instead of failing to open its store at every retry.
+TEST_F(HandlerRunnerTest, ATypedReadWindowBelowOneCountsAsOne) {
+  for (int idx = 0; idx < 5; ++idx) {
+    append("o" + std::to_string(idx), {R"({"label":"other"})"}, "Other", 1, false);
+  }
+  append("a", {R"({"label":"rare"})"});
+  HandlerOptions options;
+  options.typed_read_window = 0;
+  HandlerRunner runner(std::make_shared<ItemProjector>(options), db_->url());
+  auto step = drain(runner, 100);
+  EXPECT_EQ(step.next, Next::kWait) << runner.status().last_error;
+  EXPECT_EQ(count("SELECT count(*) FROM seen WHERE label = 'rare'"), 1);
+}
+
 TEST_F(HandlerRunnerTest, RetriesWithBackoffThenDeadLettersAndMovesOn) {
   append("a", {R"({"label":"ok1"})", R"({"poison":true})", R"({"label":"ok2"})"});
   HandlerOptions options;

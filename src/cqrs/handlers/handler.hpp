@@ -89,8 +89,9 @@ struct HandlerOptions {
   // Strong consistency waits for this handler (projectors are strong by default).
   std::optional<bool> strong;
   // For a handler of some types: how many transactions one read walks past at most
-  // (pg::PostgresStoreOptions::typed_read_window; unset: the store's default). A read that ends
-  // at its window is followed by the next at once.
+  // (pg::PostgresStoreOptions::typed_read_window; unset: the store's default; below 1 counts as
+  // 1, as batch_size and max_attempts do). A read that ends at its window is followed by the
+  // next at once.
   std::optional<int64_t> typed_read_window;
 };
 

@@ -82,6 +82,9 @@ HandlerRunner::HandlerRunner(std::shared_ptr<Handler> handler, std::string conni
   std::sort(event_types_.begin(), event_types_.end());
   options_.batch_size = std::max<size_t>(1, options_.batch_size);
   options_.max_attempts = std::max(1, options_.max_attempts);
+  if (options_.typed_read_window) {
+    options_.typed_read_window = std::max<int64_t>(1, *options_.typed_read_window);
+  }
   status_.name = handler_->name();
   status_.kind = handler_->kind();
   status_.strong = handler_->strong();
@@ -98,7 +101,7 @@ Result<void> HandlerRunner::open_store() {
   if (!store_) {
     pg::PostgresStoreOptions options;
     options.notify = false;
-    if (auto window = handler_->options().typed_read_window) options.typed_read_window = *window;
+    if (auto window = options_.typed_read_window) options.typed_read_window = *window;
     auto opened = pg::PostgresEventStore::open(conninfo_, options);
     if (!opened) return opened.error();
     store_ = std::move(opened).value();
