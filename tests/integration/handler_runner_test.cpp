@@ -86,6 +86,14 @@ class HandlerRunnerTest : public ::testing::Test {
     }
   }
 
+  // `others` appends of one "Other" event each, then one Item labelled "rare", visible.
+  void append_others_then_an_item(int others) {
+    for (int idx = 0; idx < others; ++idx) {
+      append("o" + std::to_string(idx), {R"({"label":"other"})"}, "Other", 1, false);
+    }
+    append("a", {R"({"label":"rare"})"});
+  }
+
   // True once no stored event is held back by the watermark (false after 15 s).
   bool settled() {
     auto deadline = std::chrono::steady_clock::now() + 15s;
@@ -204,10 +212,7 @@ TEST_F(HandlerRunnerTest, NeverSkipsAnEventCommittedOutOfOrder) {
 // transactions at a time (typed_read_window), and goes on to the next window at once: it never
 // waits between windows.
 TEST_F(HandlerRunnerTest, AHandlerOfARareTypeReadsWindowAfterWindowWithoutWaiting) {
-  for (int idx = 0; idx < 20; ++idx) {
-    append("o" + std::to_string(idx), {R"({"label":"other"})"}, "Other", 1, false);
-  }
-  append("a", {R"({"label":"rare"})"});
+  append_others_then_an_item(20);
   HandlerOptions options;
   options.typed_read_window = 3;
   HandlerRunner runner(std::make_shared<ItemProjector>(options), db_->url());
@@ -271,10 +276,7 @@ TEST_F(HandlerRunnerTest, TheLagOfAHandlerOfSomeTypesWalksTheIndexNotTheTable) {
 // A window below one transaction counts as one, as other options below their minimum do: the
 // handler runs instead of failing to open its store at every retry.
 TEST_F(HandlerRunnerTest, ATypedReadWindowBelowOneCountsAsOne) {
-  for (int idx = 0; idx < 5; ++idx) {
-    append("o" + std::to_string(idx), {R"({"label":"other"})"}, "Other", 1, false);
-  }
-  append("a", {R"({"label":"rare"})"});
+  append_others_then_an_item(5);
   HandlerOptions options;
   options.typed_read_window = 0;
   HandlerRunner runner(std::make_shared<ItemProjector>(options), db_->url());

@@ -605,52 +605,21 @@ HandlerRunner::Step HandlerRunner::fail(const RecordedEvent& record, const std::
 
 Result<int64_t> HandlerRunner::lag() {
   if (auto ready = open_store(); !ready) return ready.error();
-  auto& conn = store_->connection();
   // Only events of the handler's types: it is not woken for the others, so it passes them
-  // only at its next wake-up or poll, and they need no work. The runs that start after the
-  // position (the $all index holds the first event of each run, schema/013), and the rest of
-  // the one it is inside.
+  // only at its next wake-up or poll, and they need no work.
+  if (!event_types_.empty()) return store_->count_of_types_after(position_, event_types_);
+  // The runs that start after the position (the $all index holds the first event of each run,
+  // schema/013), and the rest of the one it is inside.
   pg::Params params;
   params.add(std::to_string(position_.commit_id)).add(position_.global_position);
-  if (event_types_.empty()) {
-    auto rows = conn.exec(
-        "SELECT (SELECT coalesce(sum(run_length), 0) FROM cqrs.events WHERE run_length > 0"
-        " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-        " AND (transaction_id, global_position) > ($1::xid8, $2::bigint))"
-        " + (SELECT count(*) FROM cqrs.rest_of_run($1::xid8, $2::bigint, NULL))",
-        params);
-    if (!rows) return rows.error();
-    return rows->int64(0, 0);
-  }
-  // By type: one walk of the $all index per type from the position, the type checked in the
-  // index (schema/015). Without a sequential scan: a handler far behind would otherwise read the
-  // whole table at every status request, however near the end its position is.
-  // The setting is the implicit transaction's own; in one the connection had open, it would
-  // outlast the count.
-  if (conn.in_transaction()) {
-    return Error::internal(errc::kStoreError, "a handler's lag cannot be counted in a transaction");
-  }
-  params.add(pg::text_array(event_types_));
-  auto no_seqscan = conn.prepared_name("SELECT set_config('enable_seqscan', 'off', true)");
-  if (!no_seqscan) return no_seqscan.error();
-  auto count = conn.prepared_name(
-      "SELECT (SELECT coalesce(sum(k.run_length), 0)"
-      " FROM (SELECT DISTINCT unnest($3::text[])) AS t(type)"
-      " CROSS JOIN LATERAL (SELECT x.run_length FROM cqrs.events AS x"
-      "  WHERE x.event_type = t.type AND x.run_length > 0"
-      "  AND x.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-      "  AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
-      "  ORDER BY x.transaction_id, x.global_position) AS k)"
-      " + (SELECT count(*) FROM cqrs.rest_of_run($1::xid8, $2::bigint, $3::text[]))");
-  if (!count) return count.error();
-  std::vector<pg::Connection::PipelineStep> steps;
-  steps.push_back({*no_seqscan, pg::Params(), false});
-  steps.push_back({*count, std::move(params), true});
-  auto ran = conn.exec_pipeline(steps);
-  if (!ran) return ran.error();
-  if (!(*ran)[0]) return (*ran)[0].error();
-  if (!(*ran)[1]) return (*ran)[1].error();
-  return (*ran)[1]->int64(0, 0);
+  auto rows = store_->connection().exec(
+      "SELECT (SELECT coalesce(sum(run_length), 0) FROM cqrs.events WHERE run_length > 0"
+      " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+      " AND (transaction_id, global_position) > ($1::xid8, $2::bigint))"
+      " + (SELECT count(*) FROM cqrs.rest_of_run($1::xid8, $2::bigint, NULL))",
+      params);
+  if (!rows) return rows.error();
+  return rows->int64(0, 0);
 }
 
 Result<std::optional<Position>> HandlerRunner::stored_checkpoint() {

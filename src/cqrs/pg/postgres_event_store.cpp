@@ -356,6 +356,19 @@ std::vector<Statement> statements() {
       // One walk of events_order_idx per type, to the first entry of that type after ($1, $2)
       // (the type checked in the index), and the rest of the run ($1, $2) is inside. A handler
       // asks this when it has read everything it can, near the watermark: the walks are short.
+      // How many events of $3's types follow ($1, $2) below the watermark (a handler's lag):
+      // one walk of events_order_idx per type, the type checked in the index, and the rest of
+      // the run ($1, $2) is inside. Run by exec_generic: without sequential scans, a handler far
+      // behind would read the whole table at every status request.
+      {"count_of_types_after",
+       "SELECT (SELECT coalesce(sum(k.run_length), 0)"
+       " FROM (SELECT DISTINCT unnest($3::text[])) AS t(type)"
+       " CROSS JOIN LATERAL (SELECT x.run_length FROM cqrs.events AS x"
+       "  WHERE x.event_type = t.type AND x.run_length > 0"
+       "  AND x.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+       "  AND (x.transaction_id, x.global_position) > ($1::xid8, $2::bigint)"
+       "  ORDER BY x.transaction_id, x.global_position) AS k)"
+       " + (SELECT count(*) FROM cqrs.rest_of_run($1::xid8, $2::bigint, $3::text[]))"},
       {"events_of_types_after_exist",
        "SELECT 1 FROM unnest($3::text[]) AS t(type) WHERE EXISTS (SELECT 1 FROM cqrs.events AS x"
        " WHERE x.event_type = t.type AND x.run_length > 0"
@@ -1381,6 +1394,16 @@ Result<bool> PostgresEventStore::events_after_exist(Position after,
       types.empty() ? "events_after_exist" : "events_of_types_after_exist", params);
   if (!rows) return rows.error();
   return rows->rows() > 0;
+}
+
+Result<int64_t> PostgresEventStore::count_of_types_after(Position after,
+                                                         std::span<const std::string> types) {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  Params params;
+  params.add(std::to_string(after.commit_id)).add(after.global_position).add(text_array(types));
+  auto rows = exec_generic("count_of_types_after", std::move(params));
+  if (!rows) return rows.error();
+  return rows->int64(0, 0);
 }
 
 Result<std::optional<Position>> PostgresEventStore::load_checkpoint(std::string_view handler) {

@@ -112,6 +112,9 @@ class PostgresEventStore final : public EventStore {
   // Whether any stored event comes after `after` in $all order, readable by read_all() yet or
   // not (one index probe). With `types`, only events of those types count.
   Result<bool> events_after_exist(Position after, std::span<const std::string> types = {});
+  // How many events of `types` follow `after` below the watermark (a handler's lag), through
+  // the $all index.
+  Result<int64_t> count_of_types_after(Position after, std::span<const std::string> types);
 
   // The server process behind this store's connection.
   int backend_pid() const;
