@@ -970,6 +970,127 @@ TEST_F(PostgresStore, APipelineOfOneStepKeepsThePipelinesContract) {
   EXPECT_EQ((*rows)[0]->rows(), 2);
 }
 
+// A statement's implicit transaction can fail at its commit, after the statement returned its
+// rows: a deferred constraint, or a serialization failure under a default isolation of
+// SERIALIZABLE. libpq then reports the commit's error after the statement's result. Every step
+// of that transaction must report the error, never the rows that were rolled back, and the
+// connection stays usable.
+TEST_F(PostgresStore, APipelineReportsACommitThatFailsAfterItsStatements) {
+  auto opened = Connection::open(db_->url());
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  Connection& conn = **opened;
+  ASSERT_TRUE(conn.exec("CREATE TABLE doomed (id int)").ok());
+  ASSERT_TRUE(conn.exec("CREATE FUNCTION public.refuse_at_commit() RETURNS trigger"
+                        " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$")
+                  .ok());
+  ASSERT_TRUE(conn.exec("CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON doomed"
+                        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+                        " WHEN (NEW.id < 0) EXECUTE FUNCTION public.refuse_at_commit()")
+                  .ok());
+  ASSERT_TRUE(
+      conn.prepare("doomed_insert", "INSERT INTO doomed VALUES ($1::int) RETURNING id").ok());
+  ASSERT_TRUE(conn.prepare("doomed_count", "SELECT count(*) FROM doomed").ok());
+  const int pid = conn.backend_pid();
+  auto insert = [](int64_t id, bool sync) {
+    return Connection::PipelineStep{"doomed_insert", Params().add(id), sync};
+  };
+  auto expect_refused = [](const Result<QueryResult>& step) {
+    ASSERT_FALSE(step.ok()) << "a rolled-back statement reported success";
+    EXPECT_NE(step.error().message().find("refused at commit"), std::string::npos)
+        << step.error().to_string();
+  };
+
+  // One step: a plain prepared statement.
+  auto ran = conn.exec_pipeline({insert(-1, true)});
+  ASSERT_TRUE(ran.ok()) << ran.error().to_string();
+  expect_refused((*ran)[0]);
+
+  // Two transactions in one pipeline: the first fails at its commit (both of its steps report
+  // it), the second commits.
+  ran = conn.exec_pipeline({insert(1, false), insert(-2, true), insert(3, true)});
+  ASSERT_TRUE(ran.ok()) << ran.error().to_string();
+  ASSERT_EQ(ran->size(), 3u);
+  expect_refused((*ran)[0]);
+  expect_refused((*ran)[1]);
+  ASSERT_TRUE((*ran)[2].ok()) << (*ran)[2].error().to_string();
+  EXPECT_EQ((*ran)[2]->int64(0, 0), 3);
+
+  EXPECT_TRUE(conn.is_ok());
+  EXPECT_FALSE(conn.in_transaction());
+  EXPECT_EQ(conn.backend_pid(), pid);
+  auto count = conn.exec_pipeline({{"doomed_count", Params(), true}});
+  ASSERT_TRUE(count.ok() && (*count)[0].ok());
+  EXPECT_EQ((*count)[0]->int64(0, 0), 1);
+}
+
+// The store's appends report such a commit failure as their error, whichever statement they
+// took: the first append of a stream, one after a known version, several events, a group
+// commit with a command record, and an append that carries a notification.
+TEST_F(PostgresStore, AnAppendWhoseCommitFailsIsReportedAsFailed) {
+  ASSERT_TRUE(
+      raw_->exec("CREATE FUNCTION public.refuse_at_commit() RETURNS trigger"
+                 " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$")
+          .ok());
+  ASSERT_TRUE(raw_->exec("CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON cqrs.events"
+                         " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+                         " WHEN (NEW.event_type = 'Refused') EXECUTE FUNCTION"
+                         " public.refuse_at_commit()")
+                  .ok());
+  auto expect_refused = [](const Error& error) {
+    EXPECT_NE(error.message().find("refused at commit"), std::string::npos) << error.to_string();
+  };
+  EventData refused;
+  refused.type = "Refused";
+  EventData fine;
+  fine.type = "Fine";
+
+  // A new stream, then a stream the store knows, with one event and with several.
+  for (int round = 0; round < 3; ++round) {
+    std::string fresh = "fresh-" + std::to_string(round);
+    refused.event_id = Uuid::random();
+    auto appended = store_->append(fresh, ExpectedVersion::no_stream(), std::span(&refused, 1));
+    ASSERT_FALSE(appended.ok()) << "stored at version " << appended->stream_version;
+    expect_refused(appended.error());
+    std::this_thread::sleep_for(NoticeSender::kMinInterval);  // the next may carry a notice
+  }
+  fine.event_id = Uuid::random();
+  ASSERT_TRUE(store_->append("known", ExpectedVersion::no_stream(), std::span(&fine, 1)).ok());
+  refused.event_id = Uuid::random();
+  auto after = store_->append("known", ExpectedVersion::exact(1), std::span(&refused, 1));
+  ASSERT_FALSE(after.ok());
+  expect_refused(after.error());
+  std::vector<EventData> several(3, fine);
+  for (EventData& event : several) event.event_id = Uuid::random();
+  several[1].type = "Refused";
+  auto many = store_->append("known", ExpectedVersion::exact(1), several);
+  ASSERT_FALSE(many.ok());
+  expect_refused(many.error());
+
+  WriteRequest request;
+  request.stream_id = "known";
+  request.expected = ExpectedVersion::exact(1);
+  refused.event_id = Uuid::random();
+  request.events = {refused};
+  request.command = CommandRecord{Uuid::random(), "known", R"({"ok":true})"};
+  auto written = store_->write(std::span(&request, 1)).front();
+  ASSERT_FALSE(written.ok());
+  ASSERT_TRUE(written.error.has_value());
+  expect_refused(*written.error);
+
+  // Nothing of it was stored, and the store goes on.
+  auto stored = raw_->exec("SELECT count(*) FROM cqrs.events WHERE event_type = 'Refused'");
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->int64(0, 0), 0);
+  auto recorded = raw_->exec("SELECT count(*) FROM cqrs.command_results");
+  ASSERT_TRUE(recorded.ok());
+  EXPECT_EQ(recorded->int64(0, 0), 0);
+  EXPECT_EQ(*store_->stream_version("known"), 1);
+  fine.event_id = Uuid::random();
+  auto next = store_->append("known", ExpectedVersion::exact(1), std::span(&fine, 1));
+  ASSERT_TRUE(next.ok()) << next.error().to_string();
+  EXPECT_EQ(next->stream_version, 2);
+}
+
 // What a store learns about the server (stream heads, the server's identity) belongs to one
 // session; a reconnect starts another, even when the new server process has the old one's id.
 TEST_F(PostgresStore, EachReconnectStartsANewSession) {

@@ -350,7 +350,16 @@ Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
     if (!send(steps.front())) return broken("send");
     PGresult* result = PQgetResult(conn_);
     if (result == nullptr) return broken("read");
-    while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);  // a query's results end in null
+    // A query's results end in null. An error after the statement's own result is its
+    // implicit transaction's commit failing (a deferred constraint, a serialization failure):
+    // the statement's rows were rolled back, so the error is its result.
+    while (PGresult* extra = PQgetResult(conn_)) {
+      if (PQresultStatus(extra) == PGRES_FATAL_ERROR &&
+          PQresultStatus(result) != PGRES_FATAL_ERROR) {
+        std::swap(result, extra);
+      }
+      PQclear(extra);
+    }
     if (PQstatus(conn_) != CONNECTION_OK) {
       PQclear(result);
       return broken("read");
@@ -368,22 +377,33 @@ Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
 
   std::vector<Result<QueryResult>> results;
   results.reserve(steps.size());
+  size_t transaction_begin = 0;  // the first step of the implicit transaction being read
   for (const PipelineStep& step : steps) {
     PGresult* result = PQgetResult(conn_);
     if (result == nullptr) return broken("read");
     if (PQresultStatus(result) == PGRES_PIPELINE_ABORTED) {
       PQclear(result);
-      results.emplace_back(Error::conflict(
-          errc::kStoreError, "not executed: another statement in the same transaction failed"));
+      results.emplace_back(Error::conflict(errc::kStoreError, std::string(kNotExecuted)));
     } else {
       results.push_back(check(result));
     }
     while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);  // a query's results end in null
     if (step.sync_after) {
       PGresult* sync = PQgetResult(conn_);
+      if (sync != nullptr && PQresultStatus(sync) == PGRES_FATAL_ERROR) {
+        // The implicit transaction's commit failed after its statements succeeded: none of
+        // them took effect, so each one's result is that error.
+        Result<QueryResult> failed = check(sync);
+        for (size_t idx = transaction_begin; idx < results.size(); ++idx) {
+          if (results[idx]) results[idx] = failed.error();
+        }
+        while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
+        sync = PQgetResult(conn_);
+      }
       bool synced = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
       if (sync != nullptr) PQclear(sync);
       if (!synced) return broken("sync read");
+      transaction_begin = results.size();
     }
   }
   if (PQexitPipelineMode(conn_) != 1) return broken("end");

@@ -181,7 +181,11 @@ class Connection {
 
   // One prepared statement of a pipeline. Statements up to and including one with
   // `sync_after` form one implicit transaction: if any of them fails, none of them commits and
-  // the rest report "not executed".
+  // the rest report kNotExecuted; if its commit fails, each of them reports the commit's error.
+  // The message of a pipeline step that did not run because an earlier statement of its
+  // transaction failed.
+  static constexpr std::string_view kNotExecuted =
+      "not executed: another statement in the same transaction failed";
   struct PipelineStep {
     std::string name;
     Params params;
