@@ -364,14 +364,20 @@ TEST_F(PostgresStore, UnreachableServerIsStoreUnavailable) {
 
 // Waits for notifications on kEventsChannel until one announces a head of at least `head`;
 // returns every payload received (empty when none did within 5 s).
+// Heads need not arrive in order: a notification's head is read before its transaction commits,
+// and notifications go out in commit order (a carried one holds the notification lock through
+// its append's WAL flush, while the sender's thread may have read an older head).
 std::vector<std::string> notices_until(Connection& listener, int64_t head) {
   std::vector<std::string> payloads;
+  int64_t highest = 0;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (std::chrono::steady_clock::now() < deadline) {
     auto received = listener.wait_notifications(200);
     if (!received) return {};
+    for (const std::string& payload : *received)
+      highest = std::max<int64_t>(highest, std::stoll(payload));
     payloads.insert(payloads.end(), received->begin(), received->end());
-    if (!payloads.empty() && std::stoll(payloads.back()) >= head) return payloads;
+    if (highest >= head) return payloads;
   }
   return {};
 }
@@ -1089,6 +1095,65 @@ TEST_F(PostgresStore, AnAppendWhoseCommitFailsIsReportedAsFailed) {
   auto next = store_->append("known", ExpectedVersion::exact(1), std::span(&fine, 1));
   ASSERT_TRUE(next.ok()) << next.error().to_string();
   EXPECT_EQ(next->stream_version, 2);
+}
+
+// An append that carries the notification sends it in the append's round trip. Should the
+// notification fail (here: the role may not call pg_notify), the append must not: it is stored,
+// once.
+TEST_F(PostgresStore, AnAppendWhoseNotificationFailsIsStoredAllTheSame) {
+  const std::string role = "cqrs_mute_" + Uuid::random().to_string().substr(0, 8);
+  const std::string password = Uuid::random().to_string();  // nothing to escape
+  const std::string quoted = quote_identifier(role);
+  struct DropRole {
+    Connection& sql;
+    std::string quoted;
+    ~DropRole() {
+      // Roles are cluster-wide: remove this database's grants, then the role.
+      (void)sql.exec("DROP OWNED BY " + quoted);
+      (void)sql.exec("DROP ROLE " + quoted);
+    }
+  } drop_role{*raw_, quoted};
+  for (const std::string& grant :
+       {"CREATE ROLE " + quoted + " LOGIN PASSWORD '" + password + "'",
+        "GRANT USAGE ON SCHEMA cqrs TO " + quoted,
+        "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA cqrs TO " + quoted,
+        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA cqrs TO " + quoted,
+        std::string("REVOKE EXECUTE ON FUNCTION pg_notify(text, text) FROM PUBLIC")}) {
+    auto done = raw_->exec(grant);
+    ASSERT_TRUE(done.ok()) << grant << ": " << done.error().to_string();
+  }
+  auto store = PostgresEventStore::open(db_->url() + " user=" + role + " password=" + password);
+  ASSERT_TRUE(store.ok()) << store.error().to_string();
+  auto listener = db_->connect();
+  ASSERT_NE(listener, nullptr);
+  ASSERT_TRUE(listener->listen(kEventsChannel).ok());
+
+  // The store's first append carries a notification (none went out before); later ones do
+  // after the interval. A new stream, a known one, several events.
+  EventData event;
+  event.type = "Quiet";
+  for (int version = 0; version < 3; ++version) {
+    event.event_id = Uuid::random();
+    auto appended = (*store)->append("mute", ExpectedVersion::exact(version), std::span(&event, 1));
+    ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+    EXPECT_EQ(appended->stream_version, version + 1);
+    std::this_thread::sleep_for(NoticeSender::kMinInterval + NoticeSender::kCarryGrace);
+  }
+  std::vector<EventData> several(2, event);
+  for (EventData& each : several) each.event_id = Uuid::random();
+  auto many = (*store)->append("mute", ExpectedVersion::exact(3), several);
+  ASSERT_TRUE(many.ok()) << many.error().to_string();
+  EXPECT_EQ(many->stream_version, 5);
+
+  auto stored =
+      raw_->exec("SELECT count(*), max(stream_version) FROM cqrs.events WHERE stream_id = 'mute'");
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->int64(0, 0), 5);
+  EXPECT_EQ(stored->int64(0, 1), 5);
+  auto heard = listener->wait_notifications(50);
+  ASSERT_TRUE(heard.ok());
+  EXPECT_TRUE(heard->empty()) << "a notification went out: " << heard->front();
+  ASSERT_TRUE(raw_->exec("GRANT EXECUTE ON FUNCTION pg_notify(text, text) TO PUBLIC").ok());
 }
 
 // What a store learns about the server (stream heads, the server's identity) belongs to one

@@ -179,13 +179,15 @@ class Connection {
   // such as a projector's; the statements stay prepared for the connection's life).
   Result<std::string> prepared_name(const std::string& sql);
 
-  // One prepared statement of a pipeline. Statements up to and including one with
-  // `sync_after` form one implicit transaction: if any of them fails, none of them commits and
-  // the rest report kNotExecuted; if its commit fails, each of them reports the commit's error.
   // The message of a pipeline step that did not run because an earlier statement of its
   // transaction failed.
   static constexpr std::string_view kNotExecuted =
       "not executed: another statement in the same transaction failed";
+  // One prepared statement of a pipeline. Statements up to and including one with
+  // `sync_after` form one implicit transaction: if any of them fails, none of them commits (the
+  // results before it still hold what those statements returned: the caller must look at the
+  // whole transaction) and the rest report kNotExecuted; if its commit fails, each of them
+  // reports the commit's error.
   struct PipelineStep {
     std::string name;
     Params params;

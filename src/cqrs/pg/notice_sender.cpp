@@ -149,10 +149,15 @@ void NoticeSender::run() {
     for (int attempt = 0; attempt < 2 && !sent; ++attempt) {
       if (conn && !conn->is_ok()) (void)conn->reconnect();
       if (!conn) {
-        if (auto opened = Connection::open(conninfo_); opened) conn = std::move(opened).value();
+        // Prepared once: a reconnect prepares it again.
+        if (auto opened = Connection::open(conninfo_);
+            opened && (*opened)->prepare("notify", sql).ok()) {
+          conn = std::move(opened).value();
+        }
       }
       if (!conn || !conn->is_ok()) break;
-      sent = conn->exec(sql, params).ok() || conn->is_ok();  // an SQL error is not retried
+      sent = conn->exec_prepared("notify", params).ok() ||
+             conn->is_ok();  // an SQL error is not retried
     }
     if (!sent && !stopping) {
       std::this_thread::sleep_for(kReconnectDelay);
