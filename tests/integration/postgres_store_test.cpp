@@ -976,6 +976,78 @@ TEST_F(PostgresStore, APipelineOfOneStepKeepsThePipelinesContract) {
   EXPECT_EQ((*rows)[0]->rows(), 2);
 }
 
+// The append functions' plans are made at their first call in a session, a prepared statement's
+// generic plan after a few runs, and a plan made while cqrs.events looks empty (a new database: the
+// migrations analyze it) is kept until the table is analyzed again, up to a minute later under
+// load. Their head lookups must walk the primary key in that plan too: sorting a sequential scan of
+// the whole table for each request's head makes every group commit slower as the table fills.
+TEST_F(PostgresStore, LookupsPlannedOnAnEmptyTableWalkTheIndexesOnceItFills) {
+  ASSERT_TRUE(raw_->exec("ALTER TABLE cqrs.events SET (autovacuum_enabled = false)").ok());
+  int written = 0;
+  // Two requests for streams the store does not know: one cqrs.append_batch call, which reads
+  // both heads (and command records).
+  auto write_pair = [&] {
+    std::vector<WriteRequest> requests(2);
+    for (WriteRequest& request : requests) {
+      request.stream_id = "pair-" + std::to_string(written++);
+      request.expected = ExpectedVersion::any();
+      request.events.resize(1);
+      request.events[0].type = "Paired";
+      request.command = CommandRecord{Uuid::random(), request.stream_id, "{}"};
+    }
+    for (const WriteResult& result : store_->write(requests)) {
+      ASSERT_TRUE(result.ok()) << result.error->to_string();
+    }
+  };
+  // One event for a stream the store does not know: the single-event statement that reads the
+  // head itself (append_one). Then the stream's head and events.
+  auto append_alone = [&] {
+    EventData event;
+    event.type = "Alone";
+    std::string stream = "alone-" + std::to_string(written++);
+    auto appended = store_->append(stream, ExpectedVersion::any(), std::span(&event, 1));
+    ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+    // And the reads of one stream.
+    auto head = store_->stream_version(stream);
+    ASSERT_TRUE(head.ok() && *head == 1);
+    auto events = store_->read_stream(stream, 1, 10, Direction::kForward);
+    ASSERT_TRUE(events.ok() && events->size() == 1);
+    events = store_->read_stream(stream, -1, 10, Direction::kBackward);
+    ASSERT_TRUE(events.ok() && events->size() == 1);
+  };
+  for (int call = 0; call < 6; ++call) {  // planned now, on the empty table
+    write_pair();
+    append_alone();
+  }
+  ASSERT_TRUE(raw_->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id,"
+                         " event_type, data) SELECT 'many-' || (v / 10), v % 10 + 1,"
+                         " gen_random_uuid(), 'Other', '{}' FROM generate_series(0, 19999) AS v")
+                  .ok());
+  auto scans = [&] {
+    auto rows = raw_->exec(
+        "SELECT coalesce(seq_scan, 0), coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+        " WHERE relid = 'cqrs.events'::regclass");
+    EXPECT_TRUE(rows.ok());
+    return std::pair<int64_t, int64_t>{rows->int64(0, 0), rows->int64(0, 1)};
+  };
+  // A session's counters reach the statistics when it goes idle, at most once a second.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto before = scans();
+  for (int call = 0; call < 10; ++call) {
+    write_pair();
+    append_alone();
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  auto after = scans();
+  while (after.second == before.second && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    after = scans();
+  }
+  EXPECT_GT(after.second, before.second) << "the lookups by the primary key";
+  EXPECT_EQ(after.first, before.first) << "a lookup scanned all of cqrs.events";
+  ASSERT_TRUE(raw_->exec("ALTER TABLE cqrs.events RESET (autovacuum_enabled)").ok());
+}
+
 // A statement's implicit transaction can fail at its commit, after the statement returned its
 // rows: a deferred constraint, or a serialization failure under a default isolation of
 // SERIALIZABLE. libpq then reports the commit's error after the statement's result. Every step

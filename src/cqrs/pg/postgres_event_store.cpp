@@ -159,13 +159,16 @@ std::vector<Statement> statements() {
        "$13::jsonb[], $14::int[])"},
       // The reads of loads, $all, $all by type and correlations run after this one in the same
       // transaction (exec_generic), so that PostgreSQL uses their generic plans, made once per
-      // connection. In its default mode it keeps choosing a new custom plan at every execution
-      // of those four, though their generic plans walk the same indexes
-      // (integration.Runs.GenericPlansOfTheReadsUseTheRunIndexes); planning read_all takes about
-      // 0.6 ms per page, a seventh of the server's time for a page of 1,000 events. Each of them
-      // is a bounded walk of an index, so sequential scans are off for them too: a generic plan
-      // made while cqrs.events looks empty (a new database, until autovacuum analyzes it) would
-      // otherwise scan and sort the whole table at every execution until the next analyze. The
+      // connection; so do the lookups by stream or command id (a stream's events or head,
+      // append_one's head, a snapshot, a command record). In its default mode it keeps choosing a
+      // new custom plan at every execution of those four, though their generic plans walk the same
+      // indexes (integration.Runs.GenericPlansOfTheReadsUseTheRunIndexes); planning read_all takes
+      // about 0.6 ms per page, a seventh of the server's time for a page of 1,000 events. Each of
+      // them is a bounded walk of an index, so sequential scans are off for them too: a generic
+      // plan made while cqrs.events looks empty (a new database, until autovacuum analyzes it)
+      // would otherwise scan and sort the whole table at every execution until the next analyze
+      // (integration.PostgresStore.LookupsPlannedOnAnEmptyTableWalkTheIndexesOnceItFills; the
+      // append functions have the same setting of their own, schema/016). The
       // settings are the transaction's own and end with it: other statements on the connection
       // keep PostgreSQL's choice.
       {"generic_plans",
@@ -911,12 +914,17 @@ Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id
       params.add_binary(run_lengths(events));
     }
     std::vector<Connection::PipelineStep> steps;
-    steps.reserve(2);  // and the notification's
+    steps.reserve(3);  // and the notification's
+    // append_one reads the head: with its generic plan and without sequential scans, as the
+    // reads (see "generic_plans").
+    const bool looks_up = !base;
+    if (looks_up) steps.push_back({"generic_plans", Params(), false});
     steps.push_back({statement, std::move(params), true});
     bool announced;
     auto results = exec_announced(steps, types, announced);
     if (!results) return results.error();
-    auto& rows = (*results)[0];
+    if (looks_up && !(*results)[0]) return (*results)[0].error();  // the append did not run
+    auto& rows = (*results)[looks_up ? 1 : 0];
     if (rows && rows->rows() == static_cast<int>(events.size())) {
       if (!announced) notify(types);
       AppendResult appended =
@@ -1249,8 +1257,8 @@ Result<std::vector<RecordedEvent>> PostgresEventStore::read_stream(std::string_v
   }
   Params params;
   params.add(stream_id).add(from_version).add(limit_of(max_count));
-  auto rows = conn_->exec_prepared(
-      direction == Direction::kForward ? "read_forward" : "read_backward", params);
+  auto rows =
+      exec_generic(direction == Direction::kForward ? "read_forward" : "read_backward", params);
   if (!rows) return rows.error();
   std::vector<RecordedEvent> events = events_from(*rows);
   if (!events.empty()) {
@@ -1309,7 +1317,7 @@ std::vector<LoadedStream> PostgresEventStore::load_streams(std::span<const Strea
 Result<int64_t> PostgresEventStore::stream_version(std::string_view stream_id) {
   if (auto valid = validate_stream_id(stream_id); !valid) return valid.error();
   if (auto connected = ensure_connected(); !connected) return connected.error();
-  auto rows = conn_->exec_prepared("stream_version", Params().add(stream_id));
+  auto rows = exec_generic("stream_version", Params().add(stream_id));
   if (!rows) return rows.error();
   int64_t version = rows->rows() == 0 ? int64_t{0} : rows->int64(0, 0);
   if (version > 0) note_version(stream_id, version);
@@ -1459,7 +1467,7 @@ Result<void> PostgresEventStore::save_snapshot(const Snapshot& snapshot) {
 
 Result<std::optional<Snapshot>> PostgresEventStore::load_snapshot(std::string_view stream_id) {
   if (auto connected = ensure_connected(); !connected) return connected.error();
-  auto rows = conn_->exec_prepared("load_snapshot", Params().add(stream_id));
+  auto rows = exec_generic("load_snapshot", Params().add(stream_id));
   if (!rows) return rows.error();
   if (rows->rows() == 0) return std::optional<Snapshot>{};
   Snapshot snapshot;
@@ -1483,7 +1491,7 @@ Result<bool> PostgresEventStore::record_command(const CommandRecord& record) {
 
 Result<std::optional<CommandRecord>> PostgresEventStore::find_command(const Uuid& command_id) {
   if (auto connected = ensure_connected(); !connected) return connected.error();
-  auto rows = conn_->exec_prepared("find_command", Params().add(command_id.to_string()));
+  auto rows = exec_generic("find_command", Params().add(command_id.to_string()));
   if (!rows) return rows.error();
   if (rows->rows() == 0) return std::optional<CommandRecord>{};
   CommandRecord record;
