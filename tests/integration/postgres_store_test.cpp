@@ -873,6 +873,34 @@ TEST_F(PostgresStore, WhatNoAppendCarriesTheSenderSendsAfterTheGrace) {
       << "sent before the grace let an append carry it";
 }
 
+// A post wakes the idle thread; an append may claim what was posted before the thread looks.
+// The thread then finds nothing to send and sleeps again, and must be woken by the next post:
+// otherwise the last appends of a burst are announced only when something else wakes it.
+TEST_F(PostgresStore, APostAfterAnAppendCarriedWhatWokeTheThreadStillGoesOut) {
+  ASSERT_NO_FATAL_FAILURE(listen_at_head_one(*raw_, *store_));
+  NoticeSender sender(db_->url(), std::chrono::milliseconds(0), std::chrono::milliseconds(5));
+  for (int round = 0; round < 50; ++round) {
+    const std::string late = "Late" + std::to_string(round);
+    sender.post(std::vector<std::string>{"Early"});
+    std::vector<std::string> carried;
+    bool claimed = sender.begin_append(carried);                // most often before the thread runs
+    sender.end_append(claimed, claimed);                        // as if its notification went out
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // the thread looks, finds nothing
+    sender.post(std::vector<std::string>{late});
+    bool heard = false;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (!heard && std::chrono::steady_clock::now() < deadline) {
+      auto received = raw_->wait_notifications(50);
+      ASSERT_TRUE(received.ok()) << received.error().to_string();
+      for (const std::string& payload : *received) {
+        auto types = notice_types(payload);
+        heard = heard || (types && std::count(types->begin(), types->end(), late) > 0);
+      }
+    }
+    ASSERT_TRUE(heard) << "round " << round << ": the thread slept through the post of " << late;
+  }
+}
+
 // Types an append carries but does not confirm in time (it waits for a lock, say) go out from
 // the thread at the deadline; a carrier whose notification failed hands them back.
 TEST_F(PostgresStore, WhatAnAppendCarriesGoesOutEvenIfTheAppendIsSlowOrFails) {

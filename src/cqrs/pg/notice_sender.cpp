@@ -119,8 +119,13 @@ void NoticeSender::run() {
   std::unique_lock lock(mutex_);
   auto due = [&] { return pending_ || !carried_.empty(); };
   while (true) {
-    idle_ = true;  // nothing to send and no deadline: post() wakes it
-    wake_.wait(lock, [&] { return due() || stopping_; });
+    // Nothing to send and no deadline: post() wakes it. idle_ is set again before every wait,
+    // not once: an append may claim what a post woke the thread for before it looks, and the
+    // next post must find it idle, or that post's types wait for some other wake-up.
+    while (!due() && !stopping_) {
+      idle_ = true;
+      wake_.wait(lock);
+    }
     idle_ = false;
     // What arrives until the interval is over goes out with it, unless an append carries it
     // and confirms it (a claim moves last_sent_ on).
