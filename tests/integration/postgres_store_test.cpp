@@ -2618,7 +2618,13 @@ TEST_F(Runs, GenericPlansOfTheReadsUseTheRunIndexes) {
   for (const char* explain :
        {"EXPLAIN EXECUTE read_all('0', 0, 10)", "EXPLAIN EXECUTE head",
         "EXPLAIN EXECUTE events_after_exist('0', 0)", "EXPLAIN EXECUTE behind_watermark"}) {
+    // The count behind the watermark sums a range whose size the planner cannot know (a
+    // third of the table, it assumes); the store runs it with sequential scans off
+    // (exec_generic), and so is it explained here.
+    const bool as_run = std::string_view(explain).ends_with("behind_watermark");
+    if (as_run) ASSERT_TRUE(connection.exec("SET enable_seqscan = off").ok());
     std::string plan = plan_of(explain);
+    if (as_run) ASSERT_TRUE(connection.exec("RESET enable_seqscan").ok());
     EXPECT_NE(plan.find("events_order_idx"), std::string::npos) << explain << "\n" << plan;
     EXPECT_EQ(plan.find("Seq Scan on events"), std::string::npos) << explain << "\n" << plan;
   }

@@ -1372,7 +1372,9 @@ Result<AllPage> PostgresEventStore::read_all_of_types(Position after, size_t max
 
 Result<int64_t> PostgresEventStore::events_behind_watermark() {
   if (auto connected = ensure_connected(); !connected) return connected.error();
-  auto rows = conn_->exec_prepared("behind_watermark", Params());
+  // A walk of the runs from the watermark on: few, unless a transaction stays open. The planner
+  // cannot know that (the watermark is computed), and may sum a sequential scan instead.
+  auto rows = exec_generic("behind_watermark", Params());
   if (!rows) return rows.error();
   return rows->int64(0, 0);
 }
