@@ -2622,9 +2622,13 @@ TEST_F(Runs, GenericPlansOfTheReadsUseTheRunIndexes) {
     // third of the table, it assumes); the store runs it with sequential scans off
     // (exec_generic), and so is it explained here.
     const bool as_run = std::string_view(explain).ends_with("behind_watermark");
-    if (as_run) ASSERT_TRUE(connection.exec("SET enable_seqscan = off").ok());
+    if (as_run) {
+      ASSERT_TRUE(connection.exec("SET enable_seqscan = off").ok());
+    }
     std::string plan = plan_of(explain);
-    if (as_run) ASSERT_TRUE(connection.exec("RESET enable_seqscan").ok());
+    if (as_run) {
+      ASSERT_TRUE(connection.exec("RESET enable_seqscan").ok());
+    }
     EXPECT_NE(plan.find("events_order_idx"), std::string::npos) << explain << "\n" << plan;
     EXPECT_EQ(plan.find("Seq Scan on events"), std::string::npos) << explain << "\n" << plan;
   }
