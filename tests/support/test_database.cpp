@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "cqrs/pg/migrate.hpp"
 #include "cqrs/uuid.hpp"
@@ -66,6 +68,30 @@ std::unique_ptr<pg::Connection> TestDatabase::connect() const {
     return nullptr;
   }
   return std::move(conn).value();
+}
+
+TableScans scans_during(pg::Connection& sql, std::string_view table,
+                        const std::function<void()>& work) {
+  auto scans = [&] {
+    auto rows = sql.exec(
+        "SELECT coalesce(seq_scan, 0), coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+        " WHERE relid = $1::regclass",
+        pg::Params().add(std::string(table)));
+    EXPECT_TRUE(rows.ok() && rows->rows() == 1)
+        << (rows.ok() ? "no such table" : rows.error().to_string());
+    return rows.ok() && rows->rows() == 1 ? TableScans{rows->int64(0, 0), rows->int64(0, 1)}
+                                          : TableScans{};
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  TableScans before = scans();
+  work();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  TableScans after = scans();
+  while (after.index == before.index && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    after = scans();
+  }
+  return {after.sequential - before.sequential, after.index - before.index};
 }
 
 }  // namespace cqrs::testing

@@ -2,8 +2,11 @@
 // when the object goes away, so tests never see each other's events.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "cqrs/pg/connection.hpp"
 
@@ -32,5 +35,18 @@ class TestDatabase {
 
 // DATABASE_URL, or "" (after ADD_FAILURE with instructions) when unset.
 std::string database_url();
+
+// Sequential and index scans of one table, as pg_stat_user_tables counts them.
+struct TableScans {
+  int64_t sequential = 0;
+  int64_t index = 0;
+};
+
+// The scans of `table` (a regclass, e.g. "cqrs.events") that `work` adds. A session's counters
+// reach the statistics when it goes idle, at most once a second: this waits for those of the
+// sessions that ran before `work` first, and afterwards up to 10 s for `work`'s index scans to
+// show (a `work` that scans no index waits the 10 s out).
+TableScans scans_during(pg::Connection& sql, std::string_view table,
+                        const std::function<void()>& work);
 
 }  // namespace cqrs::testing

@@ -161,8 +161,8 @@ void NoticeSender::run() {
         }
       }
       if (!conn || !conn->is_ok()) break;
-      sent = conn->exec_prepared("notify", params).ok() ||
-             conn->is_ok();  // an SQL error is not retried
+      // An SQL error is not retried.
+      sent = conn->exec_prepared("notify", params).ok() || conn->is_ok();
     }
     if (!sent && !stopping) {
       std::this_thread::sleep_for(kReconnectDelay);

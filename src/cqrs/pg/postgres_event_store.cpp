@@ -159,18 +159,19 @@ std::vector<Statement> statements() {
        "$13::jsonb[], $14::int[])"},
       // The reads of loads, $all, $all by type and correlations run after this one in the same
       // transaction (exec_generic), so that PostgreSQL uses their generic plans, made once per
-      // connection; so do the lookups by stream or command id (a stream's events or head,
-      // append_one's head, a snapshot, a command record). In its default mode it keeps choosing a
-      // new custom plan at every execution of those four, though their generic plans walk the same
-      // indexes (integration.Runs.GenericPlansOfTheReadsUseTheRunIndexes); planning read_all takes
-      // about 0.6 ms per page, a seventh of the server's time for a page of 1,000 events. Each of
-      // them is a bounded walk of an index, so sequential scans are off for them too: a generic
-      // plan made while cqrs.events looks empty (a new database, until autovacuum analyzes it)
-      // would otherwise scan and sort the whole table at every execution until the next analyze
-      // (integration.PostgresStore.LookupsPlannedOnAnEmptyTableWalkTheIndexesOnceItFills; the
-      // append functions have the same setting of their own, schema/016). The
-      // settings are the transaction's own and end with it: other statements on the connection
-      // keep PostgreSQL's choice.
+      // connection. In its default mode it keeps choosing a new custom plan at every execution
+      // of those four, though their generic plans walk the same indexes
+      // (integration.Runs.GenericPlansOfTheReadsUseTheRunIndexes); planning read_all takes about
+      // 0.6 ms per page, a seventh of the server's time for a page of 1,000 events. Each of them
+      // is a bounded walk of an index, so sequential scans are off for them too: a generic plan
+      // made while cqrs.events looks empty (a new database, until autovacuum analyzes it) would
+      // otherwise scan and sort the whole table at every execution until the next analyze. The
+      // lookups by stream or command id (a stream's events or head, append_one's head, a
+      // snapshot, a command record) and the count behind the watermark run after it for that
+      // reason alone (see
+      // integration.PostgresStore.LookupsPlannedOnAnEmptyTableWalkTheIndexesOnceItFills; the
+      // append functions carry the same setting, schema/016). The settings are the transaction's
+      // own and end with it: other statements on the connection keep PostgreSQL's choice.
       {"generic_plans",
        "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),"
        " set_config('enable_seqscan', 'off', true)"},
