@@ -901,6 +901,38 @@ TEST_F(PostgresStore, APostAfterAnAppendCarriedWhatWokeTheThreadStillGoesOut) {
   }
 }
 
+// With one writer, appends carry the notifications and post their types between them. The
+// thread, which must send what nobody carries by the deadline, waits for that deadline rather
+// than being woken by the first post after each carried notification: a context switch per
+// interval otherwise. What is posted still goes out at the deadline.
+TEST_F(PostgresStore, APostSoonAfterACarriedNotificationDoesNotWakeTheThread) {
+  ASSERT_NO_FATAL_FAILURE(listen_at_head_one(*raw_, *store_));
+  using std::chrono::milliseconds;
+  const milliseconds interval(400), grace(400);
+  NoticeSender sender(db_->url(), interval, grace);
+  std::vector<std::string> carried;
+  ASSERT_TRUE(sender.begin_append(carried));  // the first claims, with nothing to carry
+  sender.end_append(true, true);
+  sender.post(std::vector<std::string>{"Carried"});
+  const uint64_t woken = sender.posts_that_woke();
+  std::this_thread::sleep_for(interval + milliseconds(50));
+  ASSERT_TRUE(sender.begin_append(carried));
+  EXPECT_EQ(carried, std::vector<std::string>{"Carried"});
+  sender.end_append(true, true);
+  const auto claimed = std::chrono::steady_clock::now();
+  // The thread wakes at the first claim's deadline (interval + grace after it, 350 ms from
+  // here), finds the types carried, and waits for the second claim's (800 ms from here). A post
+  // in between, with 200 ms to spare on either side, must not wake it.
+  std::this_thread::sleep_for(milliseconds(550));
+  sender.post(std::vector<std::string>{"Posted"});
+  EXPECT_EQ(sender.posts_that_woke(), woken);
+  auto payloads = notices_until(*raw_, 1);
+  const auto heard = std::chrono::steady_clock::now();
+  ASSERT_EQ(payloads.size(), 1u);
+  EXPECT_EQ(notice_types(payloads[0]), std::vector<std::string>{"Posted"});
+  EXPECT_GE(heard - claimed, interval + grace - milliseconds(50)) << "sent before its deadline";
+}
+
 // Types an append carries but does not confirm in time (it waits for a lock, say) go out from
 // the thread at the deadline; a carrier whose notification failed hands them back.
 TEST_F(PostgresStore, WhatAnAppendCarriesGoesOutEvenIfTheAppendIsSlowOrFails) {

@@ -98,11 +98,17 @@ void NoticeSender::post(std::span<const std::string> types) {
     types_.insert(types.begin(), types.end());
     wake = idle_;
     idle_ = false;
+    if (wake) ++posts_that_woke_;
   }
   // A thread that is not idle waits out the interval, or sends, and sees these types then:
   // waking it for every append (or every first one after a carry) would only cost a context
   // switch each.
   if (wake) wake_.notify_one();
+}
+
+uint64_t NoticeSender::posts_that_woke() const {
+  std::lock_guard lock(mutex_);
+  return posts_that_woke_;
 }
 
 std::string NoticeSender::statement() {
@@ -119,14 +125,23 @@ void NoticeSender::run() {
   std::unique_lock lock(mutex_);
   auto due = [&] { return pending_ || !carried_.empty(); };
   while (true) {
-    // Nothing to send and no deadline: post() wakes it. idle_ is set again before every wait,
-    // not once: an append may claim what a post woke the thread for before it looks, and the
-    // next post must find it idle, or that post's types wait for some other wake-up.
+    // Nothing to send. Within interval + grace of the last notification or claim, appends are
+    // likely running, and the next one may carry what they post: look again at that deadline
+    // rather than be woken by the first post after every claim (a context switch per interval,
+    // and a wake-up call in the posting append). After it, wait idle for post() to wake it.
+    // idle_ is set again before every idle wait, not once: an append may claim what a post woke
+    // the thread for before it looks, and the next post must find it idle, or that post's types
+    // wait for some other wake-up.
     while (!due() && !stopping_) {
-      idle_ = true;
-      wake_.wait(lock);
+      const auto deadline = last_sent_ + min_interval_ + carry_grace_;
+      if (std::chrono::steady_clock::now() < deadline) {
+        wake_.wait_until(lock, deadline);
+      } else {
+        idle_ = true;
+        wake_.wait(lock);
+        idle_ = false;
+      }
     }
-    idle_ = false;
     // What arrives until the interval is over goes out with it, unless an append carries it
     // and confirms it (a claim moves last_sent_ on).
     while (due() && !stopping_ &&

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -23,7 +24,9 @@ namespace cqrs::pg {
 //   appends (AppendGroups) does not: its members would wait for the notification too.
 // * Otherwise appends post their event types once committed, and a thread sends one notification
 //   for everything posted, kMinInterval + kCarryGrace after the last, unless an append carried
-//   them meanwhile and confirmed that its notification went out.
+//   them meanwhile and confirmed that its notification went out. Within that time after a
+//   notification the thread waits for the deadline, not for posts: with one writer, waking it
+//   for the first post after each carried notification cost a context switch every interval.
 // Without the coalescing, many connections appending at once each sent their own, and those
 // transactions queued on PostgreSQL's notification lock: a third of the append rate at 16
 // connections. Each notification is a transaction, and one sent by the thread also wakes the
@@ -60,6 +63,10 @@ class NoticeSender {
   void end_append(bool claimed, bool delivered) noexcept;
   // Announces committed appends of events of `types`. Never blocks on the database.
   void post(std::span<const std::string> types);
+  // How many posts woke the thread (for tests): only a post that finds it idle does, which it is
+  // not while a notification sent or claimed in the last kMinInterval + kCarryGrace may be
+  // followed by a carrier.
+  uint64_t posts_that_woke() const;
 
   // The statement that sends one notification, in a transaction of its own that commits without
   // waiting for the WAL flush; $1 is notice_types_suffix() of the types.
@@ -74,13 +81,14 @@ class NoticeSender {
   const std::string conninfo_;
   const std::chrono::milliseconds min_interval_;
   const std::chrono::milliseconds carry_grace_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
   bool pending_ = false;
   bool sending_ = false;  // the thread is sending one
   bool idle_ = false;     // the thread waits with nothing due (and no deadline)
-  int appending_ = 0;     // appends running
+  uint64_t posts_that_woke_ = 0;
+  int appending_ = 0;                                // appends running
   std::chrono::steady_clock::time_point last_sent_;  // the last notification, or its claim
   std::set<std::string> types_;                      // posted, to send
   std::set<std::string> carried_;  // claimed by the running append, not yet confirmed
