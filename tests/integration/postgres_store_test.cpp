@@ -1762,6 +1762,75 @@ TEST_F(PostgresStore, NoStreamAppendThatLostARaceSaysTheStreamExists) {
   EXPECT_EQ(*store_->stream_version("s"), 1);
 }
 
+// The store's statements assume READ COMMITTED (a statement that waited for a stream's lock reads
+// the head committed meanwhile). On a database whose default isolation is stricter, concurrent
+// appends by stores of one process (so also in groups) must neither fail with serialization
+// failures nor tell an `any` append of a version it should have gone after, and the store's
+// sessions must keep that after a reconnect.
+TEST_F(PostgresStore, AppendsSucceedOnADatabaseWhoseDefaultIsolationIsStricter) {
+  constexpr int kThreads = 8;
+  constexpr int kAppendsPerPhase = 40;
+  for (const std::string level : {"serializable", "repeatable read"}) {
+    SCOPED_TRACE(level);
+    ASSERT_TRUE(raw_->exec("ALTER DATABASE " + quote_identifier(db_->name()) +
+                           " SET default_transaction_isolation = '" + level + "'")
+                    .ok());
+    std::vector<std::unique_ptr<PostgresEventStore>> stores;
+    for (int idx = 0; idx < kThreads; ++idx) {
+      auto opened = PostgresEventStore::open(db_->url());  // a session with the new default
+      ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+      stores.push_back(std::move(opened).value());
+    }
+    std::mutex mutex;
+    std::vector<std::string> failures;
+    int64_t events_appended = 0;
+    auto phase = [&](int phase_no) {
+      std::vector<std::thread> threads;
+      for (int idx = 0; idx < kThreads; ++idx) {
+        threads.emplace_back([&, idx] {
+          PostgresEventStore& store = *stores[idx];
+          for (int attempt = 0; attempt < 3 && !store.stream_version("probe").ok(); ++attempt) {
+            // The first call after the server ended the session fails; the next reconnects.
+          }
+          for (int n = 0; n < kAppendsPerPhase; ++n) {
+            // Half to streams of its own, half to three streams all threads share.
+            std::string stream = n % 2 == 0
+                                     ? level + "-own-" + std::to_string(idx) + "-" +
+                                           std::to_string(phase_no) + "-" + std::to_string(n / 8)
+                                     : level + "-shared-" + std::to_string(n % 3);
+            std::vector<EventData> events(static_cast<size_t>(1 + n % 3));
+            for (EventData& event : events) {
+              event.type = "Happened";
+              event.data = R"({"n": 1})";
+            }
+            auto appended = store.append(stream, ExpectedVersion::any(), events);
+            std::lock_guard lock(mutex);
+            if (appended) {
+              events_appended += std::ssize(events);
+            } else {
+              failures.push_back(appended.error().to_string());
+            }
+          }
+        });
+      }
+      for (std::thread& thread : threads) thread.join();
+    };
+    phase(1);
+    // Every session of the stores ends; each reconnects on its next call.
+    ASSERT_TRUE(raw_->exec("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+                           " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                           " AND backend_type = 'client backend'")
+                    .ok());
+    phase(2);
+    EXPECT_TRUE(failures.empty()) << failures.size() << " appends failed, the first: "
+                                  << (failures.empty() ? "" : failures.front());
+    auto stored =
+        raw_->exec("SELECT count(*) FROM cqrs.events WHERE stream_id LIKE '" + level + "-%'");
+    ASSERT_TRUE(stored.ok());
+    EXPECT_EQ(stored->int64(0, 0), events_appended);
+  }
+}
+
 // A one-event append after a version the store has seen skips the head lookup; the primary key
 // must still catch every case where that version is no longer the head.
 class KnownVersions : public PostgresStore {

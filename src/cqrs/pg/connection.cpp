@@ -275,6 +275,10 @@ Result<void> Connection::reconnect() {
     return Error::unavailable("cannot reconnect to PostgreSQL: " + reason);
   }
   PQsetNoticeProcessor(conn_, ignore_notice, nullptr);
+  for (const std::string& sql : settings_) {
+    auto checked = check(PQexec(conn_, sql.c_str()));
+    if (!checked) return checked.error();
+  }
   for (const auto& [name, sql] : prepared_) {
     PGresult* result = PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
     auto checked = check(result);
@@ -304,6 +308,13 @@ Result<QueryResult> Connection::exec(std::string_view sql, const Params& params)
   Params::Wire wire = params.wire();
   return check(PQexecParams(conn_, text.c_str(), params.size(), nullptr, wire.values(),
                             wire.lengths(), wire.formats(), 0));
+}
+
+Result<void> Connection::configure(const std::string& sql) {
+  auto result = check(PQexec(conn_, sql.c_str()));
+  if (!result) return result.error();
+  settings_.push_back(sql);
+  return {};
 }
 
 Result<void> Connection::prepare(const std::string& name, const std::string& sql) {

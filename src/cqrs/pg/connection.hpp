@@ -171,6 +171,9 @@ class Connection {
   // Runs one statement with text parameters.
   Result<QueryResult> exec(std::string_view sql, const Params& params);
 
+  // Runs `sql` (session settings: SET ...) now and again first after each reconnect, so that
+  // every session of this connection has them.
+  Result<void> configure(const std::string& sql);
   // Prepares `sql` under `name` on this connection (again after each reconnect, see
   // on_reconnect) and runs a prepared statement.
   Result<void> prepare(const std::string& name, const std::string& sql);
@@ -220,6 +223,7 @@ class Connection {
   bool stale_ = false;  // a prepared statement no longer matches the schema
   uint64_t session_ = 1;
   std::string conninfo_;
+  std::vector<std::string> settings_;                          // replayed after reconnect
   std::vector<std::pair<std::string, std::string>> prepared_;  // replayed after reconnect
   std::unordered_map<std::string, std::string> names_by_sql_;  // prepared_name()'s
 };

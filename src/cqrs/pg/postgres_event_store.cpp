@@ -489,6 +489,16 @@ Result<std::unique_ptr<PostgresEventStore>> PostgresEventStore::open(const std::
   }
   auto conn = Connection::open(conninfo);
   if (!conn) return conn.error();
+  // The store's statements assume READ COMMITTED: a statement that waited for a stream's lock
+  // reads the head committed meanwhile. A server or database whose default is REPEATABLE READ
+  // or SERIALIZABLE would have appends fail (a serialization failure, or an `any` append told
+  // of a version it should have gone after); the store's sessions keep the default of
+  // PostgreSQL instead. Set per session, not in the connection string: poolers such as
+  // PgBouncer refuse or drop startup options.
+  if (auto configured = (*conn)->configure("SET default_transaction_isolation = 'read committed'");
+      !configured) {
+    return configured.error();
+  }
   if (options.require_current_schema) {
     if (auto checked = check_schema(**conn); !checked) return checked.error();
   }
