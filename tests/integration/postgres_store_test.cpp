@@ -1831,6 +1831,38 @@ TEST_F(PostgresStore, AppendsSucceedOnADatabaseWhoseDefaultIsolationIsStricter) 
   }
 }
 
+// Events are JSON, which is UTF-8. A database (or an environment, PGCLIENTENCODING) that sets
+// another client encoding must not make the server convert them as if they were in it: they
+// would be stored garbled for every other reader, and characters that encoding lacks could not
+// be read back.
+TEST_F(PostgresStore, SessionsSpeakUtf8WhateverClientEncodingTheDatabaseSets) {
+  ASSERT_TRUE(raw_->exec("ALTER DATABASE " + quote_identifier(db_->name()) +
+                         " SET client_encoding = 'LATIN1'")
+                  .ok());
+  auto opened = PostgresEventStore::open(db_->url());  // a session with the new default
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  PostgresEventStore& store = **opened;
+  const std::string name = "caf\u00e9 \u20ac \u65e5";  // é (in LATIN1), € and 日 (not)
+  EventData event;
+  event.type = "Named";
+  event.data = R"({"name": ")" + name + R"("})";
+  auto appended = store.append("utf8", ExpectedVersion::no_stream(), std::span(&event, 1));
+  ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  auto stored = raw_->exec("SELECT data->>'name' FROM cqrs.events WHERE stream_id = 'utf8'");
+  ASSERT_TRUE(stored.ok()) << stored.error().to_string();
+  ASSERT_EQ(stored->rows(), 1);
+  EXPECT_EQ(stored->text(0, 0), name);
+  auto read = store.read_stream("utf8", 1, 10, Direction::kForward);
+  ASSERT_TRUE(read.ok()) << read.error().to_string();
+  ASSERT_EQ(read->size(), 1u);
+  EXPECT_EQ(read->front().data, event.data);
+  auto other = Connection::open(db_->url());  // any connection of the library, not only stores
+  ASSERT_TRUE(other.ok()) << other.error().to_string();
+  auto encoding = (*other)->exec("SHOW client_encoding");
+  ASSERT_TRUE(encoding.ok());
+  EXPECT_EQ(encoding->text(0, 0), "UTF8");
+}
+
 // A one-event append after a version the store has seen skips the head lookup; the primary key
 // must still catch every case where that version is no longer the head.
 class KnownVersions : public PostgresStore {

@@ -240,8 +240,22 @@ int64_t QueryResult::affected_rows() const {
   return value;
 }
 
+namespace {
+
+// Connects with `conninfo` (a keyword string or a URL), in UTF-8 whatever the environment
+// (PGCLIENTENCODING), the connection string or the database's settings ask for: events, commands
+// and read models are JSON, which is UTF-8, and another client encoding would have the server
+// convert them as if they were in it. A client_encoding after the expanded dbname overrides it.
+PGconn* connect_in_utf8(const std::string& conninfo) {
+  const char* const keywords[] = {"dbname", "client_encoding", nullptr};
+  const char* const values[] = {conninfo.c_str(), "UTF8", nullptr};
+  return PQconnectdbParams(keywords, values, 1);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Connection>> Connection::open(const std::string& conninfo) {
-  PGconn* conn = PQconnectdb(conninfo.c_str());
+  PGconn* conn = connect_in_utf8(conninfo);
   if (conn == nullptr) return Error::unavailable("cannot allocate a PostgreSQL connection");
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string reason = trimmed(PQerrorMessage(conn));
@@ -269,7 +283,7 @@ Result<void> Connection::reconnect() {
   if (conn_ != nullptr) PQfinish(conn_);
   ++session_;
   stale_ = false;
-  conn_ = PQconnectdb(conninfo_.c_str());
+  conn_ = connect_in_utf8(conninfo_);
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
     std::string reason = conn_ == nullptr ? "out of memory" : trimmed(PQerrorMessage(conn_));
     return Error::unavailable("cannot reconnect to PostgreSQL: " + reason);
