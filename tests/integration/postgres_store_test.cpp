@@ -1863,6 +1863,46 @@ TEST_F(PostgresStore, SessionsSpeakUtf8WhateverClientEncodingTheDatabaseSets) {
   EXPECT_EQ(encoding->text(0, 0), "UTF8");
 }
 
+// A server that accepts no writes (a hot standby; here a database with
+// default_transaction_read_only) is refused when connecting, with libpq's reason, rather than
+// at the first append: of several hosts in a connection string, the store takes the primary.
+TEST_F(PostgresStore, AStoreDoesNotOpenOnAServerThatAcceptsNoWrites) {
+  const std::string alter = "ALTER DATABASE " + quote_identifier(db_->name());
+  ASSERT_TRUE(raw_->exec(alter + " SET default_transaction_read_only = on").ok());
+  auto refused = PostgresEventStore::open(db_->url());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), errc::kStoreUnavailable);
+  EXPECT_NE(refused.error().message().find("read-only"), std::string::npos)
+      << refused.error().message();
+  ASSERT_TRUE(raw_->exec(alter + " RESET default_transaction_read_only").ok());
+  auto opened = PostgresEventStore::open(db_->url());
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+}
+
+// A session whose server stops accepting writes (default_transaction_read_only turned on, a
+// primary turned standby) reports store_unavailable with the reason, and the next call
+// reconnects: to a server that accepts writes, if there is one by then.
+TEST_F(PostgresStore, AWriteRefusedBecauseTheServerAcceptsNoneReconnects) {
+  append_one("s");
+  auto turned = store_->commit_with_checkpoint("proj", Position{1, 1}, [](Connection& conn) {
+    auto set = conn.exec("SET SESSION default_transaction_read_only = on");
+    if (!set) return Result<void>(set.error());
+    return Result<void>();
+  });
+  ASSERT_TRUE(turned.ok()) << turned.error().to_string();
+  EventData event;
+  event.type = "Happened";
+  event.data = "{}";
+  auto refused = store_->append("s", ExpectedVersion::any(), std::span(&event, 1));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), errc::kStoreUnavailable);
+  EXPECT_NE(refused.error().message().find("accepts no writes"), std::string::npos)
+      << refused.error().message();
+  auto appended = store_->append("s", ExpectedVersion::any(), std::span(&event, 1));
+  ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  EXPECT_EQ(appended->stream_version, 2);
+}
+
 // A one-event append after a version the store has seen skips the head lookup; the primary key
 // must still catch every case where that version is no longer the head.
 class KnownVersions : public PostgresStore {

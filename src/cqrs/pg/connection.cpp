@@ -5,6 +5,7 @@
 #include <poll.h>
 
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 
 namespace cqrs::pg {
@@ -31,6 +32,15 @@ bool is_stale_plan(const PGresult* result) {
   const char* function = PQresultErrorField(result, PG_DIAG_SOURCE_FUNCTION);
   return sqlstate != nullptr && std::string_view(sqlstate) == "0A000" && function != nullptr &&
          std::string_view(function) == "RevalidateCachedQuery";
+}
+
+// The server refused a write because it accepts none (read_only_sql_transaction): a hot
+// standby, possibly a former primary after a failover, or default_transaction_read_only turned
+// on. Another session may reach a server that does (the connection string may list several).
+bool is_read_only_server(const PGresult* result) {
+  if (result == nullptr) return false;
+  const char* sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+  return sqlstate != nullptr && std::string_view(sqlstate) == "25006";
 }
 
 }  // namespace
@@ -242,20 +252,26 @@ int64_t QueryResult::affected_rows() const {
 
 namespace {
 
-// Connects with `conninfo` (a keyword string or a URL), in UTF-8 whatever the environment
-// (PGCLIENTENCODING), the connection string or the database's settings ask for: events, commands
-// and read models are JSON, which is UTF-8, and another client encoding would have the server
-// convert them as if they were in it. A client_encoding after the expanded dbname overrides it.
-PGconn* connect_in_utf8(const std::string& conninfo) {
-  const char* const keywords[] = {"dbname", "client_encoding", nullptr};
-  const char* const values[] = {conninfo.c_str(), "UTF8", nullptr};
+// Connects with `conninfo` (a keyword string or a URL).
+// * In UTF-8, whatever the environment (PGCLIENTENCODING), the connection string or the
+//   database's settings ask for: events, commands and read models are JSON, which is UTF-8, and
+//   another client encoding would have the server convert them as if they were in it. A keyword
+//   after the expanded dbname overrides the connection string's.
+// * To a server that accepts writes (target_session_attrs=read-write), unless the connection
+//   string or PGTARGETSESSIONATTRS says otherwise: of several hosts listed, the primary; a
+//   standby alone is refused at once, with libpq's reason, rather than at the first write. A
+//   keyword before the expanded dbname yields to the connection string's.
+PGconn* connect_to(const std::string& conninfo) {
+  const char* target = std::getenv("PGTARGETSESSIONATTRS") == nullptr ? "read-write" : nullptr;
+  const char* const keywords[] = {"target_session_attrs", "dbname", "client_encoding", nullptr};
+  const char* const values[] = {target, conninfo.c_str(), "UTF8", nullptr};
   return PQconnectdbParams(keywords, values, 1);
 }
 
 }  // namespace
 
 Result<std::unique_ptr<Connection>> Connection::open(const std::string& conninfo) {
-  PGconn* conn = connect_in_utf8(conninfo);
+  PGconn* conn = connect_to(conninfo);
   if (conn == nullptr) return Error::unavailable("cannot allocate a PostgreSQL connection");
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string reason = trimmed(PQerrorMessage(conn));
@@ -283,7 +299,7 @@ Result<void> Connection::reconnect() {
   if (conn_ != nullptr) PQfinish(conn_);
   ++session_;
   stale_ = false;
-  conn_ = connect_in_utf8(conninfo_);
+  conn_ = connect_to(conninfo_);
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
     std::string reason = conn_ == nullptr ? "out of memory" : trimmed(PQerrorMessage(conn_));
     return Error::unavailable("cannot reconnect to PostgreSQL: " + reason);
@@ -307,7 +323,7 @@ Result<QueryResult> Connection::check(PGresult* result) {
     return QueryResult(result);
   }
   Error error = error_from(conn_, result);
-  if (is_stale_plan(result)) stale_ = true;
+  if (is_stale_plan(result) || is_read_only_server(result)) stale_ = true;
   if (result != nullptr) PQclear(result);
   return error;
 }
@@ -477,6 +493,13 @@ Error error_from(PGconn* conn, PGresult* result) {
         "a prepared statement no longer matches the database schema, which changed while the "
         "connection was open (a migration by another process?); the next call reconnects and "
         "prepares it again: " +
+        message);
+  }
+  if (is_read_only_server(result)) {
+    return Error::unavailable(
+        "the server accepts no writes (a hot standby, or default_transaction_read_only is on); "
+        "the next call reconnects, to a server that accepts writes if the connection string "
+        "lists one: " +
         message);
   }
   if (conn == nullptr || PQstatus(conn) != CONNECTION_OK || sqlstate == nullptr ||

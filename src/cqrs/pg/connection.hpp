@@ -149,8 +149,9 @@ class QueryResult {
 
 class Connection {
  public:
-  // Opens a connection (conninfo is a libpq keyword string or a postgresql:// URL).
-  // Errors: store_unavailable, with libpq's reason.
+  // Opens a connection (conninfo is a libpq keyword string or a postgresql:// URL), in UTF-8,
+  // to a server that accepts writes unless conninfo or PGTARGETSESSIONATTRS names other
+  // target_session_attrs. Errors: store_unavailable, with libpq's reason.
   static Result<std::unique_ptr<Connection>> open(const std::string& conninfo);
 
   ~Connection();
@@ -160,7 +161,8 @@ class Connection {
   // True when the connection is usable. After a failure that broke the connection, the owner
   // calls reconnect() before the next statement. A prepared statement whose result changed
   // shape under it (a migration changed a column's type) also makes the connection unusable: a
-  // reconnect prepares every statement again.
+  // reconnect prepares every statement again. So does a write the server refused because it
+  // accepts none (a standby): a reconnect may reach the primary.
   bool is_ok() const;
   Result<void> reconnect();
   // Whether a transaction is open (begun by the caller, or failed and not yet rolled back).
@@ -220,7 +222,9 @@ class Connection {
   Result<QueryResult> check(pg_result* result);
 
   pg_conn* conn_ = nullptr;
-  bool stale_ = false;  // a prepared statement no longer matches the schema
+  // The session must not be used again: a prepared statement no longer matches the schema, or
+  // the server accepts no writes (another session may reach one that does).
+  bool stale_ = false;
   uint64_t session_ = 1;
   std::string conninfo_;
   std::vector<std::string> settings_;                          // replayed after reconnect
