@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <future>
 #include <limits>
@@ -1861,6 +1863,23 @@ TEST_F(PostgresStore, SessionsSpeakUtf8WhateverClientEncodingTheDatabaseSets) {
   auto encoding = (*other)->exec("SHOW client_encoding");
   ASSERT_TRUE(encoding.ok());
   EXPECT_EQ(encoding->text(0, 0), "UTF8");
+}
+
+// The library's sessions are named after the program in pg_stat_activity and the server's log,
+// unless the connection string names them.
+TEST_F(PostgresStore, SessionsAreNamedAfterTheProgramUnlessTheConnectionStringNamesThem) {
+  auto name_of = [](Connection& conn) {
+    auto shown = conn.exec("SHOW application_name");
+    return shown.ok() && shown->rows() == 1 ? std::string(shown->text(0, 0)) : "(unknown)";
+  };
+  const char* from_environment = std::getenv("PGAPPNAME");  // names them as a string would
+  EXPECT_EQ(name_of(*raw_),
+            from_environment != nullptr ? from_environment : program_invocation_short_name);
+  auto named = with_option(db_->url(), "application_name", "projector-7", true);
+  ASSERT_TRUE(named.ok());
+  auto opened = Connection::open(*named);
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  EXPECT_EQ(name_of(**opened), "projector-7");
 }
 
 // A server that accepts no writes (a hot standby; here a database with

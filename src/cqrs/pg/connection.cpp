@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 #include <poll.h>
 
+#include <cerrno>  // program_invocation_short_name
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
@@ -261,10 +262,14 @@ namespace {
 //   string or PGTARGETSESSIONATTRS says otherwise: of several hosts listed, the primary; a
 //   standby alone is refused at once, with libpq's reason, rather than at the first write. A
 //   keyword before the expanded dbname yields to the connection string's.
+// * Named after the program (cqrsd, cqrsctl, ...) in pg_stat_activity and the server's log,
+//   unless an application_name is given (fallback_application_name).
 PGconn* connect_to(const std::string& conninfo) {
   const char* target = std::getenv("PGTARGETSESSIONATTRS") == nullptr ? "read-write" : nullptr;
-  const char* const keywords[] = {"target_session_attrs", "dbname", "client_encoding", nullptr};
-  const char* const values[] = {target, conninfo.c_str(), "UTF8", nullptr};
+  const char* const keywords[] = {"target_session_attrs", "fallback_application_name", "dbname",
+                                  "client_encoding", nullptr};
+  const char* const values[] = {target, program_invocation_short_name, conninfo.c_str(), "UTF8",
+                                nullptr};
   return PQconnectdbParams(keywords, values, 1);
 }
 
