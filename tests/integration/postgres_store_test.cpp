@@ -47,6 +47,17 @@ class PostgresStore : public ::testing::Test {
     ASSERT_TRUE(appended.ok()) << appended.error().to_string();
   }
 
+  // `setting` = `value` (a literal) for the sessions that open from now on, or back to the
+  // server's default when `value` is empty (ALTER DATABASE).
+  bool set_for_new_sessions(std::string_view setting, std::string_view value) {
+    std::string alter = "ALTER DATABASE " + quote_identifier(db_->name());
+    alter += value.empty() ? " RESET " + std::string(setting)
+                           : " SET " + std::string(setting) + " = " + std::string(value);
+    auto done = raw_->exec(alter);
+    EXPECT_TRUE(done.ok()) << done.error().to_string();
+    return done.ok();
+  }
+
   std::unique_ptr<testing::TestDatabase> db_;
   std::unique_ptr<PostgresEventStore> store_;
   std::unique_ptr<Connection> raw_;
@@ -1774,9 +1785,7 @@ TEST_F(PostgresStore, AppendsSucceedOnADatabaseWhoseDefaultIsolationIsStricter) 
   constexpr int kAppendsPerPhase = 40;
   for (const std::string level : {"serializable", "repeatable read"}) {
     SCOPED_TRACE(level);
-    ASSERT_TRUE(raw_->exec("ALTER DATABASE " + quote_identifier(db_->name()) +
-                           " SET default_transaction_isolation = '" + level + "'")
-                    .ok());
+    ASSERT_TRUE(set_for_new_sessions("default_transaction_isolation", "'" + level + "'"));
     std::vector<std::unique_ptr<PostgresEventStore>> stores;
     for (int idx = 0; idx < kThreads; ++idx) {
       auto opened = PostgresEventStore::open(db_->url());  // a session with the new default
@@ -1838,9 +1847,7 @@ TEST_F(PostgresStore, AppendsSucceedOnADatabaseWhoseDefaultIsolationIsStricter) 
 // would be stored garbled for every other reader, and characters that encoding lacks could not
 // be read back.
 TEST_F(PostgresStore, SessionsSpeakUtf8WhateverClientEncodingTheDatabaseSets) {
-  ASSERT_TRUE(raw_->exec("ALTER DATABASE " + quote_identifier(db_->name()) +
-                         " SET client_encoding = 'LATIN1'")
-                  .ok());
+  ASSERT_TRUE(set_for_new_sessions("client_encoding", "'LATIN1'"));
   auto opened = PostgresEventStore::open(db_->url());  // a session with the new default
   ASSERT_TRUE(opened.ok()) << opened.error().to_string();
   PostgresEventStore& store = **opened;
@@ -1886,14 +1893,13 @@ TEST_F(PostgresStore, SessionsAreNamedAfterTheProgramUnlessTheConnectionStringNa
 // default_transaction_read_only) is refused when connecting, with libpq's reason, rather than
 // at the first append: of several hosts in a connection string, the store takes the primary.
 TEST_F(PostgresStore, AStoreDoesNotOpenOnAServerThatAcceptsNoWrites) {
-  const std::string alter = "ALTER DATABASE " + quote_identifier(db_->name());
-  ASSERT_TRUE(raw_->exec(alter + " SET default_transaction_read_only = on").ok());
+  ASSERT_TRUE(set_for_new_sessions("default_transaction_read_only", "on"));
   auto refused = PostgresEventStore::open(db_->url());
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.error().code(), errc::kStoreUnavailable);
   EXPECT_NE(refused.error().message().find("read-only"), std::string::npos)
       << refused.error().message();
-  ASSERT_TRUE(raw_->exec(alter + " RESET default_transaction_read_only").ok());
+  ASSERT_TRUE(set_for_new_sessions("default_transaction_read_only", ""));
   auto opened = PostgresEventStore::open(db_->url());
   ASSERT_TRUE(opened.ok()) << opened.error().to_string();
 }

@@ -124,6 +124,8 @@ void NoticeSender::run() {
   std::unique_ptr<Connection> conn;
   std::unique_lock lock(mutex_);
   auto due = [&] { return pending_ || !carried_.empty(); };
+  // The end of the interval and grace after the last notification or claim.
+  auto deadline = [&] { return last_sent_ + min_interval_ + carry_grace_; };
   while (true) {
     // Nothing to send. Within interval + grace of the last notification or claim, appends are
     // likely running, and the next one may carry what they post: look again at that deadline
@@ -133,9 +135,8 @@ void NoticeSender::run() {
     // the thread for before it looks, and the next post must find it idle, or that post's types
     // wait for some other wake-up.
     while (!due() && !stopping_) {
-      const auto deadline = last_sent_ + min_interval_ + carry_grace_;
-      if (std::chrono::steady_clock::now() < deadline) {
-        wake_.wait_until(lock, deadline);
+      if (std::chrono::steady_clock::now() < deadline()) {
+        wake_.wait_until(lock, deadline());
       } else {
         idle_ = true;
         wake_.wait(lock);
@@ -144,9 +145,8 @@ void NoticeSender::run() {
     }
     // What arrives until the interval is over goes out with it, unless an append carries it
     // and confirms it (a claim moves last_sent_ on).
-    while (due() && !stopping_ &&
-           std::chrono::steady_clock::now() < last_sent_ + min_interval_ + carry_grace_) {
-      wake_.wait_until(lock, last_sent_ + min_interval_ + carry_grace_);
+    while (due() && !stopping_ && std::chrono::steady_clock::now() < deadline()) {
+      wake_.wait_until(lock, deadline());
     }
     if (!due()) {
       if (stopping_) return;
