@@ -105,7 +105,7 @@ std::unique_ptr<pg::Connection> WebUi::take_connection() {
     if (!idle_.empty()) {
       auto conn = std::move(idle_.back());
       idle_.pop_back();
-      if (conn->is_ok()) return conn;
+      if (conn->still_open()) return conn;
     }
   }
   auto opened = pg::Connection::open(options_.db_url);

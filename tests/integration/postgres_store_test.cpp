@@ -1,6 +1,8 @@
 // PostgresEventStore behaviour that has no in-memory counterpart: immutability enforced by the
 // database, reconnects, notifications, transactional checkpoints, and connection failures.
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -235,23 +237,124 @@ TEST_F(PostgresStore, RowsThatBreakTheColumnRulesAreRefusedByTheDatabase) {
   EXPECT_EQ(*store_->stream_version("raw"), 2);
 }
 
-TEST_F(PostgresStore, ReconnectsAfterTheServerClosesTheConnection) {
+// A server that ends an idle session says so before it closes the connection: the store reads
+// that before its next call and reconnects first, so the call succeeds on a new session.
+TEST_F(PostgresStore, AConnectionTheServerClosedWhileIdleIsReplacedBeforeTheNextCall) {
   append_one("s");
-  auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
-                           Params().add(int64_t{store_->backend_pid()}));
+  const int old_pid = store_->backend_pid();
+  const uint64_t old_session = store_->connection().session();
+  auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)", Params().add(int64_t{old_pid}));
   ASSERT_TRUE(killed.ok()) << killed.error().to_string();
   ASSERT_EQ(killed->text(0, 0), "t");
 
-  auto during = store_->stream_version("s");
-  ASSERT_FALSE(during.ok());
-  EXPECT_EQ(during.error().code(), errc::kStoreUnavailable);
-  EXPECT_EQ(during.error().kind(), ErrorKind::kUnavailable);
+  auto read = store_->stream_version("s");
+  ASSERT_TRUE(read.ok()) << read.error().to_string();
+  EXPECT_EQ(*read, 1);
+  EXPECT_NE(store_->backend_pid(), old_pid);
+  EXPECT_EQ(store_->connection().session(), old_session + 1);
+  append_one("s");  // prepared statements work on the new connection
+  EXPECT_EQ(*store_->stream_version("s"), 2);
+
+  // An append is the first call after the server closed the connection: it is stored once.
+  killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
+                      Params().add(int64_t{store_->backend_pid()}));
+  ASSERT_TRUE(killed.ok() && killed->text(0, 0) == "t");
+  EventData event;
+  event.type = "AfterTheClose";
+  auto appended = store_->append("s", ExpectedVersion::exact(2), std::span(&event, 1));
+  ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  EXPECT_EQ(appended->stream_version, 3);
+  EXPECT_EQ(store_->connection().session(), old_session + 2);
+}
+
+// The same when the server's idle_session_timeout ends the session (and a restart at night
+// would): the first call after a quiet spell does not fail.
+TEST_F(PostgresStore, ASessionTheServerTimedOutIsReplacedBeforeTheNextCall) {
+  ASSERT_TRUE(set_for_new_sessions("idle_session_timeout", "'200ms'"));
+  auto opened = PostgresEventStore::open(db_->url());
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  auto& store = *opened;
+  EventData event;
+  event.type = "BeforeTheTimeout";
+  ASSERT_TRUE(store->append("quiet", ExpectedVersion::no_stream(), std::span(&event, 1)).ok());
+  const int old_pid = store->backend_pid();
+  // Until the server has ended that session.
+  bool ended = false;
+  for (int attempt = 0; attempt < 100 && !ended; ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto rows = raw_->exec("SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                           Params().add(int64_t{old_pid}));
+    ASSERT_TRUE(rows.ok()) << rows.error().to_string();
+    ended = rows->int64(0, 0) == 0;
+  }
+  ASSERT_TRUE(ended) << "the server did not end the idle session";
+
+  EventData later;
+  later.type = "AfterTheTimeout";
+  auto appended = store->append("quiet", ExpectedVersion::exact(1), std::span(&later, 1));
+  ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  EXPECT_EQ(appended->stream_version, 2);
+  EXPECT_NE(store->backend_pid(), old_pid);
+  EXPECT_EQ(store->connection().session(), 2u);
+}
+
+// A connection lost while a call runs fails that call with store_unavailable (whether the
+// append was stored cannot be known in general; here it was not) and the next call reconnects.
+// Inside a transaction the caller opened, a closed connection is not replaced silently: the
+// caller must learn that its transaction is gone.
+TEST_F(PostgresStore, AConnectionLostDuringACallFailsItAndTheNextCallReconnects) {
+  const int store_pid = store_->backend_pid();
+  auto blocker = db_->connect();
+  ASSERT_NE(blocker, nullptr);
+  ASSERT_TRUE(
+      blocker->exec("SELECT pg_advisory_lock(1668379251, hashtext($1))", Params().add("s")).ok());
+  Result<AppendResult> appended = Error::internal(errc::kStoreError, "unset");
+  std::thread appending([&] {
+    EventData event;
+    event.type = "Lost";
+    appended = store_->append("s", ExpectedVersion::any(), std::span(&event, 1));
+  });
+  bool waiting = false;
+  for (int attempt = 0; attempt < 200 && !waiting; ++attempt) {
+    auto rows = raw_->exec(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = $1",
+        Params().add(int64_t{store_pid}));
+    ASSERT_TRUE(rows.ok()) << rows.error().to_string();
+    waiting = rows->int64(0, 0) == 1;
+    if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  auto killed =
+      raw_->exec("SELECT pg_terminate_backend($1, 5000)", Params().add(int64_t{store_pid}));
+  blocker.reset();
+  appending.join();
+  ASSERT_TRUE(waiting) << "the append did not wait for the stream's lock";
+  ASSERT_TRUE(killed.ok() && killed->text(0, 0) == "t");
+  ASSERT_FALSE(appended.ok());
+  EXPECT_EQ(appended.error().code(), errc::kStoreUnavailable);
+  EXPECT_EQ(appended.error().kind(), ErrorKind::kUnavailable);
 
   auto after = store_->stream_version("s");
   ASSERT_TRUE(after.ok()) << after.error().to_string();
+  EXPECT_EQ(*after, 0) << "the lost append was stored";
+  EXPECT_NE(store_->backend_pid(), store_pid);
+  append_one("s");
+  EXPECT_EQ(*store_->stream_version("s"), 1);
+
+  // A transaction the caller opened on the store's connection, which the server then closes.
+  ASSERT_TRUE(store_->connection().exec("BEGIN").ok());
+  const int in_transaction_pid = store_->backend_pid();
+  killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
+                      Params().add(int64_t{in_transaction_pid}));
+  ASSERT_TRUE(killed.ok() && killed->text(0, 0) == "t");
+  EventData event;
+  event.type = "InTheLostTransaction";
+  appended = store_->append("s", ExpectedVersion::exact(1), std::span(&event, 1));
+  ASSERT_FALSE(appended.ok()) << "an append ran outside the transaction its caller opened";
+  EXPECT_EQ(appended.error().code(), errc::kStoreUnavailable);
+  after = store_->stream_version("s");  // outside any transaction now: reconnects
+  ASSERT_TRUE(after.ok()) << after.error().to_string();
   EXPECT_EQ(*after, 1);
-  append_one("s");  // prepared statements work again on the new connection
-  EXPECT_EQ(*store_->stream_version("s"), 2);
+  EXPECT_NE(store_->backend_pid(), in_transaction_pid);
 }
 
 // Appends after a version the store knows take the stream's lock before they insert (the lock
@@ -354,18 +457,6 @@ TEST_F(PostgresStore, AStatementTheSchemaChangedUnderIsPreparedAgain) {
   EXPECT_EQ((*after)[1].type, "Happened");
   append_one("s");
   EXPECT_EQ(*store_->stream_version("s"), 3);
-}
-
-TEST_F(PostgresStore, AppendDuringAnOutageFailsAndWritesNothing) {
-  auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
-                           Params().add(int64_t{store_->backend_pid()}));
-  ASSERT_TRUE(killed.ok());
-  EventData event;
-  event.type = "Lost";
-  auto appended = store_->append("s", ExpectedVersion::any(), std::span(&event, 1));
-  ASSERT_FALSE(appended.ok());
-  EXPECT_EQ(appended.error().code(), errc::kStoreUnavailable);
-  EXPECT_EQ(*store_->stream_version("s"), 0);
 }
 
 TEST_F(PostgresStore, UnreachableServerIsStoreUnavailable) {
@@ -1299,6 +1390,36 @@ TEST_F(PostgresStore, EachReconnectStartsANewSession) {
   EXPECT_EQ((*conn)->session(), 2u) << "a statement is not a new session";
 }
 
+// still_open() reads what arrived while the connection sat idle: a notification or a notice
+// leaves it open (and the notification is still delivered); the server ending the session
+// closes it, and the owner's reconnect() starts a new session.
+TEST_F(PostgresStore, StillOpenTellsWhatArrivedWhileIdleFromTheServerEndingTheSession) {
+  auto opened = Connection::open(db_->url());
+  ASSERT_TRUE(opened.ok()) << opened.error().to_string();
+  Connection& conn = **opened;
+  ASSERT_TRUE(conn.listen("still_open_test").ok());
+  ASSERT_TRUE(raw_->exec("SELECT pg_notify('still_open_test', 'hello')").ok());
+  // Until the notification has reached the socket.
+  pollfd descriptor{PQsocket(conn.raw()), POLLIN, 0};
+  ASSERT_EQ(poll(&descriptor, 1, 5000), 1);
+  EXPECT_TRUE(conn.still_open());
+  EXPECT_EQ(conn.session(), 1u);
+  auto heard = conn.wait_notifications(0);
+  ASSERT_TRUE(heard.ok()) << heard.error().to_string();
+  EXPECT_EQ(*heard, std::vector<std::string>{"hello"});
+
+  auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
+                           Params().add(int64_t{conn.backend_pid()}));
+  ASSERT_TRUE(killed.ok() && killed->text(0, 0) == "t");
+  EXPECT_FALSE(conn.still_open());
+  EXPECT_FALSE(conn.is_ok());
+  ASSERT_TRUE(conn.reconnect().ok());
+  EXPECT_TRUE(conn.still_open());
+  EXPECT_EQ(conn.session(), 2u);
+  auto rows = conn.exec("SELECT 1");
+  EXPECT_TRUE(rows.ok()) << rows.error().to_string();
+}
+
 // Every kind of value Params holds arrives as sent, in a statement with more values than a
 // Wire holds without allocating, and in one prepared statement with fewer.
 TEST_F(PostgresStore, ParamsSendEveryKindOfValue) {
@@ -2227,7 +2348,10 @@ TEST_F(KnownVersions, ReconnectingForgetsTheKnownVersions) {
   auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
                            Params().add(int64_t{store_->backend_pid()}));
   ASSERT_TRUE(killed.ok() && killed->text(0, 0) == "t");
-  EXPECT_FALSE(store_->stream_version("other").ok());  // notices the closed connection
+  // The next call notices the closed connection and reconnects first: a new session.
+  const uint64_t old_session = store_->connection().session();
+  ASSERT_TRUE(store_->stream_version("other").ok());
+  EXPECT_EQ(store_->connection().session(), old_session + 1);
 
   auto appended = append_with(*store_, ExpectedVersion::exact(3), 4);
   ASSERT_FALSE(appended.ok()) << "version 4 was written after a missing version 3";

@@ -203,5 +203,45 @@ TEST(OutageTest, PostgresStoppedAndRestartedUnderLoad) {
   daemon->stop();
 }
 
+// PostgreSQL restarts while cqrsd is idle (maintenance at night): the server closed every
+// connection, saying so, and cqrsd replaces each before it next uses it. No command after the
+// restart fails, not even the first of each connection.
+TEST(OutageTest, NoCommandFailsAfterARestartWhileIdle) {
+  OwnCluster cluster;
+  ASSERT_TRUE(cluster.start());
+  auto daemon = Daemon::start(cluster.url());
+  ASSERT_NE(daemon, nullptr);
+  auto issue = [&](const std::string& prefix) {
+    std::vector<std::string> lines;
+    for (int idx = 0; idx < 40; ++idx) {
+      lines.push_back(envelope_line("IssueGiftCard",
+                                    {{"card_id", prefix + std::to_string(idx)}, {"amount", 100}},
+                                    new_command_id()));
+    }
+    return dispatch_batch(daemon->port(), lines, 8, 60s);
+  };
+  auto failures_of = [](const BatchReply& batch) {
+    std::vector<std::string> failures;
+    for (const nlohmann::json& reply : batch.replies) {
+      if (reply.value("status", "") != "ok") failures.push_back(reply.dump());
+    }
+    return failures;
+  };
+  BatchReply before = issue("before-restart-");
+  ASSERT_EQ(before.replies.size(), 40u) << before.process.describe();
+  ASSERT_TRUE(failures_of(before).empty()) << failures_of(before).front();
+
+  ASSERT_TRUE(cluster.stop());
+  ASSERT_TRUE(cluster.start());
+
+  BatchReply after = issue("after-restart-");
+  ASSERT_EQ(after.replies.size(), 40u) << after.process.describe();
+  std::vector<std::string> failures = failures_of(after);
+  EXPECT_TRUE(failures.empty()) << failures.size()
+                                << " of 40 failed, the first: " << failures.front();
+  EXPECT_TRUE(daemon->running());
+  daemon->stop();
+}
+
 }  // namespace
 }  // namespace cqrs::system_test

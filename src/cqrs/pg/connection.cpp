@@ -12,8 +12,6 @@
 namespace cqrs::pg {
 namespace {
 
-void ignore_notice(void*, const char*) {}
-
 bool starts_with(const char* text, std::string_view prefix) {
   return text != nullptr && std::string_view(text).substr(0, prefix.size()) == prefix;
 }
@@ -283,8 +281,9 @@ Result<std::unique_ptr<Connection>> Connection::open(const std::string& conninfo
     PQfinish(conn);
     return Error::unavailable("cannot connect to PostgreSQL: " + reason);
   }
-  PQsetNoticeProcessor(conn, ignore_notice, nullptr);
-  return std::unique_ptr<Connection>(new Connection(conn, conninfo));
+  std::unique_ptr<Connection> opened(new Connection(conn, conninfo));
+  opened->receive_notices();
+  return opened;
 }
 
 Connection::~Connection() {
@@ -297,19 +296,46 @@ bool Connection::in_transaction() const {
 }
 
 bool Connection::is_ok() const {
-  return conn_ != nullptr && !stale_ && PQstatus(conn_) == CONNECTION_OK;
+  return conn_ != nullptr && !stale_ && !ended_by_server_ && PQstatus(conn_) == CONNECTION_OK;
+}
+
+bool Connection::still_open() {
+  if (!is_ok() || PQtransactionStatus(conn_) != PQTRANS_IDLE) return is_ok();
+  pollfd descriptor{PQsocket(conn_), POLLIN, 0};
+  // The server's last words and the end of the stream may arrive apart: a few rounds at most,
+  // each only while there is something to read.
+  for (int round = 0; round < 4 && is_ok() && poll(&descriptor, 1, 0) > 0; ++round) {
+    if (PQconsumeInput(conn_) == 0) break;  // the end of the stream: the status is now bad
+    // Parses what came while idle: a FATAL message goes to on_notice, notifications wait for
+    // PQnotifies, parameter changes are applied.
+    (void)PQisBusy(conn_);
+  }
+  return is_ok();
+}
+
+void Connection::receive_notices() { PQsetNoticeReceiver(conn_, &Connection::on_notice, this); }
+
+void Connection::on_notice(void* self, const PGresult* notice) {
+  // Between statements, libpq hands error messages to the notice receiver; the one a server
+  // sends before it closes the session is FATAL (PANIC when it is going down). Notices and
+  // warnings are of no interest.
+  const char* severity = PQresultErrorField(notice, PG_DIAG_SEVERITY_NONLOCALIZED);
+  if (starts_with(severity, "FATAL") || starts_with(severity, "PANIC")) {
+    static_cast<Connection*>(self)->ended_by_server_ = true;
+  }
 }
 
 Result<void> Connection::reconnect() {
   if (conn_ != nullptr) PQfinish(conn_);
   ++session_;
   stale_ = false;
+  ended_by_server_ = false;
   conn_ = connect_to(conninfo_);
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
     std::string reason = conn_ == nullptr ? "out of memory" : trimmed(PQerrorMessage(conn_));
     return Error::unavailable("cannot reconnect to PostgreSQL: " + reason);
   }
-  PQsetNoticeProcessor(conn_, ignore_notice, nullptr);
+  receive_notices();
   for (const std::string& sql : settings_) {
     auto checked = check(PQexec(conn_, sql.c_str()));
     if (!checked) return checked.error();

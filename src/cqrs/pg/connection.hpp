@@ -164,6 +164,14 @@ class Connection {
   // reconnect prepares every statement again. So does a write the server refused because it
   // accepts none (a standby): a reconnect may reach the primary.
   bool is_ok() const;
+  // is_ok(), after reading without waiting what the server sent since the last statement. A
+  // server that ends an idle session (a restart, pg_terminate_backend, idle_session_timeout)
+  // says so before it closes the connection: this then returns false, and the owner reconnects
+  // before it sends anything, instead of failing the call it was about to make. A connection
+  // lost without a word (a network failure) is found out by its next statement, as before.
+  // Inside a transaction it only returns is_ok(): the owner must learn that the transaction was
+  // lost, which a silent reconnect would hide. Costs one poll() when nothing came.
+  bool still_open();
   Result<void> reconnect();
   // Whether a transaction is open (begun by the caller, or failed and not yet rolled back).
   bool in_transaction() const;
@@ -220,11 +228,16 @@ class Connection {
  private:
   Connection(pg_conn* conn, std::string conninfo) : conn_(conn), conninfo_(std::move(conninfo)) {}
   Result<QueryResult> check(pg_result* result);
+  // Routes the server's notices to on_notice (again after each reconnect).
+  void receive_notices();
+  static void on_notice(void* self, const pg_result* notice);
 
   pg_conn* conn_ = nullptr;
   // The session must not be used again: a prepared statement no longer matches the schema, or
   // the server accepts no writes (another session may reach one that does).
   bool stale_ = false;
+  // The server said, outside any statement, that it is ending the session (FATAL).
+  bool ended_by_server_ = false;
   uint64_t session_ = 1;
   std::string conninfo_;
   std::vector<std::string> settings_;                          // replayed after reconnect

@@ -12,7 +12,7 @@ HealthProbe::~HealthProbe() = default;
 
 Result<void> HealthProbe::check() {
   bool fresh = false;
-  if (!conn_ || !conn_->is_ok()) {
+  if (!conn_ || !conn_->still_open()) {
     conn_.reset();
     auto opened = Connection::open(conninfo_);
     if (!opened) return opened.error();

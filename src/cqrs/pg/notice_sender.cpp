@@ -160,14 +160,14 @@ void NoticeSender::run() {
     sending_ = true;
     bool stopping = stopping_;
     lock.unlock();
-    // A connection idle for long may have been closed by the server (a restart, a timeout) and
-    // fail its next statement: reconnect and send again once. Without a connection, keep the
-    // types for the next attempt.
+    // A connection the server closed while it sat idle (a restart, a timeout) is replaced
+    // before the statement (still_open); one lost without a word fails its statement: reconnect
+    // and send again once. Without a connection, keep the types for the next attempt.
     Params params;
     params.add(notice_types_suffix(types));
     bool sent = false;
     for (int attempt = 0; attempt < 2 && !sent; ++attempt) {
-      if (conn && !conn->is_ok()) (void)conn->reconnect();
+      if (conn && !conn->still_open()) (void)conn->reconnect();
       if (!conn) {
         // Prepared once: a reconnect prepares it again.
         if (auto opened = Connection::open(conninfo_);

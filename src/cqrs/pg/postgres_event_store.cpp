@@ -520,7 +520,7 @@ Result<void> PostgresEventStore::prepare_statements() {
 }
 
 Result<void> PostgresEventStore::ensure_connected() {
-  if (conn_->is_ok()) return {};
+  if (conn_->still_open()) return {};
   return conn_->reconnect();
 }
 
