@@ -159,7 +159,7 @@ std::string statement_sql(const Variant& variant, bool many) {
          " WITH ORDINALITY AS e(event_id, event_type, event_version, data, metadata, run_length,"
          " ord) WHERE (SELECT pg_advisory_xact_lock(1668379251, hashtext($1))::text) IS NOT NULL"
          " ORDER BY e.ord"
-         " RETURNING global_position, stream_version,"
+         " RETURNING global_position,"
          " CASE WHEN stream_version = $2::bigint + 1 THEN pg_current_xact_id()::text END";
 }
 

@@ -76,8 +76,11 @@ std::vector<Statement> statements() {
        // Positions follow versions. The planner knows unnest WITH ORDINALITY comes out in this
        // order: the plan has no sort.
        " ORDER BY e.ord"
-       // The transaction id once, on the first event's row: each text conversion costs.
-       " RETURNING global_position, stream_version,"
+       // The rows come back in the order they were stored, the versions' (the INSERT returns
+       // each row as it stores it): the caller numbers them from its version, and no version
+       // travels back. The transaction id once, on the first event's row: each column and text
+       // conversion per row costs the server.
+       " RETURNING global_position,"
        " CASE WHEN stream_version = $2::bigint + 1 THEN pg_current_xact_id()::text END"},
       // A group commit of one request after a known version (see write_one_after): its events as
       // append_after_many appends them, and its command record as cqrs.append_batch records it.
@@ -101,7 +104,8 @@ std::vector<Statement> statements() {
        " recorded AS (INSERT INTO cqrs.command_results (command_id, stream_id, result)"
        " SELECT $8::uuid, $1, cqrs.with_position($9::jsonb, m.last)"
        " FROM (SELECT max(a.global_position) AS last FROM appended AS a) AS m)"
-       " SELECT a.global_position, a.stream_version,"
+       // In the order the rows were stored, as append_after_many returns them.
+       " SELECT a.global_position,"
        " CASE WHEN a.stream_version = $2::bigint + 1 THEN pg_current_xact_id()::text END"
        " FROM appended AS a"},
       // One event without a command record, base unknown: a plain INSERT ... SELECT, about a
@@ -730,21 +734,20 @@ WriteResult interpret_append(const QueryResult& rows, int row, std::string_view 
 // The AppendResult of an INSERT ... RETURNING global_position, stream_version, transaction id
 // (one row per event, at least one; the transaction id may be on one row only). Rows come back
 // in insertion order, which is the events' order; sorted by version to be sure.
-AppendResult inserted_events(const QueryResult& rows) {
-  if (rows.rows() == 1) {
-    return AppendResult{rows.int64(0, 1), {rows.int64(0, 0)}, to_uint64(rows.text(0, 2))};
-  }
-  std::vector<std::pair<int64_t, int64_t>> stored;  // (version, global position)
-  stored.reserve(rows.rows());
-  std::string_view transaction_id;
+// The row of append_one: the event's position, the version it took, the transaction's id.
+AppendResult appended_one(const QueryResult& rows) {
+  return AppendResult{rows.int64(0, 1), {rows.int64(0, 0)}, to_uint64(rows.text(0, 2))};
+}
+
+// The rows of an append after the known version `base` (append_after, append_after_many,
+// append_after_recorded): each event's position in version order, and on the first row the
+// transaction's id. REQUIRES: at least one row.
+AppendResult appended_after(const QueryResult& rows, int64_t base) {
+  AppendResult appended{base + rows.rows(), {}, to_uint64(rows.text(0, 1))};
+  appended.global_positions.reserve(static_cast<size_t>(rows.rows()));
   for (int row = 0; row < rows.rows(); ++row) {
-    stored.emplace_back(rows.int64(row, 1), rows.int64(row, 0));
-    if (!rows.is_null(row, 2)) transaction_id = rows.text(row, 2);
+    appended.global_positions.push_back(rows.int64(row, 0));
   }
-  if (!std::is_sorted(stored.begin(), stored.end())) std::sort(stored.begin(), stored.end());
-  AppendResult appended{stored.back().first, {}, to_uint64(transaction_id)};
-  appended.global_positions.reserve(stored.size());
-  for (const auto& [version, position] : stored) appended.global_positions.push_back(position);
   return appended;
 }
 
@@ -938,10 +941,8 @@ Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id
     auto& rows = (*results)[looks_up ? 1 : 0];
     if (rows && rows->rows() == static_cast<int>(events.size())) {
       if (!announced) notify(types);
-      AppendResult appended =
-          events.size() == 1 && base
-              ? AppendResult{*base + 1, {rows->int64(0, 0)}, to_uint64(rows->text(0, 1))}
-              : inserted_events(*rows);
+      // Without a base, one event (append_one): the version it took comes back.
+      AppendResult appended = base ? appended_after(*rows, *base) : appended_one(*rows);
       note_version(stream_id, appended.stream_version);
       return appended;
     }
@@ -1182,7 +1183,7 @@ std::optional<WriteResult> PostgresEventStore::write_one_after(const WriteReques
   // group statement decides and names what happened.
   if (!rows || rows->rows() != static_cast<int>(request.events.size())) return std::nullopt;
   if (!announced) notify(types);
-  AppendResult appended = inserted_events(*rows);
+  AppendResult appended = appended_after(*rows, *base);
   note_version(request.stream_id, appended.stream_version);
   return WriteResult{std::move(appended), {}, {}, {}};
 }
