@@ -23,6 +23,7 @@
 // the store's cqrs.events to 1.3-1.5 times raw's table by the last workload). It migrates both
 // and drops them at the end (also after Ctrl-C).
 #include <libpq-fe.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +31,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/scoped_actor.hpp>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -79,6 +81,12 @@ std::atomic<bool> g_interrupted{false};
 
 void on_signal(int) { g_interrupted = true; }
 
+// Where each writer thread and its server process run (--pin): wherever the scheduler puts them,
+// both on one CPU, or on two different ones. On a virtual machine, waking a process on another
+// virtual CPU costs far more than on one's own, so where the scheduler happens to put a writer
+// and its server weighs on single-event appends (docs/BENCHMARKS.md).
+enum class Pin { kNone, kSame, kApart };
+
 struct Options {
   double seconds = 10;  // measured per side and workload, split evenly over the rounds
   int rounds = 10;
@@ -88,7 +96,37 @@ struct Options {
   bool group_appends = true;
   bool keep_database = false;
   int only_workload = 0;  // 1-based; 0: every workload, and the reads
+  Pin pin = Pin::kNone;
+  Clock::duration raw_think{};  // CPU time the raw side spends before each append
 };
+
+// Pins the calling thread to a CPU, and the server process `backend_pid` to the same one or to
+// the next (`pin`), choosing by the writer's number. Fails when the system refuses: setting
+// another user's process's affinity takes root (or that user).
+bool pin_writer(Pin pin, size_t writer_idx, int backend_pid, std::string& error) {
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpus < 2 && pin == Pin::kApart) {
+    error = "--pin apart needs two CPUs";
+    return false;
+  }
+  const int own = static_cast<int>(writer_idx % static_cast<size_t>(cpus));
+  const int server = pin == Pin::kSame ? own : (own + 1) % static_cast<int>(cpus);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(own, &set);
+  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+    error = std::string("cannot pin the writer thread: ") + std::strerror(errno);
+    return false;
+  }
+  CPU_ZERO(&set);
+  CPU_SET(server, &set);
+  if (sched_setaffinity(backend_pid, sizeof(set), &set) != 0) {
+    error = "cannot pin server process " + std::to_string(backend_pid) + ": " +
+            std::strerror(errno) + " (--pin needs root, or the server's user)";
+    return false;
+  }
+  return true;
+}
 
 double seconds_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
@@ -188,6 +226,8 @@ class Writer {
   virtual ~Writer() = default;
   virtual bool connect(std::string& error) = 0;
   virtual bool append(const Batch& batch, std::string& error) = 0;
+  // The server process of the writer's connection; 0 when it has none of its own (the pool).
+  virtual int backend_pid() const { return 0; }
 };
 
 class StoreWriter final : public Writer {
@@ -214,6 +254,8 @@ class StoreWriter final : public Writer {
     if (!appended) error = appended.error().to_string();
     return appended.ok();
   }
+
+  int backend_pid() const override { return store_->backend_pid(); }
 
  private:
   std::string conninfo_;
@@ -289,12 +331,14 @@ class PoolWriter final : public Writer {
 // the server parses it once instead of once per row.
 class RawWriter final : public Writer {
  public:
+  // With `think`, each append first keeps the CPU busy that long (--raw-think-us).
   RawWriter(std::string conninfo, std::string table, bool share_metadata,
-            bool binary_arrays = false)
+            bool binary_arrays = false, Clock::duration think = {})
       : conninfo_(std::move(conninfo)),
         table_(std::move(table)),
         share_metadata_(share_metadata),
-        binary_arrays_(binary_arrays) {}
+        binary_arrays_(binary_arrays),
+        think_(think) {}
 
   bool connect(std::string& error) override {
     conn_ = connect_raw(conninfo_, error);
@@ -314,7 +358,13 @@ class RawWriter final : public Writer {
            checked(conn_.get(), PQprepare(conn_.get(), "batch", batch.c_str(), 0, nullptr), error);
   }
 
+  int backend_pid() const override { return PQbackendPID(conn_.get()); }
+
   bool append(const Batch& batch, std::string& error) override {
+    if (think_ > Clock::duration::zero()) {
+      for (Clock::time_point until = Clock::now() + think_; Clock::now() < until;) {
+      }
+    }
     std::vector<std::string> values;
     const char* statement;
     if (batch.events.size() == 1) {
@@ -393,6 +443,7 @@ class RawWriter final : public Writer {
   bool share_metadata_;
   bool binary_arrays_;
   PgConnPtr conn_;
+  Clock::duration think_;
 };
 
 // ---- append measurement ------------------------------------------------------------------------
@@ -435,7 +486,7 @@ double percentile(std::vector<double>& sorted_values, double fraction) {
 template <class MakeWriter>
 std::optional<AppendWindow> measure_appends(const AppendWorkload& workload,
                                             const std::string& stream_prefix, double seconds,
-                                            double warmup_seconds, MakeWriter make_writer,
+                                            double warmup_seconds, Pin pin, MakeWriter make_writer,
                                             std::string& error) {
   const auto writer_count = static_cast<size_t>(workload.writers);
   std::vector<WriterCounter> counters(writer_count);
@@ -457,6 +508,9 @@ std::optional<AppendWindow> measure_appends(const AppendWorkload& workload,
       std::unique_ptr<Writer> writer = make_writer();
       std::string writer_error;
       bool ok = writer->connect(writer_error);
+      if (ok && pin != Pin::kNone && writer->backend_pid() != 0) {
+        ok = pin_writer(pin, writer_idx, writer->backend_pid(), writer_error);
+      }
       connected.count_down();
       if (!ok) return fail("writer " + std::to_string(writer_idx) + ": " + writer_error);
       connected.wait();
@@ -724,9 +778,18 @@ int run(const Options& options, const std::string& conninfo, const std::string& 
   std::printf(
       "settings: each side measured %s s per workload, in %d rounds that alternate the sides, "
       "each after %s s warmup; a new stream every %d appends; "
-      "store NOTIFY %s, groups %s\n\n",
+      "store NOTIFY %s, groups %s%s%s\n\n",
       fixed(options.seconds, 1).c_str(), options.rounds, fixed(options.warmup_seconds, 1).c_str(),
-      kAppendsPerStream, options.notify ? "on" : "off", options.group_appends ? "on" : "off");
+      kAppendsPerStream, options.notify ? "on" : "off", options.group_appends ? "on" : "off",
+      options.pin == Pin::kSame    ? "; each writer and its server process pinned to one CPU"
+      : options.pin == Pin::kApart ? "; each writer and its server process pinned to two CPUs"
+                                   : "",
+      options.raw_think > Clock::duration::zero()
+          ? ("; raw's writers busy " +
+             fixed(std::chrono::duration<double, std::micro>(options.raw_think).count(), 1) +
+             " µs before each append")
+                .c_str()
+          : "");
 
   std::vector<TableRow> table;
   int workload_number = 0;
@@ -756,7 +819,7 @@ int run(const Options& options, const std::string& conninfo, const std::string& 
         std::optional<AppendWindow> window;
         if (side == kStore) {
           window = measure_appends(
-              workload, prefix, round_seconds, options.warmup_seconds,
+              workload, prefix, round_seconds, options.warmup_seconds, options.pin,
               [&] {
                 return std::make_unique<StoreWriter>(conninfo, options.notify,
                                                      options.group_appends);
@@ -771,7 +834,7 @@ int run(const Options& options, const std::string& conninfo, const std::string& 
           caf::actor pool = cqrs::actors::spawn_store_pool(
               actor_system, store_factory(pool_conninfo, options.notify), pool_config);
           window = measure_appends(
-              workload, prefix, round_seconds, options.warmup_seconds,
+              workload, prefix, round_seconds, options.warmup_seconds, options.pin,
               [&] { return std::make_unique<PoolWriter>(actor_system, pool); }, error);
           caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
         } else {
@@ -779,10 +842,11 @@ int run(const Options& options, const std::string& conninfo, const std::string& 
                                    : side == kRawBinary ? "bench_raw_binary"
                                                         : "bench_floor";
           window = measure_appends(
-              workload, prefix, round_seconds, options.warmup_seconds,
+              workload, prefix, round_seconds, options.warmup_seconds, options.pin,
               [&] {
-                return std::make_unique<RawWriter>(conninfo, table_name, side == kFloor,
-                                                   side == kRawBinary);
+                return std::make_unique<RawWriter>(
+                    conninfo, table_name, side == kFloor, side == kRawBinary,
+                    side == kRaw ? options.raw_think : Clock::duration::zero());
               },
               error);
         }
@@ -927,7 +991,7 @@ void print_usage() {
   std::fprintf(
       stderr,
       "usage: store_bench [--seconds N] [--rounds R] [--quick] [--url CONNINFO] [--no-notify] "
-      "[--no-groups] [--keep] [--only N]\n"
+      "[--no-groups] [--keep] [--only N] [--pin same|apart] [--raw-think-us N]\n"
       "  --seconds N   measure each side of each workload for N seconds in all (default 10)\n"
       "  --rounds R    split them into R rounds that alternate the sides (default 10); each ratio\n"
       "                is the median of the rounds' ratios\n"
@@ -936,7 +1000,12 @@ void print_usage() {
       "  --no-notify   open the store with PostgresStoreOptions::notify = false\n"
       "  --no-groups   open the store with PostgresStoreOptions::group_appends = false\n"
       "  --keep        keep the benchmark databases for inspection (default: drop them)\n"
-      "  --only N      run only append workload N (1-4, in the order printed), no reads\n");
+      "  --only N      run only append workload N (1-4, in the order printed), no reads\n"
+      "  --pin same    pin each writer thread and its server process to one CPU (root); the\n"
+      "                pool side is not pinned\n"
+      "  --pin apart   the same, the server process on the next CPU\n"
+      "  --raw-think-us N  the raw side's writers keep the CPU busy N microseconds before each\n"
+      "                append, as a client with more to do per append would\n");
 }
 
 std::optional<Options> parse_options(int argc, char** argv) {
@@ -961,6 +1030,15 @@ std::optional<Options> parse_options(int argc, char** argv) {
       options.notify = false;
     } else if (arg == "--no-groups") {
       options.group_appends = false;
+    } else if (arg == "--raw-think-us" && idx + 1 < argc) {
+      double micros = std::atof(argv[++idx]);
+      if (micros < 0) return std::nullopt;
+      options.raw_think = std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double, std::micro>(micros));
+    } else if (arg == "--pin" && idx + 1 < argc) {
+      std::string_view where = argv[++idx];
+      if (where != "same" && where != "apart") return std::nullopt;
+      options.pin = where == "same" ? Pin::kSame : Pin::kApart;
     } else if (arg == "--only" && idx + 1 < argc) {
       options.only_workload = std::atoi(argv[++idx]);
       if (options.only_workload < 1 || options.only_workload > 4) return std::nullopt;
