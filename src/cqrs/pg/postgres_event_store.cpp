@@ -731,9 +731,6 @@ WriteResult interpret_append(const QueryResult& rows, int row, std::string_view 
   return result;
 }
 
-// The AppendResult of an INSERT ... RETURNING global_position, stream_version, transaction id
-// (one row per event, at least one; the transaction id may be on one row only). Rows come back
-// in insertion order, which is the events' order; sorted by version to be sure.
 // The row of append_one: the event's position, the version it took, the transaction's id.
 AppendResult appended_one(const QueryResult& rows) {
   return AppendResult{rows.int64(0, 1), {rows.int64(0, 0)}, to_uint64(rows.text(0, 2))};
