@@ -251,6 +251,28 @@ TEST_F(WebTest, ListsTheReadModelWithTotals) {
   EXPECT_TRUE(a.contains("updated_at"));
 }
 
+// The server ends every session of the database while cqrsd is idle (as a restart would): the
+// console's pooled connection and the store's are replaced before they are used, so neither the
+// next listing nor the next command fails.
+TEST_F(WebTest, ListingAndCommandsWorkRightAfterTheServerEndedTheIdleSessions) {
+  ASSERT_EQ(dispatch(port(), "IssueGiftCard", {{"card_id", "before"}, {"amount", 10}}).status(),
+            "ok");
+  // Listed once projected; the listing leaves a pooled connection.
+  ASSERT_TRUE(wait_until(
+      [&] { return !card_in(http_get(web_port_, "/api/giftcards").parsed(), "before").is_null(); },
+      10s));
+  std::string ended = scalar(
+      "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+      " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+  ASSERT_NE(ended, "0") << "no session of cqrsd was ended";
+
+  HttpReply listed = http_get(web_port_, "/api/giftcards");
+  EXPECT_EQ(listed.status, 200) << listed.body;
+  EXPECT_FALSE(card_in(listed.parsed(), "before").is_null()) << listed.body;
+  CtlReply issued = dispatch(port(), "IssueGiftCard", {{"card_id", "after"}, {"amount", 10}});
+  EXPECT_EQ(issued.status(), "ok") << issued.describe();
+}
+
 TEST_F(WebTest, AnIssuedCommandAnswersLikeCqrsctlAndGoesThroughTheGateway) {
   HttpReply issued =
       http_post(web_port_, "/api/commands/IssueGiftCard", R"({"card_id":"w1","amount":5000})");
