@@ -775,21 +775,23 @@ int run(const Options& options, const std::string& conninfo, const std::string& 
   }
 
   std::printf("machine: %s\n", machine_description(admin.get()).c_str());
+  std::string experiments;
+  if (options.pin != Pin::kNone) {
+    experiments += "; each writer and its server process pinned to ";
+    experiments += options.pin == Pin::kSame ? "one CPU" : "two CPUs";
+  }
+  if (options.raw_think > Clock::duration::zero()) {
+    experiments += "; raw's writers busy " +
+                   fixed(std::chrono::duration<double, std::micro>(options.raw_think).count(), 1) +
+                   " µs before each append";
+  }
   std::printf(
       "settings: each side measured %s s per workload, in %d rounds that alternate the sides, "
       "each after %s s warmup; a new stream every %d appends; "
-      "store NOTIFY %s, groups %s%s%s\n\n",
+      "store NOTIFY %s, groups %s%s\n\n",
       fixed(options.seconds, 1).c_str(), options.rounds, fixed(options.warmup_seconds, 1).c_str(),
       kAppendsPerStream, options.notify ? "on" : "off", options.group_appends ? "on" : "off",
-      options.pin == Pin::kSame    ? "; each writer and its server process pinned to one CPU"
-      : options.pin == Pin::kApart ? "; each writer and its server process pinned to two CPUs"
-                                   : "",
-      options.raw_think > Clock::duration::zero()
-          ? ("; raw's writers busy " +
-             fixed(std::chrono::duration<double, std::micro>(options.raw_think).count(), 1) +
-             " µs before each append")
-                .c_str()
-          : "");
+      experiments.c_str());
 
   std::vector<TableRow> table;
   int workload_number = 0;

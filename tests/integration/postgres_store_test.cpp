@@ -60,6 +60,27 @@ class PostgresStore : public ::testing::Test {
     return done.ok();
   }
 
+  // Ends the server session `pid` and waits until it is gone; true when it was ended.
+  bool terminate(int pid) {
+    auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)", Params().add(int64_t{pid}));
+    EXPECT_TRUE(killed.ok()) << killed.error().to_string();
+    return killed.ok() && killed->text(0, 0) == "t";
+  }
+
+  // Waits (up to 10 s) until the server session `pid` waits for an advisory lock.
+  bool wait_for_advisory_lock(int pid) {
+    for (int attempt = 0; attempt < 500; ++attempt) {
+      auto rows = raw_->exec(
+          "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = $1",
+          Params().add(int64_t{pid}));
+      EXPECT_TRUE(rows.ok()) << rows.error().to_string();
+      if (!rows.ok()) return false;
+      if (rows->int64(0, 0) == 1) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
   std::unique_ptr<testing::TestDatabase> db_;
   std::unique_ptr<PostgresEventStore> store_;
   std::unique_ptr<Connection> raw_;
@@ -243,9 +264,7 @@ TEST_F(PostgresStore, AConnectionTheServerClosedWhileIdleIsReplacedBeforeTheNext
   append_one("s");
   const int old_pid = store_->backend_pid();
   const uint64_t old_session = store_->connection().session();
-  auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)", Params().add(int64_t{old_pid}));
-  ASSERT_TRUE(killed.ok()) << killed.error().to_string();
-  ASSERT_EQ(killed->text(0, 0), "t");
+  ASSERT_TRUE(terminate(old_pid));
 
   auto read = store_->stream_version("s");
   ASSERT_TRUE(read.ok()) << read.error().to_string();
@@ -256,9 +275,7 @@ TEST_F(PostgresStore, AConnectionTheServerClosedWhileIdleIsReplacedBeforeTheNext
   EXPECT_EQ(*store_->stream_version("s"), 2);
 
   // An append is the first call after the server closed the connection: it is stored once.
-  killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
-                      Params().add(int64_t{store_->backend_pid()}));
-  ASSERT_TRUE(killed.ok() && killed->text(0, 0) == "t");
+  ASSERT_TRUE(terminate(store_->backend_pid()));
   EventData event;
   event.type = "AfterTheClose";
   auto appended = store_->append("s", ExpectedVersion::exact(2), std::span(&event, 1));
@@ -314,21 +331,12 @@ TEST_F(PostgresStore, AConnectionLostDuringACallFailsItAndTheNextCallReconnects)
     event.type = "Lost";
     appended = store_->append("s", ExpectedVersion::any(), std::span(&event, 1));
   });
-  bool waiting = false;
-  for (int attempt = 0; attempt < 200 && !waiting; ++attempt) {
-    auto rows = raw_->exec(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = $1",
-        Params().add(int64_t{store_pid}));
-    ASSERT_TRUE(rows.ok()) << rows.error().to_string();
-    waiting = rows->int64(0, 0) == 1;
-    if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  auto killed =
-      raw_->exec("SELECT pg_terminate_backend($1, 5000)", Params().add(int64_t{store_pid}));
+  const bool waiting = wait_for_advisory_lock(store_pid);
+  const bool killed = terminate(store_pid);
   blocker.reset();
   appending.join();
   ASSERT_TRUE(waiting) << "the append did not wait for the stream's lock";
-  ASSERT_TRUE(killed.ok() && killed->text(0, 0) == "t");
+  ASSERT_TRUE(killed);
   ASSERT_FALSE(appended.ok());
   EXPECT_EQ(appended.error().code(), errc::kStoreUnavailable);
   EXPECT_EQ(appended.error().kind(), ErrorKind::kUnavailable);
@@ -343,9 +351,7 @@ TEST_F(PostgresStore, AConnectionLostDuringACallFailsItAndTheNextCallReconnects)
   // A transaction the caller opened on the store's connection, which the server then closes.
   ASSERT_TRUE(store_->connection().exec("BEGIN").ok());
   const int in_transaction_pid = store_->backend_pid();
-  killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
-                      Params().add(int64_t{in_transaction_pid}));
-  ASSERT_TRUE(killed.ok() && killed->text(0, 0) == "t");
+  ASSERT_TRUE(terminate(in_transaction_pid));
   EventData event;
   event.type = "InTheLostTransaction";
   appended = store_->append("s", ExpectedVersion::exact(1), std::span(&event, 1));
@@ -365,7 +371,7 @@ TEST_F(PostgresStore, AppendsAfterAKnownVersionWaitForTheStreamsLock) {
     SCOPED_TRACE(recorded ? "with a command record" : "without");
     const std::string stream = recorded ? "locked-recorded" : "locked";
     append_one(stream);  // the store now knows version 1
-    const int64_t store_pid = store_->backend_pid();
+    const int store_pid = store_->backend_pid();
     auto blocker = db_->connect();
     ASSERT_NE(blocker, nullptr);
     ASSERT_TRUE(
@@ -400,15 +406,7 @@ TEST_F(PostgresStore, AppendsAfterAKnownVersionWaitForTheStreamsLock) {
     bool waiting = false;
     {
       Release release{blocker};
-      for (int attempt = 0; attempt < 200 && !waiting; ++attempt) {
-        auto rows = raw_->exec(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            " AND pid = $1",
-            Params().add(store_pid));
-        ASSERT_TRUE(rows.ok()) << rows.error().to_string();
-        waiting = rows->int64(0, 0) == 1;
-        if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
+      waiting = wait_for_advisory_lock(store_pid);
       EXPECT_EQ(writing.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout)
           << "the append finished while the stream's lock was held";
     }
@@ -1408,9 +1406,7 @@ TEST_F(PostgresStore, StillOpenTellsWhatArrivedWhileIdleFromTheServerEndingTheSe
   ASSERT_TRUE(heard.ok()) << heard.error().to_string();
   EXPECT_EQ(*heard, std::vector<std::string>{"hello"});
 
-  auto killed = raw_->exec("SELECT pg_terminate_backend($1, 5000)",
-                           Params().add(int64_t{conn.backend_pid()}));
-  ASSERT_TRUE(killed.ok() && killed->text(0, 0) == "t");
+  ASSERT_TRUE(terminate(conn.backend_pid()));
   EXPECT_FALSE(conn.still_open());
   EXPECT_FALSE(conn.is_ok());
   ASSERT_TRUE(conn.reconnect().ok());

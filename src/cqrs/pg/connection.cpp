@@ -22,24 +22,25 @@ std::string trimmed(const char* text) {
   return out;
 }
 
+// A field of an error or notice (PG_DIAG_...), or "" when there is none.
+std::string_view field_of(const PGresult* result, int field) {
+  const char* value = result == nullptr ? nullptr : PQresultErrorField(result, field);
+  return value == nullptr ? std::string_view() : std::string_view(value);
+}
+
 // Whether `result` is PostgreSQL refusing a prepared statement whose result columns changed type
 // since it was prepared ("cached plan must not change result type"). The statement did not run.
 // Told by the SQLSTATE and the reporting function, which do not depend on the server's language.
 bool is_stale_plan(const PGresult* result) {
-  if (result == nullptr) return false;
-  const char* sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
-  const char* function = PQresultErrorField(result, PG_DIAG_SOURCE_FUNCTION);
-  return sqlstate != nullptr && std::string_view(sqlstate) == "0A000" && function != nullptr &&
-         std::string_view(function) == "RevalidateCachedQuery";
+  return field_of(result, PG_DIAG_SQLSTATE) == "0A000" &&
+         field_of(result, PG_DIAG_SOURCE_FUNCTION) == "RevalidateCachedQuery";
 }
 
 // The server refused a write because it accepts none (read_only_sql_transaction): a hot
 // standby, possibly a former primary after a failover, or default_transaction_read_only turned
 // on. Another session may reach a server that does (the connection string may list several).
 bool is_read_only_server(const PGresult* result) {
-  if (result == nullptr) return false;
-  const char* sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
-  return sqlstate != nullptr && std::string_view(sqlstate) == "25006";
+  return field_of(result, PG_DIAG_SQLSTATE) == "25006";
 }
 
 }  // namespace
@@ -319,8 +320,8 @@ void Connection::on_notice(void* self, const PGresult* notice) {
   // Between statements, libpq hands error messages to the notice receiver; the one a server
   // sends before it closes the session is FATAL (PANIC when it is going down). Notices and
   // warnings are of no interest.
-  const char* severity = PQresultErrorField(notice, PG_DIAG_SEVERITY_NONLOCALIZED);
-  if (starts_with(severity, "FATAL") || starts_with(severity, "PANIC")) {
+  std::string_view severity = field_of(notice, PG_DIAG_SEVERITY_NONLOCALIZED);
+  if (severity == "FATAL" || severity == "PANIC") {
     static_cast<Connection*>(self)->ended_by_server_ = true;
   }
 }
