@@ -200,6 +200,16 @@ Result<std::vector<UniqueClaim>> normalized_claims(const AggregateState& st,
   return claims;
 }
 
+// store_unavailable for a write whose outcome is unknown: it may have committed before the
+// connection (or the store worker) was lost.
+std::string unknown_outcome_reply(const std::string& detail, std::string_view command_id) {
+  return error_reply(errc::kStoreUnavailable,
+                     detail +
+                         "; the command may or may not have been stored: send it again "
+                         "with the same command_id, which applies it at most once",
+                     command_id);
+}
+
 void record_outcome(AggregateActor* self, WriteRequest request, std::string reply,
                     std::vector<NewEvent> events) {
   self->request(self->state.pool, caf::infinite, write_atom::value, std::move(request))
@@ -246,7 +256,10 @@ void record_outcome(AggregateActor* self, WriteRequest request, std::string repl
               finish_front(self, *result.existing_result);
               return;
             }
-            if (error.is(errc::kWrongExpectedVersion) && !events.empty()) {
+            // Another writer appended since this state was loaded: the events, or the rejection
+            // or no-change outcome (which the store checks against the version too), were
+            // decided against an old state. Decide again against the stream as it is.
+            if (error.is(errc::kWrongExpectedVersion)) {
               if (++state.attempts > state.config.retry_attempts) {
                 forget_state(self);
                 auto& pending = std::get<PendingCommand>(state.queue.front());
@@ -266,15 +279,21 @@ void record_outcome(AggregateActor* self, WriteRequest request, std::string repl
               finish_front(self, reply);
               return;
             }
+            // The events may be stored all the same (a connection lost after the commit leaves the
+            // outcome unknown): the next command loads the stream instead of trusting this state.
+            forget_state(self);
             auto& pending = std::get<PendingCommand>(state.queue.front());
-            finish_front(self, error_reply(error, pending.envelope.command_id.to_string()));
+            std::string command_id = pending.envelope.command_id.to_string();
+            finish_front(self, error.kind() == ErrorKind::kUnavailable
+                                   ? unknown_outcome_reply(error.message(), command_id)
+                                   : error_reply(error, command_id));
           },
           [self](caf::error& err) {
             // Whether the append happened is unknown: the next command loads the stream.
             forget_state(self);
             auto& pending = std::get<PendingCommand>(self->state.queue.front());
-            finish_front(self, error_reply(errc::kStoreUnavailable, self->system().render(err),
-                                           pending.envelope.command_id.to_string()));
+            finish_front(self, unknown_outcome_reply(self->system().render(err),
+                                                     pending.envelope.command_id.to_string()));
           });
 }
 

@@ -563,13 +563,22 @@ Result<void> validate_type_name(std::string_view name, const std::string& where,
   return {};
 }
 
-Result<void> validate_append(std::string_view stream_id, ExpectedVersion expected,
-                             std::span<const EventData> events) {
-  if (auto checked = validate_stream_id(stream_id); !checked) return checked;
+namespace {
+
+Result<void> validate_expected(ExpectedVersion expected) {
   if (expected.kind() == ExpectedVersion::Kind::kExact && expected.version() < 0) {
     return Error::invalid(errc::kInvalidArgument, "expected version must be >= 0, got " +
                                                       std::to_string(expected.version()));
   }
+  return {};
+}
+
+}  // namespace
+
+Result<void> validate_append(std::string_view stream_id, ExpectedVersion expected,
+                             std::span<const EventData> events) {
+  if (auto checked = validate_stream_id(stream_id); !checked) return checked;
+  if (auto checked = validate_expected(expected); !checked) return checked;
   if (events.empty()) {
     return Error::invalid(errc::kInvalidArgument, "an append needs at least one event");
   }
@@ -655,10 +664,12 @@ Result<void> validate_snapshot(const Snapshot& snapshot) {
 }
 
 Result<void> validate_write_request(const WriteRequest& request) {
+  // A write without events records an outcome only, checked against its expected version too.
   Result<void> valid = request.events.empty()
                            ? validate_stream_id(request.stream_id)
                            : validate_append(request.stream_id, request.expected, request.events);
   if (!valid) return valid;
+  if (auto checked = validate_expected(request.expected); !checked) return checked;
   if (request.command) {
     if (auto checked = validate_command_outcome(*request.command); !checked) return checked;
   }

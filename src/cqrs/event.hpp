@@ -127,6 +127,10 @@ struct UniqueClaim {
   friend bool operator==(const UniqueClaim&, const UniqueClaim&) = default;
 };
 
+// A request without events records its command's outcome only (a rejection, or a command that
+// changed nothing). Its expected version is checked all the same: an outcome decided against an
+// older version than the stream's fails like an append (wrong_expected_version, stream_exists,
+// stream_not_found), and nothing is recorded.
 struct WriteRequest {
   std::string stream_id;
   ExpectedVersion expected = ExpectedVersion::any();

@@ -15,6 +15,33 @@ int64_t now_us() {
   return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
 }
 
+// Whether a stream at `current` is what `expected` says it is.
+Result<void> check_expected(std::string_view stream_id, ExpectedVersion expected, int64_t current) {
+  switch (expected.kind()) {
+    case ExpectedVersion::Kind::kAny:
+      break;
+    case ExpectedVersion::Kind::kNoStream:
+      if (current != 0) {
+        return Error::conflict(errc::kStreamExists, "stream '" + std::string(stream_id) +
+                                                        "' already exists at version " +
+                                                        std::to_string(current));
+      }
+      break;
+    case ExpectedVersion::Kind::kStreamExists:
+      if (current == 0) {
+        return Error::conflict(errc::kStreamNotFound,
+                               "stream '" + std::string(stream_id) + "' does not exist");
+      }
+      break;
+    case ExpectedVersion::Kind::kExact:
+      if (current != expected.version()) {
+        return Error::wrong_expected_version(stream_id, expected.to_string(), current);
+      }
+      break;
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<AppendResult> InMemoryEventStore::append(std::string_view stream_id,
@@ -50,6 +77,15 @@ WriteResult InMemoryEventStore::write_locked(const WriteRequest& request) {
       return result;
     }
   }
+  // The expected version first, as cqrs.append_claiming checks it before the claims. A write
+  // without events records an outcome only: it must have been decided against the stream as it
+  // is now, too.
+  auto stream_it = streams_.find(request.stream_id);
+  int64_t current = stream_it == streams_.end() ? int64_t{0} : std::ssize(stream_it->second);
+  if (auto checked = check_expected(request.stream_id, request.expected, current); !checked) {
+    result.error = checked.error();
+    return result;
+  }
   // Claims are checked before anything changes and applied only after the append succeeded.
   // (A stream's releases free only values it owns, so they never make room for its claims.)
   for (const UniqueClaim& claim : request.claims) {
@@ -64,9 +100,7 @@ WriteResult InMemoryEventStore::write_locked(const WriteRequest& request) {
     }
   }
   if (request.events.empty()) {
-    auto stream_it = streams_.find(request.stream_id);
-    result.appended =
-        AppendResult{stream_it == streams_.end() ? int64_t{0} : std::ssize(stream_it->second), {}};
+    result.appended = AppendResult{current, {}};
   } else {
     auto appended = append_locked(request.stream_id, request.expected, request.events);
     if (!appended) {
@@ -104,27 +138,8 @@ Result<AppendResult> InMemoryEventStore::append_locked(std::string_view stream_i
                                                        std::span<const EventData> events) {
   auto stream_it = streams_.find(stream_id);
   int64_t current = stream_it == streams_.end() ? 0 : std::ssize(stream_it->second);
-  switch (expected.kind()) {
-    case ExpectedVersion::Kind::kAny:
-      break;
-    case ExpectedVersion::Kind::kNoStream:
-      if (current != 0) {
-        return Error::conflict(errc::kStreamExists, "stream '" + std::string(stream_id) +
-                                                        "' already exists at version " +
-                                                        std::to_string(current));
-      }
-      break;
-    case ExpectedVersion::Kind::kStreamExists:
-      if (current == 0) {
-        return Error::conflict(errc::kStreamNotFound,
-                               "stream '" + std::string(stream_id) + "' does not exist");
-      }
-      break;
-    case ExpectedVersion::Kind::kExact:
-      if (current != expected.version()) {
-        return Error::wrong_expected_version(stream_id, expected.to_string(), current);
-      }
-      break;
+  if (auto checked = check_expected(stream_id, expected, current); !checked) {
+    return checked.error();
   }
   for (const EventData& event : events) {
     if (event_ids_.contains(event.event_id)) {

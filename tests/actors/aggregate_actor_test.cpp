@@ -51,6 +51,7 @@ struct PoolProbe {
   int snapshots = 0;
   bool hold_writes = false;                 // keep write promises until released
   bool always_conflict = false;             // answer every write with wrong_expected_version
+  bool lose_write_replies = false;          // store each write, then answer store_unavailable
   std::function<void()> before_next_write;  // runs once before the next write (another writer)
   std::deque<std::pair<WriteRequest, caf::typed_response_promise<WriteResult>>> held;
 };
@@ -76,6 +77,10 @@ caf::behavior fake_pool(caf::event_based_actor* self, std::shared_ptr<PoolProbe>
         }
         if (probe->always_conflict) {
           return WriteResult{{}, Error::wrong_expected_version(request.stream_id, "x", 99), {}, {}};
+        }
+        if (probe->lose_write_replies) {
+          (void)probe->store->write(std::span(&request, 1));
+          return WriteResult{{}, Error::unavailable("connection lost after the commit"), {}, {}};
         }
         if (probe->hold_writes) {
           auto promise = self->make_response_promise<WriteResult>();
@@ -280,6 +285,48 @@ TEST_F(ActorTest, ReloadsAndDecidesAgainAfterAnotherWriterAppended) {
   EXPECT_EQ(second["status"], "ok") << second;
   EXPECT_EQ(second["version"], 4) << "redeemed and emptied on top of the other writer's event";
   EXPECT_EQ(probe_->loads, 1) << "no load to issue the card, one reload after the conflict";
+}
+
+// A rejection records the command's outcome without events: decided against a state another
+// writer has moved on from, it must not be recorded (it might be wrong), and the aggregate
+// must not take the stream's version without its events.
+TEST_F(ActorTest, ARejectionDecidedAgainstAStaleStateIsDecidedAgainstTheStream) {
+  start();
+  // The card does not exist when the actor loads the stream; another process issues it before
+  // the rejection is written.
+  probe_->before_next_write = [this] { issue_elsewhere("c1", 100); };
+  std::string id = Uuid::random().to_string();
+  auto reply = dispatch("RedeemGiftCard", {{"card_id", "c1"}, {"amount", 30}}, id);
+  EXPECT_EQ(reply["status"], "ok") << reply;
+  EXPECT_EQ(reply["version"], 2) << reply;
+  ASSERT_EQ(stream("giftcard-c1").size(), 2u);
+  auto again = dispatch("RedeemGiftCard", {{"card_id", "c1"}, {"amount", 30}}, id);
+  EXPECT_EQ(again["status"], "ok") << "the stale rejection was recorded for the command id";
+  auto state = nlohmann::json::parse(
+      ask(gateway_, state_atom::value, std::string("giftcard"), std::string("c1")));
+  EXPECT_EQ(state["version"], 2);
+  EXPECT_EQ(state["state"]["remaining"], 70);
+}
+
+// A write whose reply was lost may have committed: the aggregate answers store_unavailable,
+// says how to find out, and loads the stream for the next command instead of trusting its state.
+TEST_F(ActorTest, AWriteWithAnUnknownOutcomeMakesTheNextCommandLoadTheStream) {
+  start();
+  dispatch("IssueGiftCard", {{"card_id", "c1"}, {"amount", 100}});
+  probe_->lose_write_replies = true;
+  std::string id = Uuid::random().to_string();
+  auto lost = dispatch("RedeemGiftCard", {{"card_id", "c1"}, {"amount", 30}}, id);
+  probe_->lose_write_replies = false;
+  EXPECT_EQ(lost["error"], "store_unavailable") << lost;
+  EXPECT_NE(lost["message"].get<std::string>().find("same command_id"), std::string::npos) << lost;
+  ASSERT_EQ(stream("giftcard-c1").size(), 2u) << "the redemption was stored";
+  auto state = nlohmann::json::parse(
+      ask(gateway_, state_atom::value, std::string("giftcard"), std::string("c1")));
+  EXPECT_EQ(state["version"], 2) << state;
+  EXPECT_EQ(state["state"]["remaining"], 70) << state;
+  auto retried = dispatch("RedeemGiftCard", {{"card_id", "c1"}, {"amount", 30}}, id);
+  EXPECT_EQ(retried["status"], "ok") << "the retry gets the stored outcome";
+  EXPECT_EQ(stream("giftcard-c1").size(), 2u) << "the retry appended again";
 }
 
 TEST_F(ActorTest, GivesUpAfterTheConfiguredAttempts) {

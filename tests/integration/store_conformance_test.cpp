@@ -1240,6 +1240,63 @@ UniqueClaim release(std::string scope, std::string value) {
   return UniqueClaim{std::move(scope), std::move(value), true};
 }
 
+// A request without events records an outcome decided against a version of the stream: when
+// the stream has moved on since, the outcome may be wrong (a rejection for a balance another
+// writer raised), so it fails like an append and nothing is recorded. Alone or in a group.
+TEST_P(StoreConformance, WriteWithoutEventsChecksItsExpectedVersion) {
+  this->append_ok("a", ExpectedVersion::any(), events(3));
+  std::vector<Uuid> ids = {Uuid::random(), Uuid::random(), Uuid::random(), Uuid::random()};
+  auto outcome = [&](std::string stream, ExpectedVersion expected, size_t idx) {
+    return request(std::move(stream), expected, 0,
+                   CommandRecord{ids[idx], "", R"({"status":"rejected"})"});
+  };
+  std::vector<WriteRequest> group = {
+      outcome("a", ExpectedVersion::exact(2), 0), outcome("a", ExpectedVersion::no_stream(), 1),
+      outcome("nowhere", ExpectedVersion::stream_exists(), 2),
+      outcome("a", ExpectedVersion::exact(3), 3), request("b", ExpectedVersion::exact(0), 1)};
+  auto results = this->store_->write(group);
+  ASSERT_EQ(results.size(), 5u);
+  ASSERT_FALSE(results[0].ok()) << "an outcome decided against version 2 of a stream at 3";
+  EXPECT_EQ(results[0].error->code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(results[0].error->actual_version(), 3);
+  ASSERT_FALSE(results[1].ok());
+  EXPECT_EQ(results[1].error->code(), errc::kStreamExists);
+  ASSERT_FALSE(results[2].ok());
+  EXPECT_EQ(results[2].error->code(), errc::kStreamNotFound);
+  ASSERT_TRUE(results[3].ok()) << results[3].error->to_string();
+  EXPECT_EQ(results[3].appended->stream_version, 3);
+  ASSERT_TRUE(results[4].ok()) << results[4].error->to_string();
+  for (size_t idx = 0; idx < 3; ++idx) {
+    auto found = this->store_->find_command(ids[idx]);
+    ASSERT_TRUE(found.ok());
+    EXPECT_FALSE(found->has_value()) << "outcome " << idx << " was recorded";
+  }
+  auto kept = this->store_->find_command(ids[3]);
+  ASSERT_TRUE(kept.ok());
+  EXPECT_TRUE(kept->has_value()) << "the outcome decided against the current version";
+
+  Uuid alone_id = Uuid::random();
+  auto alone = this->store_->write(std::vector<WriteRequest>{
+      request("a", ExpectedVersion::exact(1), 0, CommandRecord{alone_id, "", "{}"})});
+  ASSERT_FALSE(alone[0].ok());
+  EXPECT_EQ(alone[0].error->code(), errc::kWrongExpectedVersion);
+  EXPECT_FALSE(this->store_->find_command(alone_id)->has_value());
+
+  // With a claim: neither recorded nor claimed.
+  auto claimed = this->store_->write(std::vector<WriteRequest>{
+      claiming("a", 0, {claim("email", "stale@example.com")}, ExpectedVersion::exact(2))});
+  ASSERT_FALSE(claimed[0].ok());
+  EXPECT_EQ(claimed[0].error->code(), errc::kWrongExpectedVersion);
+  auto elsewhere = this->store_->write(
+      std::vector<WriteRequest>{claiming("c", 1, {claim("email", "stale@example.com")})});
+  EXPECT_TRUE(elsewhere[0].ok()) << "the stale write claimed the value";
+
+  auto negative =
+      this->store_->write(std::vector<WriteRequest>{request("a", ExpectedVersion::exact(-4), 0)});
+  ASSERT_FALSE(negative[0].ok());
+  EXPECT_EQ(negative[0].error->code(), errc::kInvalidArgument);
+}
+
 TEST_P(StoreConformance, AClaimedValueIsTakenUntilItsOwnerReleasesIt) {
   auto first = this->store_->write(
       std::vector<WriteRequest>{claiming("acct-a", 1, {claim("email", "ada@example.com")})});
