@@ -14,6 +14,11 @@
 -- recorded outcome writes no event, so it is ordered before any append that commits after that
 -- snapshot, and the version it was decided against was the stream's last at that point.
 --
+-- cqrs.append_to_stream also looks up the command's record after taking the stream's lock, not
+-- before: a second writer of the same command id (a client's retry racing the first attempt)
+-- waited for the lock, then stored its events and failed on command_results' primary key with
+-- store_error instead of answering duplicate_command with the first outcome.
+--
 -- The functions keep the settings schema/012 and schema/016 gave them (CREATE OR REPLACE resets
 -- whatever it does not name).
 
@@ -40,6 +45,12 @@ DECLARE
   v_count    int := coalesce(cardinality(p_event_ids), 0);
   v_current  bigint;
 BEGIN
+  -- The lock before the command's lookup: a writer of the same command that held it has
+  -- committed its record by the time this one looks (cqrs.append_batch looks after its locks too).
+  IF v_count > 0 THEN
+    PERFORM pg_advisory_xact_lock(1668379251, hashtext(p_stream_id));  -- 1668379251 = 'cqrs'
+  END IF;
+
   IF p_command_id IS NOT NULL THEN
     SELECT r.result INTO existing_result FROM cqrs.command_results AS r
       WHERE r.command_id = p_command_id;
@@ -47,10 +58,6 @@ BEGIN
       status := 'duplicate_command';
       RETURN;
     END IF;
-  END IF;
-
-  IF v_count > 0 THEN
-    PERFORM pg_advisory_xact_lock(1668379251, hashtext(p_stream_id));  -- 1668379251 = 'cqrs'
   END IF;
 
   SELECT e.stream_version INTO v_current FROM cqrs.events AS e

@@ -427,6 +427,70 @@ TEST_F(PostgresStore, AppendsAfterAKnownVersionWaitForTheStreamsLock) {
   }
 }
 
+// A reconnect prepares the store's statements again; when the server refuses one (here a
+// lock_timeout while DDL holds cqrs.events), the call fails with store_unavailable and the next
+// call connects again, instead of going on with a session that lacks statements.
+TEST_F(PostgresStore, AReconnectThatCannotPrepareItsStatementsIsTriedAgainAtTheNextCall) {
+  append_one("prepared");
+  ASSERT_TRUE(set_for_new_sessions("lock_timeout", "'300ms'"));
+  auto locker = db_->connect();
+  ASSERT_NE(locker, nullptr);
+  ASSERT_TRUE(locker->exec("BEGIN; LOCK cqrs.events IN ACCESS EXCLUSIVE MODE").ok());
+  ASSERT_TRUE(terminate(store_->backend_pid()));
+  auto refused = store_->stream_version("prepared");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), errc::kStoreUnavailable) << refused.error().to_string();
+  ASSERT_TRUE(locker->exec("COMMIT").ok());
+  for (int call = 0; call < 3; ++call) {
+    auto version = store_->stream_version("prepared");
+    ASSERT_TRUE(version.ok()) << "call " << call << ": " << version.error().to_string();
+    EXPECT_EQ(*version, 1);
+  }
+  append_one("prepared");
+  EXPECT_EQ(*store_->stream_version("prepared"), 2);
+  EXPECT_TRUE(set_for_new_sessions("lock_timeout", ""));
+}
+
+// Two writers of one command id on one stream (a client's retry racing its first attempt): the
+// second waits for the stream's lock, then finds the first's record and answers with it, on the
+// path of requests with claims as on the others.
+TEST_F(PostgresStore, ACommandIdWrittenWhileItsTwinWaitsForTheLockAnswersDuplicateCommand) {
+  const Uuid command_id = Uuid::time_ordered();
+  auto first = db_->connect();
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(first->exec("BEGIN").ok());
+  auto holding = first->exec(
+      "SELECT status FROM cqrs.append_to_stream('twin', -1, ARRAY[gen_random_uuid()],"
+      " ARRAY['Happened'], ARRAY[1], ARRAY['{}'::jsonb], ARRAY['{}'::jsonb], $1::uuid,"
+      " '{\"first\":true}'::jsonb)",
+      Params().add(command_id.to_string()));
+  ASSERT_TRUE(holding.ok()) << holding.error().to_string();
+  ASSERT_EQ(holding->text(0, 0), "ok");
+
+  WriteRequest request;
+  request.stream_id = "twin";
+  EventData event;
+  event.type = "Happened";
+  event.data = R"({"twin":true})";
+  request.events.push_back(event);
+  request.command = CommandRecord{command_id, "twin", R"({"first":false})"};
+  request.claims.push_back(UniqueClaim{"email", "twin@example.com", false});
+  const int store_pid = store_->backend_pid();
+  WriteResult written;
+  std::thread writer([&] { written = store_->write(std::span(&request, 1)).front(); });
+  const bool waiting = wait_for_advisory_lock(store_pid);
+  auto committed = first->exec("COMMIT");
+  writer.join();
+  ASSERT_TRUE(waiting) << "the second writer did not wait for the stream's lock";
+  ASSERT_TRUE(committed.ok()) << committed.error().to_string();
+  ASSERT_FALSE(written.ok()) << "the twin appended again";
+  EXPECT_EQ(written.error->code(), errc::kDuplicateCommand) << written.error->to_string();
+  ASSERT_TRUE(written.existing_result.has_value());
+  EXPECT_NE(written.existing_result->find("\"first\": true"), std::string::npos)
+      << *written.existing_result;
+  EXPECT_EQ(*store_->stream_version("twin"), 1);
+}
+
 // Another process's migration can change what a prepared statement returns (schema/014 turned
 // four columns into domains). PostgreSQL then refuses the statement on this connection for good
 // ("cached plan must not change result type"): the store answers store_unavailable once, and the

@@ -337,14 +337,21 @@ Result<void> Connection::reconnect() {
     return Error::unavailable("cannot reconnect to PostgreSQL: " + reason);
   }
   receive_notices();
+  // A session without all its settings and statements would fail every later call that needs a
+  // missing one, and still look open: it is marked stale, so the next call connects again.
+  auto unfinished = [this](const Error& error) {
+    stale_ = true;
+    return Error::unavailable("reconnected to PostgreSQL, but setting up the session failed (" +
+                              error.to_string() + "); the next call connects again");
+  };
   for (const std::string& sql : settings_) {
     auto checked = check(PQexec(conn_, sql.c_str()));
-    if (!checked) return checked.error();
+    if (!checked) return unfinished(checked.error());
   }
   for (const auto& [name, sql] : prepared_) {
     PGresult* result = PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
     auto checked = check(result);
-    if (!checked) return checked.error();
+    if (!checked) return unfinished(checked.error());
   }
   return {};
 }

@@ -172,6 +172,10 @@ class Connection {
   // Inside a transaction it only returns is_ok(): the owner must learn that the transaction was
   // lost, which a silent reconnect would hide. Costs one poll() when nothing came.
   bool still_open();
+  // A new session with the settings and prepared statements of the old one. When the server
+  // refuses one of them (a lock_timeout while DDL holds a table), the session stays unusable
+  // (is_ok() is false, so the owner's next call reconnects again) and the error is
+  // store_unavailable.
   Result<void> reconnect();
   // Whether a transaction is open (begun by the caller, or failed and not yet rolled back).
   bool in_transaction() const;
