@@ -2166,6 +2166,51 @@ TEST_F(KnownVersions, ExactAppendAfterAVersionThatIsNoLongerTheHeadNamesTheHead)
   EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2, 3, 4}));
 }
 
+// A snapshot's version is what its writer said: loading one must not make the store take that
+// version as stored, or an append "after" it would leave a gap in the stream.
+TEST_F(KnownVersions, ASnapshotAheadOfTheStreamIsNotTakenAsItsHead) {
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::no_stream(), 1).ok());
+  ASSERT_TRUE(store_->save_snapshot(Snapshot{"s", 10, "State", 1, "{}"}).ok());
+  auto fresh = other();
+  StreamLoad load{"s", 0, true};
+  auto loaded = fresh->load_streams(std::span(&load, 1));
+  ASSERT_FALSE(loaded[0].error);
+  ASSERT_TRUE(loaded[0].snapshot.has_value());
+  auto after = append_with(*fresh, ExpectedVersion::exact(10), 2);
+  ASSERT_FALSE(after.ok()) << "appended at version " << after->stream_version;
+  EXPECT_EQ(after.error().code(), errc::kWrongExpectedVersion);
+  EXPECT_EQ(after.error().actual_version(), std::optional<int64_t>(1));
+  auto any = append_with(*fresh, ExpectedVersion::any(), 3);
+  ASSERT_TRUE(any.ok()) << any.error().to_string();
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2}));
+}
+
+// An append retried after its outcome was lost carries event ids already stored. A store that
+// has not seen the stream answers as one that has: the expectation that no longer holds, not
+// duplicate_event.
+TEST_F(KnownVersions, ARetriedFirstAppendNamesTheStreamNotTheEventId) {
+  EventData first;
+  first.type = "Happened";
+  first.data = "{}";
+  ASSERT_TRUE(store_->append("s", ExpectedVersion::no_stream(), std::span(&first, 1)).ok());
+  ASSERT_TRUE(append_with(*store_, ExpectedVersion::exact(1), 2).ok());
+  auto fresh = other();
+  ASSERT_NE(fresh, nullptr);
+  for (PostgresEventStore* store : {store_.get(), fresh.get()}) {
+    SCOPED_TRACE(store == store_.get() ? "the writer's store" : "a store new to the stream");
+    auto no_stream = store->append("s", ExpectedVersion::no_stream(), std::span(&first, 1));
+    ASSERT_FALSE(no_stream.ok());
+    EXPECT_EQ(no_stream.error().code(), errc::kStreamExists) << no_stream.error().to_string();
+    auto exact = store->append("s", ExpectedVersion::exact(0), std::span(&first, 1));
+    ASSERT_FALSE(exact.ok());
+    EXPECT_EQ(exact.error().code(), errc::kWrongExpectedVersion) << exact.error().to_string();
+    auto any = store->append("s", ExpectedVersion::any(), std::span(&first, 1));
+    ASSERT_FALSE(any.ok());
+    EXPECT_EQ(any.error().code(), errc::kDuplicateEvent) << any.error().to_string();
+  }
+  EXPECT_EQ(versions(), (std::vector<int64_t>{1, 2}));
+}
+
 TEST_F(KnownVersions, AnyAppendAfterAStaleVersionLandsAfterTheHead) {
   ASSERT_TRUE(append_with(*store_, ExpectedVersion::any(), 1).ok());
   auto second = other();

@@ -943,9 +943,15 @@ Result<AppendResult> PostgresEventStore::append_alone(std::string_view stream_id
       note_version(stream_id, appended.stream_version);
       return appended;
     }
-    if (!rows && !rows.error().is(errc::kWrongExpectedVersion)) return rows.error();
+    if (!rows && !rows.error().is(errc::kWrongExpectedVersion) &&
+        !rows.error().is(errc::kDuplicateEvent)) {
+      return rows.error();
+    }
     // The expected version did not hold in the statement's snapshot, or another writer took the
-    // version meanwhile: let the function decide on the committed head (and name it).
+    // version meanwhile: let the function decide on the committed head (and name it). So also
+    // for an event id already stored: these statements insert without reading the head, and an
+    // append retried after its outcome was lost must learn that its expectation no longer holds
+    // (stream_exists, wrong_expected_version) as it would from a store that knew the stream.
   }
   std::vector<Connection::PipelineStep> steps;
   steps.push_back({"append", append_params(stream_id, expected, events, nullptr), true});
@@ -1312,13 +1318,12 @@ std::vector<LoadedStream> PostgresEventStore::load_streams(std::span<const Strea
       out.events.push_back(event_at(*rows, row, 2));
     }
   }
+  // Only versions read from cqrs.events are known to exist: a snapshot's version is whatever its
+  // writer said (save_snapshot does not read the stream), and an append after a version ahead of
+  // the head would leave a gap the primary key cannot see.
   for (size_t idx = 0; idx < loaded.size(); ++idx) {
     const LoadedStream& out = loaded[idx];
-    if (!out.events.empty()) {
-      note_version(loads[idx].stream_id, out.events.back().stream_version);
-    } else if (out.snapshot) {
-      note_version(loads[idx].stream_id, out.snapshot->stream_version);
-    }
+    if (!out.events.empty()) note_version(loads[idx].stream_id, out.events.back().stream_version);
   }
   return loaded;
 }
