@@ -221,6 +221,7 @@ void finish_one(GatewayActor* self) {
 }
 
 constexpr auto kAdminTimeout = std::chrono::seconds(10);
+constexpr int64_t kMaxDeadLetters = 10000;  // per handler, in one dead_letters request
 
 // Asks `target` and answers with its reply text, or with dispatch_failed when none comes.
 template <class... Ts>
@@ -275,7 +276,19 @@ caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
                        "admin request must be a JSON object with a string field 'op'");
   }
   std::string op = request["op"];
+  if (request.contains("handler") && !request["handler"].is_string()) {
+    return error_reply(errc::kInvalidArgument,
+                       "admin request field 'handler' must be a string: a handler's name");
+  }
   std::string name = request.value("handler", "");
+  if (op == "dead_letters" && request.contains("limit")) {
+    const nlohmann::json& limit = request["limit"];
+    if (!limit.is_number_integer() || limit.get<int64_t>() < 1 ||
+        limit.get<int64_t>() > kMaxDeadLetters) {
+      return error_reply(errc::kInvalidArgument, "admin request field 'limit' must be 1.." +
+                                                     std::to_string(kMaxDeadLetters));
+    }
+  }
   if (op == "history" || op == "trace") {
     return relay(self, st.router, kAdminTimeout, query_atom::value, text);
   }
@@ -308,13 +321,26 @@ caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
   }
   if (op == "dead_letters" && name.empty()) {
     auto promise = self->make_response_promise<std::string>();
-    ask_handlers(self, text, [promise](std::vector<nlohmann::json>& replies) mutable {
+    std::vector<std::string> names;
+    for (const HandlerRef& handler : st.handlers) names.push_back(handler.name);
+    ask_handlers(self, text, [promise, names](std::vector<nlohmann::json>& replies) mutable {
       nlohmann::json all = nlohmann::json::array();
-      for (auto& reply : replies) {
-        if (!reply.is_object() || !reply.contains("dead_letters")) continue;
+      // A handler that did not answer is named, so that an empty list is not taken for "none".
+      nlohmann::json unanswered = nlohmann::json::array();
+      for (size_t idx = 0; idx < replies.size(); ++idx) {
+        nlohmann::json& reply = replies[idx];
+        if (!reply.is_object() || !reply.contains("dead_letters")) {
+          std::string why = "no answer";
+          if (reply.is_object() && reply.contains("message")) why = reply["message"].dump();
+          if (reply.is_object() && reply.contains("last_error")) why = reply["last_error"].dump();
+          unanswered.push_back({{"handler", idx < names.size() ? names[idx] : ""}, {"error", why}});
+          continue;
+        }
         for (auto& letter : reply["dead_letters"]) all.push_back(std::move(letter));
       }
-      promise.deliver(nlohmann::json{{"status", "ok"}, {"dead_letters", std::move(all)}}.dump());
+      nlohmann::json out = {{"status", "ok"}, {"dead_letters", std::move(all)}};
+      if (!unanswered.empty()) out["unanswered"] = std::move(unanswered);
+      promise.deliver(out.dump());
     });
     return promise;
   }
@@ -416,7 +442,14 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
         if (!self->state.strong_waiting.empty()) release_strong(self);
       },
       [self](admin_atom, const std::string& text) -> caf::result<std::string> {
-        return admin(self, text);
+        // A field of an unexpected type must fail the request, not the gateway.
+        try {
+          return admin(self, text);
+        } catch (const nlohmann::json::exception& ex) {
+          return error_reply(
+              errc::kInvalidArgument,
+              std::string("admin request has a field of the wrong type: ") + ex.what());
+        }
       },
       [self](drain_atom) -> caf::result<bool> {
         auto& st = self->state;

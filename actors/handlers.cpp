@@ -200,7 +200,14 @@ caf::behavior handler_actor(HandlerActor* self, std::shared_ptr<Handler> handler
         if (!request.is_object()) {
           return error_reply(errc::kInvalidArgument, "admin request is not a JSON object");
         }
-        return admin(self, request);
+        // A field of an unexpected type must fail the request, not the handler.
+        try {
+          return admin(self, request);
+        } catch (const nlohmann::json::exception& ex) {
+          return error_reply(
+              errc::kInvalidArgument,
+              std::string("admin request has a field of the wrong type: ") + ex.what());
+        }
       },
   };
 }

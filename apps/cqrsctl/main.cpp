@@ -280,6 +280,13 @@ int main(int argc, char** argv) {
     if (!reply || !reply->ok()) return print_reply(reply);
     for (const auto& letter : reply->json["dead_letters"])
       std::printf("%s\n", letter.dump().c_str());
+    if (reply->json.contains("unanswered")) {
+      for (const auto& missing : reply->json["unanswered"]) {
+        std::fprintf(stderr, "cqrsctl: handler %s did not list its dead letters: %s\n",
+                     missing.value("handler", "?").c_str(), missing.value("error", "?").c_str());
+      }
+      return kExitError;
+    }
     return kExitOk;
   }
   if (history->parsed()) {

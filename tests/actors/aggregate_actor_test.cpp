@@ -531,6 +531,57 @@ TEST_F(ActorTest, GatewayAnswersInputsFoundByFuzzingAndKeepsServing) {
   EXPECT_EQ(dispatch("IssueGiftCard", {{"card_id", "c1"}, {"amount", 10}})["status"], "ok");
 }
 
+// Admin requests come from any client: a field of the wrong type gets invalid_argument, and the
+// gateway goes on serving (it used to die on a handler name that was not a string).
+TEST_F(ActorTest, GatewayAnswersAdminFieldsOfTheWrongTypeAndKeepsServing) {
+  start();
+  auto admin = [&](const std::string& text) {
+    return nlohmann::json::parse(ask(gateway_, admin_atom::value, text));
+  };
+  for (const char* text :
+       {R"({"op":"reset","handler":5})", R"({"op":"restart","handler":["x"]})",
+        R"({"op":"dead_letters","handler":{}})", R"({"op":"dead_letters","limit":"x"})",
+        R"({"op":"dead_letters","limit":0})", R"({"op":"dead_letters","limit":10001})",
+        R"({"op":"dead_letters","limit":1.5})"}) {
+    auto reply = admin(text);
+    EXPECT_EQ(reply["status"], "error") << text << " -> " << reply;
+    EXPECT_EQ(reply["error"], "invalid_argument") << text << " -> " << reply;
+  }
+  EXPECT_EQ(admin(R"({"op":"dead_letters","limit":10})")["status"], "ok");
+  EXPECT_EQ(dispatch("IssueGiftCard", {{"card_id", "c1"}, {"amount", 10}})["status"], "ok");
+}
+
+// A handler that does not answer a listing of every handler's dead letters is named in the
+// reply: an empty list must not read as "none" when a handler could not say.
+TEST_F(ActorTest, DeadLettersOfEveryHandlerNameTheHandlersThatDidNotAnswer) {
+  start();
+  auto answering = sys.spawn([]() -> caf::behavior {
+    return {[](admin_atom, const std::string&) {
+      return std::string(R"({"status":"ok","dead_letters":[{"id":1}]})");
+    }};
+  });
+  auto failing = sys.spawn([]() -> caf::behavior {
+    return {[](admin_atom, const std::string&) {
+      return std::string(R"({"status":"error","error":"store_unavailable","message":"down"})");
+    }};
+  });
+  std::vector<HandlerRef> handlers(2);
+  handlers[0].name = "answers";
+  handlers[0].actor = answering;
+  handlers[1].name = "fails";
+  handlers[1].actor = failing;
+  self->send(gateway_, handlers_atom::value, std::move(handlers));
+  sched.run();
+  auto reply = nlohmann::json::parse(ask(gateway_, admin_atom::value, R"({"op":"dead_letters"})"));
+  EXPECT_EQ(reply["dead_letters"], nlohmann::json::parse(R"([{"id":1}])")) << reply;
+  ASSERT_TRUE(reply.contains("unanswered")) << reply;
+  ASSERT_EQ(reply["unanswered"].size(), 1u) << reply;
+  EXPECT_EQ(reply["unanswered"][0]["handler"], "fails") << reply;
+  EXPECT_NE(reply["unanswered"][0]["error"].get<std::string>().find("down"), std::string::npos);
+  for (auto& actor : {answering, failing}) caf::anon_send_exit(actor, caf::exit_reason::kill);
+  sched.run();
+}
+
 TEST_F(ActorTest, GatewayAnswersTimeoutWhenTheAggregateIsSlow) {
   start();
   dispatch("IssueGiftCard", {{"card_id", "c1"}, {"amount", 100}});
