@@ -1,10 +1,12 @@
-// The metrics registry: counting, bucketing, and the exact Prometheus text it renders.
+// The metrics registry: counting, bucketing, and the exact Prometheus text it renders; and the
+// HTTP exporter's listening port.
 #include <gtest/gtest.h>
 
 #include <limits>
 #include <thread>
 #include <vector>
 
+#include "cqrs/metrics/http_exporter.hpp"
 #include "cqrs/metrics/registry.hpp"
 
 namespace cqrs::metrics {
@@ -143,6 +145,17 @@ TEST(MetricsRegistry, ConcurrentUpdatesLoseNothing) {
   EXPECT_EQ(snapshot.cumulative[1], snapshot.count);
   EXPECT_DOUBLE_EQ(snapshot.sum, 0.5 * static_cast<double>(small) +
                                      5.0 * static_cast<double>(snapshot.count - small));
+}
+
+// A second exporter on a port in use is refused, not bound beside the first (which would split
+// scrapes and health checks between two processes).
+TEST(HttpExporter, APortInUseIsRefused) {
+  auto first = HttpExporter::start("127.0.0.1", 0, HttpExporter::Routes{});
+  ASSERT_TRUE(first.ok()) << first.error().to_string();
+  auto second = HttpExporter::start("127.0.0.1", (*first)->port(), HttpExporter::Routes{});
+  ASSERT_FALSE(second.ok()) << "a second exporter listens on port " << (*first)->port();
+  EXPECT_EQ(second.error().code(), errc::kInvalidArgument);
+  EXPECT_NE(second.error().message().find("in use"), std::string::npos) << second.error().message();
 }
 
 }  // namespace

@@ -222,6 +222,13 @@ Result<std::unique_ptr<HttpExporter>> HttpExporter::start(const std::string& hos
         response.set_content(R"({"status":"error"})", "application/json");
       });
 
+  // cpp-httplib's default sets SO_REUSEPORT, with which a second process binds the same port
+  // without an error and takes half the requests (scrapes, health checks, the web console):
+  // SO_REUSEADDR only, so a port in use is refused.
+  server.set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   int bound = port == 0 ? server.bind_to_any_port(host)
                         : (server.bind_to_port(host, port) ? static_cast<int>(port) : -1);
   if (bound <= 0) {
