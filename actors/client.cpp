@@ -6,7 +6,10 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 #include <cmath>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "actors/messages.hpp"
 
@@ -125,18 +128,51 @@ Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
 Result<std::unique_ptr<Client>> Client::connect(const std::string& host, uint16_t port,
-                                                const TlsOptions& tls) {
+                                                const TlsOptions& tls,
+                                                std::optional<std::chrono::milliseconds> timeout) {
   if (auto valid = tls.validate(); !valid) return valid.error();
-  auto impl = std::make_unique<Impl>(tls);
-  auto gateway = tls.enabled() ? caf::openssl::remote_actor(impl->system, host, port)
-                               : impl->system.middleman().remote_actor(host, port);
-  if (!gateway) {
-    return Error(ErrorKind::kUnavailable, "transport_error",
-                 "cannot connect to cqrsd at " + host + ":" + std::to_string(port) + ": " +
-                     impl->system.render(gateway.error()));
+  const std::string where = host + ":" + std::to_string(port);
+  // CAF's remote_actor has no deadline of its own: with one, it runs on a thread of its own,
+  // which owns the attempt (and, when it is abandoned, everything it uses) until it ends.
+  struct Attempt {
+    explicit Attempt(const TlsOptions& tls) : impl(std::make_unique<Impl>(tls)) {}
+    std::unique_ptr<Impl> impl;
+    std::optional<Result<void>> outcome;
+    std::mutex mutex;
+    std::condition_variable done;
+  };
+  auto attempt = std::make_shared<Attempt>(tls);
+  auto run = [attempt, host, port, where, enabled = tls.enabled()] {
+    Impl& impl = *attempt->impl;
+    auto gateway = enabled ? caf::openssl::remote_actor(impl.system, host, port)
+                           : impl.system.middleman().remote_actor(host, port);
+    Result<void> outcome;
+    if (gateway) {
+      impl.gateway = *gateway;
+    } else {
+      outcome =
+          Error(ErrorKind::kUnavailable, "transport_error",
+                "cannot connect to cqrsd at " + where + ": " + impl.system.render(gateway.error()));
+    }
+    std::lock_guard lock(attempt->mutex);
+    attempt->outcome = std::move(outcome);
+    attempt->done.notify_all();
+  };
+  if (!timeout) {
+    run();
+  } else {
+    std::thread(run).detach();
+    std::unique_lock lock(attempt->mutex);
+    if (!attempt->done.wait_for(lock, *timeout, [&] { return attempt->outcome.has_value(); })) {
+      return Error(ErrorKind::kUnavailable, "transport_error",
+                   "cqrsd at " + where + " did not complete the connection within " +
+                       std::to_string(timeout->count()) +
+                       " ms: is it stopped or overloaded, or is another service on that port?");
+    }
   }
-  impl->gateway = *gateway;
-  return std::unique_ptr<Client>(new Client(std::move(impl)));
+  std::lock_guard lock(attempt->mutex);
+  if (!*attempt->outcome) return attempt->outcome->error();
+  return std::unique_ptr<Client>(new Client(std::move(attempt->impl)));
 }
 
 std::string Client::envelope(std::string_view type, std::string_view payload,

@@ -68,9 +68,13 @@ struct TlsOptions {
 class Client {
  public:
   // Connects (blocking). Errors: transport_error with the reason; invalid_argument for TLS
-  // options that are incomplete or name unreadable files.
-  static Result<std::unique_ptr<Client>> connect(const std::string& host, uint16_t port,
-                                                 const TlsOptions& tls = {});
+  // options that are incomplete or name unreadable files. With a `timeout`, a server that
+  // accepts the connection but does not complete the handshake within it (a stopped cqrsd,
+  // another service on the port) is a transport_error too; the abandoned attempt keeps its
+  // thread and actor system until it ends, which may be when the process exits.
+  static Result<std::unique_ptr<Client>> connect(
+      const std::string& host, uint16_t port, const TlsOptions& tls = {},
+      std::optional<std::chrono::milliseconds> timeout = std::nullopt);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;

@@ -162,7 +162,8 @@ int main(int argc, char** argv) {
   app.add_option("--tls.cert", tls.cert, "client certificate (PEM) for a cqrsd with TLS on");
   app.add_option("--tls.key", tls.key, "the client certificate's private key (PEM)");
   app.add_option("--tls.ca", tls.ca, "CA certificate (PEM) that signed the server's certificate");
-  app.add_option("--timeout-ms", timeout_ms, "reply timeout in milliseconds")
+  app.add_option("--timeout-ms", timeout_ms,
+                 "how long to wait for the connection and for each reply, in milliseconds")
       ->check(CLI::Range(int64_t{1}, int64_t{300000}))
       ->capture_default_str();
 
@@ -255,7 +256,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cqrsctl: %s\n", valid.error().message().c_str());
     return kExitError;
   }
-  auto client = cqrs::Client::connect(host, port, tls);
+  auto client = cqrs::Client::connect(host, port, tls, std::chrono::milliseconds(timeout_ms));
   if (!client) {
     std::printf("%s\n", transport_reply(client.error()).c_str());
     std::fprintf(stderr, "cqrsctl: %s\n", client.error().to_string().c_str());

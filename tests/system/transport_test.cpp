@@ -1,7 +1,12 @@
 // The connection between cqrsctl and cqrsd: many processes connecting at once must each receive
 // their reply (a lost one shows up as cqrsctl's client-side "timeout" although cqrsd answered),
-// and a batch client must give up promptly once the daemon is gone.
+// a batch client must give up promptly once the daemon is gone, and a client must not wait
+// forever for a server that accepts the connection but never completes it.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <latch>
 #include <thread>
@@ -96,6 +101,35 @@ TEST_F(TransportTest, BatchClientGivesUpPromptlyOnceTheDaemonIsKilled) {
     ASSERT_EQ(batch.replies.size(), lines.size());
     EXPECT_EQ(batch.replies.back().value("status", ""), "error") << batch.replies.back();
   }
+}
+
+// A stopped cqrsd (SIGSTOP) or another service on the port accepts the TCP connection and says
+// nothing: the kernel's backlog accepts it. cqrsctl gives up after its --timeout-ms.
+TEST(TransportSilentServer, CqrsctlGivesUpOnAServerThatNeverCompletesTheConnection) {
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(listen(listener, 16), 0);
+  socklen_t length = sizeof address;
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const uint16_t port = ntohs(address.sin_port);
+
+  auto started = std::chrono::steady_clock::now();
+  ProcessResult run =
+      run_cqrsctl(port, {"--timeout-ms", "500", "status"}, "", std::chrono::milliseconds(15000));
+  auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started);
+  close(listener);
+  ASSERT_FALSE(run.timed_out) << "cqrsctl was still waiting after 15 s";
+  EXPECT_EQ(run.exit_code, 2) << run.describe();
+  EXPECT_LT(waited.count(), 5000) << run.describe();
+  EXPECT_NE(run.stderr_text.find("did not complete the connection within 500 ms"),
+            std::string::npos)
+      << run.describe();
 }
 
 }  // namespace
