@@ -339,6 +339,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (cfg.cli_helptext_printed) return 0;
+  // CAF stops reading options at the first word that is not one and leaves the rest: a
+  // misplaced `migrate`, or a flag after a stray word, would otherwise be ignored unseen.
+  if (!cfg.remainder.empty()) {
+    std::fprintf(stderr,
+                 "cqrsd: unexpected argument '%s' (options are --name=value; 'migrate' must "
+                 "come first; see cqrsd --help)\n",
+                 cfg.remainder.front().c_str());
+    return 2;
+  }
   if (!cqrs::log::configure(cfg.log_level, cfg.log_format)) {
     std::fprintf(stderr,
                  "cqrsd: log.level must be debug|info|warn|error and log.format "
@@ -356,8 +365,8 @@ int main(int argc, char** argv) {
   if (migrate_only) {
     auto migrated = connect_and_migrate(cfg.db_url, cfg.connect_timeout);
     if (!migrated) return fail("migration failed: " + migrated.error().to_string());
-    std::printf("schema at version %d (%zu migrations applied)\n", migrated->version_after,
-                migrated->applied.size());
+    std::printf("schema at version %d (%zu migration%s applied)\n", migrated->version_after,
+                migrated->applied.size(), migrated->applied.size() == 1 ? "" : "s");
     return 0;
   }
   caf::actor_system system{cfg};

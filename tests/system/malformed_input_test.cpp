@@ -138,5 +138,24 @@ TEST_F(MalformedInputTest, NonObjectEnvelopeLinesGetErrorsInInputOrderAndValidLi
   daemon_->stop();
 }
 
+// cqrsd's own command line: CAF stops at the first word that is not an option and leaves the
+// rest, so a misplaced `migrate` or a misspelt word used to start the whole server (or ignore the
+// options after it). It is refused at once, naming the word.
+TEST(CqrsdArguments, AWordThatIsNotAnOptionIsRefusedAndNamed) {
+  const std::string nowhere = "--db.url=postgresql://nobody@127.0.0.1:1/x";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{CQRSD_BIN, "--config-file=/dev/null", nowhere, "migrate", "--db.connect_timeout=2s"},
+       "'migrate'"},
+      {{CQRSD_BIN, "--config-file=/dev/null", "migrat", nowhere}, "'migrat'"},
+      {{CQRSD_BIN, "migrate", "--config-file=/dev/null", nowhere, "extra"}, "'extra'"}};
+  for (const auto& [argv, named] : cases) {
+    ProcessResult run = run_process(argv, "", std::chrono::milliseconds(20000));
+    ASSERT_FALSE(run.timed_out) << "cqrsd ran on: " << run.describe();
+    EXPECT_EQ(run.exit_code, kExitError) << run.describe();
+    EXPECT_NE(run.stderr_text.find("unexpected argument " + named), std::string::npos)
+        << run.describe();
+  }
+}
+
 }  // namespace
 }  // namespace cqrs::system_test
