@@ -37,6 +37,22 @@ class OwnCluster {
 
   bool start() { return run("start"); }
   bool stop() { return run("stop"); }
+  // scripts/pg `command` with DATABASE_URL set to `url` (as after `eval "$(scripts/pg env)"`
+  // when `url` is the cluster's own).
+  ProcessResult run_with_url(const std::string& command, const std::string& url) {
+    return run_process({"/usr/bin/env", "DATABASE_URL=" + url, "CQRS_PG_ROOT=" + root_.string(),
+                        "CQRS_PG_PORT=" + std::to_string(port_), "bash",
+                        std::string(CQRS_SOURCE_DIR) + "/scripts/pg", command},
+                       "", kScriptTimeout);
+  }
+  // The exit code of `scripts/pg status` (0 running, 3 not).
+  int status() {
+    return run_process({"/usr/bin/env", "-u", "DATABASE_URL", "CQRS_PG_ROOT=" + root_.string(),
+                        "CQRS_PG_PORT=" + std::to_string(port_), "bash",
+                        std::string(CQRS_SOURCE_DIR) + "/scripts/pg", "status"},
+                       "", kScriptTimeout)
+        .exit_code;
+  }
   std::string url() const {
     return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/cqrsd";
   }
@@ -241,6 +257,22 @@ TEST(OutageTest, NoCommandFailsAfterARestartWhileIdle) {
                                 << " of 40 failed, the first: " << failures.front();
   EXPECT_TRUE(daemon->running());
   daemon->stop();
+}
+
+// `eval "$(scripts/pg env)"` exports the cluster's own DATABASE_URL; scripts/pg start and stop
+// must still manage that cluster (they used to take it for an external server and do nothing),
+// while a URL of another server is still left alone.
+TEST(PrivateCluster, StartAndStopManageTheClusterWhoseUrlIsExported) {
+  OwnCluster cluster;
+  ProcessResult external = cluster.run_with_url("start", "postgresql://nobody@127.0.0.1:1/x");
+  EXPECT_EQ(external.exit_code, 0) << external.describe();
+  EXPECT_EQ(cluster.status(), 3) << "a start with another server's URL started the cluster";
+  ProcessResult started = cluster.run_with_url("start", cluster.url());
+  ASSERT_EQ(started.exit_code, 0) << started.describe();
+  EXPECT_EQ(cluster.status(), 0) << started.describe();
+  ProcessResult stopped = cluster.run_with_url("stop", cluster.url());
+  EXPECT_EQ(stopped.exit_code, 0) << stopped.describe();
+  EXPECT_EQ(cluster.status(), 3) << stopped.describe();
 }
 
 }  // namespace
