@@ -132,6 +132,18 @@ int fail(const std::string& message) {
   return 1;
 }
 
+// Whether a failed connection may succeed later: the server was not reached, or it is starting,
+// stopping, recovering or full. A server that answered with anything else (no such role or
+// database, a wrong password, no pg_hba.conf entry) gives the same answer next time.
+bool worth_retrying(const std::string& message) {
+  if (message.find("FATAL:") == std::string::npos) return true;
+  for (const char* transient : {"starting up", "shutting down", "in recovery", "too many",
+                                "not yet accepting connections", "not accepting connections"}) {
+    if (message.find(transient) != std::string::npos) return true;
+  }
+  return false;
+}
+
 // Connects and migrates, retrying while PostgreSQL is unreachable for up to `timeout`.
 cqrs::Result<cqrs::pg::MigrationReport> connect_and_migrate(const std::string& url,
                                                             caf::timespan timeout) {
@@ -139,6 +151,7 @@ cqrs::Result<cqrs::pg::MigrationReport> connect_and_migrate(const std::string& u
   while (true) {
     auto conn = cqrs::pg::Connection::open(url);
     if (conn) return cqrs::pg::migrate(**conn);
+    if (!worth_retrying(conn.error().message())) return conn.error();
     if (std::chrono::steady_clock::now() >= deadline) return conn.error();
     cqrs::log::warn("PostgreSQL not reachable yet; retrying", {{"error", conn.error().message()}});
     std::this_thread::sleep_for(500ms);

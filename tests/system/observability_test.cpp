@@ -305,6 +305,21 @@ TEST_F(Observability, HealthzAnswersWhileCqrsdStillWaitsForTheStore) {
   EXPECT_EQ(exited->exit_code, 1) << exited->describe();  // gave up after db.connect_timeout
 }
 
+// A server that refuses the connection for good (no such database here; a wrong role or
+// password alike) is reported at once, not retried for db.connect_timeout.
+TEST_F(Observability, AConnectionTheServerRefusesForGoodIsNotRetried) {
+  std::string url = db_->url();
+  url = url.substr(0, url.rfind('/') + 1) + "no_such_database_here";
+  auto started = std::chrono::steady_clock::now();
+  ProcessResult run = run_process({CQRSD_BIN, "migrate", "--config-file=/dev/null",
+                                   "--db.url=" + url, "--db.connect_timeout=20s"},
+                                  "", 30s);
+  auto waited = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(run.exit_code, 1) << run.describe();
+  EXPECT_LT(waited, 10s) << "retried a refusal: " << run.describe();
+  EXPECT_NE(run.stderr_text.find("no_such_database_here"), std::string::npos) << run.describe();
+}
+
 TEST_F(Observability, JsonLogLinesCarryTheCommandsIds) {
   auto daemon = start_daemon({"--log.format=json", "--log.level=debug"});
   ASSERT_NE(daemon, nullptr);
