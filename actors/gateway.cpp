@@ -268,6 +268,64 @@ void ask_handlers(GatewayActor* self, const std::string& request,
   }
 }
 
+// Routes one command envelope to its aggregate and answers with its reply. Internal commands
+// (AggregateBuilder::internal) only `from_process_manager`.
+caf::result<std::string> dispatch(GatewayActor* self, const std::string& text,
+                                  bool from_process_manager) {
+  auto& st = self->state;
+  // Refused before routing: counted and logged by the middlewares, answered at once.
+  auto refuse = [&st](Error error) {
+    for (auto& middleware : st.middlewares) middleware->on_refused(error);
+    return error_reply(error);
+  };
+  if (st.draining) {
+    return refuse(Error(ErrorKind::kUnavailable, "shutting_down",
+                        "cqrsd is shutting down; retry on another instance"));
+  }
+  if (st.in_flight >= st.config.max_in_flight) {
+    return refuse(Error(
+        ErrorKind::kUnavailable, "overloaded",
+        std::to_string(st.in_flight) + " commands in flight (limits.max_in_flight); retry later"));
+  }
+  auto decoded =
+      decode_envelope(*st.domain, text, {st.config.max_command_bytes, st.config.default_timeout});
+  if (!decoded) return refuse(decoded.error());
+  if (decoded->envelope.command.type->internal && !from_process_manager) {
+    return refuse(Error(ErrorKind::kInvalidInput, "internal_command",
+                        decoded->envelope.command.type->name +
+                            " is a step of a process: only this daemon's process managers "
+                            "dispatch it"));
+  }
+  auto context = std::make_shared<DispatchContext>();
+  context->command_type = decoded->envelope.command.type->name;
+  context->command_id = decoded->envelope.command_id.to_string();
+  context->correlation_id = decoded->envelope.correlation_id;
+  context->stream_id = decoded->envelope.command.stream_id;
+  context->started = std::chrono::steady_clock::now();
+  for (auto& middleware : st.middlewares) middleware->before(*context);
+
+  ++st.in_flight;
+  auto promise = self->make_response_promise<std::string>();
+  uint64_t id = ++st.next_id;
+  auto deadline = st.deadlines.emplace(self->clock().now() + decoded->timeout, id);
+  st.waiting.emplace(id, InFlight{promise,
+                                  context,
+                                  decoded->timeout,
+                                  deadline,
+                                  decoded->envelope.consistency == Consistency::kStrong,
+                                  std::nullopt,
+                                  Position{},
+                                  {}});
+  arm_sweep(self);
+  self->request(st.router, caf::infinite, execute_atom::value, std::move(decoded->envelope))
+      .then([self, id](std::string& reply) { complete(self, id, &reply); },
+            [self, id](caf::error& err) {
+              std::string reply = error_reply("dispatch_failed", self->system().render(err));
+              complete(self, id, &reply);
+            });
+  return promise;
+}
+
 caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
   auto& st = self->state;
   nlohmann::json request = nlohmann::json::parse(text, nullptr, false);
@@ -369,52 +427,13 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
   self->state.middlewares = std::move(middlewares);
   return {
       [self](dispatch_atom, const std::string& text) -> caf::result<std::string> {
-        auto& st = self->state;
-        // Refused before routing: counted and logged by the middlewares, answered at once.
-        auto refuse = [&st](Error error) {
-          for (auto& middleware : st.middlewares) middleware->on_refused(error);
-          return error_reply(error);
-        };
-        if (st.draining) {
-          return refuse(Error(ErrorKind::kUnavailable, "shutting_down",
-                              "cqrsd is shutting down; retry on another instance"));
-        }
-        if (st.in_flight >= st.config.max_in_flight) {
-          return refuse(Error(ErrorKind::kUnavailable, "overloaded",
-                              std::to_string(st.in_flight) +
-                                  " commands in flight (limits.max_in_flight); retry later"));
-        }
-        auto decoded = decode_envelope(*st.domain, text,
-                                       {st.config.max_command_bytes, st.config.default_timeout});
-        if (!decoded) return refuse(decoded.error());
-        auto context = std::make_shared<DispatchContext>();
-        context->command_type = decoded->envelope.command.type->name;
-        context->command_id = decoded->envelope.command_id.to_string();
-        context->correlation_id = decoded->envelope.correlation_id;
-        context->stream_id = decoded->envelope.command.stream_id;
-        context->started = std::chrono::steady_clock::now();
-        for (auto& middleware : st.middlewares) middleware->before(*context);
-
-        ++st.in_flight;
-        auto promise = self->make_response_promise<std::string>();
-        uint64_t id = ++st.next_id;
-        auto deadline = st.deadlines.emplace(self->clock().now() + decoded->timeout, id);
-        st.waiting.emplace(id, InFlight{promise,
-                                        context,
-                                        decoded->timeout,
-                                        deadline,
-                                        decoded->envelope.consistency == Consistency::kStrong,
-                                        std::nullopt,
-                                        Position{},
-                                        {}});
-        arm_sweep(self);
-        self->request(st.router, caf::infinite, execute_atom::value, std::move(decoded->envelope))
-            .then([self, id](std::string& reply) { complete(self, id, &reply); },
-                  [self, id](caf::error& err) {
-                    std::string reply = error_reply("dispatch_failed", self->system().render(err));
-                    complete(self, id, &reply);
-                  });
-        return promise;
+        return dispatch(self, text, false);
+      },
+      // A process manager's command: the token shows it comes from this process.
+      [self](dispatch_atom, const std::string& text,
+             const std::string& token) -> caf::result<std::string> {
+        const std::string& expected = self->state.config.internal_token;
+        return dispatch(self, text, !expected.empty() && token == expected);
       },
       [self](state_atom, const std::string& aggregate,
              const std::string& id) -> caf::result<std::string> {

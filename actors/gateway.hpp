@@ -41,6 +41,11 @@ struct GatewayConfig {
   // Commands accepted but not yet answered, at most; beyond it dispatch answers `overloaded` at
   // once (bounded memory under a flood; clients retry later).
   size_t max_in_flight = 4096;
+  // Internal commands (AggregateBuilder::internal) are accepted only as (dispatch_atom, envelope,
+  // token) with this token: the process managers of this daemon have it
+  // (HandlerActorConfig::dispatch_token), clients do not. Empty: no internal command is
+  // accepted.
+  std::string internal_token;
 };
 
 // CAF settings of a process that publishes a gateway (cqrsd, and bench/transport_floor, which must

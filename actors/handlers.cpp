@@ -162,7 +162,7 @@ Dispatcher make_dispatcher(HandlerActor* self) {
     std::optional<Result<std::string>> out;
     (*st.requester)
         ->request(st.gateway, timeout + std::chrono::seconds(1), dispatch_atom::value,
-                  envelope.dump())
+                  envelope.dump(), st.config.dispatch_token)
         .receive([&](std::string& reply) { out = std::move(reply); },
                  [&](caf::error& err) {
                    out = Error::unavailable("dispatch failed: " + self->system().render(err));

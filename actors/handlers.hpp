@@ -40,6 +40,9 @@ struct HandlerActorConfig {
   // transaction) instead of one step per append. 0: step at every wake-up.
   std::chrono::milliseconds min_step_interval{5};
   std::chrono::milliseconds dispatch_timeout{30000};  // process managers' commands
+  // Sent with process managers' commands, so that the gateway accepts internal ones
+  // (GatewayConfig::internal_token).
+  std::string dispatch_token;
 };
 
 // `gateway` receives process managers' commands (as dispatch envelopes) and progress reports.

@@ -32,8 +32,8 @@ HttpResponse error_response(int status, const Error& error) {
 }
 
 // The HTTP status of a dispatch reply: 200 ok; 422 a domain rejection; for errors, 400 bad input,
-// 413 too large (the command, or the events it made for the store), 503 cqrsd cannot take it
-// now, 504 no answer in time, 500 anything else.
+// 403 a process manager's command (internal_command), 413 too large (the command, or the events
+// it made for the store), 503 cqrsd cannot take it now, 504 no answer in time, 500 anything else.
 int http_status(const DispatchReply& reply) {
   static const std::set<std::string, std::less<>> kBadInput = {
       "invalid_command", "unregistered_command", "invalid_argument", "invalid_payload"};
@@ -42,6 +42,7 @@ int http_status(const DispatchReply& reply) {
   if (reply.ok()) return 200;
   if (reply.status == "rejected") return 422;
   if (kBadInput.count(reply.error) != 0) return 400;
+  if (reply.error == "internal_command") return 403;
   static const std::set<std::string, std::less<>> kTooLarge = {
       "command_too_large", "event_too_large", "append_too_large"};
   if (kTooLarge.count(reply.error) != 0) return 413;

@@ -26,6 +26,7 @@
 #include "cqrs/pg/connection.hpp"
 #include "cqrs/pg/migrate.hpp"
 #include "cqrs/pg/postgres_event_store.hpp"
+#include "cqrs/uuid.hpp"
 #include "giftcard/giftcard.hpp"
 
 namespace {
@@ -223,6 +224,9 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
   gateway_config.max_in_flight = cfg.max_in_flight;
   gateway_config.default_timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(cfg.default_timeout);
+  // Internal commands only from this process's process managers: they know this token, and
+  // no client can guess it (122 random bits, new at every start).
+  gateway_config.internal_token = cqrs::Uuid::random().to_string();
   std::vector<std::shared_ptr<cqrs::Middleware>> middlewares = {
       std::make_shared<cqrs::actors::LoggingMiddleware>(),
       std::make_shared<cqrs::actors::TimingMiddleware>()};
@@ -241,6 +245,7 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
         std::chrono::duration_cast<std::chrono::milliseconds>(cfg.poll_interval);
     handler_config.min_step_interval =
         std::chrono::duration_cast<std::chrono::milliseconds>(cfg.min_step_interval);
+    handler_config.dispatch_token = gateway_config.internal_token;
     for (const auto& handler : domain.handlers()) {
       auto actor = cqrs::actors::spawn_handler_actor(system, handler, url, &domain.upcasters(),
                                                      gateway, handler_config);

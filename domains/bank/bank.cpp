@@ -233,11 +233,17 @@ void register_domain(cqrs::Domain& domain) {
       .handles<OpenAccount, DepositMoney, WithdrawMoney, CloseAccount, DebitAccount, CreditAccount,
                RefundAccount>()
       .creates<OpenAccount>()
+      // The transfer process's steps: by hand, a debit for no transfer takes money to nowhere,
+      // and one for a running transfer can wedge it.
+      .internal<DebitAccount, CreditAccount, RefundAccount>()
       .applies<AccountOpened, MoneyDeposited, MoneyWithdrawn, AccountClosed, AccountDebited,
                TransferDebitRejected, AccountCredited, TransferCreditRejected, AccountRefunded>();
   domain.aggregate<Transfer>("Transfer", "transfer", "transfer_id")
       .handles<TransferMoney, CompleteTransfer, FailTransfer>()
       .creates<TransferMoney>()
+      // Only the transfer process knows when the money has arrived or gone back: a client's
+      // FailTransfer while the money is on its way would end the process and lose the debit.
+      .internal<CompleteTransfer, FailTransfer>()
       .applies<TransferRequested, TransferCompleted, TransferFailed>();
   domain.add_handler(std::make_shared<AccountsProjector>());
   domain.add_handler(std::make_shared<TransfersProjector>());

@@ -35,10 +35,16 @@ struct BombArmed {
   std::string bomb_id;
 };
 CQRS_MESSAGE(BombArmed, bomb_id)
+// Internal: only a process manager of the daemon may send it.
+struct Disarm {
+  std::string bomb_id;
+};
+CQRS_MESSAGE(Disarm, bomb_id)
 struct Bomb {
   bool armed = false;
   Outcome execute(const ArmBomb& command) const { return BombArmed{command.bomb_id}; }
   Outcome execute(const Detonate&) const { throw std::runtime_error("boom"); }
+  Outcome execute(const Disarm&) const { return Outcome(); }
   void apply(const BombArmed&) { armed = true; }
 };
 CQRS_JSON(Bomb, armed)
@@ -107,8 +113,9 @@ class ActorTest : public ::testing::Test, public test_coordinator_fixture<Config
   void start(AggregateConfig aggregate_config = {}, GatewayConfig gateway_config = {}) {
     giftcard::register_domain(domain_);
     domain_.aggregate<Bomb>("Bomb", "bomb", "bomb_id")
-        .handles<ArmBomb, Detonate>()
+        .handles<ArmBomb, Detonate, Disarm>()
         .creates<ArmBomb, Detonate>()
+        .internal<Disarm>()
         .applies<BombArmed>();
     pool_ = sys.spawn(fake_pool, probe_);
     router_ = spawn_router(sys, pool_, aggregate_config);
@@ -580,6 +587,34 @@ TEST_F(ActorTest, DeadLettersOfEveryHandlerNameTheHandlersThatDidNotAnswer) {
   EXPECT_NE(reply["unanswered"][0]["error"].get<std::string>().find("down"), std::string::npos);
   for (auto& actor : {answering, failing}) caf::anon_send_exit(actor, caf::exit_reason::kill);
   sched.run();
+}
+
+// Internal commands (the steps of a process) come only with the gateway's token, which the
+// daemon gives its process managers; a client's are refused before they reach the aggregate.
+TEST_F(ActorTest, InternalCommandsNeedTheProcessManagersToken) {
+  GatewayConfig gateway_config;
+  gateway_config.internal_token = "secret-token";
+  start({}, gateway_config);
+  dispatch("ArmBomb", {{"bomb_id", "b1"}});
+  const std::string envelope = R"({"type":"Disarm","data":{"bomb_id":"b1"}})";
+  auto as_client = nlohmann::json::parse(ask(gateway_, dispatch_atom::value, envelope));
+  EXPECT_EQ(as_client["error"], "internal_command") << as_client;
+  EXPECT_NE(as_client["message"].get<std::string>().find("Disarm"), std::string::npos);
+  auto guessed =
+      nlohmann::json::parse(ask(gateway_, dispatch_atom::value, envelope, std::string("guessed")));
+  EXPECT_EQ(guessed["error"], "internal_command") << guessed;
+  auto from_process = nlohmann::json::parse(
+      ask(gateway_, dispatch_atom::value, envelope, std::string("secret-token")));
+  EXPECT_EQ(from_process["status"], "ok") << from_process;
+  // Other commands need no token, with or without one.
+  EXPECT_EQ(dispatch("ArmBomb", {{"bomb_id", "b2"}})["status"], "ok");
+}
+
+TEST_F(ActorTest, WithoutATokenNoInternalCommandIsAccepted) {
+  start();
+  const std::string envelope = R"({"type":"Disarm","data":{"bomb_id":"b1"}})";
+  auto empty = nlohmann::json::parse(ask(gateway_, dispatch_atom::value, envelope, std::string()));
+  EXPECT_EQ(empty["error"], "internal_command") << empty;
 }
 
 TEST_F(ActorTest, GatewayAnswersTimeoutWhenTheAggregateIsSlow) {

@@ -64,6 +64,17 @@ TEST_F(MalformedInputTest, UnknownCommandTypeIsUnregisteredAndListsTheKnownTypes
   expect_still_serving();
 }
 
+// The steps of the transfer process are the process manager's: a client's FailTransfer (which
+// could end a transfer whose money is on its way) or DebitAccount is refused and stores nothing.
+TEST_F(MalformedInputTest, AProcessStepSentByAClientIsRefused) {
+  expect_error(dispatch(daemon_->port(), "FailTransfer", {{"transfer_id", "t1"}, {"reason", "x"}}),
+               "internal_command", "FailTransfer");
+  expect_error(dispatch(daemon_->port(), "DebitAccount",
+                        {{"account_id", "a1"}, {"transfer_id", "t1"}, {"amount", 5}}),
+               "internal_command", "DebitAccount");
+  expect_still_serving();
+}
+
 TEST_F(MalformedInputTest, MissingFieldIsNamed) {
   expect_error(dispatch(daemon_->port(), "IssueGiftCard", {{"card_id", "m1"}}), "invalid_command",
                "'amount'");

@@ -346,6 +346,14 @@ TEST_F(WebTest, BadInputIs400WithTheErrorCode) {
   EXPECT_EQ(scalar("SELECT count(*) FROM cqrs.events"), "0");
 }
 
+TEST_F(WebTest, AProcessManagersCommandIs403) {
+  HttpReply reply = http_post(web_port_, "/api/commands/FailTransfer",
+                              R"({"transfer_id":"t1","reason":"by hand"})");
+  EXPECT_EQ(reply.status, 403) << reply.body;
+  EXPECT_EQ(reply.parsed().value("error", ""), "internal_command") << reply.body;
+  EXPECT_EQ(scalar("SELECT count(*) FROM cqrs.events"), "0");
+}
+
 TEST_F(WebTest, OnlyPostDispatchesAndOnlyGetLists) {
   HttpReply get_command = http_get(web_port_, "/api/commands/IssueGiftCard");
   EXPECT_EQ(get_command.status, 405);

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "bank/bank.hpp"
 #include "cqrs/append_validation.hpp"
 #include "giftcard/giftcard.hpp"
 
@@ -135,6 +136,32 @@ TEST_F(DomainDecoding, OnlyHandledCommandsCanBeDeclaredCreating) {
   auto builder = other.aggregate<giftcard::GiftCard>("GiftCard", "giftcard", "card_id");
   builder.handles<giftcard::RedeemGiftCard>();
   EXPECT_THROW(builder.creates<giftcard::IssueGiftCard>(), std::logic_error);
+}
+
+TEST_F(DomainDecoding, OnlyHandledCommandsCanBeDeclaredInternal) {
+  Domain other;
+  auto builder = other.aggregate<giftcard::GiftCard>("GiftCard", "giftcard", "card_id");
+  builder.handles<giftcard::RedeemGiftCard>();
+  EXPECT_THROW(builder.internal<giftcard::IssueGiftCard>(), std::logic_error);
+  builder.internal<giftcard::RedeemGiftCard>();
+  EXPECT_TRUE(other.find_command("RedeemGiftCard")->internal);
+}
+
+// The transfer process's steps are internal in the bank domain: by hand they could take money
+// to nowhere or end a transfer whose money is on its way. What clients send is not.
+TEST(BankDomain, TheTransferProcessStepsAreInternal) {
+  Domain domain;
+  bank::register_domain(domain);
+  for (const char* step :
+       {"DebitAccount", "CreditAccount", "RefundAccount", "CompleteTransfer", "FailTransfer"}) {
+    ASSERT_NE(domain.find_command(step), nullptr) << step;
+    EXPECT_TRUE(domain.find_command(step)->internal) << step;
+  }
+  for (const char* command :
+       {"OpenAccount", "DepositMoney", "WithdrawMoney", "CloseAccount", "TransferMoney"}) {
+    ASSERT_NE(domain.find_command(command), nullptr) << command;
+    EXPECT_FALSE(domain.find_command(command)->internal) << command;
+  }
 }
 
 TEST(AggregateInstance, RebuildsStateFromStoredEventsAndSnapshots) {

@@ -75,6 +75,16 @@ void Domain::mark_creating(const AggregateType& aggregate, std::string_view comm
   it->second->creates = true;
 }
 
+void Domain::mark_internal(const AggregateType& aggregate, std::string_view command) {
+  auto it = commands_.find(command);
+  if (it == commands_.end() || it->second->aggregate != &aggregate) {
+    throw std::logic_error("aggregate '" + aggregate.name() + "' declares '" +
+                           std::string(command) +
+                           "' as internal, but does not handle it (list it in handles() first)");
+  }
+  it->second->internal = true;
+}
+
 const CommandType* Domain::find_command(std::string_view name) const {
   auto it = commands_.find(name);
   return it == commands_.end() ? nullptr : it->second.get();

@@ -60,6 +60,8 @@ struct CommandType {
   std::function<Outcome(const void* aggregate, const void* command)> execute;
   // The command usually starts a new stream (AggregateBuilder::creates).
   bool creates = false;
+  // Only process managers of this daemon may dispatch it (AggregateBuilder::internal).
+  bool internal = false;
 };
 
 // A command decoded and addressed, ready for its aggregate.
@@ -184,6 +186,7 @@ class Domain {
   AggregateType& add_aggregate(std::unique_ptr<AggregateType> type);
   void add_command(std::unique_ptr<CommandType> command);
   void mark_creating(const AggregateType& aggregate, std::string_view command);
+  void mark_internal(const AggregateType& aggregate, std::string_view command);
 
   std::vector<std::unique_ptr<AggregateType>> aggregates_;
   std::map<std::string, std::unique_ptr<CommandType>, std::less<>> commands_;
@@ -256,6 +259,17 @@ class AggregateBuilder {
   template <Message... Cs>
   AggregateBuilder& creates() {
     (domain_.mark_creating(type_, type_name_of<Cs>()), ...);
+    return *this;
+  }
+
+  // The commands that only process managers dispatch: the steps of a process (a transfer's
+  // debit, credit and outcome), which a client sending them by hand could take out of order
+  // (fail a transfer whose money is on its way, debit an account for no transfer). The gateway
+  // refuses them from clients with internal_command; process managers of the same daemon send
+  // them. Each must be among the commands of handles(); throws std::logic_error otherwise.
+  template <Message... Cs>
+  AggregateBuilder& internal() {
+    (domain_.mark_internal(type_, type_name_of<Cs>()), ...);
     return *this;
   }
 
