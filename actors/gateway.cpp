@@ -21,6 +21,8 @@ using Clock = caf::actor_clock::clock_type;
 
 // How often the deadlines of commands in flight are checked: the resolution of timeouts.
 constexpr auto kSweepInterval = std::chrono::milliseconds(10);
+// How long a command answered `timeout` may hold its in-flight slot waiting for its aggregate.
+constexpr auto kAbandonedGrace = std::chrono::seconds(60);
 
 struct InFlight {
   caf::typed_response_promise<std::string> promise;
@@ -48,6 +50,12 @@ struct GatewayState {
   std::vector<HandlerRef> handlers;
   std::map<std::string, Position, std::less<>> handler_positions;  // strong handlers' checkpoints
   std::vector<uint64_t> strong_waiting;  // ids whose ok reply waits for the handlers
+  // Commands answered `timeout` that their aggregate has not finished: each still counts in
+  // in_flight until it has, so that limits.max_in_flight bounds the work queued at the
+  // aggregates (and a drain waits for it), not only the commands whose clients still wait. An
+  // answer that never comes (an aggregate that died) frees the slot after kAbandonedGrace: the
+  // entry in `deadlines` it keeps.
+  std::unordered_map<uint64_t, std::multimap<Clock::time_point, uint64_t>::iterator> abandoned;
   uint64_t in_flight = 0;
   bool draining = false;
   std::vector<caf::typed_response_promise<bool>> drain_waiters;
@@ -138,7 +146,16 @@ std::vector<std::string> behind(const GatewayState& st, const Position& position
 void complete(GatewayActor* self, uint64_t id, std::string* reply) {
   auto& st = self->state;
   auto it = st.waiting.find(id);
-  if (it == st.waiting.end()) return;  // timed out before; this is the late answer
+  if (it == st.waiting.end()) {
+    // Timed out before: this is the late answer (dropped), or the end of its grace. Either way
+    // its slot is free now.
+    if (auto gone = st.abandoned.find(id); gone != st.abandoned.end()) {
+      st.deadlines.erase(gone->second);
+      st.abandoned.erase(gone);
+      finish_one(self);
+    }
+    return;
+  }
   if (reply != nullptr && it->second.strong && !st.handlers.empty()) {
     // Strong consistency: hold an ok reply until every strong handler has processed its events.
     nlohmann::json parsed = nlohmann::json::parse(*reply, nullptr, false);
@@ -179,6 +196,10 @@ void complete(GatewayActor* self, uint64_t id, std::string* reply) {
                     " ms; the command may still complete");
     for (auto mw = mws.rbegin(); mw != mws.rend(); ++mw) (*mw)->on_failure(*done.context, error);
     done.promise.deliver(error_reply(error, done.context->command_id));
+    // Finished when its aggregate answers, or at the end of the grace.
+    st.abandoned.emplace(id, st.deadlines.emplace(self->clock().now() + kAbandonedGrace, id));
+    arm_sweep(self);
+    return;
   }
   finish_one(self);
 }

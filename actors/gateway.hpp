@@ -38,8 +38,9 @@ namespace cqrs::actors {
 struct GatewayConfig {
   size_t max_command_bytes = 1 << 20;
   std::chrono::milliseconds default_timeout{5000};
-  // Commands accepted but not yet answered, at most; beyond it dispatch answers `overloaded` at
-  // once (bounded memory under a flood; clients retry later).
+  // Commands accepted but not yet done, at most; beyond it dispatch answers `overloaded` at
+  // once (bounded memory under a flood; clients retry later). A command answered `timeout`
+  // counts until its aggregate is done with it, or for 60 s more at most.
   size_t max_in_flight = 4096;
   // Internal commands (AggregateBuilder::internal) are accepted only as (dispatch_atom, envelope,
   // token) with this token: the process managers of this daemon have it

@@ -638,6 +638,68 @@ TEST_F(ActorTest, GatewayAnswersTimeoutWhenTheAggregateIsSlow) {
   EXPECT_EQ(stream("giftcard-c1").size(), 2u);
 }
 
+// A command answered `timeout` stays queued at its aggregate: it keeps its in-flight slot until
+// the aggregate is done with it, so limits.max_in_flight bounds the queued work under a flood of
+// short timeouts (it used to free the slot at once, and the queues grew without bound). An
+// answer that never comes frees the slot after a grace of 60 s.
+TEST_F(ActorTest, TimedOutCommandsHoldTheirSlotUntilTheirAggregateIsDone) {
+  GatewayConfig gateway_config;
+  gateway_config.max_in_flight = 2;
+  start({}, gateway_config);
+  dispatch("IssueGiftCard", {{"card_id", "c1"}, {"amount", 100}});
+  dispatch("IssueGiftCard", {{"card_id", "c2"}, {"amount", 100}});
+  probe_->hold_writes = true;
+  auto redeem = [](const char* card) {
+    return nlohmann::json{{"type", "RedeemGiftCard"},
+                          {"data", {{"card_id", card}, {"amount", 1}}},
+                          {"timeout_ms", 50}}
+        .dump();
+  };
+  auto first = self->request(gateway_, caf::infinite, dispatch_atom::value, redeem("c1"));
+  auto second = self->request(gateway_, caf::infinite, dispatch_atom::value, redeem("c2"));
+  sched.run();
+  sched.advance_time(100ms);
+  sched.run();
+  for (auto* handle : {&first, &second}) {
+    handle->receive(
+        [](std::string& reply) {
+          EXPECT_NE(reply.find("\"timeout\""), std::string::npos) << reply;
+        },
+        [&](caf::error& err) { ADD_FAILURE() << sys.render(err); });
+  }
+  auto refused = nlohmann::json::parse(ask(gateway_, dispatch_atom::value, redeem("c1")));
+  EXPECT_EQ(refused["error"], "overloaded") << "the timed-out commands' work is still queued";
+
+  self->send(pool_, release_atom::value);
+  sched.run();
+  self->send(pool_, release_atom::value);
+  sched.run();
+  probe_->hold_writes = false;
+  EXPECT_EQ(dispatch("RedeemGiftCard", {{"card_id", "c1"}, {"amount", 1}})["status"], "ok")
+      << "the slots came back once the aggregates answered";
+
+  // An aggregate that never answers: the slot comes back after the grace.
+  probe_->hold_writes = true;
+  auto never = self->request(gateway_, caf::infinite, dispatch_atom::value, redeem("c2"));
+  sched.run();
+  sched.advance_time(100ms);
+  sched.run();
+  never.receive(
+      [](std::string& reply) { EXPECT_NE(reply.find("\"timeout\""), std::string::npos) << reply; },
+      [&](caf::error& err) { ADD_FAILURE() << sys.render(err); });
+  auto other = self->request(gateway_, caf::infinite, dispatch_atom::value,
+                             R"({"type":"RedeemGiftCard","data":{"card_id":"c1","amount":1}})");
+  sched.run();
+  probe_->hold_writes = false;
+  auto both_held = nlohmann::json::parse(ask(gateway_, dispatch_atom::value, redeem("c3")));
+  EXPECT_EQ(both_held["error"], "overloaded") << both_held;
+  sched.advance_time(61s);
+  sched.run();
+  EXPECT_EQ(dispatch("IssueGiftCard", {{"card_id", "c4"}, {"amount", 1}})["status"], "ok")
+      << "the grace did not free the slot of the command that was never answered";
+  other.receive([](std::string&) {}, [&](caf::error& err) { ADD_FAILURE() << sys.render(err); });
+}
+
 TEST_F(ActorTest, DrainWaitsForInFlightCommandsAndRefusesNewOnes) {
   start();
   dispatch("IssueGiftCard", {{"card_id", "c1"}, {"amount", 100}});
