@@ -11,6 +11,8 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <optional>
 #include <thread>
 
 #include "actors/client.hpp"
@@ -110,6 +112,41 @@ class DaemonConfig : public caf::actor_system_config {
   }
 
   cqrs::Result<void> enable_tls();
+
+  // CAF applies the config file's values it can convert and drops the rest without a word: a
+  // misspelt key, a port of 99999 or "abc", a duration without its unit. cqrsd would then run on
+  // defaults. Reads the file again and names the first key that is unknown or whose value does
+  // not fit its option; nullopt when all are fine (or no file was read).
+  std::optional<std::string> config_file_problem() const {
+    std::ifstream in(config_file_path);
+    if (config_file_path.empty() || !in) return std::nullopt;
+    // Without the options: every value as written, to be checked below.
+    auto parsed = parse_config(in);
+    if (!parsed) return config_file_path + ": " + caf::to_string(parsed.error());
+    return unfit_entry(*parsed, "");
+  }
+
+ private:
+  std::optional<std::string> unfit_entry(const caf::settings& entries,
+                                         const std::string& category) const {
+    for (const auto& [key, value] : entries) {
+      std::string name = category.empty() ? key : category + "." + key;
+      if (const auto* nested = caf::get_if<caf::settings>(&value)) {
+        if (auto problem = unfit_entry(*nested, name)) return problem;
+        continue;
+      }
+      auto option = custom_options_.qualified_name_lookup(category, key);
+      if (option == nullptr) {
+        return config_file_path + ": unknown option '" + name + "' (see cqrsd --long-help)";
+      }
+      if (auto err = option->check(value)) {
+        return config_file_path + ": '" + name + "' = " + caf::to_string(value) +
+               " is not a valid " +
+               std::string(option->type_name().begin(), option->type_name().end());
+      }
+    }
+    return std::nullopt;
+  }
 };
 
 // With --tls.*, the gateway is published through CAF's OpenSSL manager: every peer must
@@ -353,10 +390,16 @@ int main(int argc, char** argv) {
   DaemonConfig cfg;
   const char* default_config = "config/cqrsd.conf";
   if (auto err = cfg.parse(static_cast<int>(args.size()), args.data(), default_config)) {
-    std::fprintf(stderr, "cqrsd: %s (see cqrsd --help)\n", caf::to_string(err).c_str());
+    // The file's own error names the file; otherwise the command line's.
+    std::string problem = cfg.config_file_problem().value_or(caf::to_string(err));
+    std::fprintf(stderr, "cqrsd: %s (see cqrsd --help)\n", problem.c_str());
     return 2;
   }
   if (cfg.cli_helptext_printed) return 0;
+  if (auto problem = cfg.config_file_problem()) {
+    std::fprintf(stderr, "cqrsd: %s\n", problem->c_str());
+    return 2;
+  }
   // CAF stops reading options at the first word that is not one and leaves the rest: a
   // misplaced `migrate`, or a flag after a stray word, would otherwise be ignored unseen.
   if (!cfg.remainder.empty()) {

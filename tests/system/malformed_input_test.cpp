@@ -1,6 +1,10 @@
 // Malformed commands through real processes: each gets a clear error reply with exit code 2,
 // nothing is stored, and the daemon keeps serving valid commands afterwards.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
 
 #include "system/system_support.hpp"
 
@@ -166,6 +170,34 @@ TEST(CqrsdArguments, AWordThatIsNotAnOptionIsRefusedAndNamed) {
     EXPECT_NE(run.stderr_text.find("unexpected argument " + named), std::string::npos)
         << run.describe();
   }
+}
+
+// CAF applies the config file's values it can convert and dropped the rest without a word, so a
+// typo in /etc/cqrsd/cqrsd.conf ran production on defaults. Each is refused, naming the file and
+// the key; a file that is not valid syntax is named too.
+TEST(CqrsdArguments, AConfigFileEntryThatDoesNotFitIsRefusedAndNamed) {
+  const std::string path = "/tmp/cqrsd-config-" + std::to_string(::getpid()) + ".conf";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"[server]\nport = \"abc\"\n", "'server.port' = \"abc\" is not a valid uint16"},
+      {"[server]\nport = 99999\n", "'server.port' = 99999 is not a valid uint16"},
+      {"[server]\nprot = 4243\n", "unknown option 'server.prot'"},
+      {"[aggregates]\nidle_timeout = 5\n", "'aggregates.idle_timeout' = 5 is not a valid timespan"},
+      {"[db]\npool_size = -3\n", "'db.pool_size' = -3"},
+      {"format = json\n", "parser_error"}};
+  for (const auto& [text, named] : cases) {
+    {
+      std::ofstream file(path);
+      file << text;
+    }
+    ProcessResult run =
+        run_process({CQRSD_BIN, "--config-file=" + path,
+                     "--db.url=postgresql://nobody@127.0.0.1:1/x", "--db.connect_timeout=1s"},
+                    "", std::chrono::milliseconds(20000));
+    EXPECT_EQ(run.exit_code, kExitError) << text << run.describe();
+    EXPECT_NE(run.stderr_text.find(path), std::string::npos) << text << run.describe();
+    EXPECT_NE(run.stderr_text.find(named), std::string::npos) << text << run.describe();
+  }
+  std::remove(path.c_str());
 }
 
 }  // namespace
