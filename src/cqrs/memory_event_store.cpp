@@ -221,7 +221,9 @@ Result<AllPage> InMemoryEventStore::read_all(Position after, size_t max_count) {
     page.events.push_back(*it);
   }
   if (!page.events.empty()) page.next = page.events.back().position();
-  page.more = page.events.size() == max_count;
+  // A page of none asked (max_count 0) says nothing of what follows: no more, or a reader that
+  // loops while `more` would never end.
+  page.more = max_count > 0 && page.events.size() == max_count;
   return page;
 }
 

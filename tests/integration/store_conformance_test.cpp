@@ -454,6 +454,17 @@ TEST_P(StoreConformance, ReadAllAfterTheHeadIsEmptyAndKeepsTheCheckpoint) {
   EXPECT_EQ(after->next, page.next);
 }
 
+// A page of no events: none, the same checkpoint, and no promise of more (a reader that loops
+// while `more` would otherwise never end).
+TEST_P(StoreConformance, ReadAllOfNoEventsPromisesNoMore) {
+  this->append_ok("a", ExpectedVersion::any(), events(3));
+  auto page = this->store_->read_all(Position{}, 0);
+  ASSERT_TRUE(page.ok()) << page.error().to_string();
+  EXPECT_TRUE(page->events.empty());
+  EXPECT_FALSE(page->more);
+  EXPECT_EQ(page->next, Position{});
+}
+
 TEST_P(StoreConformance, ReadAllOnAnEmptyStoreIsEmpty) {
   auto page = this->store_->read_all(Position{}, 100);
   ASSERT_TRUE(page.ok()) << page.error().to_string();

@@ -1356,7 +1356,9 @@ Result<AllPage> PostgresEventStore::read_all(Position after, size_t max_count) {
   AllPage page;
   page.events = events_from(*rows);
   page.next = page.events.empty() ? after : page.events.back().position();
-  page.more = page.events.size() == max_count;
+  // A page of none asked (max_count 0) says nothing of what follows: no more, or a reader that
+  // loops while `more` would never end.
+  page.more = max_count > 0 && page.events.size() == max_count;
   return page;
 }
 
@@ -1380,7 +1382,7 @@ Result<AllPage> PostgresEventStore::read_all_of_types(Position after, size_t max
       window_ended_early = rows->text(row, 13) == "t";
     }
   }
-  page.more = page.events.size() == max_count || window_ended_early;
+  page.more = (max_count > 0 && page.events.size() == max_count) || window_ended_early;
   return page;
 }
 
@@ -1440,8 +1442,6 @@ Result<std::optional<Position>> PostgresEventStore::load_checkpoint(std::string_
 
 Result<void> PostgresEventStore::save_checkpoint(std::string_view handler, Position position) {
   if (handler.empty()) return Error::invalid(errc::kInvalidArgument, "handler name is empty");
-  // `work` gets the connection: as with connection(), the store leaves the groups.
-  groups_.reset();
   if (auto connected = ensure_connected(); !connected) return connected.error();
   Params params;
   params.add(handler).add(std::to_string(position.commit_id)).add(position.global_position);
@@ -1454,6 +1454,8 @@ Result<void> PostgresEventStore::commit_with_checkpoint(
     std::string_view handler, Position position,
     const std::function<Result<void>(Connection&)>& work) {
   if (handler.empty()) return Error::invalid(errc::kInvalidArgument, "handler name is empty");
+  // `work` gets the connection: as with connection(), the store leaves the groups.
+  groups_.reset();
   if (auto connected = ensure_connected(); !connected) return connected.error();
   if (auto begun = conn_->exec("BEGIN"); !begun) return begun.error();
   auto rollback = [this](Error error) -> Result<void> {
