@@ -419,7 +419,7 @@ int main(int argc, char** argv) {
     if (const char* env = std::getenv("DATABASE_URL")) cfg.db_url = env;
   }
   if (auto tls = cfg.enable_tls(); !tls) {
-    std::fprintf(stderr, "cqrsd: %s\n", tls.error().message().c_str());
+    (void)fail(tls.error().message());  // a JSON line in log.format=json, as every line after this
     return 2;
   }
 

@@ -320,6 +320,24 @@ TEST_F(Observability, AConnectionTheServerRefusesForGoodIsNotRetried) {
   EXPECT_NE(run.stderr_text.find("no_such_database_here"), std::string::npos) << run.describe();
 }
 
+// With log.format=json, a start that fails once logging is set up leaves JSON lines only (a log
+// shipper parses every line).
+TEST_F(Observability, AFailedStartInJsonModeWritesOnlyJsonLines) {
+  ProcessResult run = run_process({CQRSD_BIN, "--config-file=/dev/null", "--log.format=json",
+                                   "--tls.cert=/nonexistent/server.pem", "--db.url=" + db_->url()},
+                                  "", 30s);
+  EXPECT_EQ(run.exit_code, 2) << run.describe();
+  std::istringstream lines(run.stderr_text);
+  int count = 0;
+  for (std::string line; std::getline(lines, line);) {
+    ++count;
+    json entry = json::parse(line, nullptr, false);
+    ASSERT_TRUE(entry.is_object()) << "not a JSON object: " << line;
+    EXPECT_NE(entry.value("msg", "").find("tls.cert"), std::string::npos) << line;
+  }
+  EXPECT_EQ(count, 1) << run.describe();
+}
+
 TEST_F(Observability, JsonLogLinesCarryTheCommandsIds) {
   auto daemon = start_daemon({"--log.format=json", "--log.level=debug"});
   ASSERT_NE(daemon, nullptr);
