@@ -17,8 +17,14 @@ int main(int argc, char** argv) {
       url = argv[++arg_idx];
     } else if (arg.starts_with("--db.url=")) {
       url = std::string(arg.substr(9));
+    } else if (arg == "--help" || arg == "-h") {
+      std::printf(
+          "usage: cqrs-migrate [--db.url URL]   (default: DATABASE_URL, else libpq's PG*)\n");
+      return 0;
     } else {
-      std::fprintf(stderr, "usage: cqrs-migrate [--db.url URL]\n");
+      std::fprintf(stderr,
+                   "cqrs-migrate: unexpected argument '%s'\nusage: cqrs-migrate [--db.url URL]\n",
+                   argv[arg_idx]);
       return 2;
     }
   }

@@ -21,7 +21,11 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <set>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "actors/client.hpp"
 #include "cqrs/event.hpp"
@@ -148,6 +152,42 @@ int wait_for_replay(cqrs::Client& client, const std::string& name, const nlohman
   return kExitOk;
 }
 
+// The first word of the command line that is not an option or an option's value (the command),
+// and the one after it when the command is `handler`; empty when there is none. CLI11 reports a
+// misspelt command as a missing one: this lets cqrsctl name it.
+std::vector<std::string> command_words(int argc, char** argv) {
+  static const std::set<std::string, std::less<>> kWithValue = {
+      "--host", "--port", "--tls.cert", "--tls.key", "--tls.ca", "--timeout-ms"};
+  std::vector<std::string> words;
+  for (int idx = 1; idx < argc && words.size() < 2; ++idx) {
+    std::string_view arg = argv[idx];
+    if (arg.starts_with("-")) {
+      if (kWithValue.count(arg) != 0) ++idx;  // --port 4242: skip the value too
+      continue;
+    }
+    words.emplace_back(arg);
+    if (words.front() != "handler") break;
+  }
+  return words;
+}
+
+// A message naming a command word that is not one, or nullopt.
+std::optional<std::string> unknown_command(int argc, char** argv) {
+  static const std::set<std::string, std::less<>> kCommands = {
+      "dispatch", "state", "status", "handler", "dead-letters", "history", "trace"};
+  std::vector<std::string> words = command_words(argc, argv);
+  if (words.empty()) return std::nullopt;
+  if (kCommands.count(words[0]) == 0) {
+    return "unknown command '" + words[0] +
+           "' (one of dispatch, state, status, handler, dead-letters, history, trace; see "
+           "cqrsctl --help)";
+  }
+  if (words[0] == "handler" && words.size() > 1 && words[1] != "reset" && words[1] != "restart") {
+    return "unknown handler command '" + words[1] + "' (reset or restart)";
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -237,8 +277,20 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
+    if (error.get_exit_code() != 0) {
+      if (auto unknown = unknown_command(argc, argv)) {
+        std::fprintf(stderr, "cqrsctl: %s\n", unknown->c_str());
+        return kExitError;
+      }
+    }
     int code = app.exit(error);
     return code == 0 ? 0 : kExitError;
+  }
+  if (dispatch->parsed() && type == "-" && !payload.empty()) {
+    std::fprintf(stderr,
+                 "cqrsctl: 'dispatch -' reads the commands from stdin, one JSON line each; it "
+                 "takes no payload argument\n");
+    return kExitError;
   }
 
   nlohmann::json metadata_json = nlohmann::json::parse(metadata, nullptr, false);

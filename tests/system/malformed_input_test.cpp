@@ -200,5 +200,20 @@ TEST(CqrsdArguments, AConfigFileEntryThatDoesNotFitIsRefusedAndNamed) {
   std::remove(path.c_str());
 }
 
+// A misspelt command is named (CLI11 alone said "A subcommand is required"), and 'dispatch -'
+// refuses a payload argument it would otherwise ignore.
+TEST(CqrsctlArguments, AMisspeltCommandIsNamedAndAnIgnoredPayloadRefused) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"dispach", "IssueGiftCard", "{}"}, "unknown command 'dispach'"},
+      {{"--timeout-ms", "500", "statuss"}, "unknown command 'statuss'"},
+      {{"handler", "frobnicate", "x"}, "unknown handler command 'frobnicate'"},
+      {{"dispatch", "-", R"({"card_id":"c1"})"}, "takes no payload argument"}};
+  for (const auto& [args, named] : cases) {
+    ProcessResult run = run_cqrsctl(1, args, "{}\n");
+    EXPECT_EQ(run.exit_code, kExitError) << run.describe();
+    EXPECT_NE(run.stderr_text.find(named), std::string::npos) << run.describe();
+  }
+}
+
 }  // namespace
 }  // namespace cqrs::system_test
