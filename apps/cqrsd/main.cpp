@@ -4,7 +4,7 @@
 //
 //   cqrsd [--config-file=config/cqrsd.conf] [--db.url=URL] [--server.port=4242] ...
 //   cqrsd migrate [--db.url=URL]      apply the schema migrations and exit
-//   cqrsd --long-help                 every option with its default (--help: CAF's own)
+//   cqrsd --help                      usage and every option (config/cqrsd.conf: defaults)
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
@@ -137,7 +137,7 @@ class DaemonConfig : public caf::actor_system_config {
       }
       auto option = custom_options_.qualified_name_lookup(category, key);
       if (option == nullptr) {
-        return config_file_path + ": unknown option '" + name + "' (see cqrsd --long-help)";
+        return config_file_path + ": unknown option '" + name + "' (cqrsd --help lists them)";
       }
       if (auto err = option->check(value)) {
         return config_file_path + ": '" + name + "' = " + caf::to_string(value) +
@@ -159,6 +159,23 @@ cqrs::Result<void> DaemonConfig::enable_tls() {
   openssl_key = tls.key;
   openssl_cafile = tls.ca;
   return {};
+}
+
+// CAF's error for a flag it could not take, in words: parser_error(not_an_option, ({"argument" =
+// "--bogus"})) becomes "unknown option --bogus".
+std::string command_line_problem(const caf::error& err) {
+  std::string text = caf::to_string(err);
+  std::string argument;
+  if (auto at = text.find("\"argument\" = \""); at != std::string::npos) {
+    at += std::string_view("\"argument\" = \"").size();
+    argument = text.substr(at, text.find('"', at) - at);
+  }
+  if (argument.empty()) return text;
+  if (text.find("not_an_option") != std::string::npos) {
+    return "unknown option " + argument + " (cqrsd --help lists them)";
+  }
+  return "bad value in " + argument + " (the option's type is in cqrsd --help; durations take a " +
+         "unit: ms, s, min, h)";
 }
 
 int fail(const std::string& message) {
@@ -386,13 +403,30 @@ int main(int argc, char** argv) {
   bool migrate_only = argc > 1 && std::string_view(argv[1]) == "migrate";
   std::vector<char*> args(argv, argv + argc);
   if (migrate_only) args.erase(args.begin() + 1);
+  // CAF's short help lists its own four options only, with a config file default that is not
+  // cqrsd's: a usage line of cqrsd's, then every option.
+  static char long_help[] = "--long-help";
+  for (char*& arg : args) {
+    std::string_view word = arg;
+    if (word == "--help" || word == "-h" || word == "-?" || word == "--long-help") {
+      std::printf(
+          "usage: cqrsd [migrate] [--config-file=FILE] [--<group>.<option>=VALUE ...]\n"
+          "  migrate        apply the schema migrations and exit\n"
+          "  --config-file  default: config/cqrsd.conf, relative to the working "
+          "directory (a missing default file is fine)\n"
+          "Every option below can also be set in the file, under [<group>]; flags win. "
+          "Durations take a unit (ms, s, min, h).\n"
+          "config/cqrsd.conf lists each option at its default.\n\n");
+      arg = long_help;
+    }
+  }
 
   DaemonConfig cfg;
   const char* default_config = "config/cqrsd.conf";
   if (auto err = cfg.parse(static_cast<int>(args.size()), args.data(), default_config)) {
     // The file's own error names the file; otherwise the command line's.
-    std::string problem = cfg.config_file_problem().value_or(caf::to_string(err));
-    std::fprintf(stderr, "cqrsd: %s (see cqrsd --help)\n", problem.c_str());
+    std::string problem = cfg.config_file_problem().value_or(command_line_problem(err));
+    std::fprintf(stderr, "cqrsd: %s\n", problem.c_str());
     return 2;
   }
   if (cfg.cli_helptext_printed) return 0;

@@ -215,5 +215,28 @@ TEST(CqrsctlArguments, AMisspeltCommandIsNamedAndAnIgnoredPayloadRefused) {
   }
 }
 
+// A flag CAF cannot take is named in words, not as CAF's parser_error; --help starts with
+// cqrsd's own usage and lists every option.
+TEST(CqrsdArguments, FlagErrorsAndHelpSpeakCqrsd) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--bogus", "unknown option --bogus"},
+      {"--server.port=99999", "bad value in --server.port=99999"},
+      {"--aggregates.idle_timeout=5", "durations take a unit"}};
+  for (const auto& [flag, named] : cases) {
+    ProcessResult run = run_process({CQRSD_BIN, "--config-file=/dev/null", flag}, "",
+                                    std::chrono::milliseconds(20000));
+    EXPECT_EQ(run.exit_code, kExitError) << run.describe();
+    EXPECT_NE(run.stderr_text.find(named), std::string::npos) << run.describe();
+    EXPECT_EQ(run.stderr_text.find("parser_error"), std::string::npos) << run.describe();
+  }
+  ProcessResult help = run_process({CQRSD_BIN, "--help"}, "", std::chrono::milliseconds(20000));
+  EXPECT_EQ(help.exit_code, 0) << help.describe();
+  std::string text;
+  for (const std::string& line : help.stdout_lines) text += line + "\n";
+  EXPECT_EQ(text.rfind("usage: cqrsd [migrate]", 0), 0u) << help.describe();
+  EXPECT_NE(text.find("--server.port"), std::string::npos) << help.describe();
+  EXPECT_NE(text.find("config/cqrsd.conf"), std::string::npos) << help.describe();
+}
+
 }  // namespace
 }  // namespace cqrs::system_test
