@@ -240,38 +240,78 @@ std::shared_ptr<EventStore> ensure_store(std::shared_ptr<EventStore>& store,
   return store;
 }
 
+// What an exception thrown by a store (a bug, or memory running out) says to the requests it
+// failed. The worker drops that store, whose connection may be in any state, and opens another
+// at its next job; the exception must not end the worker, which the pool is linked to: every
+// request the pool had taken would go unanswered and every later one fail.
+Error store_threw(std::shared_ptr<EventStore>& store, std::string_view what) {
+  store.reset();
+  log::write(log::Level::kError, "store worker caught an exception", {{"what", std::string(what)}});
+  return Error::unavailable("the store failed unexpectedly (" + std::string(what) + ")");
+}
+
+// The exception being handled, in words. REQUIRES: called inside a catch block.
+std::string current_exception_text() {
+  try {
+    throw;
+  } catch (const std::exception& ex) {
+    return ex.what();
+  } catch (...) {
+    return "an exception of unknown type";
+  }
+}
+
 }  // namespace
 
 caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
   auto store = std::make_shared<std::shared_ptr<EventStore>>();
   return {
       [self, store, factory](write_atom, std::vector<WriteRequest>& batch) {
-        std::optional<Error> error;
-        auto handle = ensure_store(*store, factory, error);
-        if (!handle) return std::vector<WriteResult>(batch.size(), WriteResult{{}, error, {}, {}});
         (void)self;
-        return handle->write(batch);
+        try {
+          std::optional<Error> error;
+          auto handle = ensure_store(*store, factory, error);
+          if (!handle) {
+            return std::vector<WriteResult>(batch.size(), WriteResult{{}, error, {}, {}});
+          }
+          return handle->write(batch);
+        } catch (...) {
+          // Whether anything was stored is unknown: store_unavailable, which says so.
+          Error error = store_threw(*store, current_exception_text());
+          return std::vector<WriteResult>(batch.size(), WriteResult{{}, error, {}, {}});
+        }
       },
       [store, factory](load_atom, std::vector<LoadJob>& jobs) {
-        std::optional<Error> error;
-        auto handle = ensure_store(*store, factory, error);
-        if (!handle) {
-          LoadOutcome failed;
+        LoadOutcome failed;
+        try {
+          std::optional<Error> error;
+          auto handle = ensure_store(*store, factory, error);
+          if (handle) return handle->load_streams(jobs);
           failed.error = error;
-          return std::vector<LoadOutcome>(jobs.size(), failed);
+        } catch (...) {
+          failed.error = store_threw(*store, current_exception_text());
         }
-        return handle->load_streams(jobs);
+        return std::vector<LoadOutcome>(jobs.size(), failed);
       },
       [store, factory](query_atom, const std::string& request) -> std::string {
-        std::optional<Error> error;
-        auto handle = ensure_store(*store, factory, error);
-        if (!handle) return error_reply(*error);
-        return run_query(*handle, request);
+        try {
+          std::optional<Error> error;
+          auto handle = ensure_store(*store, factory, error);
+          if (!handle) return error_reply(*error);
+          return run_query(*handle, request);
+        } catch (...) {
+          return error_reply(store_threw(*store, current_exception_text()));
+        }
       },
       [store, factory](snapshot_atom, Snapshot& snapshot) {
-        std::optional<Error> error;
-        auto handle = ensure_store(*store, factory, error);
-        Result<void> saved = handle ? handle->save_snapshot(snapshot) : Result<void>(*error);
+        Result<void> saved;
+        try {
+          std::optional<Error> error;
+          auto handle = ensure_store(*store, factory, error);
+          saved = handle ? handle->save_snapshot(snapshot) : Result<void>(*error);
+        } catch (...) {
+          saved = store_threw(*store, current_exception_text());
+        }
         // Best effort: the stream's events stay the truth, and loading replays what a snapshot
         // would have spared. A refused snapshot (too large, say) is said, since it would be
         // refused again every time; a store that is down is said by the commands that fail

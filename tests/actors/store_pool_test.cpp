@@ -13,7 +13,9 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include "cqrs/memory_event_store.hpp"
 
@@ -34,6 +36,8 @@ class GatedStore final : public EventStore {
     std::vector<size_t> batches;  // sizes, in the order the writes began
     int running = 0;              // writes inside write() now
     int most_running = 0;
+    bool throw_next = false;  // the next write throws (a bug in a store)
+    int opens = 0;            // stores the factory made
   };
 
   explicit GatedStore(std::shared_ptr<Gate> gate, std::shared_ptr<InMemoryEventStore> inner)
@@ -42,6 +46,7 @@ class GatedStore final : public EventStore {
   std::vector<WriteResult> write(std::span<const WriteRequest> requests) override {
     {
       std::unique_lock lock(gate_->mutex);
+      if (std::exchange(gate_->throw_next, false)) throw std::runtime_error("simulated store bug");
       gate_->batches.push_back(requests.size());
       gate_->most_running = std::max(gate_->most_running, ++gate_->running);
       gate_->changed.notify_all();
@@ -111,10 +116,19 @@ WriteRequest events_for(const std::string& stream_id, size_t count) {
 
 class StorePoolTest : public ::testing::Test {
  protected:
-  void start(std::chrono::milliseconds write_stall) {
-    StoreFactory factory = [gate = gate_, inner = inner_]() -> Result<std::shared_ptr<EventStore>> {
+  // A new GatedStore over the shared in-memory store at each call, counted in the gate.
+  StoreFactory gated_factory() {
+    return [gate = gate_, inner = inner_]() -> Result<std::shared_ptr<EventStore>> {
+      {
+        std::lock_guard lock(gate->mutex);
+        ++gate->opens;
+      }
       return std::shared_ptr<EventStore>(std::make_shared<GatedStore>(gate, inner));
     };
+  }
+
+  void start(std::chrono::milliseconds write_stall) {
+    StoreFactory factory = gated_factory();
     StorePoolConfig config;
     config.workers = 4;
     config.max_batch = 64;
@@ -295,6 +309,45 @@ TEST_F(StorePoolTest, AWorkerStaysFreeForLoadsWhileWritesWait) {
     ASSERT_TRUE(version.ok());
     EXPECT_EQ(*version, 100);
   }
+}
+
+// A store that throws (a bug, memory running out) fails the requests of that job with
+// store_unavailable (whether they were stored is unknown), and the worker goes on with a store
+// it opens again: the exception used to end the worker, and with it the pool linked to it.
+TEST_F(StorePoolTest, AStoreThatThrowsFailsItsJobAndTheWorkerGoesOn) {
+  StorePoolConfig config;
+  config.workers = 1;
+  pool_ = spawn_store_pool(system_, gated_factory(), config);
+  {
+    std::lock_guard lock(gate_->mutex);
+    gate_->throw_next = true;
+  }
+  caf::scoped_actor self{system_};
+  auto write = [&](const std::string& stream) {
+    std::optional<WriteResult> written;
+    self->request(pool_, std::chrono::seconds(5), write_atom::value, one_event(stream))
+        .receive([&](WriteResult& result) { written = std::move(result); },
+                 [&](caf::error& failure) { ADD_FAILURE() << system_.render(failure); });
+    return written;
+  };
+  auto failed = write("s0");
+  ASSERT_TRUE(failed.has_value());
+  ASSERT_FALSE(failed->ok());
+  EXPECT_EQ(failed->error->code(), errc::kStoreUnavailable);
+  EXPECT_NE(failed->error->message().find("simulated store bug"), std::string::npos)
+      << failed->error->message();
+  auto next = write("s1");
+  ASSERT_TRUE(next.has_value());
+  EXPECT_TRUE(next->ok()) << next->error->to_string();
+  std::optional<LoadOutcome> loaded;
+  self->request(pool_, std::chrono::seconds(5), load_atom::value, LoadJob{"s1", 0, false})
+      .receive([&](LoadOutcome& outcome) { loaded = std::move(outcome); },
+               [&](caf::error& failure) { ADD_FAILURE() << system_.render(failure); });
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_FALSE(loaded->error.has_value());
+  EXPECT_EQ(loaded->events.size(), 1u);
+  std::lock_guard lock(gate_->mutex);
+  EXPECT_EQ(gate_->opens, 2) << "the worker kept the store that threw";
 }
 
 // A factory that answers with no store is a failure like any other: writes and loads are told
