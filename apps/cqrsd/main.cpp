@@ -5,9 +5,15 @@
 //   cqrsd [--config-file=config/cqrsd.conf] [--db.url=URL] [--server.port=4242] ...
 //   cqrsd migrate [--db.url=URL]      apply the schema migrations and exit
 //   cqrsd --help                      usage and every option (config/cqrsd.conf: defaults)
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -187,6 +193,38 @@ int fail(const std::string& message) {
   return 1;
 }
 
+// "cannot listen on ...: address already in use" when another process listens on bind:port;
+// nullopt when it is free, 0 (any free port), or not a numeric address (CAF says more later).
+std::optional<std::string> port_in_use(const std::string& bind, uint16_t port) {
+  if (port == 0) return std::nullopt;
+  sockaddr_storage address{};
+  socklen_t length = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
+  std::string host = bind == "localhost" ? "127.0.0.1" : bind;
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    length = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    length = sizeof(sockaddr_in6);
+  } else {
+    return std::nullopt;
+  }
+  int sock = socket(address.ss_family, SOCK_STREAM, 0);
+  if (sock < 0) return std::nullopt;
+  int yes = 1;
+  setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);  // as CAF binds it
+  bool in_use =
+      ::bind(sock, reinterpret_cast<const sockaddr*>(&address), length) != 0 && errno == EADDRINUSE;
+  close(sock);
+  if (!in_use) return std::nullopt;
+  return "cannot listen on " + bind + ":" + std::to_string(port) +
+         ": address already in use (another cqrsd? choose another --server.port)";
+}
+
 // Whether a failed connection may succeed later: the server was not reached, or it is starting,
 // stopping, recovering or full. A server that answered with anything else (no such role or
 // database, a wrong password, no pg_hba.conf entry) gives the same answer next time.
@@ -239,6 +277,9 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
     if (!started) return fail("metrics endpoint: " + started.error().message());
     observability = std::move(started).value();
   }
+  // The command port is published only once the store is ready; a port another process holds
+  // is said now, before the migrations and the wait for PostgreSQL.
+  if (auto taken = port_in_use(cfg.bind, cfg.port)) return fail(*taken);
   auto migrated = connect_and_migrate(cfg.db_url, cfg.connect_timeout);
   if (!migrated) {
     return fail("cannot start: " + migrated.error().to_string() +
@@ -327,8 +368,8 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
                   : system.middleman().publish(gateway, cfg.port, cfg.bind.c_str(), true);
   if (!port) {
     stop_all();
-    return fail("cannot listen on " + cfg.bind + ":" + std::to_string(cfg.port) + ": " +
-                system.render(port.error()));
+    return fail("cannot listen on " + cfg.bind + ":" + std::to_string(cfg.port) +
+                " (in use, or not an address of this host): " + system.render(port.error()));
   }
   if (!tls && cfg.bind != "127.0.0.1" && cfg.bind != "localhost" && cfg.bind != "::1") {
     cqrs::log::warn(

@@ -103,20 +103,32 @@ TEST_F(TransportTest, BatchClientGivesUpPromptlyOnceTheDaemonIsKilled) {
   }
 }
 
-// A stopped cqrsd (SIGSTOP) or another service on the port accepts the TCP connection and says
-// nothing: the kernel's backlog accepts it. cqrsctl gives up after its --timeout-ms.
-TEST(TransportSilentServer, CqrsctlGivesUpOnAServerThatNeverCompletesTheConnection) {
+// A socket listening on a free loopback port (stored in `port`) that accepts connections in the
+// kernel's backlog and never says a word; -1 on failure.
+int silent_listener(uint16_t& port) {
   int listener = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(listener, 0);
+  if (listener < 0) return -1;
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   address.sin_port = 0;
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(listen(listener, 16), 0);
   socklen_t length = sizeof address;
-  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  const uint16_t port = ntohs(address.sin_port);
+  if (bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      listen(listener, 16) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    close(listener);
+    return -1;
+  }
+  port = ntohs(address.sin_port);
+  return listener;
+}
+
+// A stopped cqrsd (SIGSTOP) or another service on the port accepts the TCP connection and says
+// nothing: the kernel's backlog accepts it. cqrsctl gives up after its --timeout-ms.
+TEST(TransportSilentServer, CqrsctlGivesUpOnAServerThatNeverCompletesTheConnection) {
+  uint16_t port = 0;
+  int listener = silent_listener(port);
+  ASSERT_GE(listener, 0);
 
   auto started = std::chrono::steady_clock::now();
   ProcessResult run =
@@ -130,6 +142,25 @@ TEST(TransportSilentServer, CqrsctlGivesUpOnAServerThatNeverCompletesTheConnecti
   EXPECT_NE(run.stderr_text.find("did not complete the connection within 500 ms"),
             std::string::npos)
       << run.describe();
+}
+
+// A command port another process listens on is said at once, before the migrations and the wait
+// for PostgreSQL (it used to come after both, as CAF's cannot_open_port).
+TEST(TransportSilentServer, CqrsdSaysAtOnceThatItsPortIsInUse) {
+  uint16_t port = 0;
+  int listener = silent_listener(port);
+  ASSERT_GE(listener, 0);
+  auto started = std::chrono::steady_clock::now();
+  ProcessResult run =
+      run_process({CQRSD_BIN, "--config-file=/dev/null", "--server.port=" + std::to_string(port),
+                   "--db.url=postgresql://nobody@127.0.0.1:1/x", "--db.connect_timeout=20s"},
+                  "", std::chrono::milliseconds(30000));
+  auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started);
+  close(listener);
+  EXPECT_EQ(run.exit_code, 1) << run.describe();
+  EXPECT_LT(waited.count(), 5000) << "cqrsd waited for PostgreSQL first: " << run.describe();
+  EXPECT_NE(run.stderr_text.find("address already in use"), std::string::npos) << run.describe();
 }
 
 }  // namespace
