@@ -45,6 +45,14 @@ class OwnCluster {
                         std::string(CQRS_SOURCE_DIR) + "/scripts/pg", command},
                        "", kScriptTimeout);
   }
+  // scripts/pg `command` for this cluster's directory but with CQRS_PG_PORT=`port`.
+  ProcessResult run_on_port(const std::string& command, uint16_t port) {
+    return run_process({"/usr/bin/env", "-u", "DATABASE_URL", "CQRS_PG_ROOT=" + root_.string(),
+                        "CQRS_PG_PORT=" + std::to_string(port), "bash",
+                        std::string(CQRS_SOURCE_DIR) + "/scripts/pg", command},
+                       "", kScriptTimeout);
+  }
+  uint16_t port() const { return port_; }
   // The exit code of `scripts/pg status` (0 running, 3 not).
   int status() {
     return run_process({"/usr/bin/env", "-u", "DATABASE_URL", "CQRS_PG_ROOT=" + root_.string(),
@@ -273,6 +281,24 @@ TEST(PrivateCluster, StartAndStopManageTheClusterWhoseUrlIsExported) {
   ProcessResult stopped = cluster.run_with_url("stop", cluster.url());
   EXPECT_EQ(stopped.exit_code, 0) << stopped.describe();
   EXPECT_EQ(cluster.status(), 3) << stopped.describe();
+}
+
+// CQRS_PG_PORT changed while the cluster runs: start and status used to report it running on
+// the new port, where nothing listens. They name the port it runs on instead.
+TEST(PrivateCluster, APortChangeWhileRunningIsNamed) {
+  OwnCluster cluster;
+  ASSERT_TRUE(cluster.start());
+  uint16_t other = free_local_port();
+  ASSERT_NE(other, cluster.port());
+  ProcessResult moved = cluster.run_on_port("start", other);
+  EXPECT_EQ(moved.exit_code, 1) << moved.describe();
+  EXPECT_NE(moved.stderr_text.find("runs on port " + std::to_string(cluster.port())),
+            std::string::npos)
+      << moved.describe();
+  ProcessResult status = cluster.run_on_port("status", other);
+  EXPECT_EQ(status.exit_code, 3) << status.describe();
+  EXPECT_EQ(cluster.status(), 0);
+  EXPECT_TRUE(cluster.stop());
 }
 
 }  // namespace
