@@ -377,7 +377,7 @@ caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
         .then(
             [self, promise](uint64_t live) mutable {
               ask_handlers(self, R"({"op":"status"})",
-                           [promise, live](std::vector<nlohmann::json>& handlers) mutable {
+                           [self, promise, live](std::vector<nlohmann::json>& handlers) mutable {
                              std::optional<Position> head;
                              for (auto& handler : handlers) {
                                if (!handler.is_object() || !handler.contains("head")) continue;
@@ -390,7 +390,25 @@ caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
                                  {"head", head ? nlohmann::json(head->to_string()) : nullptr},
                                  {"aggregates_live", live},
                                  {"handlers", handlers}};
-                             promise.deliver(reply.dump());
+                             if (head) {
+                               promise.deliver(reply.dump());
+                               return;
+                             }
+                             // No handler here said it (none run in this process, or none
+                             // could): the store does.
+                             self->request(self->state.router, kAdminTimeout, query_atom::value,
+                                           std::string(R"({"op":"head"})"))
+                                 .then(
+                                     [promise, reply](std::string& answer) mutable {
+                                       auto parsed = nlohmann::json::parse(answer, nullptr, false);
+                                       if (parsed.is_object() && parsed.contains("head")) {
+                                         reply["head"] = parsed["head"];
+                                       }
+                                       promise.deliver(reply.dump());
+                                     },
+                                     [promise, reply](caf::error&) mutable {
+                                       promise.deliver(reply.dump());
+                                     });
                            });
             },
             [self, promise](caf::error& err) mutable {

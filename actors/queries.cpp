@@ -55,6 +55,14 @@ std::string run_query(EventStore& store, const std::string& text) {
     std::string op = request.value("op", "");
     if (op == "history") return history(store, request);
     if (op == "trace") return trace(store, request);
+    if (op == "head") {
+      auto head = store.head();
+      if (!head) return error_reply(head.error());
+      return nlohmann::json{{"status", "ok"},
+                            {"head", *head == Position{} ? nlohmann::json(nullptr)
+                                                         : nlohmann::json(head->to_string())}}
+          .dump();
+    }
     return error_reply(errc::kInvalidArgument, "unknown query '" + op + "'");
   } catch (const nlohmann::json::exception& ex) {
     return error_reply(errc::kInvalidArgument, std::string("malformed query: ") + ex.what());

@@ -1,10 +1,12 @@
-// Read-only admin queries answered by a store worker: a stream's history and a correlation's
-// causal tree (cqrsctl history / trace).
+// Read-only admin queries answered by a store worker: a stream's history, a correlation's causal
+// tree (cqrsctl history / trace), and the head of $all (cqrsctl status without handlers).
 //
 //   {"op":"history","stream_id":"account-a1","from":1,"limit":100}
 //     -> {"status":"ok","stream_id":..,"events":[event_json...]}
 //   {"op":"trace","correlation_id":"..."}
 //     -> {"status":"ok","correlation_id":..,"events":n,"truncated":bool,"commands":[tree...]}
+//   {"op":"head"}
+//     -> {"status":"ok","head":"<commit_id>/<global_position>" | null}   (EventStore::head)
 #pragma once
 
 #include <string>

@@ -30,6 +30,17 @@ Result<std::vector<RecordedEvent>> EventStore::read_correlated(std::string_view 
   return found;
 }
 
+Result<Position> EventStore::head() {
+  constexpr size_t kPage = 1000;
+  Position after;
+  while (true) {
+    auto page = read_all(after, kPage);
+    if (!page) return page.error();
+    if (page->events.empty() || page->next == after) return after;
+    after = page->next;
+  }
+}
+
 std::vector<LoadedStream> EventStore::load_streams(std::span<const StreamLoad> loads) {
   std::vector<LoadedStream> loaded(loads.size());
   for (size_t idx = 0; idx < loads.size(); ++idx) {

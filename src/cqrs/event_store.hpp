@@ -49,6 +49,10 @@ class EventStore {
   // back `page.next` sees every committed event exactly once.
   virtual Result<AllPage> read_all(Position after, size_t max_count) = 0;
 
+  // The position of the last event a reader of $all can see now; Position{} when there is none.
+  // The default pages through read_all.
+  virtual Result<Position> head();
+
   // Checkpoints of named handlers. load returns nullopt for a handler that never saved one.
   virtual Result<std::optional<Position>> load_checkpoint(std::string_view handler) = 0;
   virtual Result<void> save_checkpoint(std::string_view handler, Position position) = 0;

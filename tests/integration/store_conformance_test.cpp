@@ -465,6 +465,21 @@ TEST_P(StoreConformance, ReadAllOfNoEventsPromisesNoMore) {
   EXPECT_EQ(page->next, Position{});
 }
 
+// The head is the position of the last event a reader of $all sees: the origin when there is
+// none, then that of the newest append's last event.
+TEST_P(StoreConformance, HeadIsThePositionOfTheLastEventOfAll) {
+  auto empty = this->store_->head();
+  ASSERT_TRUE(empty.ok()) << empty.error().to_string();
+  EXPECT_EQ(*empty, Position{});
+  this->append_ok("a", ExpectedVersion::any(), events(2));
+  this->append_ok("b", ExpectedVersion::any(), events(3));
+  auto page = this->settled_page(Position{}, 100, 5);
+  ASSERT_EQ(page.events.size(), 5u);
+  auto head = this->store_->head();
+  ASSERT_TRUE(head.ok()) << head.error().to_string();
+  EXPECT_EQ(*head, page.events.back().position());
+}
+
 TEST_P(StoreConformance, ReadAllOnAnEmptyStoreIsEmpty) {
   auto page = this->store_->read_all(Position{}, 100);
   ASSERT_TRUE(page.ok()) << page.error().to_string();

@@ -919,9 +919,14 @@ TEST_F(ReadSideTest, HandlersDisabledRunsNoneAndAnotherProcessProjects) {
   json status = status_of(commands_only->port());
   ASSERT_EQ(status.value("status", ""), "ok") << status.dump();
   EXPECT_TRUE(status["handlers"].is_array() && status["handlers"].empty()) << status.dump();
+  EXPECT_TRUE(status["head"].is_null()) << "no event yet: " << status.dump();
   CtlReply issued =
       dispatch(commands_only->port(), "IssueGiftCard", {{"card_id", "split"}, {"amount", 10}});
   ASSERT_EQ(issued.status(), "ok") << issued.describe();
+  // Without handlers here, the head comes from the store: the issued card's position.
+  json after = status_of(commands_only->port());
+  ASSERT_TRUE(after["head"].is_string()) << after.dump();
+  EXPECT_EQ(after["head"], issued.json.value("position", "")) << after.dump();
 
   auto projecting = start_daemon();
   ASSERT_NE(projecting, nullptr);

@@ -103,8 +103,9 @@ class PostgresEventStore final : public EventStore {
   Result<AllPage> read_all_of_types(Position after, size_t max_count,
                                     std::span<const std::string> types);
 
-  // The position of the last event $all readers can see now (Position{} when none).
-  Result<Position> head();
+  // The position of the last event $all readers can see now (Position{} when none): one index
+  // probe.
+  Result<Position> head() override;
   // How many stored events $all readers cannot see yet because an older transaction is running.
   Result<int64_t> events_behind_watermark();
   // Whether any stored event is behind the watermark (cheap: one index probe).
