@@ -498,19 +498,38 @@ size_t payload_bytes(std::span<const EventData> events) {
   return bytes;
 }
 
-Result<void> validate_stream_id(std::string_view stream_id) {
-  if (stream_id.empty()) {
-    return Error::invalid(errc::kInvalidArgument, "stream id must not be empty");
+namespace {
+
+// invalid_argument unless `text` (a `what`) is non-empty UTF-8 without NUL of at most `limit`
+// bytes: what a text parameter of PostgreSQL can carry whole (libpq ends it at a NUL).
+Result<void> validate_name(std::string_view text, std::string_view what, size_t limit) {
+  if (text.empty()) {
+    return Error::invalid(errc::kInvalidArgument, std::string(what) + " must not be empty");
   }
-  if (stream_id.size() > kMaxStreamIdBytes) {
+  if (text.size() > limit) {
     return Error::invalid(errc::kInvalidArgument,
-                          "stream id is " + std::to_string(stream_id.size()) +
-                              " bytes long; the limit is " + std::to_string(kMaxStreamIdBytes));
+                          std::string(what) + " is " + std::to_string(text.size()) +
+                              " bytes long; the limit is " + std::to_string(limit));
   }
-  if (stream_id.find('\0') != std::string_view::npos || !is_valid_utf8(stream_id)) {
-    return Error::invalid(errc::kInvalidArgument, "stream id must be UTF-8 text without NUL");
+  if (text.find('\0') != std::string_view::npos || !is_valid_utf8(text)) {
+    return Error::invalid(errc::kInvalidArgument,
+                          std::string(what) + " must be UTF-8 text without NUL");
   }
   return {};
+}
+
+}  // namespace
+
+Result<void> validate_stream_id(std::string_view stream_id) {
+  return validate_name(stream_id, "stream id", kMaxStreamIdBytes);
+}
+
+Result<void> validate_handler_name(std::string_view name) {
+  return validate_name(name, "handler name", kMaxStreamIdBytes);
+}
+
+Result<void> validate_correlation_id(std::string_view correlation_id) {
+  return validate_name(correlation_id, "correlation id", kMaxCorrelationIdBytes);
 }
 
 namespace {

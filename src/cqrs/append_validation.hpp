@@ -31,6 +31,10 @@ size_t payload_bytes(std::span<const EventData> events);
 // invalid_argument when the stream id is empty, longer than kMaxStreamIdBytes, not UTF-8 or
 // contains NUL.
 Result<void> validate_stream_id(std::string_view stream_id);
+// The same rules for a handler's name (checkpoints) and a correlation id (read_correlated;
+// kMaxCorrelationIdBytes).
+Result<void> validate_handler_name(std::string_view name);
+Result<void> validate_correlation_id(std::string_view correlation_id);
 
 // invalid_argument unless `name` (an event type, a snapshot's state type) is non-empty UTF-8
 // without NUL of at most kMaxEventTypeBytes; the message starts with `where`, then `what`.

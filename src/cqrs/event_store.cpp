@@ -4,10 +4,13 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "cqrs/append_validation.hpp"
+
 namespace cqrs {
 
 Result<std::vector<RecordedEvent>> EventStore::read_correlated(std::string_view correlation_id,
                                                                size_t max_count) {
+  if (auto valid = validate_correlation_id(correlation_id); !valid) return valid.error();
   constexpr size_t kPage = 1000;
   std::vector<RecordedEvent> found;
   Position after;

@@ -228,6 +228,7 @@ Result<AllPage> InMemoryEventStore::read_all(Position after, size_t max_count) {
 }
 
 Result<std::optional<Position>> InMemoryEventStore::load_checkpoint(std::string_view handler) {
+  if (auto valid = validate_handler_name(handler); !valid) return valid.error();
   std::lock_guard lock(mutex_);
   auto it = checkpoints_.find(handler);
   if (it == checkpoints_.end()) return std::optional<Position>{};
@@ -235,7 +236,7 @@ Result<std::optional<Position>> InMemoryEventStore::load_checkpoint(std::string_
 }
 
 Result<void> InMemoryEventStore::save_checkpoint(std::string_view handler, Position position) {
-  if (handler.empty()) return Error::invalid(errc::kInvalidArgument, "handler name is empty");
+  if (auto valid = validate_handler_name(handler); !valid) return valid;
   std::lock_guard lock(mutex_);
   checkpoints_.insert_or_assign(std::string(handler), position);
   return {};
@@ -251,6 +252,7 @@ Result<void> InMemoryEventStore::save_snapshot(const Snapshot& snapshot) {
 }
 
 Result<std::optional<Snapshot>> InMemoryEventStore::load_snapshot(std::string_view stream_id) {
+  if (auto valid = validate_stream_id(stream_id); !valid) return valid.error();
   std::lock_guard lock(mutex_);
   auto it = snapshots_.find(stream_id);
   if (it == snapshots_.end()) return std::optional<Snapshot>{};

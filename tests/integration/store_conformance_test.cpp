@@ -1037,6 +1037,38 @@ TEST_P(StoreConformance, CheckpointsRoundTripPerHandler) {
   EXPECT_EQ(**this->store_->load_checkpoint("projector-b"), (Position{1, 1}));
 }
 
+// Names and ids the stores look things up by follow one rule in both: non-empty UTF-8 without
+// NUL, up to its limit. Postgres used to answer invalid UTF-8 with invalid_payload where the
+// in-memory store found nothing, and cut a correlation id at a NUL (libpq's text parameters end
+// there), which could find another correlation's events.
+TEST_P(StoreConformance, LookupKeysFollowOneRuleInBothStores) {
+  this->append_ok("a", ExpectedVersion::any(), events(1));
+  const std::string bad_utf8 = "a\xff";
+  const std::string with_nul("a\0b", 3);
+  const std::string too_long(kMaxCorrelationIdBytes + 1, 'c');
+  for (const std::string& key : {std::string(), bad_utf8, with_nul}) {
+    SCOPED_TRACE(::testing::PrintToString(key));
+    auto snapshot = this->store_->load_snapshot(key);
+    ASSERT_FALSE(snapshot.ok());
+    EXPECT_EQ(snapshot.error().code(), errc::kInvalidArgument);
+    auto checkpoint = this->store_->load_checkpoint(key);
+    ASSERT_FALSE(checkpoint.ok());
+    EXPECT_EQ(checkpoint.error().code(), errc::kInvalidArgument);
+    auto saved = this->store_->save_checkpoint(key, Position{});
+    ASSERT_FALSE(saved.ok());
+    EXPECT_EQ(saved.error().code(), errc::kInvalidArgument);
+  }
+  for (const std::string& key : {std::string(), bad_utf8, with_nul, too_long}) {
+    SCOPED_TRACE(key.size());
+    auto correlated = this->store_->read_correlated(key, 10);
+    ASSERT_FALSE(correlated.ok());
+    EXPECT_EQ(correlated.error().code(), errc::kInvalidArgument);
+  }
+  auto fine = this->store_->read_correlated("no such correlation", 10);
+  ASSERT_TRUE(fine.ok()) << fine.error().to_string();
+  EXPECT_TRUE(fine->empty());
+}
+
 TEST_P(StoreConformance, CheckpointFromReadAllResumesWithoutRepeats) {
   this->append_ok("a", ExpectedVersion::any(), events(3));
   auto page = this->settled_page(Position{}, 2, 2);

@@ -1340,6 +1340,7 @@ Result<int64_t> PostgresEventStore::stream_version(std::string_view stream_id) {
 
 Result<std::vector<RecordedEvent>> PostgresEventStore::read_correlated(
     std::string_view correlation_id, size_t max_count) {
+  if (auto valid = validate_correlation_id(correlation_id); !valid) return valid.error();
   if (auto connected = ensure_connected(); !connected) return connected.error();
   auto rows =
       exec_generic("read_correlated", Params().add(correlation_id).add(limit_of(max_count)));
@@ -1433,6 +1434,7 @@ Result<int64_t> PostgresEventStore::count_of_types_after(Position after,
 }
 
 Result<std::optional<Position>> PostgresEventStore::load_checkpoint(std::string_view handler) {
+  if (auto valid = validate_handler_name(handler); !valid) return valid.error();
   if (auto connected = ensure_connected(); !connected) return connected.error();
   auto rows = conn_->exec_prepared("load_checkpoint", Params().add(handler));
   if (!rows) return rows.error();
@@ -1441,7 +1443,7 @@ Result<std::optional<Position>> PostgresEventStore::load_checkpoint(std::string_
 }
 
 Result<void> PostgresEventStore::save_checkpoint(std::string_view handler, Position position) {
-  if (handler.empty()) return Error::invalid(errc::kInvalidArgument, "handler name is empty");
+  if (auto valid = validate_handler_name(handler); !valid) return valid;
   if (auto connected = ensure_connected(); !connected) return connected.error();
   Params params;
   params.add(handler).add(std::to_string(position.commit_id)).add(position.global_position);
@@ -1453,7 +1455,7 @@ Result<void> PostgresEventStore::save_checkpoint(std::string_view handler, Posit
 Result<void> PostgresEventStore::commit_with_checkpoint(
     std::string_view handler, Position position,
     const std::function<Result<void>(Connection&)>& work) {
-  if (handler.empty()) return Error::invalid(errc::kInvalidArgument, "handler name is empty");
+  if (auto valid = validate_handler_name(handler); !valid) return valid;
   // `work` gets the connection: as with connection(), the store leaves the groups.
   groups_.reset();
   if (auto connected = ensure_connected(); !connected) return connected.error();
@@ -1484,6 +1486,7 @@ Result<void> PostgresEventStore::save_snapshot(const Snapshot& snapshot) {
 }
 
 Result<std::optional<Snapshot>> PostgresEventStore::load_snapshot(std::string_view stream_id) {
+  if (auto valid = validate_stream_id(stream_id); !valid) return valid.error();
   if (auto connected = ensure_connected(); !connected) return connected.error();
   auto rows = exec_generic("load_snapshot", Params().add(stream_id));
   if (!rows) return rows.error();
