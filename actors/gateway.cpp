@@ -504,9 +504,7 @@ caf::behavior gateway(GatewayActor* self, const Domain* domain, caf::actor route
         try {
           return admin(self, text);
         } catch (const nlohmann::json::exception& ex) {
-          return error_reply(
-              errc::kInvalidArgument,
-              std::string("admin request has a field of the wrong type: ") + ex.what());
+          return wrong_field_type_reply(ex.what());
         }
       },
       [self](drain_atom) -> caf::result<bool> {

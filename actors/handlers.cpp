@@ -204,9 +204,7 @@ caf::behavior handler_actor(HandlerActor* self, std::shared_ptr<Handler> handler
         try {
           return admin(self, request);
         } catch (const nlohmann::json::exception& ex) {
-          return error_reply(
-              errc::kInvalidArgument,
-              std::string("admin request has a field of the wrong type: ") + ex.what());
+          return wrong_field_type_reply(ex.what());
         }
       },
   };

@@ -17,6 +17,11 @@ std::string error_reply(const Error& error, std::string_view command_id) {
   return error_reply(error.code(), error.message(), command_id);
 }
 
+std::string wrong_field_type_reply(std::string_view what) {
+  return error_reply(errc::kInvalidArgument,
+                     "admin request has a field of the wrong type: " + std::string(what));
+}
+
 std::string with_position(std::string reply, const Position& position) {
   if (reply.empty() || reply.back() != '}') return reply;
   reply.pop_back();

@@ -18,6 +18,9 @@ namespace cqrs::actors {
 std::string error_reply(std::string_view code, std::string_view message,
                         std::string_view command_id = {});
 std::string error_reply(const Error& error, std::string_view command_id = {});
+// invalid_argument for an admin request whose field has the wrong type (`what`: the JSON
+// library's message), which must fail that request, not the actor answering it.
+std::string wrong_field_type_reply(std::string_view what);
 // Adds "position" to an ok reply (a JSON object's text) without parsing it again.
 std::string with_position(std::string reply, const Position& position);
 // The "position" of a reply, if it has one.

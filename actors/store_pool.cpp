@@ -263,11 +263,10 @@ std::string current_exception_text() {
 
 }  // namespace
 
-caf::behavior store_worker(caf::event_based_actor* self, StoreFactory factory) {
+caf::behavior store_worker(caf::event_based_actor*, StoreFactory factory) {
   auto store = std::make_shared<std::shared_ptr<EventStore>>();
   return {
-      [self, store, factory](write_atom, std::vector<WriteRequest>& batch) {
-        (void)self;
+      [store, factory](write_atom, std::vector<WriteRequest>& batch) {
         try {
           std::optional<Error> error;
           auto handle = ensure_store(*store, factory, error);

@@ -40,38 +40,37 @@ class OwnCluster {
   // scripts/pg `command` with DATABASE_URL set to `url` (as after `eval "$(scripts/pg env)"`
   // when `url` is the cluster's own).
   ProcessResult run_with_url(const std::string& command, const std::string& url) {
-    return run_process({"/usr/bin/env", "DATABASE_URL=" + url, "CQRS_PG_ROOT=" + root_.string(),
-                        "CQRS_PG_PORT=" + std::to_string(port_), "bash",
-                        std::string(CQRS_SOURCE_DIR) + "/scripts/pg", command},
-                       "", kScriptTimeout);
+    return script(command, port_, url);
   }
   // scripts/pg `command` for this cluster's directory but with CQRS_PG_PORT=`port`.
   ProcessResult run_on_port(const std::string& command, uint16_t port) {
-    return run_process({"/usr/bin/env", "-u", "DATABASE_URL", "CQRS_PG_ROOT=" + root_.string(),
-                        "CQRS_PG_PORT=" + std::to_string(port), "bash",
-                        std::string(CQRS_SOURCE_DIR) + "/scripts/pg", command},
-                       "", kScriptTimeout);
+    return script(command, port, "");
   }
   uint16_t port() const { return port_; }
   // The exit code of `scripts/pg status` (0 running, 3 not).
-  int status() {
-    return run_process({"/usr/bin/env", "-u", "DATABASE_URL", "CQRS_PG_ROOT=" + root_.string(),
-                        "CQRS_PG_PORT=" + std::to_string(port_), "bash",
-                        std::string(CQRS_SOURCE_DIR) + "/scripts/pg", "status"},
-                       "", kScriptTimeout)
-        .exit_code;
-  }
+  int status() { return script("status", port_, "").exit_code; }
   std::string url() const {
     return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/cqrsd";
   }
 
  private:
+  // scripts/pg `command` for this cluster's directory on `port`, with DATABASE_URL set to
+  // `url`, or unset when it is empty.
+  ProcessResult script(const std::string& command, uint16_t port, const std::string& url) {
+    std::vector<std::string> argv = {"/usr/bin/env"};
+    if (url.empty()) {
+      argv.insert(argv.end(), {"-u", "DATABASE_URL"});
+    } else {
+      argv.push_back("DATABASE_URL=" + url);
+    }
+    argv.insert(argv.end(),
+                {"CQRS_PG_ROOT=" + root_.string(), "CQRS_PG_PORT=" + std::to_string(port), "bash",
+                 std::string(CQRS_SOURCE_DIR) + "/scripts/pg", command});
+    return run_process(argv, "", kScriptTimeout);
+  }
+
   bool run(const std::string& command) {
-    ProcessResult result =
-        run_process({"/usr/bin/env", "-u", "DATABASE_URL", "CQRS_PG_ROOT=" + root_.string(),
-                     "CQRS_PG_PORT=" + std::to_string(port_), "bash",
-                     std::string(CQRS_SOURCE_DIR) + "/scripts/pg", command},
-                    "", kScriptTimeout);
+    ProcessResult result = script(command, port_, "");
     EXPECT_EQ(result.exit_code, 0) << "scripts/pg " << command << ": " << result.describe();
     return result.exit_code == 0;
   }

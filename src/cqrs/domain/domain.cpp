@@ -65,24 +65,23 @@ void Domain::add_command(std::unique_ptr<CommandType> command) {
   }
 }
 
-void Domain::mark_creating(const AggregateType& aggregate, std::string_view command) {
+CommandType& Domain::handled_command(const AggregateType& aggregate, std::string_view command,
+                                     std::string_view declared_as) {
   auto it = commands_.find(command);
   if (it == commands_.end() || it->second->aggregate != &aggregate) {
     throw std::logic_error("aggregate '" + aggregate.name() + "' declares '" +
-                           std::string(command) +
-                           "' as creating, but does not handle it (list it in handles() first)");
+                           std::string(command) + "' as " + std::string(declared_as) +
+                           ", but does not handle it (list it in handles() first)");
   }
-  it->second->creates = true;
+  return *it->second;
+}
+
+void Domain::mark_creating(const AggregateType& aggregate, std::string_view command) {
+  handled_command(aggregate, command, "creating").creates = true;
 }
 
 void Domain::mark_internal(const AggregateType& aggregate, std::string_view command) {
-  auto it = commands_.find(command);
-  if (it == commands_.end() || it->second->aggregate != &aggregate) {
-    throw std::logic_error("aggregate '" + aggregate.name() + "' declares '" +
-                           std::string(command) +
-                           "' as internal, but does not handle it (list it in handles() first)");
-  }
-  it->second->internal = true;
+  handled_command(aggregate, command, "internal").internal = true;
 }
 
 const CommandType* Domain::find_command(std::string_view name) const {

@@ -187,6 +187,9 @@ class Domain {
   void add_command(std::unique_ptr<CommandType> command);
   void mark_creating(const AggregateType& aggregate, std::string_view command);
   void mark_internal(const AggregateType& aggregate, std::string_view command);
+  // The command `aggregate` handles; throws std::logic_error naming `declared_as` otherwise.
+  CommandType& handled_command(const AggregateType& aggregate, std::string_view command,
+                               std::string_view declared_as);
 
   std::vector<std::unique_ptr<AggregateType>> aggregates_;
   std::map<std::string, std::unique_ptr<CommandType>, std::less<>> commands_;
