@@ -29,13 +29,28 @@ struct HandlerActorState {
 
 using HandlerActor = caf::stateful_actor<HandlerActorState>;
 
-void schedule(HandlerActor* self, std::chrono::milliseconds delay) {
+// Both kinds of stepping actor here (handlers, the correlation indexer) keep `generation`,
+// `waiting`, `last_step` and `config.min_step_interval` in their state.
+template <class State>
+void schedule(caf::stateful_actor<State>* self, std::chrono::milliseconds delay) {
   uint64_t generation = ++self->state.generation;
   if (delay.count() <= 0) {
     self->send(self, step_atom::value, generation);
   } else {
     self->delayed_send(self, delay, step_atom::value, generation);
   }
+}
+
+// A wake-up of a caught-up actor steps it, at once or min_step_interval after its last step
+// began, so that under load one step takes the events of many appends.
+template <class State>
+void wake(caf::stateful_actor<State>* self) {
+  auto& state = self->state;
+  if (!state.waiting) return;  // stepping already, or a step is due anyway
+  state.waiting = false;       // later wake-ups until that step are covered by it
+  auto since = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - state.last_step);
+  schedule(self, std::max(std::chrono::milliseconds(0), state.config.min_step_interval - since));
 }
 
 void report_progress(HandlerActor* self, const std::optional<Position>& position) {
@@ -186,15 +201,7 @@ caf::behavior handler_actor(HandlerActor* self, std::shared_ptr<Handler> handler
       [self](step_atom, uint64_t generation) {
         if (generation == self->state.generation) run_step(self);
       },
-      [self](wake_atom) {
-        auto& state = self->state;
-        if (!state.waiting) return;  // stepping already, or a step is due anyway
-        state.waiting = false;       // later wake-ups until that step are covered by it
-        auto since = std::chrono::duration_cast<std::chrono::milliseconds>(
-            std::chrono::steady_clock::now() - state.last_step);
-        schedule(self,
-                 std::max(std::chrono::milliseconds(0), state.config.min_step_interval - since));
-      },
+      [self](wake_atom) { wake(self); },
       [self](admin_atom, const std::string& text) -> std::string {
         nlohmann::json request = nlohmann::json::parse(text, nullptr, false);
         if (!request.is_object()) {
@@ -210,7 +217,73 @@ caf::behavior handler_actor(HandlerActor* self, std::shared_ptr<Handler> handler
   };
 }
 
+struct CorrelationIndexerState {
+  std::unique_ptr<pg::PostgresEventStore> store;
+  std::string conninfo;
+  CorrelationIndexerConfig config;
+  uint64_t generation = 0;
+  bool waiting = false;
+  std::chrono::steady_clock::time_point last_step{};
+  std::string failing;  // the error the last log line named; empty while indexing works
+  static inline const char* name = "cqrs.correlation_indexer";
+};
+
+using CorrelationIndexer = caf::stateful_actor<CorrelationIndexerState>;
+
+// One log line when indexing starts failing (and when the error changes), one when it works again.
+void note_indexing(CorrelationIndexerState& st, const std::string& error) {
+  if (error == st.failing) return;
+  if (error.empty()) {
+    log::write(log::Level::kInfo, "correlation index running again");
+  } else {
+    log::write(log::Level::kWarn, "correlation index cannot index", {{"error", error}});
+  }
+  st.failing = error;
+}
+
+void index_step(CorrelationIndexer* self) {
+  auto& st = self->state;
+  st.waiting = false;
+  st.last_step = std::chrono::steady_clock::now();
+  if (!st.store) {
+    auto opened = pg::PostgresEventStore::open(st.conninfo);
+    if (!opened) {
+      note_indexing(st, opened.error().to_string());
+      return schedule(self, st.config.retry_interval);
+    }
+    st.store = std::move(opened).value();
+  }
+  auto done = st.store->index_correlations(st.config.batch_runs);
+  if (!done) {
+    note_indexing(st, done.error().to_string());
+    return schedule(self, st.config.retry_interval);
+  }
+  note_indexing(st, "");
+  if (!done->busy && done->indexed >= st.config.batch_runs) return schedule(self, {});
+  // Caught up (or another process indexes): the next appends' wake-up, or the poll.
+  st.waiting = true;
+  schedule(self, st.config.poll_interval);
+}
+
+caf::behavior correlation_indexer(CorrelationIndexer* self, std::string conninfo,
+                                  CorrelationIndexerConfig config) {
+  self->state.conninfo = std::move(conninfo);
+  self->state.config = config;
+  schedule(self, {});
+  return {
+      [self](step_atom, uint64_t generation) {
+        if (generation == self->state.generation) index_step(self);
+      },
+      [self](wake_atom) { wake(self); },
+  };
+}
+
 }  // namespace
+
+caf::actor spawn_correlation_indexer(caf::actor_system& system, std::string conninfo,
+                                     CorrelationIndexerConfig config) {
+  return system.spawn<caf::detached>(correlation_indexer, std::move(conninfo), config);
+}
 
 caf::actor spawn_handler_actor(caf::actor_system& system, std::shared_ptr<Handler> handler,
                                std::string conninfo, const Upcasters* upcasters, caf::actor gateway,

@@ -51,6 +51,22 @@ caf::actor spawn_handler_actor(caf::actor_system& system, std::shared_ptr<Handle
                                std::string conninfo, const Upcasters* upcasters, caf::actor gateway,
                                HandlerActorConfig config);
 
+// The correlation indexer: a detached actor with a store connection of its own that keeps
+// cqrs.correlations behind the appends (PostgresEventStore::index_correlations, schema/018).
+// It indexes batches until it catches up with the watermark, then waits for a wake-up (a
+// WakeTarget of every type) or the polling interval. Indexers of several processes on one
+// database take turns; failures are logged once and retried. Traces find every event whether
+// it runs or not: it only keeps the part of $all they walk short.
+struct CorrelationIndexerConfig {
+  std::chrono::milliseconds poll_interval{1000};
+  // Under load, one batch per this interval at most: each batch is one transaction.
+  std::chrono::milliseconds min_step_interval{100};
+  std::chrono::milliseconds retry_interval{1000};
+  int batch_runs = 5000;
+};
+caf::actor spawn_correlation_indexer(caf::actor_system& system, std::string conninfo,
+                                     CorrelationIndexerConfig config);
+
 // A handler actor and the event types it handles (sorted; empty: every type).
 struct WakeTarget {
   caf::actor actor;

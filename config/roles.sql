@@ -34,9 +34,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON cqrs.checkpoints TO :"app_role";
 GRANT SELECT, INSERT, DELETE ON cqrs.dead_letters TO :"app_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON cqrs.process_instances TO :"app_role";
 GRANT SELECT, INSERT, DELETE ON cqrs.unique_claims TO :"app_role";
+GRANT SELECT, INSERT ON cqrs.correlations TO :"app_role";
+GRANT SELECT, UPDATE ON cqrs.correlations_indexed TO :"app_role";
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA cqrs TO :"app_role";
 GRANT EXECUTE ON FUNCTION cqrs.append_to_stream, cqrs.append_batch, cqrs.with_position,
-  cqrs.append_claiming, cqrs.apply_unique_claims TO :"app_role";
+  cqrs.append_claiming, cqrs.apply_unique_claims, cqrs.index_correlations TO :"app_role";
 -- Projectors write the read models; a rebuild (cqrsctl handler reset) truncates them.
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE
   ON public.giftcard_summary, public.bank_accounts, public.bank_transfers TO :"app_role";

@@ -350,6 +350,12 @@ int run_daemon(DaemonConfig& cfg, caf::actor_system& system) {
       handler_refs.push_back({handler->name(), std::string(cqrs::to_string(handler->kind())),
                               handler->strong(), types, actor});
     }
+    // Traces' index, behind the appends like the handlers (woken by every append).
+    cqrs::actors::CorrelationIndexerConfig indexer_config;
+    indexer_config.poll_interval = handler_config.poll_interval;
+    auto indexer = cqrs::actors::spawn_correlation_indexer(system, url, indexer_config);
+    handler_actors.push_back(indexer);
+    wake_targets.push_back({indexer, {}});
   }
   caf::anon_send(gateway, cqrs::actors::handlers_atom::value, handler_refs);
   auto notifier = std::make_unique<cqrs::actors::Notifier>(url, wake_targets);

@@ -2712,6 +2712,158 @@ TEST_F(Runs, RowsWithoutARunLengthAreRunsOfOne) {
   EXPECT_EQ(ids(*traced), ids(all));
 }
 
+// Correlations behind the appends (schema/018): cqrs.correlations up to its position, $all
+// after it. A trace is the same before, during and after indexing.
+class Correlations : public Runs {
+ protected:
+  // Indexes until caught up, `batch` runs at a time; the runs indexed.
+  int64_t index_all(int batch = 1000) {
+    int64_t total = 0;
+    for (int round = 0; round < 1000; ++round) {
+      auto done = store_->index_correlations(batch);
+      EXPECT_TRUE(done.ok()) << done.error().to_string();
+      if (!done.ok()) return total;
+      EXPECT_FALSE(done->busy);
+      total += done->indexed;
+      if (done->indexed < batch) return total;
+    }
+    ADD_FAILURE() << "the index never caught up";
+    return total;
+  }
+  int64_t rows_of(const std::string& correlation) {
+    auto rows = raw_->exec("SELECT count(*) FROM cqrs.correlations WHERE correlation_id = $1",
+                           Params().add(correlation));
+    EXPECT_TRUE(rows.ok()) << rows.error().to_string();
+    return rows.ok() ? rows->int64(0, 0) : -1;
+  }
+  std::vector<Uuid> traced(const std::string& correlation) {
+    auto events = store_->read_correlated(correlation, 1000);
+    EXPECT_TRUE(events.ok()) << events.error().to_string();
+    return events.ok() ? ids(*events) : std::vector<Uuid>{};
+  }
+  static std::vector<Uuid> ids_of(const std::vector<RecordedEvent>& all,
+                                  const std::string& stream_prefix) {
+    std::vector<Uuid> out;
+    for (const RecordedEvent& event : all) {
+      if (event.stream_id.rfind(stream_prefix, 0) == 0) out.push_back(event.event_id);
+    }
+    return out;
+  }
+};
+
+TEST_F(Correlations, ATraceIsTheSameBeforeDuringAndAfterIndexing) {
+  append("x1", events_of("AAB", "x"));  // two runs
+  append("y1", events_of("A", "y"));
+  append("x1", events_of("C", "x"));
+  append("x2", events_of("DDDD", "x"));
+  std::vector<RecordedEvent> all = settled_all();
+  std::vector<Uuid> expected = ids_of(all, "x");
+  ASSERT_EQ(expected.size(), 8u);
+  EXPECT_EQ(traced("x"), expected) << "nothing indexed: $all alone";
+
+  auto first = store_->index_correlations(2);
+  ASSERT_TRUE(first.ok()) << first.error().to_string();
+  EXPECT_EQ(first->indexed, 2);
+  EXPECT_FALSE(first->busy);
+  EXPECT_EQ(rows_of("x"), 2) << "the first two runs are both of x";
+  EXPECT_EQ(traced("x"), expected) << "two runs indexed, the rest in $all";
+  EXPECT_EQ(*store_->correlation_index_lag(), 3);
+
+  EXPECT_EQ(index_all(), 3);
+  EXPECT_EQ(rows_of("x"), 4);
+  EXPECT_EQ(rows_of("y"), 1);
+  EXPECT_EQ(*store_->correlation_index_lag(), 0);
+  EXPECT_EQ(traced("x"), expected) << "everything indexed";
+  EXPECT_EQ(traced("y"), ids_of(all, "y"));
+
+  append("x3", events_of("E", "x"));
+  std::vector<RecordedEvent> more = settled_all();
+  std::vector<Uuid> expected_more = ids_of(more, "x");
+  ASSERT_EQ(expected_more.size(), 9u);
+  EXPECT_EQ(traced("x"), expected_more) << "indexed runs, then one in $all";
+  auto page = store_->read_correlated("x", 5);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(ids(*page), std::vector<Uuid>(expected_more.begin(), expected_more.begin() + 5));
+  EXPECT_EQ(index_all(), 1);
+  EXPECT_EQ(traced("x"), expected_more);
+}
+
+// The index moves only below the watermark: a run of a transaction still open is not passed over,
+// and a trace meanwhile finds every committed event.
+TEST_F(Correlations, TheIndexWaitsForTransactionsStillOpen) {
+  append("before", events_of("A", "x"));
+  settled_all();
+  EXPECT_EQ(index_all(), 1);
+  auto open = db_->connect();
+  ASSERT_NE(open, nullptr);
+  ASSERT_TRUE(open->exec("BEGIN").ok());
+  ASSERT_TRUE(open->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id, "
+                         "event_type, data, metadata) VALUES ('slow', 1, gen_random_uuid(), 'A', "
+                         "'{}', '{\"correlation_id\":\"x\"}')")
+                  .ok());
+  append("fast", events_of("B", "x"));
+  auto held = store_->index_correlations(100);
+  ASSERT_TRUE(held.ok()) << held.error().to_string();
+  EXPECT_EQ(held->indexed, 0) << "indexed past a transaction that is still open";
+  EXPECT_EQ(rows_of("x"), 1);
+  auto seen = store_->read_correlated("x", 10);
+  ASSERT_TRUE(seen.ok());
+  ASSERT_EQ(seen->size(), 2u) << "the committed events, the open one's not";
+  EXPECT_EQ(seen->back().stream_id, "fast");
+
+  ASSERT_TRUE(open->exec("COMMIT").ok());
+  std::vector<RecordedEvent> all = settled_all();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(index_all(), 2);
+  EXPECT_EQ(rows_of("x"), 3);
+  std::vector<Uuid> expected = ids(all);
+  EXPECT_EQ(traced("x"), expected) << "each event once, in $all order";
+}
+
+// Indexers of several processes take turns: one that finds the position locked leaves at once.
+TEST_F(Correlations, AnIndexerThatFindsAnotherAtWorkLeavesAtOnce) {
+  append("s", events_of("A", "x"));
+  settled_all();
+  auto other = db_->connect();
+  ASSERT_NE(other, nullptr);
+  ASSERT_TRUE(other->exec("BEGIN").ok());
+  ASSERT_TRUE(other->exec("SELECT 1 FROM cqrs.correlations_indexed FOR UPDATE").ok());
+  auto began = std::chrono::steady_clock::now();
+  auto busy = store_->index_correlations(100);
+  auto waited = std::chrono::steady_clock::now() - began;
+  ASSERT_TRUE(busy.ok()) << busy.error().to_string();
+  EXPECT_TRUE(busy->busy);
+  EXPECT_EQ(busy->indexed, 0);
+  EXPECT_LT(waited, std::chrono::seconds(1));
+  ASSERT_TRUE(other->exec("ROLLBACK").ok());
+  EXPECT_EQ(index_all(), 1);
+  EXPECT_EQ(rows_of("x"), 1);
+}
+
+// Runs whose metadata names no correlation are passed over without a row; a position row that is
+// gone (removed by hand) leaves traces walking all of $all, still complete.
+TEST_F(Correlations, RunsWithoutACorrelationAndAMissingPositionLeaveTracesWhole) {
+  std::vector<EventData> bare = events_of("AB");
+  for (EventData& event : bare) event.metadata = "{}";
+  append("bare", bare);
+  append("x", events_of("C", "x"));
+  std::vector<RecordedEvent> all = settled_all();
+  EXPECT_EQ(index_all(), 3);
+  auto rows = raw_->exec("SELECT count(*) FROM cqrs.correlations");
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->int64(0, 0), 1);
+  std::vector<Uuid> expected = ids_of(all, "x");
+  ASSERT_TRUE(raw_->exec("DELETE FROM cqrs.correlations_indexed").ok());
+  EXPECT_EQ(traced("x"), expected);
+  auto gone = store_->index_correlations(100);
+  ASSERT_TRUE(gone.ok()) << gone.error().to_string();
+  EXPECT_EQ(gone->indexed, 0);
+  EXPECT_FALSE(gone->busy) << "a missing position is not another indexer at work";
+  auto refused = store_->index_correlations(0);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), errc::kInvalidArgument);
+}
+
 TEST_F(Runs, EventsAfterAPositionInsideARunExist) {
   append("s", events_of("AAA"));
   std::vector<RecordedEvent> all = settled_all();
@@ -2994,8 +3146,16 @@ TEST_F(Runs, GenericPlansOfTheReadsUseTheRunIndexes) {
   std::vector<std::string> types{"A"};
   ASSERT_TRUE(store_->read_all_of_types(Position{}, 10, types).ok());
   ASSERT_TRUE(store_->events_after_exist(Position{}, types).ok());
+  // By correlation (schema/018): the table's key up to the index's position, and a walk of the
+  // $all index that starts at the position, not at the origin.
   std::string correlated = plan_of("EXPLAIN EXECUTE read_correlated('x', 10)");
-  EXPECT_NE(correlated.find("events_by_correlation"), std::string::npos) << correlated;
+  EXPECT_NE(correlated.find("correlations_pkey"), std::string::npos) << correlated;
+  const std::regex tail_from_position(
+      "(using|on) events_order_idx[^\\n]*\\n *Index Cond: \\(ROW\\(transaction_id, "
+      "global_position\\) > "
+      "ROW\\(COALESCE");
+  EXPECT_TRUE(std::regex_search(correlated, tail_from_position)) << correlated;
+  EXPECT_EQ(correlated.find("Seq Scan"), std::string::npos) << correlated;
   // By type through the $all index (schema/015): one walk in $all order from the position,
   // the types checked on each run, that stops at the page's last event (or the window's end),
   // so a page never walks past its own end for a rare type.

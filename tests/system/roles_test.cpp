@@ -89,6 +89,9 @@ TEST_F(RolesTest, DaemonRunsEverythingWithTheAppRole) {
       30s))
       << daemon_->stderr_text();
   EXPECT_EQ(scalar("SELECT balance FROM bank_accounts WHERE account_id = 'rb'"), "200");
+  // The correlation index followed the appends.
+  EXPECT_TRUE(wait_until([&] { return scalar(kRunsNotCorrelated) == "0"; }, 30s))
+      << daemon_->stderr_text();
   // A rebuild truncates and replays.
   ProcessResult reset = run_cqrsctl(port, {"handler", "reset", "giftcard_summary"});
   EXPECT_EQ(reset.exit_code, kExitOk) << reset.describe();

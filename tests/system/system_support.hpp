@@ -93,6 +93,13 @@ struct GiftCardFold {
 };
 GiftCardFold fold_gift_card(const std::vector<StoredEvent>& stream);
 
+// How many runs of $all the correlation index has not reached (schema/018): "0" once cqrsd's
+// indexer caught up with everything stored.
+inline constexpr const char* kRunsNotCorrelated =
+    "SELECT count(*) FROM cqrs.events AS h WHERE h.run_length > 0"
+    " AND (h.transaction_id, h.global_position) > (SELECT i.transaction_id, i.global_position"
+    " FROM cqrs.correlations_indexed AS i)";
+
 // Polls `condition` every few milliseconds until it holds or `timeout` passes.
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
 

@@ -61,6 +61,28 @@ TEST_F(TraceTest, HistoryPrintsTheStreamAsJsonLinesOrATable) {
   EXPECT_NE(bad.describe().find("--limit"), std::string::npos) << bad.describe();
 }
 
+// cqrsd keeps the correlation index behind its appends (schema/018): a command's correlation
+// gets its row soon after, without any trace asking.
+TEST_F(TraceTest, TheDaemonIndexesCorrelationsBehindItsAppends) {
+  std::string correlation = new_command_id();
+  CtlReply issued = dispatch(daemon_->port(), "IssueGiftCard", {{"card_id", "ci"}, {"amount", 5}},
+                             {"--correlation-id", correlation});
+  ASSERT_EQ(issued.status(), "ok") << issued.describe();
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return scalar("SELECT count(*) FROM cqrs.correlations WHERE correlation_id = $1",
+                      {correlation}) == "1";
+      },
+      20s))
+      << daemon_->stderr_text();
+  EXPECT_TRUE(wait_until([&] { return scalar(kRunsNotCorrelated) == "0"; }, 20s));
+  ProcessResult traced = run_cqrsctl(daemon_->port(), {"trace", correlation, "--format", "json"});
+  ASSERT_EQ(traced.exit_code, kExitOk) << traced.describe();
+  json trace = json::parse(traced.stdout_lines.at(0));
+  ASSERT_EQ(trace["commands"].size(), 1u) << trace.dump(2);
+  EXPECT_EQ(trace["commands"][0]["events"].size(), 1u) << trace.dump(2);
+}
+
 TEST_F(TraceTest, TraceShowsATransferFromRequestToCompletion) {
   open("ta", 500);
   open("tb", 0);

@@ -223,18 +223,40 @@ std::vector<Statement> statements() {
        "pg_current_xact_id()::text FROM cqrs.append_claiming($1, $2, $3::uuid[], $4::text[], "
        "$5::int[], $6::jsonb[], $7::jsonb[], $8::uuid, $9::jsonb, $10::text[], $11::text[], "
        "$12::bool[])"},
-      // Traceability: the events of one correlation. events_by_correlation holds the first
-      // event of each run (schema/012), whose run shares its correlation: each is widened to its
-      // run through the primary key. The ORDER BY keeps the LATERAL a per-run probe: as a plain
-      // join, the generic plan walks all of $all instead of the index.
+      // Traceability: the events of one correlation (schema/018). cqrs.correlations holds the
+      // first event of each run (schema/012), whose run shares its correlation, up to the
+      // index's position; the runs after it are found by walking $all from there and reading
+      // their metadata. Each run is widened to its events through the primary key. The position
+      // is read through its key's index (scalar subqueries: one row the planner knows as one,
+      // so both walks start at it).
       {"read_correlated",
        "SELECT " + columns +
-           " FROM (SELECT e.* FROM cqrs.events AS h CROSS JOIN LATERAL (SELECT * FROM cqrs.events"
-           "  AS x WHERE x.stream_id = h.stream_id AND x.stream_version >= h.stream_version"
+           " FROM (SELECT e.* FROM (SELECT coalesce((SELECT i.transaction_id"
+           "  FROM cqrs.correlations_indexed AS i WHERE i.only_row), '0'::xid8) AS transaction_id,"
+           "  coalesce((SELECT i.global_position FROM cqrs.correlations_indexed AS i"
+           "  WHERE i.only_row), 0) AS global_position) AS w"
+           " CROSS JOIN LATERAL ((SELECT h.* FROM cqrs.correlations AS c JOIN cqrs.events AS h"
+           "  ON h.transaction_id = c.transaction_id AND h.global_position = c.global_position"
+           "  AND h.run_length > 0 WHERE c.correlation_id = $1"
+           "  AND (c.transaction_id, c.global_position) <= (w.transaction_id, w.global_position))"
+           " UNION ALL (SELECT h.* FROM cqrs.events AS h WHERE h.run_length > 0"
+           "  AND (h.transaction_id, h.global_position) > (w.transaction_id, w.global_position)"
+           "  AND (h.metadata->>'correlation_id') = $1)) AS h"
+           // The ORDER BY keeps the LATERAL a per-run probe: as a plain join, the generic plan
+           // walks all of $all instead of the primary key.
+           " CROSS JOIN LATERAL (SELECT * FROM cqrs.events AS x WHERE x.stream_id = h.stream_id"
+           "  AND x.stream_version >= h.stream_version"
            "  AND x.stream_version < h.stream_version + h.run_length"
-           "  ORDER BY x.stream_version) AS e"
-           "  WHERE (h.metadata->>'correlation_id') = $1 AND h.run_length > 0) AS ev"
+           "  ORDER BY x.stream_version) AS e) AS ev"
            " ORDER BY ev.transaction_id, ev.global_position LIMIT $2"},
+      {"index_correlations", "SELECT indexed, busy FROM cqrs.index_correlations($1::int)"},
+      // Runs after the correlation index's position, through the $all index.
+      {"correlation_index_lag",
+       "SELECT count(*) FROM cqrs.events AS h WHERE h.run_length > 0"
+       " AND (h.transaction_id, h.global_position) > (coalesce((SELECT i.transaction_id"
+       "  FROM cqrs.correlations_indexed AS i WHERE i.only_row), '0'::xid8),"
+       "  coalesce((SELECT i.global_position FROM cqrs.correlations_indexed AS i"
+       "  WHERE i.only_row), 0))"},
       {"stream_version",
        "SELECT stream_version FROM cqrs.events WHERE stream_id = $1 "
        "ORDER BY stream_version DESC LIMIT 1"},
@@ -1346,6 +1368,28 @@ Result<std::vector<RecordedEvent>> PostgresEventStore::read_correlated(
       exec_generic("read_correlated", Params().add(correlation_id).add(limit_of(max_count)));
   if (!rows) return rows.error();
   return events_from(*rows);
+}
+
+Result<PostgresEventStore::CorrelationIndexing> PostgresEventStore::index_correlations(
+    int max_runs) {
+  if (max_runs < 1) {
+    return Error::invalid(errc::kInvalidArgument, "index_correlations needs max_runs >= 1, got " +
+                                                      std::to_string(max_runs));
+  }
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = conn_->exec_prepared("index_correlations", Params().add(int64_t{max_runs}));
+  if (!rows) return rows.error();
+  CorrelationIndexing done;
+  done.indexed = rows->int64(0, 0);
+  done.busy = rows->text(0, 1) == "t";
+  return done;
+}
+
+Result<int64_t> PostgresEventStore::correlation_index_lag() {
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  auto rows = exec_generic("correlation_index_lag", Params());
+  if (!rows) return rows.error();
+  return rows->int64(0, 0);
 }
 
 Result<AllPage> PostgresEventStore::read_all(Position after, size_t max_count) {

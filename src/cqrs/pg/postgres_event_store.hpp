@@ -117,6 +117,17 @@ class PostgresEventStore final : public EventStore {
   // the $all index.
   Result<int64_t> count_of_types_after(Position after, std::span<const std::string> types);
 
+  // Indexes correlations behind the appends (schema/018): the next runs of $all after the
+  // index's position, at most `max_runs`, all below the watermark, in one transaction.
+  // read_correlated finds every event with or without it; it only walks less of $all.
+  struct CorrelationIndexing {
+    int64_t indexed = 0;  // runs passed over; fewer than max_runs: caught up with the watermark
+    bool busy = false;    // another session (another process's indexer) is indexing: none done
+  };
+  Result<CorrelationIndexing> index_correlations(int max_runs);
+  // The runs of $all the correlation index has not reached yet (readable by read_all or not).
+  Result<int64_t> correlation_index_lag();
+
   // The server process behind this store's connection.
   int backend_pid() const;
   // Appends of this process's stores (on this database) waiting to join a group now (see
