@@ -928,9 +928,15 @@ int run(const Options& options, const std::string& conninfo, const std::string& 
               with_commas(static_cast<double>(stored)).c_str(),
               with_commas(static_cast<double>(row_count(admin.get(), "bench_raw"))).c_str(),
               fixed(options.seconds, 1).c_str());
-  auto reader = cqrs::pg::PostgresEventStore::open(conninfo);
-  if (!reader) {
-    std::fprintf(stderr, "store_bench: %s\n", reader.error().to_string().c_str());
+  // The store's reader reads ahead (PostgresStoreOptions::read_ahead), as a reader that only
+  // pages through $all should; the same reads one page at a time are printed beside it.
+  cqrs::pg::PostgresStoreOptions reader_options;
+  reader_options.read_ahead = true;
+  auto reader = cqrs::pg::PostgresEventStore::open(conninfo, reader_options);
+  auto plain_reader = cqrs::pg::PostgresEventStore::open(conninfo);
+  if (!reader || !plain_reader) {
+    std::fprintf(stderr, "store_bench: %s\n",
+                 (reader ? plain_reader.error() : reader.error()).to_string().c_str());
     return 1;
   }
   if (!checked(admin.get(),
@@ -950,7 +956,10 @@ int run(const Options& options, const std::string& conninfo, const std::string& 
     auto raw = measure_reads(options.seconds, [&](Clock::time_point deadline, ReadTally& tally) {
       return read_all_raw(admin.get(), page_size, deadline, tally, error);
     });
-    if (!store || !raw) {
+    auto plain = measure_reads(options.seconds, [&](Clock::time_point deadline, ReadTally& tally) {
+      return read_all_store(**plain_reader, page_size, stored, deadline, tally, error);
+    });
+    if (!store || !raw || !plain) {
       std::fprintf(stderr, "store_bench: read_all: %s\n", error.c_str());
       return 1;
     }
@@ -963,6 +972,15 @@ int run(const Options& options, const std::string& conninfo, const std::string& 
         static_cast<long long>(store->tally.full_passes), with_commas(raw->events_per_s).c_str(),
         static_cast<long long>(raw->tally.full_passes), ratio, with_commas(kReadRateGoal).c_str(),
         met ? "met" : "MISSED");
+    std::printf("%-19s without read-ahead %9s ev/s (%lld full passes)  store/raw %.2f\n", "",
+                with_commas(plain->events_per_s).c_str(),
+                static_cast<long long>(plain->tally.full_passes),
+                plain->events_per_s / raw->events_per_s);
+    for (const ReadTally& tally : {store->tally, plain->tally}) {
+      store->tally.out_of_order = std::max(store->tally.out_of_order, tally.out_of_order);
+      store->tally.miscounted_passes =
+          std::max(store->tally.miscounted_passes, tally.miscounted_passes);
+    }
     if (store->tally.out_of_order > 0 || store->tally.miscounted_passes > 0) {
       std::printf(
           "  WARNING: read_all broke its contract: %lld events out of order, %lld of "

@@ -2864,6 +2864,117 @@ TEST_F(Correlations, RunsWithoutACorrelationAndAMissingPositionLeaveTracesWhole)
   EXPECT_EQ(refused.error().code(), errc::kInvalidArgument);
 }
 
+// PostgresStoreOptions::read_ahead: after a full page the next one is on its way; only a full
+// page read ahead is used, and any other call first throws it away.
+class ReadAhead : public Runs {
+ protected:
+  std::unique_ptr<PostgresEventStore> reader() {
+    PostgresStoreOptions options;
+    options.read_ahead = true;
+    auto store = PostgresEventStore::open(db_->url(), options);
+    EXPECT_TRUE(store.ok()) << store.error().to_string();
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+  static std::vector<Uuid> read_pages(PostgresEventStore& store, size_t page_size) {
+    std::vector<Uuid> out;
+    Position after{};
+    for (int page = 0; page < 1000; ++page) {
+      auto read = store.read_all(after, page_size);
+      EXPECT_TRUE(read.ok()) << read.error().to_string();
+      if (!read.ok() || read->events.empty()) break;
+      for (const RecordedEvent& event : read->events) {
+        EXPECT_GT(event.position(), after);
+        out.push_back(event.event_id);
+        after = event.position();
+      }
+      EXPECT_EQ(read->next, after);
+    }
+    return out;
+  }
+};
+
+TEST_F(ReadAhead, PagesReadAheadHoldEveryEventOnceInOrder) {
+  for (int idx = 0; idx < 7; ++idx) append("s" + std::to_string(idx), events_of("AB"));
+  append("long", events_of("CCCCCCCCCC"));  // a run that pages end inside
+  std::vector<Uuid> all = ids(settled_all());
+  ASSERT_EQ(all.size(), 24u);
+  auto store = reader();
+  ASSERT_NE(store, nullptr);
+  for (size_t page_size : {1u, 3u, 5u, 24u, 100u}) {
+    EXPECT_EQ(read_pages(*store, page_size), all) << "pages of " << page_size;
+  }
+}
+
+// A page read ahead that is not full is not used: a reader that caught up sees what committed
+// after that page was read.
+TEST_F(ReadAhead, AShortPageReadAheadIsReadAgain) {
+  for (int idx = 0; idx < 7; ++idx) append("s" + std::to_string(idx), events_of("A"));
+  settled_all();
+  auto store = reader();
+  ASSERT_NE(store, nullptr);
+  auto first = store->read_all(Position{}, 5);
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->events.size(), 5u);  // the next page (2 events) is read ahead now
+  for (int idx = 7; idx < 10; ++idx) append("s" + std::to_string(idx), events_of("A"));
+  std::vector<Uuid> all = ids(settled_all());
+  ASSERT_EQ(all.size(), 10u);
+  auto second = store->read_all(first->next, 5);
+  ASSERT_TRUE(second.ok()) << second.error().to_string();
+  EXPECT_EQ(ids(second->events), std::vector<Uuid>(all.begin() + 5, all.end()));
+}
+
+// Other calls between reads wait for the page read ahead and throw it away; the next read asks
+// again from wherever the caller says.
+TEST_F(ReadAhead, OtherCallsBetweenReadsWorkAndTheNextReadIsRight) {
+  for (int idx = 0; idx < 6; ++idx) append("s" + std::to_string(idx), events_of("A"));
+  std::vector<Uuid> all = ids(settled_all());
+  auto store = reader();
+  ASSERT_NE(store, nullptr);
+  auto first = store->read_all(Position{}, 2);
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->events.size(), 2u);
+  auto appended = store->append("own", ExpectedVersion::no_stream(), events_of("B"));
+  ASSERT_TRUE(appended.ok()) << appended.error().to_string();
+  ASSERT_TRUE(store->save_checkpoint("reader", first->next).ok());
+  auto raw = store->connection().exec("SELECT count(*) FROM cqrs.events");
+  ASSERT_TRUE(raw.ok()) << raw.error().to_string();
+  EXPECT_EQ(raw->int64(0, 0), 7);
+  // Not the page read ahead (after the first): the caller starts over.
+  auto again = store->read_all(Position{}, 2);
+  ASSERT_TRUE(again.ok()) << again.error().to_string();
+  EXPECT_EQ(ids(again->events), std::vector<Uuid>(all.begin(), all.begin() + 2));
+  // Inside the caller's transaction nothing is read ahead: the transaction's statements run.
+  ASSERT_TRUE(store->connection().exec("BEGIN").ok());
+  auto inside = store->read_all(Position{}, 2);
+  ASSERT_TRUE(inside.ok()) << inside.error().to_string();
+  EXPECT_FALSE(store->connection().has_sent());
+  ASSERT_TRUE(store->connection().exec("COMMIT").ok());
+}
+
+TEST_F(PostgresStore, StepsSentAndNotTakenAreReadByTheNextCall) {
+  Connection& connection = *raw_;
+  std::vector<Connection::PipelineStep> steps;
+  ASSERT_TRUE(connection.prepare("two", "SELECT 2").ok());
+  steps.push_back({"two", Params(), true});
+  ASSERT_TRUE(connection.send_pipeline(steps).ok());
+  EXPECT_TRUE(connection.has_sent());
+  auto next = connection.exec("SELECT 3");
+  ASSERT_TRUE(next.ok()) << next.error().to_string();
+  EXPECT_EQ(next->int64(0, 0), 3);
+  EXPECT_FALSE(connection.has_sent());
+  auto none = connection.take_sent();
+  ASSERT_FALSE(none.ok());
+  ASSERT_TRUE(connection.send_pipeline(steps).ok());
+  auto taken = connection.take_sent();
+  ASSERT_TRUE(taken.ok()) << taken.error().to_string();
+  ASSERT_EQ(taken->size(), 1u);
+  ASSERT_TRUE((*taken)[0].ok());
+  EXPECT_EQ((*taken)[0]->int64(0, 0), 2);
+  std::vector<Connection::PipelineStep> unsynced = {{"two", Params(), false}};
+  EXPECT_FALSE(connection.send_pipeline(unsynced).ok());
+  EXPECT_FALSE(connection.has_sent());
+}
+
 TEST_F(Runs, EventsAfterAPositionInsideARunExist) {
   append("s", events_of("AAA"));
   std::vector<RecordedEvent> all = settled_all();

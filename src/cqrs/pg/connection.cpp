@@ -291,7 +291,8 @@ Connection::~Connection() {
   if (conn_ != nullptr) PQfinish(conn_);
 }
 
-bool Connection::in_transaction() const {
+bool Connection::in_transaction() {
+  discard_sent();
   PGTransactionStatusType status = PQtransactionStatus(conn_);
   return status == PQTRANS_INTRANS || status == PQTRANS_INERROR || status == PQTRANS_ACTIVE;
 }
@@ -301,6 +302,7 @@ bool Connection::is_ok() const {
 }
 
 bool Connection::still_open() {
+  discard_sent();
   if (!is_ok() || PQtransactionStatus(conn_) != PQTRANS_IDLE) return is_ok();
   pollfd descriptor{PQsocket(conn_), POLLIN, 0};
   // The server's last words and the end of the stream may arrive apart: a few rounds at most,
@@ -327,6 +329,7 @@ void Connection::on_notice(void* self, const PGresult* notice) {
 }
 
 Result<void> Connection::reconnect() {
+  sent_syncs_.clear();  // they die with the session
   if (conn_ != nullptr) PQfinish(conn_);
   ++session_;
   stale_ = false;
@@ -368,11 +371,13 @@ Result<QueryResult> Connection::check(PGresult* result) {
 }
 
 Result<QueryResult> Connection::exec(std::string_view sql) {
+  discard_sent();
   std::string text(sql);
   return check(PQexec(conn_, text.c_str()));
 }
 
 Result<QueryResult> Connection::exec(std::string_view sql, const Params& params) {
+  discard_sent();
   std::string text(sql);
   Params::Wire wire = params.wire();
   return check(PQexecParams(conn_, text.c_str(), params.size(), nullptr, wire.values(),
@@ -380,6 +385,7 @@ Result<QueryResult> Connection::exec(std::string_view sql, const Params& params)
 }
 
 Result<void> Connection::configure(const std::string& sql) {
+  discard_sent();
   auto result = check(PQexec(conn_, sql.c_str()));
   if (!result) return result.error();
   settings_.push_back(sql);
@@ -387,6 +393,7 @@ Result<void> Connection::configure(const std::string& sql) {
 }
 
 Result<void> Connection::prepare(const std::string& name, const std::string& sql) {
+  discard_sent();
   auto result = check(PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr));
   if (!result) return result.error();
   prepared_.emplace_back(name, sql);
@@ -403,33 +410,37 @@ Result<std::string> Connection::prepared_name(const std::string& sql) {
 }
 
 Result<QueryResult> Connection::exec_prepared(const std::string& name, const Params& params) {
+  discard_sent();
   Params::Wire wire = params.wire();
   return check(PQexecPrepared(conn_, name.c_str(), params.size(), wire.values(), wire.lengths(),
                               wire.formats(), 0));
 }
 
+Error Connection::pipeline_broken(const std::string& what) {
+  std::string reason = trimmed(PQerrorMessage(conn_));
+  // Leave no half-read pipeline behind: the next call starts on a fresh connection.
+  sent_syncs_.clear();
+  PQfinish(conn_);
+  conn_ = nullptr;
+  (void)reconnect();
+  return Error::unavailable("PostgreSQL pipeline " + what + " failed: " + reason);
+}
+
 Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
     const std::vector<PipelineStep>& steps) {
-  auto broken = [this](const std::string& what) -> Error {
-    std::string reason = trimmed(PQerrorMessage(conn_));
-    // Leave no half-read pipeline behind: the next call starts on a fresh connection.
-    PQfinish(conn_);
-    conn_ = nullptr;
-    (void)reconnect();
-    return Error::unavailable("PostgreSQL pipeline " + what + " failed: " + reason);
-  };
-  auto send = [this](const PipelineStep& step) {
-    Params::Wire wire = step.params.wire();
-    return PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), wire.values(),
-                               wire.lengths(), wire.formats(), 0) == 1;
-  };
+  discard_sent();
   if (steps.empty()) return std::vector<Result<QueryResult>>{};
   if (steps.size() == 1) {
     // One statement is one round trip without pipeline mode, and libpq does less for it: no
     // pipeline queue, no sync result.
-    if (!send(steps.front())) return broken("send");
+    const PipelineStep& step = steps.front();
+    Params::Wire wire = step.params.wire();
+    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), wire.values(),
+                            wire.lengths(), wire.formats(), 0) != 1) {
+      return pipeline_broken("send");
+    }
     PGresult* result = PQgetResult(conn_);
-    if (result == nullptr) return broken("read");
+    if (result == nullptr) return pipeline_broken("read");
     // A query's results end in null. An error after the statement's own result is its
     // implicit transaction's commit failing (a deferred constraint, a serialization failure):
     // the statement's rows were rolled back, so the error is its result.
@@ -442,25 +453,59 @@ Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
     }
     if (PQstatus(conn_) != CONNECTION_OK) {
       PQclear(result);
-      return broken("read");
+      return pipeline_broken("read");
     }
     std::vector<Result<QueryResult>> results;
     results.push_back(check(result));
     return results;
   }
-  if (PQenterPipelineMode(conn_) != 1) return broken("start");
-  for (const PipelineStep& step : steps) {
-    if (!send(step)) return broken("send");
-    if (step.sync_after && PQpipelineSync(conn_) != 1) return broken("sync");
-  }
-  if (PQflush(conn_) != 0) return broken("flush");
+  if (auto sent = send_pipeline(steps); !sent) return sent.error();
+  return take_sent();
+}
 
-  std::vector<Result<QueryResult>> results;
-  results.reserve(steps.size());
-  size_t transaction_begin = 0;  // the first step of the implicit transaction being read
+Result<void> Connection::send_pipeline(const std::vector<PipelineStep>& steps) {
+  discard_sent();
+  if (steps.empty() || !steps.back().sync_after) {
+    return Error::internal(errc::kStoreError, "a pipeline must end with a step that syncs");
+  }
+  if (PQenterPipelineMode(conn_) != 1) return pipeline_broken("start");
+  std::vector<bool> syncs;
+  syncs.reserve(steps.size());
   for (const PipelineStep& step : steps) {
+    Params::Wire wire = step.params.wire();
+    if (PQsendQueryPrepared(conn_, step.name.c_str(), step.params.size(), wire.values(),
+                            wire.lengths(), wire.formats(), 0) != 1) {
+      return pipeline_broken("send");
+    }
+    if (step.sync_after && PQpipelineSync(conn_) != 1) return pipeline_broken("sync");
+    syncs.push_back(step.sync_after);
+  }
+  if (PQflush(conn_) != 0) return pipeline_broken("flush");
+  sent_syncs_ = std::move(syncs);
+  return {};
+}
+
+Result<std::vector<Result<QueryResult>>> Connection::take_sent() {
+  if (sent_syncs_.empty()) {
+    return Error::internal(errc::kStoreError, "no pipeline was sent on this connection");
+  }
+  std::vector<bool> syncs = std::move(sent_syncs_);
+  sent_syncs_.clear();
+  return receive_pipeline(syncs);
+}
+
+void Connection::discard_sent() {
+  if (!sent_syncs_.empty()) (void)take_sent();
+}
+
+Result<std::vector<Result<QueryResult>>> Connection::receive_pipeline(
+    const std::vector<bool>& syncs) {
+  std::vector<Result<QueryResult>> results;
+  results.reserve(syncs.size());
+  size_t transaction_begin = 0;  // the first step of the implicit transaction being read
+  for (bool sync_after : syncs) {
     PGresult* result = PQgetResult(conn_);
-    if (result == nullptr) return broken("read");
+    if (result == nullptr) return pipeline_broken("read");
     if (PQresultStatus(result) == PGRES_PIPELINE_ABORTED) {
       PQclear(result);
       results.emplace_back(Error::conflict(errc::kStoreError, std::string(kNotExecuted)));
@@ -468,7 +513,7 @@ Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
       results.push_back(check(result));
     }
     while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);  // a query's results end in null
-    if (step.sync_after) {
+    if (sync_after) {
       PGresult* sync = PQgetResult(conn_);
       if (sync != nullptr && PQresultStatus(sync) == PGRES_FATAL_ERROR) {
         // The implicit transaction's commit failed after its statements succeeded: none of
@@ -482,11 +527,11 @@ Result<std::vector<Result<QueryResult>>> Connection::exec_pipeline(
       }
       bool synced = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
       if (sync != nullptr) PQclear(sync);
-      if (!synced) return broken("sync read");
+      if (!synced) return pipeline_broken("sync read");
       transaction_begin = results.size();
     }
   }
-  if (PQexitPipelineMode(conn_) != 1) return broken("end");
+  if (PQexitPipelineMode(conn_) != 1) return pipeline_broken("end");
   return results;
 }
 
@@ -497,6 +542,7 @@ Result<void> Connection::listen(std::string_view channel) {
 }
 
 Result<std::vector<std::string>> Connection::wait_notifications(int timeout_ms) {
+  discard_sent();
   std::vector<std::string> payloads;
   auto drain = [&]() -> Result<void> {
     if (PQconsumeInput(conn_) == 0) {

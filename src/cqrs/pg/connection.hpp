@@ -178,7 +178,7 @@ class Connection {
   // store_unavailable.
   Result<void> reconnect();
   // Whether a transaction is open (begun by the caller, or failed and not yet rolled back).
-  bool in_transaction() const;
+  bool in_transaction();
 
   // Runs one or more statements without parameters (DDL, BEGIN/COMMIT, migration scripts).
   Result<QueryResult> exec(std::string_view sql);
@@ -214,6 +214,16 @@ class Connection {
   // statement) and returns one result per step.
   // The outer Result fails only when the connection broke. REQUIRES: the last step syncs.
   Result<std::vector<Result<QueryResult>>> exec_pipeline(const std::vector<PipelineStep>& steps);
+  // exec_pipeline in two halves, so that the caller works while the server runs the steps:
+  // send_pipeline sends them and returns at once; take_sent() waits for their results. Any
+  // other call on this connection first reads those results and throws them away (the
+  // statements still ran). The outer Result of send_pipeline fails only when the connection
+  // broke; nothing is then outstanding. REQUIRES: the last step syncs.
+  Result<void> send_pipeline(const std::vector<PipelineStep>& steps);
+  // The results of the steps sent last, as exec_pipeline returns them. Errors: internal when
+  // nothing is outstanding; store_unavailable when the connection broke.
+  Result<std::vector<Result<QueryResult>>> take_sent();
+  bool has_sent() const { return !sent_syncs_.empty(); }
 
   // Starts listening on `channel` and returns the payloads of notifications received so far
   // (waiting up to `timeout_ms` for the first when none is pending; 0 returns at once).
@@ -227,9 +237,19 @@ class Connection {
   // another server, and process ids repeat.
   uint64_t session() const { return session_; }
 
-  pg_conn* raw() { return conn_; }
+  pg_conn* raw() {
+    discard_sent();
+    return conn_;
+  }
 
  private:
+  // Reads and throws away the results of steps send_pipeline sent, when any are outstanding.
+  void discard_sent();
+  // The second half of exec_pipeline: reads one result per step of `syncs` (each step's
+  // sync_after), then leaves pipeline mode.
+  Result<std::vector<Result<QueryResult>>> receive_pipeline(const std::vector<bool>& syncs);
+  // Drops the session after a pipeline failed half-read, and reconnects.
+  Error pipeline_broken(const std::string& what);
   Connection(pg_conn* conn, std::string conninfo) : conn_(conn), conninfo_(std::move(conninfo)) {}
   Result<QueryResult> check(pg_result* result);
   // Routes the server's notices to on_notice (again after each reconnect).
@@ -247,6 +267,7 @@ class Connection {
   std::vector<std::string> settings_;                          // replayed after reconnect
   std::vector<std::pair<std::string, std::string>> prepared_;  // replayed after reconnect
   std::unordered_map<std::string, std::string> names_by_sql_;  // prepared_name()'s
+  std::vector<bool> sent_syncs_;  // the steps send_pipeline sent and nobody read yet
 };
 
 // Maps a failed libpq call to an Error: connection problems, and prepared statements that the

@@ -1392,12 +1392,51 @@ Result<int64_t> PostgresEventStore::correlation_index_lag() {
   return rows->int64(0, 0);
 }
 
-Result<AllPage> PostgresEventStore::read_all(Position after, size_t max_count) {
-  if (auto connected = ensure_connected(); !connected) return connected.error();
+namespace {
+
+Params read_all_params(Position after, size_t max_count) {
   Params params;
   params.add(std::to_string(after.commit_id)).add(after.global_position).add(limit_of(max_count));
-  auto rows = exec_generic("read_all", std::move(params));
+  return params;
+}
+
+}  // namespace
+
+std::optional<QueryResult> PostgresEventStore::page_read_ahead(Position after, size_t max_count) {
+  std::optional<ReadAhead> sent = std::exchange(read_ahead_, std::nullopt);
+  if (!sent || !conn_->has_sent() || sent->session != conn_->session() || sent->after != after ||
+      sent->max_count != max_count) {
+    return std::nullopt;  // the next call on the connection throws that page away
+  }
+  auto ran = conn_->take_sent();
+  if (!ran || ran->size() != 2 || !(*ran)[0] || !(*ran)[1]) return std::nullopt;
+  QueryResult& rows = *(*ran)[1];
+  if (rows.rows() != static_cast<int>(limit_of(max_count))) return std::nullopt;
+  return std::move(rows);
+}
+
+void PostgresEventStore::read_ahead(Position after, size_t max_count) {
+  std::vector<Connection::PipelineStep> steps;
+  steps.reserve(2);
+  steps.push_back({"generic_plans", Params(), false});
+  steps.push_back({"read_all", read_all_params(after, max_count), true});
+  if (conn_->send_pipeline(steps)) read_ahead_ = ReadAhead{after, max_count, conn_->session()};
+}
+
+Result<AllPage> PostgresEventStore::read_all(Position after, size_t max_count) {
+  std::optional<QueryResult> ahead;
+  if (read_ahead_) ahead = page_read_ahead(after, max_count);
+  if (auto connected = ensure_connected(); !connected) return connected.error();
+  Result<QueryResult> rows = ahead ? Result<QueryResult>(std::move(*ahead))
+                                   : exec_generic("read_all", read_all_params(after, max_count));
   if (!rows) return rows.error();
+  // A full page: the next one is on its way while this one becomes events. Not in the caller's
+  // transaction, which it would outlast.
+  if (options_.read_ahead && max_count > 0 &&
+      rows->rows() == static_cast<int>(limit_of(max_count)) && !conn_->in_transaction()) {
+    int last = rows->rows() - 1;
+    read_ahead({to_uint64(rows->text(last, 1)), rows->int64(last, 0)}, max_count);
+  }
   AllPage page;
   page.events = events_from(*rows);
   page.next = page.events.empty() ? after : page.events.back().position();

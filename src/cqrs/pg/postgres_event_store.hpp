@@ -58,6 +58,13 @@ struct PostgresStoreOptions {
   // How long a group this store leads waits for each of its streams' locks (lock_timeout) before
   // its appends run alone: a lock may be held by a transaction whose thread waits for the group.
   std::chrono::milliseconds group_lock_wait{50};
+  // read_all reads ahead: after returning a full page, the next page's query is already on its
+  // way, so the server reads it while the caller (and the store, turning rows into events)
+  // works on this one. For a connection that pages through $all and does little else: any
+  // other call before the next read_all first waits for that page and throws it away. A page
+  // read ahead is used only when it is full; otherwise read_all asks again, so a reader that
+  // caught up sees what committed meanwhile.
+  bool read_ahead = false;
   // How many transactions one read_all_of_types walks past at most, from the first append after
   // its position: a page of rare types ends there (with AllPage::more set) instead of walking
   // every other type's entries up to the watermark. At least 1.
@@ -186,6 +193,11 @@ class PostgresEventStore final : public EventStore {
   // Runs the prepared read `name` with its generic plan, in one round trip (see "generic_plans"
   // in the statements); inside a transaction the caller opened, as PostgreSQL chooses.
   Result<QueryResult> exec_generic(const char* name, Params params);
+  // read_all's page after `after` from the query sent ahead for it, when that one is full; else
+  // none (and whatever was sent ahead is gone).
+  std::optional<QueryResult> page_read_ahead(Position after, size_t max_count);
+  // Sends read_all's query for the page after `after` (see PostgresStoreOptions::read_ahead).
+  void read_ahead(Position after, size_t max_count);
   // write() for requests without claims: one transaction, one round trip, per-request results.
   void write_group(std::span<const WriteRequest> requests, const std::vector<size_t>& pending,
                    std::vector<WriteResult>& results);
@@ -223,6 +235,13 @@ class PostgresEventStore final : public EventStore {
   // a reconnect may reach another server (a promoted replica) that lacks recent commits.
   std::unordered_map<std::string, int64_t, StringHash, std::equal_to<>> known_versions_;
   uint64_t known_session_ = 0;  // Connection::session()
+  // The page read_all sent ahead for (PostgresStoreOptions::read_ahead), while it is on its way.
+  struct ReadAhead {
+    Position after;
+    size_t max_count = 0;
+    uint64_t session = 0;
+  };
+  std::optional<ReadAhead> read_ahead_;
   std::string server_identity_;
   uint64_t server_session_ = 0;  // the session server_identity_ was read in
 };
