@@ -246,7 +246,10 @@ void index_step(CorrelationIndexer* self) {
   st.waiting = false;
   st.last_step = std::chrono::steady_clock::now();
   if (!st.store) {
-    auto opened = pg::PostgresEventStore::open(st.conninfo);
+    pg::PostgresStoreOptions options;  // it appends nothing: no notifications, no groups
+    options.notify = false;
+    options.group_appends = false;
+    auto opened = pg::PostgresEventStore::open(st.conninfo, options);
     if (!opened) {
       note_indexing(st, opened.error().to_string());
       return schedule(self, st.config.retry_interval);

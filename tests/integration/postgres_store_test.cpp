@@ -2475,7 +2475,7 @@ TEST_F(PostgresStore, OpeningAnUnmigratedDatabaseSaysToMigrate) {
       << store.error().message();
 }
 
-// Runs (schema/012): the type and correlation indexes hold the first event of each stretch of
+// Runs (schema/012): the $all index and cqrs.correlations hold the first event of each stretch of
 // one append's events that share their type and metadata, and reads widen each to its run.
 class Runs : public PostgresStore {
  protected:

@@ -623,7 +623,7 @@ void add_event_arrays(Params& params, std::span<const EventData> events) {
 
 // Adds `events`' run lengths to `array` (of int): a run is a stretch of events that share
 // their type and their metadata (so their correlation). Its first event gets its length, the
-// others 0; the type and correlation indexes hold only first events (schema/012).
+// others 0; the $all index and cqrs.correlations hold only first events (schema/012, 013, 018).
 void add_run_lengths(BinaryArray& array, std::span<const EventData> events) {
   size_t start = 0;
   while (start < events.size()) {
