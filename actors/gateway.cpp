@@ -257,6 +257,32 @@ caf::result<std::string> relay(GatewayActor* self, const caf::actor& target, caf
   return promise;
 }
 
+// Completes a status reply with what the store says: the head, when `for_head` (no handler here
+// said it), then how far the index of correlations is behind. A query that fails leaves its
+// field as it was (null).
+void ask_store(GatewayActor* self, nlohmann::json reply, bool for_head,
+               caf::typed_response_promise<std::string> promise) {
+  std::string query = for_head ? R"({"op":"head"})" : R"({"op":"correlation_index"})";
+  auto next = [self, for_head](nlohmann::json& reply, const nlohmann::json& answer,
+                               caf::typed_response_promise<std::string>& promise) {
+    bool ok = answer.is_object() && answer.value("status", "") == "ok";
+    if (for_head) {
+      if (ok && answer.contains("head")) reply["head"] = answer["head"];
+      return ask_store(self, std::move(reply), false, promise);
+    }
+    if (ok && answer.contains("lag")) reply["correlation_index_lag"] = answer["lag"];
+    promise.deliver(reply.dump());
+  };
+  self->request(self->state.router, kAdminTimeout, query_atom::value, std::move(query))
+      .then(
+          [reply, promise, next](std::string& answer) mutable {
+            next(reply, nlohmann::json::parse(answer, nullptr, false), promise);
+          },
+          [reply, promise, next](caf::error&) mutable {
+            next(reply, nlohmann::json(nullptr), promise);
+          });
+}
+
 // Asks every handler actor `request` and hands the parsed replies, in handler order, to `done`.
 void ask_handlers(GatewayActor* self, const std::string& request,
                   std::function<void(std::vector<nlohmann::json>&)> done) {
@@ -389,26 +415,12 @@ caf::result<std::string> admin(GatewayActor* self, const std::string& text) {
                                  {"status", "ok"},
                                  {"head", head ? nlohmann::json(head->to_string()) : nullptr},
                                  {"aggregates_live", live},
-                                 {"handlers", handlers}};
-                             if (head) {
-                               promise.deliver(reply.dump());
-                               return;
-                             }
-                             // No handler here said it (none run in this process, or none
-                             // could): the store does.
-                             self->request(self->state.router, kAdminTimeout, query_atom::value,
-                                           std::string(R"({"op":"head"})"))
-                                 .then(
-                                     [promise, reply](std::string& answer) mutable {
-                                       auto parsed = nlohmann::json::parse(answer, nullptr, false);
-                                       if (parsed.is_object() && parsed.contains("head")) {
-                                         reply["head"] = parsed["head"];
-                                       }
-                                       promise.deliver(reply.dump());
-                                     },
-                                     [promise, reply](caf::error&) mutable {
-                                       promise.deliver(reply.dump());
-                                     });
+                                 {"handlers", handlers},
+                                 {"correlation_index_lag", nullptr}};
+                             // No handler here said the head (none run in this process, or
+                             // none could): the store does. The store also says how far the
+                             // index of correlations is behind.
+                             ask_store(self, std::move(reply), !head, promise);
                            });
             },
             [self, promise](caf::error& err) mutable {

@@ -63,6 +63,11 @@ std::string run_query(EventStore& store, const std::string& text) {
                                                          : nlohmann::json(head->to_string())}}
           .dump();
     }
+    if (op == "correlation_index") {
+      auto lag = store.correlation_index_lag();
+      if (!lag) return error_reply(lag.error());
+      return nlohmann::json{{"status", "ok"}, {"lag", *lag}}.dump();
+    }
     return error_reply(errc::kInvalidArgument, "unknown query '" + op + "'");
   } catch (const nlohmann::json::exception& ex) {
     return error_reply(errc::kInvalidArgument, std::string("malformed query: ") + ex.what());

@@ -1,5 +1,6 @@
 // Read-only admin queries answered by a store worker: a stream's history, a correlation's causal
-// tree (cqrsctl history / trace), and the head of $all (cqrsctl status without handlers).
+// tree (cqrsctl history / trace), the head of $all (cqrsctl status without handlers) and how far
+// the index of correlations is behind (cqrsctl status).
 //
 //   {"op":"history","stream_id":"account-a1","from":1,"limit":100}
 //     -> {"status":"ok","stream_id":..,"events":[event_json...]}
@@ -7,6 +8,8 @@
 //     -> {"status":"ok","correlation_id":..,"events":n,"truncated":bool,"commands":[tree...]}
 //   {"op":"head"}
 //     -> {"status":"ok","head":"<commit_id>/<global_position>" | null}   (EventStore::head)
+//   {"op":"correlation_index"}
+//     -> {"status":"ok","lag":n}   (EventStore::correlation_index_lag)
 #pragma once
 
 #include <string>

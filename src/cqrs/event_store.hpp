@@ -71,6 +71,10 @@ class EventStore {
   // (traceability). The default pages through read_all; a store may use an index.
   virtual Result<std::vector<RecordedEvent>> read_correlated(std::string_view correlation_id,
                                                              size_t max_count);
+  // How many runs of $all (schema/012) read_correlated must walk because the store's index of
+  // correlations has not reached them yet. 0 for a store whose index is always current (the
+  // default).
+  virtual Result<int64_t> correlation_index_lag() { return int64_t{0}; }
 
   // Command outcomes by command_id. record returns false (and keeps the first record) when the
   // id is already recorded; it refuses what validate_command_record refuses

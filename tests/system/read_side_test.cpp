@@ -927,6 +927,8 @@ TEST_F(ReadSideTest, HandlersDisabledRunsNoneAndAnotherProcessProjects) {
   json after = status_of(commands_only->port());
   ASSERT_TRUE(after["head"].is_string()) << after.dump();
   EXPECT_EQ(after["head"], issued.json.value("position", "")) << after.dump();
+  // Nor does any process index correlations yet: the card's event is the one run behind.
+  EXPECT_EQ(after["correlation_index_lag"], 1) << after.dump();
 
   auto projecting = start_daemon();
   ASSERT_NE(projecting, nullptr);
@@ -938,6 +940,10 @@ TEST_F(ReadSideTest, HandlersDisabledRunsNoneAndAnotherProcessProjects) {
     std::this_thread::sleep_for(50ms);
   }
   EXPECT_EQ(row, "1");
+  // The projecting process indexes them; both processes' status says so.
+  EXPECT_TRUE(wait_until(
+      [&] { return status_of(commands_only->port())["correlation_index_lag"] == 0; }, 20s))
+      << status_of(commands_only->port()).dump();
   projecting->stop();
   commands_only->stop();
 }
@@ -1180,6 +1186,7 @@ TEST_F(ReadSideTest, DeadLettersAndStatusShape) {
             scalar("SELECT max(global_position) FROM cqrs.events"));
   ASSERT_TRUE(status["aggregates_live"].is_number_integer()) << status.dump();
   EXPECT_EQ(status["aggregates_live"].get<int64_t>(), 2) << "one card, one account";
+  ASSERT_TRUE(status["correlation_index_lag"].is_number_integer()) << status.dump();
   ASSERT_TRUE(status["handlers"].is_array()) << status.dump();
   std::map<std::string, std::string> kinds;
   for (const auto& handler : status["handlers"]) {

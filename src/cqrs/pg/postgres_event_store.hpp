@@ -133,7 +133,7 @@ class PostgresEventStore final : public EventStore {
   };
   Result<CorrelationIndexing> index_correlations(int max_runs);
   // The runs of $all the correlation index has not reached yet (readable by read_all or not).
-  Result<int64_t> correlation_index_lag();
+  Result<int64_t> correlation_index_lag() override;
 
   // The server process behind this store's connection.
   int backend_pid() const;
