@@ -20,10 +20,14 @@
 -- transaction still open is never passed over. Without an indexer a trace still finds every
 -- event; it only walks more of $all.
 --
--- The table is filled here with the runs stored so far. The position is the last run below this
--- migration's watermark: every run at or before it is in the table. Runs above it that this
--- migration could see are in the table too, and a trace reads them from $all (rows above the
--- position are not read); the indexer adds them again without harm (ON CONFLICT DO NOTHING).
+-- The table is filled here with the runs stored so far. The position comes first: the last run
+-- below the watermark of that statement's snapshot. Every run at or before it belongs to a
+-- transaction that had ended by then, so the fill, a later statement with a later snapshot,
+-- sees it (in the other order, an append that committed between the fill and the position's
+-- statement could end up at or below the position and not in the table: traces would never
+-- find it). Runs above the position that the fill saw are in the table too; a trace reads them
+-- from $all (rows above the position are not read), and the indexer adds them again without
+-- harm (ON CONFLICT DO NOTHING).
 -- Dropping the index and filling the table take about a second per million events, under the
 -- table's lock for the index's part: appends and reads of cqrs.events wait (see
 -- docs/operations.md).
@@ -46,11 +50,6 @@ CREATE TABLE cqrs.correlations_indexed (
   global_position bigint  NOT NULL
 );
 
-INSERT INTO cqrs.correlations (correlation_id, transaction_id, global_position)
-SELECT e.metadata->>'correlation_id', e.transaction_id, e.global_position
-  FROM cqrs.events AS e
- WHERE e.run_length > 0 AND e.metadata->>'correlation_id' IS NOT NULL;
-
 INSERT INTO cqrs.correlations_indexed (transaction_id, global_position)
 SELECT coalesce(l.transaction_id, '0'::xid8), coalesce(l.global_position, 0)
   FROM (SELECT 1) AS one
@@ -58,6 +57,11 @@ SELECT coalesce(l.transaction_id, '0'::xid8), coalesce(l.global_position, 0)
               WHERE e.run_length > 0
                 AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
               ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1) AS l ON true;
+
+INSERT INTO cqrs.correlations (correlation_id, transaction_id, global_position)
+SELECT e.metadata->>'correlation_id', e.transaction_id, e.global_position
+  FROM cqrs.events AS e
+ WHERE e.run_length > 0 AND e.metadata->>'correlation_id' IS NOT NULL;
 
 DROP INDEX cqrs.events_by_correlation;
 
@@ -67,7 +71,8 @@ ANALYZE cqrs.correlations;
 -- watermark, and moves the position past them: in one transaction, so the table and its
 -- position change together. indexed: the runs passed over (with or without a correlation);
 -- fewer than p_max_count means the indexer caught up with the watermark. busy: another
--- session holds the position (an indexer of another process); nothing was done.
+-- session holds the position (an indexer of another process); nothing was done. busy is NULL
+-- when the position's row is gone (removed by hand): nothing is indexed until it is back.
 CREATE FUNCTION cqrs.index_correlations(p_max_count int, OUT indexed int, OUT busy boolean)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
@@ -84,9 +89,10 @@ BEGIN
    WHERE i.only_row
      FOR UPDATE SKIP LOCKED;
   IF NOT FOUND THEN
-    -- Locked by another indexer, or missing (then a trace walks $all from its origin).
+    -- Locked by another indexer; or missing (NULL), and then a trace walks $all from its origin.
     indexed := 0;
-    busy := EXISTS (SELECT 1 FROM cqrs.correlations_indexed AS i WHERE i.only_row);
+    busy := CASE WHEN EXISTS (SELECT 1 FROM cqrs.correlations_indexed AS i WHERE i.only_row)
+                 THEN true END;
     RETURN;
   END IF;
   busy := false;

@@ -2856,9 +2856,16 @@ TEST_F(Correlations, RunsWithoutACorrelationAndAMissingPositionLeaveTracesWhole)
   ASSERT_TRUE(raw_->exec("DELETE FROM cqrs.correlations_indexed").ok());
   EXPECT_EQ(traced("x"), expected);
   auto gone = store_->index_correlations(100);
-  ASSERT_TRUE(gone.ok()) << gone.error().to_string();
-  EXPECT_EQ(gone->indexed, 0);
-  EXPECT_FALSE(gone->busy) << "a missing position is not another indexer at work";
+  ASSERT_FALSE(gone.ok()) << "a missing position is neither caught up nor another indexer";
+  EXPECT_EQ(gone.error().code(), errc::kStoreError);
+  EXPECT_NE(gone.error().message().find("INSERT INTO cqrs.correlations_indexed"), std::string::npos)
+      << gone.error().message();
+  ASSERT_TRUE(raw_->exec("INSERT INTO cqrs.correlations_indexed (transaction_id, global_position)"
+                         " VALUES ('0', 0)")
+                  .ok());
+  EXPECT_EQ(index_all(), 3) << "built again from the origin";
+  EXPECT_EQ(rows_of("x"), 1) << "no row twice";
+  EXPECT_EQ(traced("x"), expected);
   auto refused = store_->index_correlations(0);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.error().code(), errc::kInvalidArgument);
@@ -2949,6 +2956,30 @@ TEST_F(ReadAhead, OtherCallsBetweenReadsWorkAndTheNextReadIsRight) {
   ASSERT_TRUE(inside.ok()) << inside.error().to_string();
   EXPECT_FALSE(store->connection().has_sent());
   ASSERT_TRUE(store->connection().exec("COMMIT").ok());
+}
+
+// Steps a caller sends on the store's connection() between reads are not taken for the page
+// read ahead, even when they look like one.
+TEST_F(ReadAhead, StepsTheCallerSentAreNotTakenForAPage) {
+  for (int idx = 0; idx < 4; ++idx) append("s" + std::to_string(idx), events_of("A"));
+  std::vector<Uuid> all = ids(settled_all());
+  auto store = reader();
+  ASSERT_NE(store, nullptr);
+  auto first = store->read_all(Position{}, 2);
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->events.size(), 2u);
+  Connection& connection = store->connection();
+  ASSERT_TRUE(connection
+                  .prepare("lookalike",
+                           "SELECT g::bigint, '1', 'fake', g::bigint, gen_random_uuid()::text, 'A',"
+                           " 1, '{}', '{}', 0::bigint FROM generate_series(100, 101) AS g")
+                  .ok());
+  std::vector<Connection::PipelineStep> steps = {{"generic_plans", Params(), false},
+                                                 {"lookalike", Params(), true}};
+  ASSERT_TRUE(connection.send_pipeline(steps).ok());
+  auto second = store->read_all(first->next, 2);
+  ASSERT_TRUE(second.ok()) << second.error().to_string();
+  EXPECT_EQ(ids(second->events), std::vector<Uuid>(all.begin() + 2, all.end()));
 }
 
 TEST_F(PostgresStore, StepsSentAndNotTakenAreReadByTheNextCall) {

@@ -482,6 +482,7 @@ Result<void> Connection::send_pipeline(const std::vector<PipelineStep>& steps) {
   }
   if (PQflush(conn_) != 0) return pipeline_broken("flush");
   sent_syncs_ = std::move(syncs);
+  ++sent_id_;
   return {};
 }
 
@@ -495,17 +496,26 @@ Result<std::vector<Result<QueryResult>>> Connection::take_sent() {
 }
 
 void Connection::discard_sent() {
-  if (!sent_syncs_.empty()) (void)take_sent();
+  if (sent_syncs_.empty()) return;
+  std::vector<bool> syncs = std::move(sent_syncs_);
+  sent_syncs_.clear();
+  (void)receive_pipeline(syncs, true);
 }
 
 Result<std::vector<Result<QueryResult>>> Connection::receive_pipeline(
-    const std::vector<bool>& syncs) {
+    const std::vector<bool>& syncs, bool discarding) {
+  auto broken = [&](const std::string& what) -> Error {
+    if (!discarding) return pipeline_broken(what);
+    stale_ = true;  // the owner's next reconnect starts a new session
+    return Error::unavailable("PostgreSQL pipeline " + what +
+                              " failed: " + trimmed(PQerrorMessage(conn_)));
+  };
   std::vector<Result<QueryResult>> results;
   results.reserve(syncs.size());
   size_t transaction_begin = 0;  // the first step of the implicit transaction being read
   for (bool sync_after : syncs) {
     PGresult* result = PQgetResult(conn_);
-    if (result == nullptr) return pipeline_broken("read");
+    if (result == nullptr) return broken("read");
     if (PQresultStatus(result) == PGRES_PIPELINE_ABORTED) {
       PQclear(result);
       results.emplace_back(Error::conflict(errc::kStoreError, std::string(kNotExecuted)));
@@ -527,11 +537,11 @@ Result<std::vector<Result<QueryResult>>> Connection::receive_pipeline(
       }
       bool synced = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
       if (sync != nullptr) PQclear(sync);
-      if (!synced) return pipeline_broken("sync read");
+      if (!synced) return broken("sync read");
       transaction_begin = results.size();
     }
   }
-  if (PQexitPipelineMode(conn_) != 1) return pipeline_broken("end");
+  if (PQexitPipelineMode(conn_) != 1) return broken("end");
   return results;
 }
 

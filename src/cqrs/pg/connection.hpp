@@ -224,6 +224,9 @@ class Connection {
   // nothing is outstanding; store_unavailable when the connection broke.
   Result<std::vector<Result<QueryResult>>> take_sent();
   bool has_sent() const { return !sent_syncs_.empty(); }
+  // Which send_pipeline sent what is outstanding now (each call counts one more), so that the
+  // caller that sent it can tell it from steps someone else sent on this connection.
+  uint64_t sent_id() const { return sent_id_; }
 
   // Starts listening on `channel` and returns the payloads of notifications received so far
   // (waiting up to `timeout_ms` for the first when none is pending; 0 returns at once).
@@ -244,10 +247,14 @@ class Connection {
 
  private:
   // Reads and throws away the results of steps send_pipeline sent, when any are outstanding.
+  // Should the connection break meanwhile, it is left unusable (is_ok() false) and not
+  // reconnected: the call that discarded then fails, and its owner reconnects, as after any
+  // failure (a reconnect inside an unrelated call would run it in a new session unnoticed).
   void discard_sent();
   // The second half of exec_pipeline: reads one result per step of `syncs` (each step's
-  // sync_after), then leaves pipeline mode.
-  Result<std::vector<Result<QueryResult>>> receive_pipeline(const std::vector<bool>& syncs);
+  // sync_after), then leaves pipeline mode. A broken connection reconnects, unless `discarding`.
+  Result<std::vector<Result<QueryResult>>> receive_pipeline(const std::vector<bool>& syncs,
+                                                            bool discarding = false);
   // Drops the session after a pipeline failed half-read, and reconnects.
   Error pipeline_broken(const std::string& what);
   Connection(pg_conn* conn, std::string conninfo) : conn_(conn), conninfo_(std::move(conninfo)) {}
@@ -268,6 +275,7 @@ class Connection {
   std::vector<std::pair<std::string, std::string>> prepared_;  // replayed after reconnect
   std::unordered_map<std::string, std::string> names_by_sql_;  // prepared_name()'s
   std::vector<bool> sent_syncs_;  // the steps send_pipeline sent and nobody read yet
+  uint64_t sent_id_ = 0;
 };
 
 // Maps a failed libpq call to an Error: connection problems, and prepared statements that the

@@ -1379,6 +1379,13 @@ Result<PostgresEventStore::CorrelationIndexing> PostgresEventStore::index_correl
   if (auto connected = ensure_connected(); !connected) return connected.error();
   auto rows = conn_->exec_prepared("index_correlations", Params().add(int64_t{max_runs}));
   if (!rows) return rows.error();
+  if (rows->is_null(0, 1)) {
+    return Error::internal(
+        errc::kStoreError,
+        "cqrs.correlations_indexed has no row, so nothing is indexed and traces walk all of "
+        "$all: put it back with INSERT INTO cqrs.correlations_indexed (transaction_id, "
+        "global_position) VALUES ('0', 0) (the index is then built again from the origin)");
+  }
   CorrelationIndexing done;
   done.indexed = rows->int64(0, 0);
   done.busy = rows->text(0, 1) == "t";
@@ -1404,8 +1411,8 @@ Params read_all_params(Position after, size_t max_count) {
 
 std::optional<QueryResult> PostgresEventStore::page_read_ahead(Position after, size_t max_count) {
   std::optional<ReadAhead> sent = std::exchange(read_ahead_, std::nullopt);
-  if (!sent || !conn_->has_sent() || sent->session != conn_->session() || sent->after != after ||
-      sent->max_count != max_count) {
+  if (!sent || !conn_->has_sent() || sent->session != conn_->session() ||
+      sent->sent_id != conn_->sent_id() || sent->after != after || sent->max_count != max_count) {
     return std::nullopt;  // the next call on the connection throws that page away
   }
   auto ran = conn_->take_sent();
@@ -1420,7 +1427,9 @@ void PostgresEventStore::read_ahead(Position after, size_t max_count) {
   steps.reserve(2);
   steps.push_back({"generic_plans", Params(), false});
   steps.push_back({"read_all", read_all_params(after, max_count), true});
-  if (conn_->send_pipeline(steps)) read_ahead_ = ReadAhead{after, max_count, conn_->session()};
+  if (conn_->send_pipeline(steps)) {
+    read_ahead_ = ReadAhead{after, max_count, conn_->session(), conn_->sent_id()};
+  }
 }
 
 Result<AllPage> PostgresEventStore::read_all(Position after, size_t max_count) {

@@ -63,7 +63,9 @@ struct PostgresStoreOptions {
   // works on this one. For a connection that pages through $all and does little else: any
   // other call before the next read_all first waits for that page and throws it away. A page
   // read ahead is used only when it is full; otherwise read_all asks again, so a reader that
-  // caught up sees what committed meanwhile.
+  // caught up sees what committed meanwhile. A page read ahead that does not fit the socket's
+  // buffers keeps its statement (its snapshot, a share lock on cqrs.events) on the server until
+  // the next call: a reader that stops after a full page makes another call or closes the store.
   bool read_ahead = false;
   // How many transactions one read_all_of_types walks past at most, from the first append after
   // its position: a page of rare types ends there (with AllPage::more set) instead of walking
@@ -127,6 +129,8 @@ class PostgresEventStore final : public EventStore {
   // Indexes correlations behind the appends (schema/018): the next runs of $all after the
   // index's position, at most `max_runs`, all below the watermark, in one transaction.
   // read_correlated finds every event with or without it; it only walks less of $all.
+  // Errors: invalid_argument (max_runs < 1); store_error when the index's position row is gone
+  // (the message says how to put it back); store errors.
   struct CorrelationIndexing {
     int64_t indexed = 0;  // runs passed over; fewer than max_runs: caught up with the watermark
     bool busy = false;    // another session (another process's indexer) is indexing: none done
@@ -240,6 +244,7 @@ class PostgresEventStore final : public EventStore {
     Position after;
     size_t max_count = 0;
     uint64_t session = 0;
+    uint64_t sent_id = 0;  // Connection::sent_id(): steps a caller sent on connection() differ
   };
   std::optional<ReadAhead> read_ahead_;
   std::string server_identity_;
