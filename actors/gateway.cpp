@@ -263,15 +263,15 @@ caf::result<std::string> relay(GatewayActor* self, const caf::actor& target, caf
 void ask_store(GatewayActor* self, nlohmann::json reply, bool for_head,
                caf::typed_response_promise<std::string> promise) {
   std::string query = for_head ? R"({"op":"head"})" : R"({"op":"correlation_index"})";
-  auto next = [self, for_head](nlohmann::json& reply, const nlohmann::json& answer,
-                               caf::typed_response_promise<std::string>& promise) {
+  auto next = [self, for_head](nlohmann::json& so_far, const nlohmann::json& answer,
+                               caf::typed_response_promise<std::string>& to) {
     bool ok = answer.is_object() && answer.value("status", "") == "ok";
     if (for_head) {
-      if (ok && answer.contains("head")) reply["head"] = answer["head"];
-      return ask_store(self, std::move(reply), false, promise);
+      if (ok && answer.contains("head")) so_far["head"] = answer["head"];
+      return ask_store(self, std::move(so_far), false, to);
     }
-    if (ok && answer.contains("lag")) reply["correlation_index_lag"] = answer["lag"];
-    promise.deliver(reply.dump());
+    if (ok && answer.contains("lag")) so_far["correlation_index_lag"] = answer["lag"];
+    to.deliver(so_far.dump());
   };
   self->request(self->state.router, kAdminTimeout, query_atom::value, std::move(query))
       .then(
