@@ -24,6 +24,17 @@ class Migrations : public ::testing::Test {
     ASSERT_NE(conn_, nullptr);
   }
 
+  // Migrates to `version` exactly, so that the next migration runs on a store with rows.
+  void migrate_up_to(int version) {
+    const std::vector<Migration>& all = embedded_migrations();
+    auto next = std::find_if(all.begin(), all.end(),
+                             [&](const Migration& m) { return m.version > version; });
+    ASSERT_NE(next, all.end());
+    ASSERT_EQ(next->version, version + 1);
+    std::span<const Migration> up_to(all.data(), next - all.begin());
+    ASSERT_TRUE(migrate(*conn_, up_to).ok());
+  }
+
   int64_t recorded_count() {
     auto rows = conn_->exec("SELECT count(*) FROM cqrs.schema_migrations");
     EXPECT_TRUE(rows.ok()) << rows.error().to_string();
@@ -122,13 +133,8 @@ TEST_F(Migrations, DatabaseMigratedByAnotherProjectIsRefused) {
 // the rows stay as they are (the table keeps its storage: no rewrite), every rule is checked
 // against them, and the planner's statistics of the changed columns are gathered again.
 TEST_F(Migrations, EventDomainsKeepTheStoredEventsAndTheirStatistics) {
-  const std::vector<Migration>& all = embedded_migrations();
-  auto first_after_13 =
-      std::find_if(all.begin(), all.end(), [](const Migration& m) { return m.version > 13; });
-  ASSERT_NE(first_after_13, all.end());
-  ASSERT_EQ(first_after_13->version, 14);
-  std::span<const Migration> up_to_13(all.data(), first_after_13 - all.begin());
-  ASSERT_TRUE(migrate(*conn_, up_to_13).ok());
+  migrate_up_to(13);
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(conn_
                   ->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id, "
                          "event_type, event_version, data, metadata)"
@@ -180,13 +186,8 @@ TEST_F(Migrations, EventDomainsKeepTheStoredEventsAndTheirStatistics) {
 // schema/015 moves the reads by type onto the $all index: on a store that already has events, the
 // rebuilt index holds them (with their types), and the index by type is gone.
 TEST_F(Migrations, ReadsByTypeFindTheEventsStoredBeforeTheOrderIndexCarriedTypes) {
-  const std::vector<Migration>& all = embedded_migrations();
-  auto first_after_14 =
-      std::find_if(all.begin(), all.end(), [](const Migration& m) { return m.version > 14; });
-  ASSERT_NE(first_after_14, all.end());
-  ASSERT_EQ(first_after_14->version, 15);
-  std::span<const Migration> up_to_14(all.data(), first_after_14 - all.begin());
-  ASSERT_TRUE(migrate(*conn_, up_to_14).ok());
+  migrate_up_to(14);
+  if (HasFatalFailure()) return;
   // 300 streams of 5 events, one in ten of them 'Rare', each stream appended as one run.
   ASSERT_TRUE(conn_
                   ->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id, "
@@ -233,13 +234,8 @@ TEST_F(Migrations, ReadsByTypeFindTheEventsStoredBeforeTheOrderIndexCarriedTypes
 // that already has events, the table holds every run that names a correlation, its position
 // covers them, and a trace finds them all.
 TEST_F(Migrations, CorrelationsStoredBeforeTheirTableAreFoundAndNotIndexedTwice) {
-  const std::vector<Migration>& all = embedded_migrations();
-  auto first_after_17 =
-      std::find_if(all.begin(), all.end(), [](const Migration& m) { return m.version > 17; });
-  ASSERT_NE(first_after_17, all.end());
-  ASSERT_EQ(first_after_17->version, 18);
-  std::span<const Migration> up_to_17(all.data(), first_after_17 - all.begin());
-  ASSERT_TRUE(migrate(*conn_, up_to_17).ok());
+  migrate_up_to(17);
+  if (HasFatalFailure()) return;
   // 200 streams of 10 events; one event in five names no correlation.
   ASSERT_TRUE(conn_
                   ->exec("INSERT INTO cqrs.events (stream_id, stream_version, event_id, "

@@ -2882,6 +2882,10 @@ class ReadAhead : public Runs {
     EXPECT_TRUE(store.ok()) << store.error().to_string();
     return store.ok() ? std::move(store).value() : nullptr;
   }
+  // Streams s<from> up to s<to - 1>, one event each.
+  void append_streams(int from, int to) {
+    for (int idx = from; idx < to; ++idx) append("s" + std::to_string(idx), events_of("A"));
+  }
   static std::vector<Uuid> read_pages(PostgresEventStore& store, size_t page_size) {
     std::vector<Uuid> out;
     Position after{};
@@ -2915,14 +2919,14 @@ TEST_F(ReadAhead, PagesReadAheadHoldEveryEventOnceInOrder) {
 // A page read ahead that is not full is not used: a reader that caught up sees what committed
 // after that page was read.
 TEST_F(ReadAhead, AShortPageReadAheadIsReadAgain) {
-  for (int idx = 0; idx < 7; ++idx) append("s" + std::to_string(idx), events_of("A"));
+  append_streams(0, 7);
   settled_all();
   auto store = reader();
   ASSERT_NE(store, nullptr);
   auto first = store->read_all(Position{}, 5);
   ASSERT_TRUE(first.ok());
   ASSERT_EQ(first->events.size(), 5u);  // the next page (2 events) is read ahead now
-  for (int idx = 7; idx < 10; ++idx) append("s" + std::to_string(idx), events_of("A"));
+  append_streams(7, 10);
   std::vector<Uuid> all = ids(settled_all());
   ASSERT_EQ(all.size(), 10u);
   auto second = store->read_all(first->next, 5);
@@ -2933,7 +2937,7 @@ TEST_F(ReadAhead, AShortPageReadAheadIsReadAgain) {
 // Other calls between reads wait for the page read ahead and throw it away; the next read asks
 // again from wherever the caller says.
 TEST_F(ReadAhead, OtherCallsBetweenReadsWorkAndTheNextReadIsRight) {
-  for (int idx = 0; idx < 6; ++idx) append("s" + std::to_string(idx), events_of("A"));
+  append_streams(0, 6);
   std::vector<Uuid> all = ids(settled_all());
   auto store = reader();
   ASSERT_NE(store, nullptr);
@@ -2961,7 +2965,7 @@ TEST_F(ReadAhead, OtherCallsBetweenReadsWorkAndTheNextReadIsRight) {
 // Steps a caller sends on the store's connection() between reads are not taken for the page
 // read ahead, even when they look like one.
 TEST_F(ReadAhead, StepsTheCallerSentAreNotTakenForAPage) {
-  for (int idx = 0; idx < 4; ++idx) append("s" + std::to_string(idx), events_of("A"));
+  append_streams(0, 4);
   std::vector<Uuid> all = ids(settled_all());
   auto store = reader();
   ASSERT_NE(store, nullptr);

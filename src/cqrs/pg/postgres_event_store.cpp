@@ -38,8 +38,19 @@ struct Statement {
   std::string sql;
 };
 
+// The correlation index's position (schema/018), its two parts: every run at or before it has
+// its row in cqrs.correlations; the origin when the position's row is gone. Read through the
+// row's key, so that the statements stay cheap with sequential scans off.
+constexpr const char* kIndexedTransaction =
+    "coalesce((SELECT i.transaction_id FROM cqrs.correlations_indexed AS i WHERE i.only_row),"
+    " '0'::xid8)";
+constexpr const char* kIndexedPosition =
+    "coalesce((SELECT i.global_position FROM cqrs.correlations_indexed AS i WHERE i.only_row),"
+    " 0)";
+
 std::vector<Statement> statements() {
   std::string columns = event_columns();
+  const std::string indexed_transaction = kIndexedTransaction;
   return {
       {"append",
        "SELECT status, stream_version, global_positions::text, existing_result::text, "
@@ -230,11 +241,9 @@ std::vector<Statement> statements() {
       // is read through its key's index (scalar subqueries: one row the planner knows as one,
       // so both walks start at it).
       {"read_correlated",
-       "SELECT " + columns +
-           " FROM (SELECT e.* FROM (SELECT coalesce((SELECT i.transaction_id"
-           "  FROM cqrs.correlations_indexed AS i WHERE i.only_row), '0'::xid8) AS transaction_id,"
-           "  coalesce((SELECT i.global_position FROM cqrs.correlations_indexed AS i"
-           "  WHERE i.only_row), 0) AS global_position) AS w"
+       "SELECT " + columns + " FROM (SELECT e.* FROM (SELECT " + indexed_transaction +
+           " AS transaction_id, " + kIndexedPosition +
+           " AS global_position) AS w"
            " CROSS JOIN LATERAL ((SELECT h.* FROM cqrs.correlations AS c JOIN cqrs.events AS h"
            "  ON h.transaction_id = c.transaction_id AND h.global_position = c.global_position"
            "  AND h.run_length > 0 WHERE c.correlation_id = $1"
@@ -253,10 +262,8 @@ std::vector<Statement> statements() {
       // Runs after the correlation index's position, through the $all index.
       {"correlation_index_lag",
        "SELECT count(*) FROM cqrs.events AS h WHERE h.run_length > 0"
-       " AND (h.transaction_id, h.global_position) > (coalesce((SELECT i.transaction_id"
-       "  FROM cqrs.correlations_indexed AS i WHERE i.only_row), '0'::xid8),"
-       "  coalesce((SELECT i.global_position FROM cqrs.correlations_indexed AS i"
-       "  WHERE i.only_row), 0))"},
+       " AND (h.transaction_id, h.global_position) > (" +
+           indexed_transaction + ", " + kIndexedPosition + ")"},
       {"stream_version",
        "SELECT stream_version FROM cqrs.events WHERE stream_id = $1 "
        "ORDER BY stream_version DESC LIMIT 1"},
@@ -1261,14 +1268,23 @@ Result<std::vector<Result<QueryResult>>> PostgresEventStore::exec_announced(
   return ran;
 }
 
-Result<QueryResult> PostgresEventStore::exec_generic(const char* name, Params params) {
-  // In the caller's transaction the setting would outlast the read, up to the caller's commit.
-  if (conn_->in_transaction()) return conn_->exec_prepared(name, params);
+namespace {
+
+// The read `name` after the "generic_plans" step, in one implicit transaction (exec_generic).
+std::vector<Connection::PipelineStep> generic_steps(const char* name, Params params) {
   std::vector<Connection::PipelineStep> steps;
   steps.reserve(2);
   steps.push_back({"generic_plans", Params(), false});
   steps.push_back({name, std::move(params), true});
-  auto ran = conn_->exec_pipeline(steps);
+  return steps;
+}
+
+}  // namespace
+
+Result<QueryResult> PostgresEventStore::exec_generic(const char* name, Params params) {
+  // In the caller's transaction the setting would outlast the read, up to the caller's commit.
+  if (conn_->in_transaction()) return conn_->exec_prepared(name, params);
+  auto ran = conn_->exec_pipeline(generic_steps(name, std::move(params)));
   if (!ran) return ran.error();
   // Should the setting fail, the read reports only that it did not run: name the cause.
   if (!(*ran)[0]) return (*ran)[0].error();
@@ -1423,11 +1439,7 @@ std::optional<QueryResult> PostgresEventStore::page_read_ahead(Position after, s
 }
 
 void PostgresEventStore::read_ahead(Position after, size_t max_count) {
-  std::vector<Connection::PipelineStep> steps;
-  steps.reserve(2);
-  steps.push_back({"generic_plans", Params(), false});
-  steps.push_back({"read_all", read_all_params(after, max_count), true});
-  if (conn_->send_pipeline(steps)) {
+  if (conn_->send_pipeline(generic_steps("read_all", read_all_params(after, max_count)))) {
     read_ahead_ = ReadAhead{after, max_count, conn_->session(), conn_->sent_id()};
   }
 }
