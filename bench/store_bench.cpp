@@ -453,6 +453,7 @@ struct AppendWindow {
   int64_t appends = 0;
   double seconds = 0;
   CpuUse cpu;
+  double backends_cpu = 0;  // seconds: the writers' own server processes
   std::vector<double> latencies_ms;
 
   double events_per_s(int events_per_append) const {
@@ -468,6 +469,7 @@ struct AppendFigures {
   double p99_ms = 0;
   // CPU per append during the window, in µs: steadier across a noisy host's runs than the rates.
   double postgres_us = 0;  // every "postgres" process
+  double backends_us = 0;  // the writers' own server processes (0 when the side has none)
   double client_us = 0;    // this process (the writers, and the store's notifying thread)
 };
 
@@ -495,6 +497,7 @@ std::optional<AppendWindow> measure_appends(const AppendWorkload& workload,
   std::atomic<bool> stop{false};
   std::mutex error_mutex;
   std::latch connected(workload.writers + 1);
+  std::vector<int> backend_pids(writer_count, 0);
 
   auto fail = [&](const std::string& message) {
     std::lock_guard lock(error_mutex);
@@ -508,6 +511,7 @@ std::optional<AppendWindow> measure_appends(const AppendWorkload& workload,
       std::unique_ptr<Writer> writer = make_writer();
       std::string writer_error;
       bool ok = writer->connect(writer_error);
+      if (ok) backend_pids[writer_idx] = writer->backend_pid();
       if (ok && pin != Pin::kNone && writer->backend_pid() != 0) {
         ok = pin_writer(pin, writer_idx, writer->backend_pid(), writer_error);
       }
@@ -541,12 +545,19 @@ std::optional<AppendWindow> measure_appends(const AppendWorkload& workload,
   interruptible_sleep(warmup_seconds);
   measuring = true;
   int64_t appends_before = total_appends();
+  auto backends_cpu = [&] {
+    double sum = 0;
+    for (int pid : backend_pids) sum += pid != 0 ? process_cpu_seconds(pid) : 0;
+    return sum;
+  };
   CpuSample cpu_before = sample_cpu(0);
+  double backends_before = backends_cpu();
   Clock::time_point window_start = Clock::now();
   interruptible_sleep(seconds);
   int64_t appends_after = total_appends();
   Clock::time_point window_end = Clock::now();
   CpuUse cpu = cpu_between(cpu_before, sample_cpu(0));
+  double backends_used = backends_cpu() - backends_before;
   measuring = false;
   stop = true;
   for (std::thread& thread : threads) thread.join();
@@ -560,6 +571,7 @@ std::optional<AppendWindow> measure_appends(const AppendWorkload& workload,
   window.appends = appends_after - appends_before;
   window.seconds = seconds_between(window_start, window_end);
   window.cpu = cpu;
+  window.backends_cpu = backends_used;
   for (auto& writer_latencies : latencies_ms) {
     window.latencies_ms.insert(window.latencies_ms.end(), writer_latencies.begin(),
                                writer_latencies.end());
@@ -573,8 +585,10 @@ AppendFigures figures_of(const std::vector<AppendWindow>& windows, int events_pe
   int64_t appends = 0;
   double seconds = 0;
   CpuUse cpu;
+  double backends_cpu = 0;
   std::vector<double> latencies;
   for (const AppendWindow& window : windows) {
+    backends_cpu += window.backends_cpu;
     appends += window.appends;
     seconds += window.seconds;
     cpu.postgres += window.cpu.postgres;
@@ -587,6 +601,7 @@ AppendFigures figures_of(const std::vector<AppendWindow>& windows, int events_pe
   if (appends > 0) {
     figures.postgres_us = cpu.postgres / static_cast<double>(appends) * 1e6;
     figures.client_us = cpu.client / static_cast<double>(appends) * 1e6;
+    figures.backends_us = backends_cpu / static_cast<double>(appends) * 1e6;
   }
   std::sort(latencies.begin(), latencies.end());
   figures.p50_ms = percentile(latencies, 0.50);
@@ -873,10 +888,11 @@ int run(const Options& options, const std::string& conninfo, const std::string& 
     auto line = [&](const char* lead, const char* name, const AppendFigures& figures) {
       std::printf(
           "%-6s %-27s %-7s %9s ev/s %8s appends/s (p50 %6.2f ms, p99 %6.2f ms; CPU per append: "
-          "postgres %s µs, client %s µs)\n",
+          "postgres %s µs (the writers' backends %s), client %s µs)\n",
           lead, lead[0] == '\0' ? "" : label.c_str(), name,
           with_commas(figures.events_per_s).c_str(), with_commas(figures.appends_per_s).c_str(),
           figures.p50_ms, figures.p99_ms, fixed(figures.postgres_us, 0).c_str(),
+          figures.backends_us > 0 ? fixed(figures.backends_us, 0).c_str() : "–",
           fixed(figures.client_us, 0).c_str());
     };
     line("append", "store", store);
