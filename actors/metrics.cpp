@@ -81,6 +81,10 @@ DaemonMetrics::DaemonMetrics()
                                    "1 for the state each handler is in (starting, standby, "
                                    "running, retrying, stopped, unreachable).",
                                    {"handler", "state"})),
+      correlation_index_lag(registry.gauge(
+          "cqrs_correlation_index_lag_runs",
+          "Runs of events (an append's events of one type) stored below the $all watermark that "
+          "the correlation index has yet to take in; traces find them either way.")),
       collect_failures(registry
                            .counter("cqrs_metrics_collect_failures_total",
                                     "Scrapes that could not gather handler and aggregate figures "
@@ -169,11 +173,16 @@ std::string Observability::scrape() {
     m.handler_lag.clear();
     m.handler_dead_letters.clear();
     m.handler_state.clear();
+    m.correlation_index_lag.clear();
     if (!status.is_object() || status.value("status", "") != "ok") {
       m.collect_failures.inc();
     } else {
       if (auto live = status.find("aggregates_live"); live != status.end() && live->is_number()) {
         m.aggregates_live.set(live->get<double>());
+      }
+      if (auto lag = status.find("correlation_index_lag");
+          lag != status.end() && lag->is_number()) {
+        m.correlation_index_lag.with({}).set(lag->get<double>());
       }
       for (const auto& handler : status.value("handlers", nlohmann::json::array())) {
         if (!handler.is_object() || !handler.contains("name")) continue;

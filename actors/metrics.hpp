@@ -46,6 +46,8 @@ struct DaemonMetrics {
   metrics::Family<metrics::Gauge>& handler_lag;           // {handler}
   metrics::Family<metrics::Gauge>& handler_dead_letters;  // {handler}
   metrics::Family<metrics::Gauge>& handler_state;         // {handler, state}
+  // No labels; absent when the status did not say (see Observability::scrape).
+  metrics::Family<metrics::Gauge>& correlation_index_lag;
   metrics::Counter& collect_failures;
 };
 

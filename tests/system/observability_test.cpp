@@ -174,7 +174,9 @@ TEST_F(Observability, MetricsCountExactlyWhatWasDispatched) {
         return value(after, "cqrs_handler_position{handler=\"giftcard_summary\"}") ==
                    std::stod(head) &&
                after.count("cqrs_handler_lag_events{handler=\"giftcard_summary\"}") == 1 &&
-               value(after, "cqrs_handler_lag_events{handler=\"giftcard_summary\"}") == 0;
+               value(after, "cqrs_handler_lag_events{handler=\"giftcard_summary\"}") == 0 &&
+               after.count("cqrs_correlation_index_lag_runs") == 1 &&
+               value(after, "cqrs_correlation_index_lag_runs") == 0;
       },
       20s);
   ASSERT_TRUE(caught_up) << "giftcard_summary never reached " << head;
@@ -227,6 +229,37 @@ TEST_F(Observability, MetricsCountExactlyWhatWasDispatched) {
   EXPECT_EQ(json::parse(health.body, nullptr, false), json({{"status", "ok"}}));
   EXPECT_EQ(http_get(metrics_port_, "/nothing").status, 404);
   daemon->stop();
+}
+
+// The correlation index's lag as `cqrsctl status` says it: runs stored and not yet indexed,
+// down to 0 once a process that runs handlers (and so the indexer) catches up.
+TEST_F(Observability, CorrelationIndexLagCountsRunsNotYetIndexed) {
+  auto commands_only = start_with_metrics({"--handlers.disabled"});
+  ASSERT_NE(commands_only, nullptr);
+  ASSERT_EQ(dispatch(commands_only->port(), "IssueGiftCard", {{"card_id", "c1"}, {"amount", 10}})
+                .status(),
+            "ok");
+  ASSERT_EQ(dispatch(commands_only->port(), "IssueGiftCard", {{"card_id", "c2"}, {"amount", 10}})
+                .status(),
+            "ok");
+  // No process indexes correlations yet: both events are behind.
+  Samples behind = scrape(metrics_port_);
+  ASSERT_EQ(behind.count("cqrs_correlation_index_lag_runs"), 1u);
+  EXPECT_EQ(value(behind, "cqrs_correlation_index_lag_runs"), 2);
+
+  auto indexing = start_daemon();
+  ASSERT_NE(indexing, nullptr);
+  Samples caught_up;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        caught_up = scrape(metrics_port_);
+        return caught_up.count("cqrs_correlation_index_lag_runs") == 1 &&
+               value(caught_up, "cqrs_correlation_index_lag_runs") == 0;
+      },
+      20s))
+      << value(caught_up, "cqrs_correlation_index_lag_runs");
+  indexing->stop();
+  commands_only->stop();
 }
 
 TEST_F(Observability, HealthzIsUnavailableWhileTheStoreRefusesConnections) {
