@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -158,6 +159,12 @@ std::optional<ProcStat> read_proc_stat(pid_t pid) {
 double process_cpu_seconds(pid_t pid) {
   std::optional<ProcStat> stat = read_proc_stat(pid);
   return stat ? stat->cpu_seconds : 0;
+}
+
+double thread_cpu_seconds() {
+  timespec now{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now) != 0) return 0;
+  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) / 1e9;
 }
 
 CpuSample sample_cpu(pid_t daemon_pid) {

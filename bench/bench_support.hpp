@@ -98,6 +98,8 @@ double peak_rss_bytes(pid_t pid);
 
 // CPU seconds (user + system) `pid` has used so far; 0 when unreadable.
 double process_cpu_seconds(pid_t pid);
+// CPU seconds the calling thread has used so far.
+double thread_cpu_seconds();
 
 // CPU time used so far by cqrsd, by this process and by every process named "postgres".
 struct CpuSample {

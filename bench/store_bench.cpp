@@ -454,6 +454,7 @@ struct AppendWindow {
   double seconds = 0;
   CpuUse cpu;
   double backends_cpu = 0;  // seconds: the writers' own server processes
+  double writers_cpu = 0;   // seconds: the writer threads themselves, during the window
   std::vector<double> latencies_ms;
 
   double events_per_s(int events_per_append) const {
@@ -470,7 +471,8 @@ struct AppendFigures {
   // CPU per append during the window, in µs: steadier across a noisy host's runs than the rates.
   double postgres_us = 0;  // every "postgres" process
   double backends_us = 0;  // the writers' own server processes (0 when the side has none)
-  double client_us = 0;    // this process (the writers, and the store's notifying thread)
+  double writers_us = 0;  // the writer threads alone (the client's share without its other threads)
+  double client_us = 0;   // this process (the writers, and the store's notifying thread)
 };
 
 struct alignas(64) WriterCounter {
@@ -498,6 +500,9 @@ std::optional<AppendWindow> measure_appends(const AppendWorkload& workload,
   std::mutex error_mutex;
   std::latch connected(workload.writers + 1);
   std::vector<int> backend_pids(writer_count, 0);
+  // Each writer's own CPU time from the first append it starts inside the window to the first
+  // one it starts after: the window's, give or take one append.
+  std::vector<double> writer_cpu(writer_count, 0);
 
   auto fail = [&](const std::string& message) {
     std::lock_guard lock(error_mutex);
@@ -521,7 +526,16 @@ std::optional<AppendWindow> measure_appends(const AppendWorkload& workload,
       BatchSource source(stream_prefix + std::to_string(writer_idx) + "-",
                          workload.events_per_append);
       latencies_ms[writer_idx].reserve(1 << 16);
+      enum class Phase { kBefore, kIn, kAfter } phase = Phase::kBefore;
+      double cpu_at_start = 0;
       while (!stop) {
+        if (phase == Phase::kBefore && measuring) {
+          phase = Phase::kIn;
+          cpu_at_start = thread_cpu_seconds();
+        } else if (phase == Phase::kIn && !measuring) {
+          phase = Phase::kAfter;
+          writer_cpu[writer_idx] = thread_cpu_seconds() - cpu_at_start;
+        }
         Batch batch = source.next();
         Clock::time_point started = Clock::now();
         if (!writer->append(batch, writer_error)) {
@@ -533,6 +547,7 @@ std::optional<AppendWindow> measure_appends(const AppendWorkload& workload,
         }
         counters[writer_idx].appends.fetch_add(1, std::memory_order_relaxed);
       }
+      if (phase == Phase::kIn) writer_cpu[writer_idx] = thread_cpu_seconds() - cpu_at_start;
     });
   }
 
@@ -572,6 +587,7 @@ std::optional<AppendWindow> measure_appends(const AppendWorkload& workload,
   window.seconds = seconds_between(window_start, window_end);
   window.cpu = cpu;
   window.backends_cpu = backends_used;
+  for (double used : writer_cpu) window.writers_cpu += used;
   for (auto& writer_latencies : latencies_ms) {
     window.latencies_ms.insert(window.latencies_ms.end(), writer_latencies.begin(),
                                writer_latencies.end());
@@ -586,9 +602,11 @@ AppendFigures figures_of(const std::vector<AppendWindow>& windows, int events_pe
   double seconds = 0;
   CpuUse cpu;
   double backends_cpu = 0;
+  double writers_cpu = 0;
   std::vector<double> latencies;
   for (const AppendWindow& window : windows) {
     backends_cpu += window.backends_cpu;
+    writers_cpu += window.writers_cpu;
     appends += window.appends;
     seconds += window.seconds;
     cpu.postgres += window.cpu.postgres;
@@ -602,6 +620,7 @@ AppendFigures figures_of(const std::vector<AppendWindow>& windows, int events_pe
     figures.postgres_us = cpu.postgres / static_cast<double>(appends) * 1e6;
     figures.client_us = cpu.client / static_cast<double>(appends) * 1e6;
     figures.backends_us = backends_cpu / static_cast<double>(appends) * 1e6;
+    figures.writers_us = writers_cpu / static_cast<double>(appends) * 1e6;
   }
   std::sort(latencies.begin(), latencies.end());
   figures.p50_ms = percentile(latencies, 0.50);
@@ -888,12 +907,12 @@ int run(const Options& options, const std::string& conninfo, const std::string& 
     auto line = [&](const char* lead, const char* name, const AppendFigures& figures) {
       std::printf(
           "%-6s %-27s %-7s %9s ev/s %8s appends/s (p50 %6.2f ms, p99 %6.2f ms; CPU per append: "
-          "postgres %s µs (the writers' backends %s), client %s µs)\n",
+          "postgres %s µs (the writers' backends %s), client %s µs (the writer threads %s))\n",
           lead, lead[0] == '\0' ? "" : label.c_str(), name,
           with_commas(figures.events_per_s).c_str(), with_commas(figures.appends_per_s).c_str(),
           figures.p50_ms, figures.p99_ms, fixed(figures.postgres_us, 0).c_str(),
           figures.backends_us > 0 ? fixed(figures.backends_us, 0).c_str() : "–",
-          fixed(figures.client_us, 0).c_str());
+          fixed(figures.client_us, 0).c_str(), fixed(figures.writers_us, 0).c_str());
     };
     line("append", "store", store);
     line("", "pool", pooled);
