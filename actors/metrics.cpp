@@ -83,8 +83,8 @@ DaemonMetrics::DaemonMetrics()
                                    {"handler", "state"})),
       correlation_index_lag(registry.gauge(
           "cqrs_correlation_index_lag_runs",
-          "Runs of events (an append's events of one type) stored below the $all watermark that "
-          "the correlation index has yet to take in; traces find them either way.")),
+          "Runs of events (an append's events of one type) stored after the correlation index's "
+          "position, which it has yet to take in; traces find them either way.")),
       collect_failures(registry
                            .counter("cqrs_metrics_collect_failures_total",
                                     "Scrapes that could not gather handler and aggregate figures "
