@@ -1,11 +1,13 @@
 // Promise 2: every $all reader sees every committed event exactly once, in one total order, even
 // when writer transactions commit out of order; without a global write lock and without a timer
-// that skips gaps. Writers here are raw connections that hold their transactions open.
+// that skips gaps. Writers here are raw connections that hold their transactions open, and the
+// store's own appends (group commits, runs of several events) under a reader that reads ahead.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -336,6 +338,94 @@ void GlobalOrder::expect_every_commit_seen_once(const std::vector<std::string>& 
   EXPECT_TRUE(received_ids == committed) << "received and committed sets differ";
   // Batches of 1-3 events; with types, half of the appends.
   EXPECT_GT(committed.size(), size_t{kWriters * kAppendsEach} / (types.empty() ? 1 : 2));
+}
+
+// The store's own append paths under the same reader: eight stores of one process (so their
+// single-event appends commit together in groups), appending after the versions they know as
+// aggregates do, one to five events at a time (runs of several events), while a reader that
+// reads ahead follows $all and saves its checkpoint after every page.
+TEST_F(GlobalOrder, TheStoresOwnAppendsAreSeenExactlyOnceByAReaderThatReadsAhead) {
+  constexpr int kWriters = 8;
+  constexpr int kAppendsEach = 600;
+  std::mutex committed_mutex;
+  std::set<Uuid> committed;
+  std::atomic<int> writers_running{kWriters};
+  std::atomic<int> writer_errors{0};
+  std::vector<std::thread> writers;
+  for (int writer_idx = 0; writer_idx < kWriters; ++writer_idx) {
+    writers.emplace_back([&, writer_idx] {
+      auto store = PostgresEventStore::open(db_->url());
+      if (!store) {
+        ++writer_errors;
+        --writers_running;
+        return;
+      }
+      std::map<std::string, int64_t> versions;
+      for (int append_idx = 0; append_idx < kAppendsEach; ++append_idx) {
+        // Mostly single events (the groups' share), every fourth append a run of five.
+        std::vector<EventData> events(append_idx % 4 == 3 ? 5 : 1);
+        for (EventData& event : events) event.type = "Stored";
+        std::string stream =
+            "s" + std::to_string(writer_idx) + "-" + std::to_string(append_idx % 10);
+        int64_t& version = versions[stream];
+        auto appended = (*store)->append(stream, ExpectedVersion::exact(version), events);
+        if (!appended) {
+          ++writer_errors;
+          continue;
+        }
+        version = appended->stream_version;
+        std::lock_guard lock(committed_mutex);
+        for (const EventData& event : events) committed.insert(event.event_id);
+      }
+      --writers_running;
+    });
+  }
+
+  PostgresStoreOptions options;
+  options.read_ahead = true;
+  auto reader = PostgresEventStore::open(db_->url(), options);
+  ASSERT_TRUE(reader.ok()) << reader.error().to_string();
+  std::vector<RecordedEvent> received;
+  Position last_seen;
+  bool order_ok = true;
+  auto deadline = std::chrono::steady_clock::now() + 120s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto checkpoint = (*reader)->load_checkpoint("reader");
+    ASSERT_TRUE(checkpoint.ok());
+    auto page = (*reader)->read_all(checkpoint->value_or(Position{}), 50);
+    ASSERT_TRUE(page.ok()) << page.error().to_string();
+    for (const RecordedEvent& event : page->events) {
+      if (!(last_seen < event.position())) order_ok = false;
+      last_seen = event.position();
+      received.push_back(event);
+    }
+    ASSERT_TRUE((*reader)->save_checkpoint("reader", page->next).ok());
+    if (page->events.empty()) {
+      if (writers_running.load() == 0) {
+        std::lock_guard lock(committed_mutex);
+        if (received.size() >= committed.size()) break;
+      }
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+  for (auto& writer : writers) writer.join();
+
+  EXPECT_EQ(writer_errors.load(), 0);
+  EXPECT_TRUE(order_ok) << "positions went backwards";
+  std::set<Uuid> received_ids;
+  for (const RecordedEvent& event : received) {
+    EXPECT_TRUE(received_ids.insert(event.event_id).second)
+        << "delivered twice: " << event.event_id.to_string();
+  }
+  EXPECT_EQ(committed.size(), size_t{kWriters} * (kAppendsEach / 4) * (3 + 5));
+  EXPECT_TRUE(received_ids == committed)
+      << "received " << received_ids.size() << " of " << committed.size() << " committed";
+  // For the record: how many commits held the appends of several stores (group commits).
+  std::map<uint64_t, int> events_per_commit;
+  for (const RecordedEvent& event : received) ++events_per_commit[event.commit_id];
+  int shared_commits = 0;
+  for (const auto& [commit, count] : events_per_commit) shared_commits += count > 5 ? 1 : 0;
+  RecordProperty("commits_of_several_appends", shared_commits);
 }
 
 TEST_F(GlobalOrder, ConcurrentWritersWithRandomCommitDelaysAreSeenExactlyOnce) {
