@@ -207,6 +207,22 @@ TEST_F(PostgresStore, TruncatingTheEventsTableFails) {
   EXPECT_EQ(count->int64(0, 0), 1);
 }
 
+// global_position is unique by construction, without an index to enforce it: an identity that
+// always comes from its sequence, so a writer of plain SQL cannot choose one.
+TEST_F(PostgresStore, AnInsertThatChoosesAGlobalPositionIsRefused) {
+  append_one("s");
+  auto inserted = raw_->exec(
+      "INSERT INTO cqrs.events (global_position, stream_id, stream_version, event_id, event_type,"
+      " data) SELECT global_position, 'other', 1, gen_random_uuid(), 'Copied', data"
+      " FROM cqrs.events");
+  ASSERT_FALSE(inserted.ok());
+  EXPECT_NE(inserted.error().message().find("global_position"), std::string::npos)
+      << inserted.error().message();
+  auto count = raw_->exec("SELECT count(*) FROM cqrs.events");
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(count->int64(0, 0), 1);
+}
+
 // The stores check every event before writing it; the database keeps the same rules for any
 // other writer (schema/014: the columns' domains).
 TEST_F(PostgresStore, RowsThatBreakTheColumnRulesAreRefusedByTheDatabase) {
