@@ -47,6 +47,67 @@ Result<QueryResult> raw_append(Connection& conn, std::string_view stream,
       Params().add(stream).add(id_array).add(types).add(versions).add(data).add(metadata));
 }
 
+// What a test's writer threads committed, for the reader to check against.
+struct Commits {
+  explicit Commits(int writers) : writers_running(writers) {}
+
+  void add(const std::vector<Uuid>& ids) {
+    std::lock_guard lock(mutex);
+    committed.insert(ids.begin(), ids.end());
+  }
+
+  std::mutex mutex;
+  std::set<Uuid> committed;
+  std::atomic<int> writers_running;
+  std::atomic<int> writer_errors{0};
+};
+
+// Follows $all from the checkpoint "reader" (only `types`, when given) in pages of `page_size`,
+// saving the checkpoint after every page and resuming from the saved one, as a subscription
+// that restarts at any moment would; until the writers are done and as many events arrived as
+// they committed, or 120 s passed. Then joins the writers and expects every committed event
+// exactly once, in increasing positions. `received` holds what was read.
+void follow_all_and_expect_each_once(PostgresEventStore& reader, size_t page_size,
+                                     const std::vector<std::string>& types, Commits& commits,
+                                     std::vector<std::thread>& writers,
+                                     std::vector<RecordedEvent>& received) {
+  Position last_seen;
+  bool order_ok = true;
+  auto deadline = std::chrono::steady_clock::now() + 120s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto checkpoint = reader.load_checkpoint("reader");
+    ASSERT_TRUE(checkpoint.ok());
+    Position from = checkpoint->value_or(Position{});
+    auto page = types.empty() ? reader.read_all(from, page_size)
+                              : reader.read_all_of_types(from, page_size, types);
+    ASSERT_TRUE(page.ok()) << page.error().to_string();
+    for (const RecordedEvent& event : page->events) {
+      if (!(last_seen < event.position())) order_ok = false;
+      last_seen = event.position();
+      received.push_back(event);
+    }
+    ASSERT_TRUE(reader.save_checkpoint("reader", page->next).ok());
+    if (page->events.empty()) {
+      if (commits.writers_running.load() == 0) {
+        std::lock_guard lock(commits.mutex);
+        if (received.size() >= commits.committed.size()) break;
+      }
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+  for (auto& writer : writers) writer.join();
+
+  EXPECT_EQ(commits.writer_errors.load(), 0);
+  EXPECT_TRUE(order_ok) << "positions went backwards";
+  std::set<Uuid> received_ids;
+  for (const RecordedEvent& event : received) {
+    EXPECT_TRUE(received_ids.insert(event.event_id).second)
+        << "delivered twice: " << event.event_id.to_string();
+  }
+  EXPECT_EQ(received_ids.size(), commits.committed.size());
+  EXPECT_TRUE(received_ids == commits.committed) << "received and committed sets differ";
+}
+
 class GlobalOrder : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -257,18 +318,14 @@ TEST_F(GlobalOrder, HeadIsTheLastEventInNumericTransactionOrder) {
 void GlobalOrder::expect_every_commit_seen_once(const std::vector<std::string>& types) {
   constexpr int kWriters = 8;
   constexpr int kAppendsEach = 2000;
-  std::mutex committed_mutex;
-  std::set<Uuid> committed;
-  std::atomic<int> writers_running{kWriters};
-  std::atomic<int> writer_errors{0};
-
+  Commits commits(kWriters);
   std::vector<std::thread> writers;
   for (int writer_idx = 0; writer_idx < kWriters; ++writer_idx) {
     writers.emplace_back([&, writer_idx] {
       auto conn = Connection::open(db_->url());
       if (!conn) {
-        ++writer_errors;
-        --writers_running;
+        ++commits.writer_errors;
+        --commits.writers_running;
         return;
       }
       std::mt19937 random(static_cast<unsigned>(writer_idx) * 7919u + 1u);
@@ -286,58 +343,19 @@ void GlobalOrder::expect_every_commit_seen_once(const std::vector<std::string>& 
         bool rollback = percent(random) < 5;
         ok = ok && (*conn)->exec(rollback ? "ROLLBACK" : "COMMIT").ok();
         if (!ok) {
-          ++writer_errors;
+          ++commits.writer_errors;
           continue;
         }
-        if (!rollback && wanted) {
-          std::lock_guard lock(committed_mutex);
-          committed.insert(ids.begin(), ids.end());
-        }
+        if (!rollback && wanted) commits.add(ids);
       }
-      --writers_running;
+      --commits.writers_running;
     });
   }
 
-  // The reader saves its checkpoint after every page and resumes from the saved one, as a
-  // subscription that restarts at any moment would.
   std::vector<RecordedEvent> received;
-  Position last_seen;
-  bool order_ok = true;
-  auto deadline = std::chrono::steady_clock::now() + 120s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto checkpoint = reader_->load_checkpoint("reader");
-    ASSERT_TRUE(checkpoint.ok());
-    Position from = checkpoint->value_or(Position{});
-    auto page =
-        types.empty() ? reader_->read_all(from, 250) : reader_->read_all_of_types(from, 250, types);
-    ASSERT_TRUE(page.ok()) << page.error().to_string();
-    for (const RecordedEvent& event : page->events) {
-      if (!(last_seen < event.position())) order_ok = false;
-      last_seen = event.position();
-      received.push_back(event);
-    }
-    ASSERT_TRUE(reader_->save_checkpoint("reader", page->next).ok());
-    if (page->events.empty()) {
-      if (writers_running.load() == 0) {
-        std::lock_guard lock(committed_mutex);
-        if (received.size() >= committed.size()) break;
-      }
-      std::this_thread::sleep_for(2ms);
-    }
-  }
-  for (auto& writer : writers) writer.join();
-
-  EXPECT_EQ(writer_errors.load(), 0);
-  EXPECT_TRUE(order_ok) << "positions went backwards";
-  std::set<Uuid> received_ids;
-  for (const RecordedEvent& event : received) {
-    EXPECT_TRUE(received_ids.insert(event.event_id).second)
-        << "delivered twice: " << event.event_id.to_string();
-  }
-  EXPECT_EQ(received_ids.size(), committed.size());
-  EXPECT_TRUE(received_ids == committed) << "received and committed sets differ";
+  follow_all_and_expect_each_once(*reader_, 250, types, commits, writers, received);
   // Batches of 1-3 events; with types, half of the appends.
-  EXPECT_GT(committed.size(), size_t{kWriters * kAppendsEach} / (types.empty() ? 1 : 2));
+  EXPECT_GT(commits.committed.size(), size_t{kWriters * kAppendsEach} / (types.empty() ? 1 : 2));
 }
 
 // The store's own append paths under the same reader: eight stores of one process (so their
@@ -347,17 +365,14 @@ void GlobalOrder::expect_every_commit_seen_once(const std::vector<std::string>& 
 TEST_F(GlobalOrder, TheStoresOwnAppendsAreSeenExactlyOnceByAReaderThatReadsAhead) {
   constexpr int kWriters = 8;
   constexpr int kAppendsEach = 600;
-  std::mutex committed_mutex;
-  std::set<Uuid> committed;
-  std::atomic<int> writers_running{kWriters};
-  std::atomic<int> writer_errors{0};
+  Commits commits(kWriters);
   std::vector<std::thread> writers;
   for (int writer_idx = 0; writer_idx < kWriters; ++writer_idx) {
     writers.emplace_back([&, writer_idx] {
       auto store = PostgresEventStore::open(db_->url());
       if (!store) {
-        ++writer_errors;
-        --writers_running;
+        ++commits.writer_errors;
+        --commits.writers_running;
         return;
       }
       std::map<std::string, int64_t> versions;
@@ -370,14 +385,15 @@ TEST_F(GlobalOrder, TheStoresOwnAppendsAreSeenExactlyOnceByAReaderThatReadsAhead
         int64_t& version = versions[stream];
         auto appended = (*store)->append(stream, ExpectedVersion::exact(version), events);
         if (!appended) {
-          ++writer_errors;
+          ++commits.writer_errors;
           continue;
         }
         version = appended->stream_version;
-        std::lock_guard lock(committed_mutex);
-        for (const EventData& event : events) committed.insert(event.event_id);
+        std::vector<Uuid> ids;
+        for (const EventData& event : events) ids.push_back(event.event_id);
+        commits.add(ids);
       }
-      --writers_running;
+      --commits.writers_running;
     });
   }
 
@@ -386,40 +402,8 @@ TEST_F(GlobalOrder, TheStoresOwnAppendsAreSeenExactlyOnceByAReaderThatReadsAhead
   auto reader = PostgresEventStore::open(db_->url(), options);
   ASSERT_TRUE(reader.ok()) << reader.error().to_string();
   std::vector<RecordedEvent> received;
-  Position last_seen;
-  bool order_ok = true;
-  auto deadline = std::chrono::steady_clock::now() + 120s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto checkpoint = (*reader)->load_checkpoint("reader");
-    ASSERT_TRUE(checkpoint.ok());
-    auto page = (*reader)->read_all(checkpoint->value_or(Position{}), 50);
-    ASSERT_TRUE(page.ok()) << page.error().to_string();
-    for (const RecordedEvent& event : page->events) {
-      if (!(last_seen < event.position())) order_ok = false;
-      last_seen = event.position();
-      received.push_back(event);
-    }
-    ASSERT_TRUE((*reader)->save_checkpoint("reader", page->next).ok());
-    if (page->events.empty()) {
-      if (writers_running.load() == 0) {
-        std::lock_guard lock(committed_mutex);
-        if (received.size() >= committed.size()) break;
-      }
-      std::this_thread::sleep_for(2ms);
-    }
-  }
-  for (auto& writer : writers) writer.join();
-
-  EXPECT_EQ(writer_errors.load(), 0);
-  EXPECT_TRUE(order_ok) << "positions went backwards";
-  std::set<Uuid> received_ids;
-  for (const RecordedEvent& event : received) {
-    EXPECT_TRUE(received_ids.insert(event.event_id).second)
-        << "delivered twice: " << event.event_id.to_string();
-  }
-  EXPECT_EQ(committed.size(), size_t{kWriters} * (kAppendsEach / 4) * (3 + 5));
-  EXPECT_TRUE(received_ids == committed)
-      << "received " << received_ids.size() << " of " << committed.size() << " committed";
+  follow_all_and_expect_each_once(**reader, 50, {}, commits, writers, received);
+  EXPECT_EQ(commits.committed.size(), size_t{kWriters} * (kAppendsEach / 4) * (3 + 5));
   // For the record: how many commits held the appends of several stores (group commits).
   std::map<uint64_t, int> events_per_commit;
   for (const RecordedEvent& event : received) ++events_per_commit[event.commit_id];

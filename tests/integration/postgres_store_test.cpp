@@ -41,6 +41,13 @@ class PostgresStore : public ::testing::Test {
     ASSERT_NE(raw_, nullptr);
   }
 
+  // Rows in cqrs.events, counted on the raw connection.
+  int64_t stored_events() {
+    auto count = raw_->exec("SELECT count(*) FROM cqrs.events");
+    EXPECT_TRUE(count.ok()) << count.error().to_string();
+    return count.ok() ? count->int64(0, 0) : -1;
+  }
+
   void append_one(std::string_view stream) {
     EventData event;
     event.type = "Happened";
@@ -202,9 +209,7 @@ TEST_F(PostgresStore, TruncatingTheEventsTableFails) {
   append_one("s");
   auto truncated = raw_->exec("TRUNCATE cqrs.events");
   ASSERT_FALSE(truncated.ok());
-  auto count = raw_->exec("SELECT count(*) FROM cqrs.events");
-  ASSERT_TRUE(count.ok());
-  EXPECT_EQ(count->int64(0, 0), 1);
+  EXPECT_EQ(stored_events(), 1);
 }
 
 // global_position is unique by construction, without an index to enforce it: an identity that
@@ -218,9 +223,7 @@ TEST_F(PostgresStore, AnInsertThatChoosesAGlobalPositionIsRefused) {
   ASSERT_FALSE(inserted.ok());
   EXPECT_NE(inserted.error().message().find("global_position"), std::string::npos)
       << inserted.error().message();
-  auto count = raw_->exec("SELECT count(*) FROM cqrs.events");
-  ASSERT_TRUE(count.ok());
-  EXPECT_EQ(count->int64(0, 0), 1);
+  EXPECT_EQ(stored_events(), 1);
 }
 
 // The stores check every event before writing it; the database keeps the same rules for any
@@ -261,9 +264,7 @@ TEST_F(PostgresStore, RowsThatBreakTheColumnRulesAreRefusedByTheDatabase) {
   ASSERT_FALSE(called.ok());
   EXPECT_NE(called.error().message().find("event_version_positive"), std::string::npos)
       << called.error().message();
-  auto count = raw_->exec("SELECT count(*) FROM cqrs.events");
-  ASSERT_TRUE(count.ok());
-  EXPECT_EQ(count->int64(0, 0), 0);
+  EXPECT_EQ(stored_events(), 0);
   // A row that keeps them is stored, with the metadata's default when none is given.
   ASSERT_TRUE(insert("1", "Happened", "1", "{\"k\":1}").ok());
   auto defaulted = raw_->exec(
